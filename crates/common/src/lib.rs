@@ -1,0 +1,14 @@
+//! Pieces shared by the CloudAI master and worker.
+//!
+//! - [`host`]: system information and live CPU/memory samples (sysinfo);
+//! - [`units`]: human sizes and durations (`512m`, `2g`, `90s`);
+//! - [`validate`]: checks of everything a client sends (ids, addresses, images, limits);
+//! - [`logging`]: the `tracing` subscriber both binaries install.
+
+pub mod host;
+pub mod logging;
+pub mod units;
+pub mod validate;
+
+/// Version of the CloudAI binaries (the workspace version).
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");

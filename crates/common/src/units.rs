@@ -1,0 +1,144 @@
+//! Human units: sizes (`512m`, `2g`, `1.5GiB`) and durations (`90s`, `5m`, `1h30m`).
+
+use std::time::Duration;
+
+/// A size or duration that could not be parsed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct UnitError(String);
+
+/// Parses a byte size: a number with an optional unit `b`, `k`, `m`, `g`, `t`
+/// (powers of 1024; `kb`, `kib`, `mb`, `mib`… are accepted too). A bare number is bytes.
+pub fn parse_size(text: &str) -> Result<u64, UnitError> {
+    let lower = text.trim().to_ascii_lowercase();
+    let split = lower
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(lower.len());
+    let (number, unit) = lower.split_at(split);
+    let bad = || {
+        UnitError(format!(
+            "invalid size '{text}': expected a number with an optional unit, like 512m or 2g"
+        ))
+    };
+    let value: f64 = number.parse().map_err(|_| bad())?;
+    let multiplier: u64 = match unit.trim() {
+        "" | "b" => 1,
+        "k" | "kb" | "kib" => 1 << 10,
+        "m" | "mb" | "mib" => 1 << 20,
+        "g" | "gb" | "gib" => 1 << 30,
+        "t" | "tb" | "tib" => 1 << 40,
+        _ => return Err(bad()),
+    };
+    let bytes = value * multiplier as f64;
+    if !bytes.is_finite() || bytes >= u64::MAX as f64 {
+        return Err(UnitError(format!("size '{text}' is too large")));
+    }
+    Ok(bytes.round() as u64)
+}
+
+/// Parses a duration: one or more `<number><unit>` parts with units `ms`, `s`,
+/// `m`, `h`, `d` (`90s`, `5m`, `1h30m`). A bare number is seconds.
+pub fn parse_duration(text: &str) -> Result<Duration, UnitError> {
+    let trimmed = text.trim().to_ascii_lowercase();
+    let bad = || {
+        UnitError(format!(
+            "invalid duration '{text}': expected something like 90s, 5m or 1h30m"
+        ))
+    };
+    if trimmed.is_empty() {
+        return Err(bad());
+    }
+    if let Ok(seconds) = trimmed.parse::<u64>() {
+        return Ok(Duration::from_secs(seconds));
+    }
+    let mut total = Duration::ZERO;
+    let mut rest = trimmed.as_str();
+    while !rest.is_empty() {
+        let digits = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .ok_or_else(bad)?;
+        let (number, tail) = rest.split_at(digits);
+        let unit_len = tail
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(tail.len());
+        let (unit, next) = tail.split_at(unit_len);
+        let value: f64 = number.parse().map_err(|_| bad())?;
+        let seconds = match unit {
+            "ms" => value / 1000.0,
+            "s" | "sec" => value,
+            "m" | "min" => value * 60.0,
+            "h" => value * 3600.0,
+            "d" => value * 86_400.0,
+            _ => return Err(bad()),
+        };
+        total += Duration::try_from_secs_f64(seconds).map_err(|_| bad())?;
+        rest = next;
+    }
+    Ok(total)
+}
+
+/// Formats a byte count with a binary unit, e.g. `1.5 GiB`.
+pub fn format_bytes(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit < UNITS.len() - 1 {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
+}
+
+/// Formats a duration compactly: `45s`, `3m12s`, `2h05m`.
+pub fn format_duration(duration: Duration) -> String {
+    let secs = duration.as_secs();
+    match secs {
+        0..60 => format!("{secs}s"),
+        60..3600 => format!("{}m{:02}s", secs / 60, secs % 60),
+        _ => format!("{}h{:02}m", secs / 3600, (secs % 3600) / 60),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("512m").unwrap(), 512 << 20);
+        assert_eq!(parse_size("2g").unwrap(), 2 << 30);
+        assert_eq!(parse_size("2GiB").unwrap(), 2 << 30);
+        assert_eq!(parse_size("1.5g").unwrap(), 3 << 29);
+        assert_eq!(parse_size("100").unwrap(), 100);
+        assert_eq!(parse_size("64k").unwrap(), 64 << 10);
+        assert!(parse_size("").is_err());
+        assert!(parse_size("-5m").is_err());
+        assert!(parse_size("12q").is_err());
+        assert!(parse_size("99999999999t").is_err());
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("90s").unwrap(), Duration::from_secs(90));
+        assert_eq!(parse_duration("90").unwrap(), Duration::from_secs(90));
+        assert_eq!(parse_duration("5m").unwrap(), Duration::from_secs(300));
+        assert_eq!(parse_duration("1h30m").unwrap(), Duration::from_secs(5400));
+        assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
+        assert!(parse_duration("").is_err());
+        assert!(parse_duration("abc").is_err());
+        assert!(parse_duration("5x").is_err());
+        assert!(parse_duration("-5s").is_err());
+    }
+
+    #[test]
+    fn formatting() {
+        assert_eq!(format_bytes(512), "512 B");
+        assert_eq!(format_bytes(3 << 29), "1.5 GiB");
+        assert_eq!(format_duration(Duration::from_secs(192)), "3m12s");
+        assert_eq!(format_duration(Duration::from_secs(7500)), "2h05m");
+    }
+}
