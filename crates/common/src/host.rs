@@ -61,15 +61,19 @@ pub fn primary_ipv4() -> Option<std::net::Ipv4Addr> {
     let mut candidates: Vec<(String, std::net::Ipv4Addr)> = networks
         .iter()
         .flat_map(|(name, data)| {
-            data.ip_networks().iter().filter_map(move |net| match net.addr {
-                std::net::IpAddr::V4(v4) if !v4.is_loopback() && !v4.is_link_local() => {
-                    Some((name.to_string_lossy().into_owned(), v4))
-                }
-                _ => None,
-            })
+            data.ip_networks()
+                .iter()
+                .filter_map(move |net| match net.addr {
+                    std::net::IpAddr::V4(v4) if !v4.is_loopback() && !v4.is_link_local() => {
+                        Some((name.to_string_lossy().into_owned(), v4))
+                    }
+                    _ => None,
+                })
         })
         // Docker's bridges are not how other hosts reach us.
-        .filter(|(name, _)| !name.starts_with("docker") && !name.starts_with("br-") && !name.starts_with("veth"))
+        .filter(|(name, _)| {
+            !name.starts_with("docker") && !name.starts_with("br-") && !name.starts_with("veth")
+        })
         .collect();
     candidates.sort();
     candidates.first().map(|(_, addr)| *addr)

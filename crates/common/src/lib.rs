@@ -3,10 +3,12 @@
 //! - [`host`]: system information and live CPU/memory samples (sysinfo);
 //! - [`units`]: human sizes and durations (`512m`, `2g`, `90s`);
 //! - [`validate`]: checks of everything a client sends (ids, addresses, images, limits);
-//! - [`logging`]: the `tracing` subscriber both binaries install.
+//! - [`logging`]: the `tracing` subscriber both binaries install;
+//! - [`signals`]: Ctrl-C / SIGTERM handling.
 
 pub mod host;
 pub mod logging;
+pub mod signals;
 pub mod units;
 pub mod validate;
 

@@ -1,5 +1,6 @@
 //! Logging set-up: structured `tracing` output on stderr.
 
+use std::io::IsTerminal;
 use tracing_subscriber::EnvFilter;
 
 /// Installs a stderr `tracing` subscriber. The filter comes from `RUST_LOG`
@@ -11,6 +12,7 @@ pub fn init(default_filter: &str) {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none())
         .with_target(false)
         .try_init();
 }

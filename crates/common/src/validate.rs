@@ -53,7 +53,10 @@ pub fn id(field: &'static str, value: &str) -> Result<(), ValidationError> {
         return Err(err(field, "must not be empty"));
     }
     if value.len() > MAX_ID_LEN {
-        return Err(err(field, format!("is longer than {MAX_ID_LEN} characters")));
+        return Err(err(
+            field,
+            format!("is longer than {MAX_ID_LEN} characters"),
+        ));
     }
     let first_ok = value.starts_with(|c: char| c.is_ascii_alphanumeric());
     let chars_ok = value
@@ -62,7 +65,9 @@ pub fn id(field: &'static str, value: &str) -> Result<(), ValidationError> {
     if !first_ok || !chars_ok {
         return Err(err(
             field,
-            format!("'{value}' is not a valid id: use letters, digits, '.', '_' and '-', starting with a letter or digit"),
+            format!(
+                "'{value}' is not a valid id: use letters, digits, '.', '_' and '-', starting with a letter or digit"
+            ),
         ));
     }
     Ok(())
@@ -102,12 +107,17 @@ pub fn image(value: &str) -> Result<(), ValidationError> {
         return Err(err(FIELD, "must not be empty"));
     }
     if value.len() > MAX_IMAGE_LEN {
-        return Err(err(FIELD, format!("is longer than {MAX_IMAGE_LEN} characters")));
+        return Err(err(
+            FIELD,
+            format!("is longer than {MAX_IMAGE_LEN} characters"),
+        ));
     }
     let bad = |why: &str| {
         err(
             FIELD,
-            format!("'{value}' is not a valid image reference ({why}); expected something like busybox:latest or registry.example.com/team/app:1.0"),
+            format!(
+                "'{value}' is not a valid image reference ({why}); expected something like busybox:latest or registry.example.com/team/app:1.0"
+            ),
         )
     };
     let chars_ok = value
@@ -121,7 +131,9 @@ pub fn image(value: &str) -> Result<(), ValidationError> {
         None => (value, None),
     };
     if let Some(digest) = digest {
-        let (algo, hex) = digest.split_once(':').ok_or_else(|| bad("malformed digest"))?;
+        let (algo, hex) = digest
+            .split_once(':')
+            .ok_or_else(|| bad("malformed digest"))?;
         if algo.is_empty() || hex.len() < 32 || !hex.chars().all(|c| c.is_ascii_hexdigit()) {
             return Err(bad("malformed digest"));
         }
@@ -142,15 +154,20 @@ pub fn image(value: &str) -> Result<(), ValidationError> {
     if repo.is_empty() || repo.split('/').any(|part| part.is_empty()) {
         return Err(bad("empty path component"));
     }
-    let path_start = usize::from(repo.contains('/') && {
-        let first = repo.split('/').next().unwrap_or_default();
-        first.contains(['.', ':']) || first == "localhost"
-    });
+    let path_start = usize::from(
+        repo.contains('/') && {
+            let first = repo.split('/').next().unwrap_or_default();
+            first.contains(['.', ':']) || first == "localhost"
+        },
+    );
     for part in repo.split('/').skip(path_start) {
         if part.chars().any(|c| c.is_ascii_uppercase()) {
             return Err(bad("repository names must be lowercase"));
         }
-        if part.starts_with(['.', '_', '-']) || part.ends_with(['.', '_', '-']) || part.contains(':') {
+        if part.starts_with(['.', '_', '-'])
+            || part.ends_with(['.', '_', '-'])
+            || part.contains(':')
+        {
             return Err(bad("malformed path component"));
         }
     }
@@ -161,7 +178,13 @@ pub fn image(value: &str) -> Result<(), ValidationError> {
 pub fn env(vars: &HashMap<String, String>) -> Result<(), ValidationError> {
     const FIELD: &str = "env";
     if vars.len() > MAX_ENV_VARS {
-        return Err(err(FIELD, format!("has {} variables; at most {MAX_ENV_VARS} are allowed", vars.len())));
+        return Err(err(
+            FIELD,
+            format!(
+                "has {} variables; at most {MAX_ENV_VARS} are allowed",
+                vars.len()
+            ),
+        ));
     }
     let mut total = 0;
     for (key, value) in vars {
@@ -170,7 +193,9 @@ pub fn env(vars: &HashMap<String, String>) -> Result<(), ValidationError> {
         if !name_ok {
             return Err(err(
                 FIELD,
-                format!("'{key}' is not a valid variable name: use letters, digits and '_', not starting with a digit"),
+                format!(
+                    "'{key}' is not a valid variable name: use letters, digits and '_', not starting with a digit"
+                ),
             ));
         }
         if value.contains('\0') {
@@ -179,7 +204,10 @@ pub fn env(vars: &HashMap<String, String>) -> Result<(), ValidationError> {
         total += key.len() + value.len();
     }
     if total > MAX_ENV_BYTES {
-        return Err(err(FIELD, format!("is {total} bytes; at most {MAX_ENV_BYTES} are allowed")));
+        return Err(err(
+            FIELD,
+            format!("is {total} bytes; at most {MAX_ENV_BYTES} are allowed"),
+        ));
     }
     Ok(())
 }
@@ -188,11 +216,20 @@ pub fn env(vars: &HashMap<String, String>) -> Result<(), ValidationError> {
 pub fn command(args: &[String]) -> Result<(), ValidationError> {
     const FIELD: &str = "command";
     if args.len() > MAX_COMMAND_ARGS {
-        return Err(err(FIELD, format!("has {} arguments; at most {MAX_COMMAND_ARGS} are allowed", args.len())));
+        return Err(err(
+            FIELD,
+            format!(
+                "has {} arguments; at most {MAX_COMMAND_ARGS} are allowed",
+                args.len()
+            ),
+        ));
     }
     let total: usize = args.iter().map(String::len).sum();
     if total > MAX_COMMAND_BYTES {
-        return Err(err(FIELD, format!("is {total} bytes; at most {MAX_COMMAND_BYTES} are allowed")));
+        return Err(err(
+            FIELD,
+            format!("is {total} bytes; at most {MAX_COMMAND_BYTES} are allowed"),
+        ));
     }
     if args.iter().any(|arg| arg.contains('\0')) {
         return Err(err(FIELD, "contains a NUL byte"));
@@ -205,30 +242,50 @@ pub fn limits(limits: &ResourceLimits) -> Result<(), ValidationError> {
     if limits.nano_cpus < 0 || limits.nano_cpus > MAX_NANO_CPUS {
         return Err(err(
             "limits.cpus",
-            format!("{} CPUs is out of range: use a number between 0.01 and 1024", limits.nano_cpus as f64 / 1e9),
+            format!(
+                "{} CPUs is out of range: use a number between 0.01 and 1024",
+                limits.nano_cpus as f64 / 1e9
+            ),
         ));
     }
     if limits.nano_cpus > 0 && limits.nano_cpus < 10_000_000 {
         return Err(err("limits.cpus", "must be at least 0.01 CPUs"));
     }
     if limits.memory_bytes < 0 || limits.memory_bytes > MAX_MEMORY_BYTES {
-        return Err(err("limits.memory", "is out of range: use a size between 6m and 16t"));
+        return Err(err(
+            "limits.memory",
+            "is out of range: use a size between 6m and 16t",
+        ));
     }
     if limits.memory_bytes > 0 && limits.memory_bytes < MIN_MEMORY_BYTES {
-        return Err(err("limits.memory", "must be at least 6m (Docker's minimum)"));
+        return Err(err(
+            "limits.memory",
+            "must be at least 6m (Docker's minimum)",
+        ));
     }
     if limits.gpu_count < -1 || limits.gpu_count > MAX_GPUS {
-        return Err(err("limits.gpus", format!("must be a count between 0 and {MAX_GPUS}, or 'all'")));
+        return Err(err(
+            "limits.gpus",
+            format!("must be a count between 0 and {MAX_GPUS}, or 'all'"),
+        ));
     }
     if limits.gpu_device_ids.len() > MAX_GPUS as usize {
-        return Err(err("limits.gpus", format!("lists more than {MAX_GPUS} devices")));
+        return Err(err(
+            "limits.gpus",
+            format!("lists more than {MAX_GPUS} devices"),
+        ));
     }
     for device in &limits.gpu_device_ids {
         let ok = !device.is_empty()
             && device.len() <= 128
-            && device.chars().all(|c| c.is_ascii_alphanumeric() || c == '-');
+            && device
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-');
         if !ok {
-            return Err(err("limits.gpus", format!("'{device}' is not a GPU UUID or index")));
+            return Err(err(
+                "limits.gpus",
+                format!("'{device}' is not a GPU UUID or index"),
+            ));
         }
     }
     Ok(())
@@ -286,7 +343,15 @@ mod tests {
             assert!(image(ok).is_ok(), "{ok} should be accepted");
         }
         for bad in [
-            "", "Busybox", "a b", "repo:", ":tag", "repo//x", "repo@sha256:zz", "-repo", "img;rm",
+            "",
+            "Busybox",
+            "a b",
+            "repo:",
+            ":tag",
+            "repo//x",
+            "repo@sha256:zz",
+            "-repo",
+            "img;rm",
         ] {
             assert!(image(bad).is_err(), "{bad} should be refused");
         }
@@ -305,13 +370,54 @@ mod tests {
 
     #[test]
     fn limit_ranges() {
-        let ok = ResourceLimits { nano_cpus: 1_500_000_000, memory_bytes: 64 << 20, gpu_count: 1, gpu_device_ids: vec![] };
+        let ok = ResourceLimits {
+            nano_cpus: 1_500_000_000,
+            memory_bytes: 64 << 20,
+            gpu_count: 1,
+            gpu_device_ids: vec![],
+        };
         assert!(limits(&ok).is_ok());
-        assert!(limits(&ResourceLimits { nano_cpus: -1, ..ok.clone() }).is_err());
-        assert!(limits(&ResourceLimits { memory_bytes: -5, ..ok.clone() }).is_err());
-        assert!(limits(&ResourceLimits { memory_bytes: 1024, ..ok.clone() }).is_err());
-        assert!(limits(&ResourceLimits { memory_bytes: i64::MAX, ..ok.clone() }).is_err());
-        assert!(limits(&ResourceLimits { gpu_count: -2, ..ok.clone() }).is_err());
-        assert!(limits(&ResourceLimits { nano_cpus: MAX_NANO_CPUS + 1, ..ok.clone() }).is_err());
+        assert!(
+            limits(&ResourceLimits {
+                nano_cpus: -1,
+                ..ok.clone()
+            })
+            .is_err()
+        );
+        assert!(
+            limits(&ResourceLimits {
+                memory_bytes: -5,
+                ..ok.clone()
+            })
+            .is_err()
+        );
+        assert!(
+            limits(&ResourceLimits {
+                memory_bytes: 1024,
+                ..ok.clone()
+            })
+            .is_err()
+        );
+        assert!(
+            limits(&ResourceLimits {
+                memory_bytes: i64::MAX,
+                ..ok.clone()
+            })
+            .is_err()
+        );
+        assert!(
+            limits(&ResourceLimits {
+                gpu_count: -2,
+                ..ok.clone()
+            })
+            .is_err()
+        );
+        assert!(
+            limits(&ResourceLimits {
+                nano_cpus: MAX_NANO_CPUS + 1,
+                ..ok.clone()
+            })
+            .is_err()
+        );
     }
 }

@@ -1,1 +1,245 @@
-//! placeholder
+//! The CloudAI worker.
+//!
+//! - [`Worker`]: the shared handle (tasks held, master link state);
+//! - [`executor`]: Docker over bollard; [`runner`]: one task's life;
+//! - [`logs`]: per-task output buffers; [`link`]: registration, heartbeats, reports;
+//! - [`server`]: gRPC `WorkerService` handlers; [`config`]: flags and environment.
+//!
+//! [`start`] takes an already-bound listener so tests can bind port 0.
+
+pub mod config;
+pub mod executor;
+pub mod link;
+pub mod logs;
+pub mod runner;
+pub mod server;
+
+pub use config::WorkerConfig;
+
+use cloudai_proto::v1::TaskResult;
+use executor::Executor;
+use runner::TaskHandle;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use tokio::net::TcpListener;
+use tokio::sync::{Notify, mpsc};
+use tokio_stream::wrappers::TcpListenerStream;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// A result waiting to be acknowledged by the master, and the container to
+/// remove once it is.
+#[derive(Debug, Clone)]
+pub struct PendingReport {
+    /// The result.
+    pub result: TaskResult,
+    /// Container to remove after the master acknowledged.
+    pub container: Option<String>,
+}
+
+/// Cheap cloneable handle to the worker's state.
+#[derive(Clone)]
+pub struct Worker {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    config: WorkerConfig,
+    id: String,
+    address: String,
+    executor: Executor,
+    /// Tasks held, by id (std mutex: never held across `.await`).
+    tasks: Mutex<HashMap<String, Arc<TaskHandle>>>,
+    reports: mpsc::UnboundedSender<PendingReport>,
+    heartbeat_now: Notify,
+    link: link::LinkState,
+    shutdown: CancellationToken,
+    tracker: TaskTracker,
+}
+
+impl Worker {
+    /// This worker's id.
+    pub fn id(&self) -> &str {
+        &self.inner.id
+    }
+
+    /// The address the master reaches this worker at.
+    pub fn address(&self) -> &str {
+        &self.inner.address
+    }
+
+    /// Configuration.
+    pub fn config(&self) -> &WorkerConfig {
+        &self.inner.config
+    }
+
+    /// Docker access.
+    pub fn executor(&self) -> &Executor {
+        &self.inner.executor
+    }
+
+    /// Tracker of the worker's background tasks.
+    pub fn tracker(&self) -> &TaskTracker {
+        &self.inner.tracker
+    }
+
+    /// The token that stops the worker.
+    pub fn shutdown_token(&self) -> &CancellationToken {
+        &self.inner.shutdown
+    }
+
+    pub(crate) fn link(&self) -> &link::LinkState {
+        &self.inner.link
+    }
+
+    fn tasks(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<TaskHandle>>> {
+        self.inner.tasks.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Registers a task handle unless one with that id is held; returns whether it was added.
+    pub fn adopt(&self, task_id: &str, handle: Arc<TaskHandle>) -> bool {
+        let mut tasks = self.tasks();
+        if tasks.contains_key(task_id) {
+            return false;
+        }
+        tasks.insert(task_id.to_string(), handle);
+        true
+    }
+
+    /// The handle of a task held.
+    pub fn task(&self, task_id: &str) -> Option<Arc<TaskHandle>> {
+        self.tasks().get(task_id).cloned()
+    }
+
+    /// Ids of every task held (running or awaiting acknowledgement).
+    pub fn held_task_ids(&self) -> Vec<String> {
+        self.tasks().keys().cloned().collect()
+    }
+
+    /// Ids of tasks whose container is running.
+    pub fn running_task_ids(&self) -> Vec<String> {
+        self.tasks()
+            .iter()
+            .filter(|(_, h)| h.running.load(std::sync::atomic::Ordering::SeqCst))
+            .map(|(id, _)| id.clone())
+            .collect()
+    }
+
+    /// Forgets a task once its result was acknowledged.
+    pub(crate) fn forget(&self, task_id: &str) {
+        self.tasks().remove(task_id);
+    }
+
+    /// Queues a result for delivery to the master.
+    pub fn queue_result(&self, result: TaskResult, container: Option<String>) {
+        if self
+            .inner
+            .reports
+            .send(PendingReport { result, container })
+            .is_err()
+        {
+            tracing::error!(
+                "result reporter stopped; the result will be recovered from the container at restart"
+            );
+        }
+    }
+
+    /// Sends the next heartbeat now rather than at the next interval.
+    pub fn heartbeat_soon(&self) {
+        self.inner.heartbeat_now.notify_one();
+    }
+
+    /// Resolves when someone asked for an early heartbeat.
+    pub(crate) async fn heartbeat_requested(&self) {
+        self.inner.heartbeat_now.notified().await;
+    }
+
+    /// Stops tasks the master no longer wants here.
+    pub fn stop_unwanted(&self, task_ids: &[String]) {
+        for task_id in task_ids {
+            if let Some(handle) = self.task(task_id) {
+                tracing::warn!(
+                    task_id,
+                    "the master does not want this task here: stopping it"
+                );
+                handle.request_stop(runner::StopReason::Cancelled);
+            }
+        }
+    }
+}
+
+/// Why the worker could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// Docker is not reachable.
+    #[error("{0}")]
+    Docker(String),
+    /// The listener has no local address.
+    #[error("listener: {0}")]
+    Listener(#[from] std::io::Error),
+}
+
+/// A started worker.
+pub struct Running {
+    /// The worker handle.
+    pub worker: Worker,
+}
+
+impl Running {
+    /// Waits for shutdown, a last "stopping" heartbeat, and every background task.
+    pub async fn wait(self) {
+        let worker = self.worker;
+        worker.shutdown_token().cancelled().await;
+        worker.tracker().close();
+        worker.tracker().wait().await;
+    }
+}
+
+/// Connects to Docker, adopts leftover containers, and starts the gRPC server,
+/// the master link and the result reporter.
+pub async fn start(
+    config: WorkerConfig,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+) -> Result<Running, StartError> {
+    let port = listener.local_addr()?.port();
+    let executor = Executor::connect().await.map_err(StartError::Docker)?;
+    let id = config.worker_id();
+    let address = format!("{}:{port}", config.advertise_host());
+    let (reports, report_queue) = mpsc::unbounded_channel();
+    let tracker = TaskTracker::new();
+    let worker = Worker {
+        inner: Arc::new(Inner {
+            link: link::LinkState::new(config.master.clone(), config.heartbeat_interval),
+            config,
+            id,
+            address,
+            executor,
+            tasks: Mutex::new(HashMap::new()),
+            reports,
+            heartbeat_now: Notify::new(),
+            shutdown: shutdown.clone(),
+            tracker: tracker.clone(),
+        }),
+    };
+    match runner::reconcile(&worker).await {
+        Ok(0) => {}
+        Ok(count) => tracing::info!(count, "found containers from an earlier run"),
+        Err(error) => tracing::warn!(error, "could not look for containers from an earlier run"),
+    }
+    let grpc = tonic::transport::Server::builder()
+        .tcp_nodelay(true)
+        .add_service(server::WorkerGrpc::service(worker.clone()))
+        .serve_with_incoming_shutdown(
+            TcpListenerStream::new(listener),
+            shutdown.clone().cancelled_owned(),
+        );
+    tracker.spawn(async move {
+        if let Err(error) = grpc.await {
+            tracing::error!(%error, "gRPC server failed");
+        }
+    });
+    tracker.spawn(link::run_heartbeats(worker.clone()));
+    tracker.spawn(link::run_reporter(worker.clone(), report_queue));
+    Ok(Running { worker })
+}

@@ -1,0 +1,363 @@
+//! Runs parsed REPL commands against the master and writes what the operator sees.
+
+use super::parse::{COMMANDS, Command, usage};
+use crate::cluster::Master;
+use crate::db::{TaskRecord, TaskState};
+use crate::error::{MasterError, MasterResult};
+use crate::events::Event;
+use cloudai_common::units::{format_bytes, format_duration};
+use futures::StreamExt;
+use std::io::Write;
+use std::time::Duration;
+
+/// What the REPL does after a command.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flow {
+    /// Read the next line.
+    Continue,
+    /// Stop the master.
+    Exit,
+}
+
+/// How long `monitor` waits for the final report after the log stream ends.
+const FINAL_STATE_WAIT: Duration = Duration::from_secs(30);
+
+/// Executes one command. Failures are written as one `error: …` line; the REPL keeps going.
+pub async fn execute(
+    master: &Master,
+    command: Command,
+    out: &mut dyn Write,
+) -> std::io::Result<Flow> {
+    match run(master, command, out).await {
+        Ok(flow) => Ok(flow),
+        Err(Failure::Master(error)) => {
+            writeln!(out, "error: {error}")?;
+            Ok(Flow::Continue)
+        }
+        Err(Failure::Io(error)) => Err(error),
+    }
+}
+
+enum Failure {
+    Master(MasterError),
+    Io(std::io::Error),
+}
+
+impl From<MasterError> for Failure {
+    fn from(error: MasterError) -> Self {
+        Failure::Master(error)
+    }
+}
+
+impl From<std::io::Error> for Failure {
+    fn from(error: std::io::Error) -> Self {
+        Failure::Io(error)
+    }
+}
+
+async fn run(master: &Master, command: Command, out: &mut dyn Write) -> Result<Flow, Failure> {
+    match command {
+        Command::Empty => {}
+        Command::Help(None) => {
+            writeln!(out, "commands:")?;
+            for (name, _, about) in COMMANDS {
+                writeln!(out, "  {name:<11} {about}")?;
+            }
+            writeln!(out, "`help <command>` shows its usage")?;
+        }
+        Command::Help(Some(topic)) => {
+            let about = COMMANDS
+                .iter()
+                .find(|(n, _, _)| *n == topic)
+                .map_or("", |(_, _, a)| *a);
+            writeln!(
+                out,
+                "usage: {}\n  {about}",
+                usage(&topic).unwrap_or_default()
+            )?;
+        }
+        Command::Status => status(master, out).await?,
+        Command::Workers => workers(master, out)?,
+        Command::Stats(worker) => stats(master, worker.as_deref(), out)?,
+        Command::Register { id, address } => {
+            writeln!(out, "{}", master.register_worker(&id, &address).await?)?
+        }
+        Command::Unregister { id } => writeln!(out, "{}", master.unregister_worker(&id).await?)?,
+        Command::Task(request) => {
+            let task = master.submit_task(request).await?;
+            match task.state {
+                TaskState::Failed => writeln!(
+                    out,
+                    "task {} failed to start: {}",
+                    task.id,
+                    task.error.as_deref().unwrap_or("unknown error")
+                )?,
+                state => writeln!(
+                    out,
+                    "task {} {state} on {} (follow it with `monitor {}`)",
+                    task.id,
+                    task.worker_id.as_deref().unwrap_or("-"),
+                    task.id
+                )?,
+            }
+        }
+        Command::Tasks { state } => tasks(master, state, out).await?,
+        Command::Monitor { task_id } => monitor(master, &task_id, out).await?,
+        Command::Logs { task_id } => {
+            let task = master.task(&task_id).await?;
+            print_stored_logs(master, &task, out).await?;
+        }
+        Command::Cancel { task_id } => {
+            let task = master.cancel_task(&task_id).await?;
+            if task.state == TaskState::Cancelled {
+                writeln!(out, "task {task_id} cancelled")?;
+            } else {
+                writeln!(
+                    out,
+                    "task {task_id}: stop requested from {}",
+                    task.worker_id.as_deref().unwrap_or("-")
+                )?;
+            }
+        }
+        Command::Exit => return Ok(Flow::Exit),
+    }
+    Ok(Flow::Continue)
+}
+
+async fn status(master: &Master, out: &mut dyn Write) -> MasterResult<()> {
+    let (pending, active, inactive) = master.registry().counts();
+    let tasks = master.store().list_tasks().await?;
+    let mut by_state: Vec<String> = TaskState::ALL
+        .iter()
+        .map(|state| (state, tasks.iter().filter(|t| t.state == *state).count()))
+        .filter(|(_, n)| *n > 0)
+        .map(|(state, n)| format!("{n} {state}"))
+        .collect();
+    if by_state.is_empty() {
+        by_state.push("none".into());
+    }
+    let _ = writeln!(
+        out,
+        "workers: {active} active, {inactive} inactive, {pending} pending"
+    );
+    let _ = writeln!(out, "tasks:   {}", by_state.join(", "));
+    let _ = writeln!(out, "store:   {}", master.store().describe());
+    let _ = writeln!(out, "uptime:  {}", format_duration(master.uptime()));
+    Ok(())
+}
+
+fn workers(master: &Master, out: &mut dyn Write) -> std::io::Result<()> {
+    let entries = master.registry().list();
+    if entries.is_empty() {
+        return writeln!(
+            out,
+            "no workers registered: `register <id> <host:port>` adds one"
+        );
+    }
+    let load = master.running_per_worker();
+    writeln!(
+        out,
+        "{:<16} {:<9} {:<22} {:>5} {:>10} {:>5} {:>6}  last seen",
+        "ID", "STATE", "ADDRESS", "CPUS", "MEMORY", "GPUS", "TASKS"
+    )?;
+    for w in entries {
+        let host = w.record.host.clone().unwrap_or_default();
+        let seen = w.last_seen.map_or("never".to_string(), |t| {
+            format!("{} ago", format_duration(t.elapsed()))
+        });
+        writeln!(
+            out,
+            "{:<16} {:<9} {:<22} {:>5} {:>10} {:>5} {:>6}  {seen}",
+            w.record.id,
+            w.state.as_str(),
+            w.record.address,
+            host.cpu_count,
+            format_bytes(host.memory_total_bytes),
+            host.gpus.len(),
+            load.get(&w.record.id).copied().unwrap_or(0),
+        )?;
+    }
+    Ok(())
+}
+
+fn stats(master: &Master, only: Option<&str>, out: &mut dyn Write) -> MasterResult<()> {
+    let entries: Vec<_> = master
+        .registry()
+        .list()
+        .into_iter()
+        .filter(|w| only.is_none_or(|id| w.record.id == id))
+        .collect();
+    if let Some(id) = only
+        && entries.is_empty()
+    {
+        return Err(MasterError::NotFound(format!(
+            "no worker '{id}': `workers` lists the registered ones"
+        )));
+    }
+    for w in entries {
+        let Some(hb) = &w.latest else {
+            let _ = writeln!(
+                out,
+                "{}: {} (no heartbeat yet)",
+                w.record.id,
+                w.state.as_str()
+            );
+            continue;
+        };
+        let _ = writeln!(
+            out,
+            "{}: {}  cpu {:.1}% of {}  mem {} / {}  load {:.2}  tasks {}",
+            w.record.id,
+            w.state.as_str(),
+            hb.cpu_percent,
+            hb.cpu_count,
+            format_bytes(hb.memory_used_bytes),
+            format_bytes(hb.memory_total_bytes),
+            hb.load_average_1m,
+            hb.running_task_ids.len(),
+        );
+        for gpu in &hb.gpus {
+            let _ = writeln!(
+                out,
+                "  gpu{} {}  util {:.0}%  mem {} / {}  {:.0}°C  {:.0} W",
+                gpu.index,
+                gpu.name,
+                gpu.utilization_percent,
+                format_bytes(gpu.memory_used_bytes),
+                format_bytes(gpu.memory_total_bytes),
+                gpu.temperature_celsius,
+                gpu.power_watts
+            );
+        }
+    }
+    Ok(())
+}
+
+async fn tasks(master: &Master, state: Option<TaskState>, out: &mut dyn Write) -> MasterResult<()> {
+    let tasks: Vec<TaskRecord> = master
+        .store()
+        .list_tasks()
+        .await?
+        .into_iter()
+        .filter(|t| state.is_none_or(|s| t.state == s))
+        .collect();
+    if tasks.is_empty() {
+        let _ = writeln!(out, "no tasks");
+        return Ok(());
+    }
+    let _ = writeln!(
+        out,
+        "{:<15} {:<10} {:<16} {:>5}  {:<28} ERROR",
+        "ID", "STATE", "WORKER", "EXIT", "IMAGE"
+    );
+    for t in tasks {
+        let exit = t.exit_code.map_or("-".to_string(), |c| c.to_string());
+        let _ = writeln!(
+            out,
+            "{:<15} {:<10} {:<16} {:>5}  {:<28} {}",
+            t.id,
+            t.state.as_str(),
+            t.worker_id.as_deref().unwrap_or("-"),
+            exit,
+            t.image,
+            t.error.as_deref().unwrap_or("")
+        );
+    }
+    Ok(())
+}
+
+/// Prints the final line of a task: state, exit code, reason.
+fn print_outcome(task: &TaskRecord, out: &mut dyn Write) -> std::io::Result<()> {
+    let exit = task
+        .exit_code
+        .map_or(String::new(), |c| format!(" (exit code {c})"));
+    let reason = task
+        .error
+        .as_deref()
+        .map_or(String::new(), |e| format!(": {e}"));
+    writeln!(out, "task {} {}{exit}{reason}", task.id, task.state)
+}
+
+async fn print_stored_logs(
+    master: &Master,
+    task: &TaskRecord,
+    out: &mut dyn Write,
+) -> MasterResult<()> {
+    if !task.state.is_terminal() {
+        return Err(MasterError::FailedPrecondition(format!(
+            "task '{}' is {}; its output is stored when it ends: `monitor {}` follows it live",
+            task.id, task.state, task.id
+        )));
+    }
+    match master.store().get_result(&task.id).await? {
+        Some(result) => {
+            if result.log_truncated {
+                let _ = writeln!(out, "[earlier output cut off]");
+            }
+            let _ = out.write_all(result.log.as_bytes());
+            if !result.log.is_empty() && !result.log.ends_with('\n') {
+                let _ = writeln!(out);
+            }
+        }
+        None => {
+            let _ = writeln!(out, "[no output stored]");
+        }
+    }
+    let _ = print_outcome(task, out);
+    Ok(())
+}
+
+async fn monitor(master: &Master, task_id: &str, out: &mut dyn Write) -> MasterResult<()> {
+    let mut events = master.subscribe();
+    let task = master.task(task_id).await?;
+    if task.state.is_terminal() {
+        return print_stored_logs(master, &task, out).await;
+    }
+    if task.state == TaskState::Queued || task.state == TaskState::Lost {
+        return Err(MasterError::FailedPrecondition(format!(
+            "task '{task_id}' is {} and has no output yet; try again when it runs",
+            task.state
+        )));
+    }
+    let mut stream = master.follow_logs(&task).await?;
+    while let Some(chunk) = stream.next().await {
+        match chunk {
+            Ok(chunk) => {
+                let _ = out.write_all(&chunk.data);
+                let _ = out.flush();
+            }
+            Err(status) => {
+                let _ = writeln!(out, "[log stream ended: {}]", status.message());
+                break;
+            }
+        }
+    }
+    // The stream ends when the container exits; the final report follows shortly.
+    let deadline = tokio::time::Instant::now() + FINAL_STATE_WAIT;
+    loop {
+        let task = master.task(task_id).await?;
+        if task.state.is_terminal() {
+            let _ = print_outcome(&task, out);
+            return Ok(());
+        }
+        let wait = async {
+            loop {
+                match events.recv().await {
+                    Ok(Event::TaskState {
+                        task_id: id, state, ..
+                    }) if id == task_id && state.is_terminal() => return,
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                    _ => {}
+                }
+            }
+        };
+        if tokio::time::timeout_at(deadline, wait).await.is_err() {
+            let _ = writeln!(
+                out,
+                "task {task_id} is still {}: its worker has not reported yet",
+                task.state
+            );
+            return Ok(());
+        }
+    }
+}

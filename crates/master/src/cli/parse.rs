@@ -1,0 +1,467 @@
+//! The REPL's command parser: a pure function from a line to a [`Command`].
+
+use crate::db::{Limits, TaskState};
+use crate::tasks::{Placement, TaskRequest};
+use cloudai_common::units::{parse_duration, parse_size};
+use std::collections::BTreeMap;
+
+/// One parsed REPL command.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Command {
+    /// Blank line.
+    Empty,
+    /// `help [command]`.
+    Help(Option<String>),
+    /// `status`: cluster summary.
+    Status,
+    /// `workers`: registered workers.
+    Workers,
+    /// `stats [worker]`: latest metrics.
+    Stats(Option<String>),
+    /// `register <id> <host:port>`.
+    Register {
+        /// Worker id.
+        id: String,
+        /// Worker address.
+        address: String,
+    },
+    /// `unregister <id>`.
+    Unregister {
+        /// Worker id.
+        id: String,
+    },
+    /// `task <worker|auto> <image> [options] [--] [command…]`.
+    Task(TaskRequest),
+    /// `tasks [--state S]`.
+    Tasks {
+        /// Only tasks in this state.
+        state: Option<TaskState>,
+    },
+    /// `monitor <task>`: follow a running task's logs, or print a finished one's.
+    Monitor {
+        /// Task id.
+        task_id: String,
+    },
+    /// `logs <task>`: stored logs of a task.
+    Logs {
+        /// Task id.
+        task_id: String,
+    },
+    /// `cancel <task>`.
+    Cancel {
+        /// Task id.
+        task_id: String,
+    },
+    /// `exit`: stop the master.
+    Exit,
+}
+
+/// Name, usage and one-line description of every command.
+pub const COMMANDS: &[(&str, &str, &str)] = &[
+    (
+        "help",
+        "help [command]",
+        "list commands, or show one command's usage",
+    ),
+    (
+        "status",
+        "status",
+        "cluster summary: workers and tasks by state, store, uptime",
+    ),
+    (
+        "workers",
+        "workers",
+        "registered workers with state, address, resources and running tasks",
+    ),
+    (
+        "stats",
+        "stats [worker]",
+        "latest CPU, memory and GPU metrics of every worker, or of one",
+    ),
+    (
+        "register",
+        "register <id> <host:port>",
+        "pre-register a worker and invite it to join",
+    ),
+    (
+        "unregister",
+        "unregister <id>",
+        "remove a worker; it is no longer accepted",
+    ),
+    (
+        "task",
+        "task <worker|auto> <image> [--cpus N] [--memory SIZE] [--gpus N|all|UUID,...] [--env K=V]... [--timeout DUR] [--] [command...]",
+        "run a container task on a worker (or let the master pick one with auto)",
+    ),
+    (
+        "tasks",
+        "tasks [--state STATE]",
+        "list tasks, newest last (states: queued assigned running completed failed cancelled timed_out lost)",
+    ),
+    (
+        "monitor",
+        "monitor <task>",
+        "follow a running task's output until it ends; print a finished task's stored output",
+    ),
+    ("logs", "logs <task>", "print a task's stored output"),
+    (
+        "cancel",
+        "cancel <task>",
+        "stop a task (its container gets SIGTERM, then SIGKILL)",
+    ),
+    ("exit", "exit", "stop the master (Ctrl-D does the same)"),
+];
+
+/// Usage line of a command.
+pub fn usage(name: &str) -> Option<&'static str> {
+    COMMANDS
+        .iter()
+        .find(|(n, _, _)| *n == name)
+        .map(|(_, usage, _)| *usage)
+}
+
+fn usage_error(name: &str, problem: &str) -> String {
+    format!("{problem}; usage: {}", usage(name).unwrap_or(name))
+}
+
+/// Parses one REPL line. Errors are one line saying what was wrong and what to type.
+pub fn parse(line: &str) -> Result<Command, String> {
+    let words =
+        shlex::split(line).ok_or_else(|| "unbalanced quotes: close every ' and \"".to_string())?;
+    let Some((name, args)) = words.split_first() else {
+        return Ok(Command::Empty);
+    };
+    let name = name.as_str();
+    let exact = |count: usize| -> Result<&[String], String> {
+        if args.len() == count {
+            Ok(args)
+        } else {
+            Err(usage_error(
+                name,
+                &format!(
+                    "{name} takes {count} argument{}",
+                    if count == 1 { "" } else { "s" }
+                ),
+            ))
+        }
+    };
+    let at_most_one = || -> Result<Option<String>, String> {
+        match args {
+            [] => Ok(None),
+            [one] => Ok(Some(one.clone())),
+            _ => Err(usage_error(name, "too many arguments")),
+        }
+    };
+    match name {
+        "help" | "?" => {
+            let topic = at_most_one()?;
+            if let Some(topic) = &topic
+                && usage(topic).is_none()
+            {
+                return Err(unknown_command(topic));
+            }
+            Ok(Command::Help(topic))
+        }
+        "status" => exact(0).map(|_| Command::Status),
+        "workers" => exact(0).map(|_| Command::Workers),
+        "stats" => Ok(Command::Stats(at_most_one()?)),
+        "register" => {
+            let args = exact(2)?;
+            Ok(Command::Register {
+                id: args[0].clone(),
+                address: args[1].clone(),
+            })
+        }
+        "unregister" => Ok(Command::Unregister {
+            id: exact(1)?[0].clone(),
+        }),
+        "task" => parse_task(args).map(Command::Task),
+        "tasks" => parse_tasks(args),
+        "monitor" => Ok(Command::Monitor {
+            task_id: exact(1)?[0].clone(),
+        }),
+        "logs" => Ok(Command::Logs {
+            task_id: exact(1)?[0].clone(),
+        }),
+        "cancel" => Ok(Command::Cancel {
+            task_id: exact(1)?[0].clone(),
+        }),
+        "exit" | "quit" => exact(0).map(|_| Command::Exit),
+        other => Err(unknown_command(other)),
+    }
+}
+
+fn unknown_command(name: &str) -> String {
+    let closest = COMMANDS
+        .iter()
+        .map(|(n, _, _)| (edit_distance(name, n), *n))
+        .min()
+        .filter(|(distance, _)| *distance <= 2);
+    match closest {
+        Some((_, suggestion)) => format!(
+            "unknown command '{name}': did you mean `{suggestion}`? (`help` lists commands)"
+        ),
+        None => format!("unknown command '{name}': `help` lists commands"),
+    }
+}
+
+/// Levenshtein distance between two short words.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut previous: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut current = vec![i + 1];
+        for (j, cb) in b.iter().enumerate() {
+            let cost = usize::from(ca != *cb);
+            current.push(
+                (previous[j] + cost)
+                    .min(previous[j + 1] + 1)
+                    .min(current[j] + 1),
+            );
+        }
+        previous = current;
+    }
+    previous[b.len()]
+}
+
+fn parse_tasks(args: &[String]) -> Result<Command, String> {
+    match args {
+        [] => Ok(Command::Tasks { state: None }),
+        [flag, state] if flag == "--state" => TaskState::parse(state)
+            .map(|state| Command::Tasks { state: Some(state) })
+            .ok_or_else(|| usage_error("tasks", &format!("unknown state '{state}'"))),
+        _ => Err(usage_error("tasks", "unexpected arguments")),
+    }
+}
+
+fn parse_task(args: &[String]) -> Result<TaskRequest, String> {
+    let [target, image, rest @ ..] = args else {
+        return Err(usage_error(
+            "task",
+            "task needs a worker (or auto) and an image",
+        ));
+    };
+    let placement = if target == "auto" {
+        Placement::Auto
+    } else {
+        Placement::Worker(target.clone())
+    };
+    let mut request = TaskRequest {
+        placement,
+        image: image.clone(),
+        command: Vec::new(),
+        env: BTreeMap::new(),
+        limits: Limits::default(),
+        timeout_seconds: 0,
+    };
+    let mut rest = rest.iter();
+    while let Some(arg) = rest.next() {
+        let mut value = |flag: &str| {
+            rest.next()
+                .cloned()
+                .ok_or_else(|| usage_error("task", &format!("{flag} needs a value")))
+        };
+        match arg.as_str() {
+            "--" => {
+                request.command.extend(rest.by_ref().cloned());
+                break;
+            }
+            "--cpus" => request.limits.nano_cpus = parse_cpus(&value("--cpus")?)?,
+            "--memory" | "-m" => {
+                let text = value("--memory")?;
+                let bytes = parse_size(&text).map_err(|e| format!("--memory: {e}"))?;
+                request.limits.memory_bytes =
+                    i64::try_from(bytes).map_err(|_| format!("--memory: '{text}' is too large"))?;
+            }
+            "--gpus" => parse_gpus(&value("--gpus")?, &mut request.limits)?,
+            "--env" | "-e" => {
+                let pair = value("--env")?;
+                let (key, val) = pair
+                    .split_once('=')
+                    .ok_or_else(|| format!("--env: '{pair}' should be KEY=VALUE"))?;
+                request.env.insert(key.to_string(), val.to_string());
+            }
+            "--timeout" => {
+                let text = value("--timeout")?;
+                request.timeout_seconds = parse_duration(&text)
+                    .map_err(|e| format!("--timeout: {e}"))?
+                    .as_secs();
+            }
+            flag if flag.starts_with("--") => {
+                return Err(usage_error(
+                    "task",
+                    &format!("unknown option '{flag}' (put the container command after --)"),
+                ));
+            }
+            _ => {
+                request.command.push(arg.clone());
+                request.command.extend(rest.by_ref().cloned());
+                break;
+            }
+        }
+    }
+    Ok(request)
+}
+
+fn parse_cpus(text: &str) -> Result<i64, String> {
+    let cpus: f64 = text
+        .parse()
+        .map_err(|_| format!("--cpus: '{text}' is not a number (e.g. 0.5 or 2)"))?;
+    if !cpus.is_finite() || cpus <= 0.0 || cpus > 1024.0 {
+        return Err(format!(
+            "--cpus: {text} is out of range: use a number between 0.01 and 1024"
+        ));
+    }
+    Ok((cpus * 1e9).round() as i64)
+}
+
+fn parse_gpus(text: &str, limits: &mut Limits) -> Result<(), String> {
+    if text == "all" {
+        limits.gpu_count = -1;
+    } else if let Ok(count) = text.parse::<i32>() {
+        if !(0..=64).contains(&count) {
+            return Err(format!(
+                "--gpus: {count} is out of range: use 0 to 64, 'all', or GPU UUIDs"
+            ));
+        }
+        limits.gpu_count = count;
+    } else {
+        limits.gpu_device_ids = text.split(',').map(str::to_string).collect();
+        limits.gpu_count = limits.gpu_device_ids.len() as i32;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn task(line: &str) -> TaskRequest {
+        match parse(line).unwrap() {
+            Command::Task(request) => request,
+            other => panic!("expected a task, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn simple_commands() {
+        assert_eq!(parse("").unwrap(), Command::Empty);
+        assert_eq!(parse("   ").unwrap(), Command::Empty);
+        assert_eq!(parse("help").unwrap(), Command::Help(None));
+        assert_eq!(
+            parse("help task").unwrap(),
+            Command::Help(Some("task".into()))
+        );
+        assert_eq!(parse("status").unwrap(), Command::Status);
+        assert_eq!(parse("workers").unwrap(), Command::Workers);
+        assert_eq!(parse("stats").unwrap(), Command::Stats(None));
+        assert_eq!(
+            parse("stats w1").unwrap(),
+            Command::Stats(Some("w1".into()))
+        );
+        assert_eq!(
+            parse("register w1 10.0.0.7:50052").unwrap(),
+            Command::Register {
+                id: "w1".into(),
+                address: "10.0.0.7:50052".into()
+            }
+        );
+        assert_eq!(
+            parse("unregister w1").unwrap(),
+            Command::Unregister { id: "w1".into() }
+        );
+        assert_eq!(
+            parse("monitor t-1").unwrap(),
+            Command::Monitor {
+                task_id: "t-1".into()
+            }
+        );
+        assert_eq!(
+            parse("logs t-1").unwrap(),
+            Command::Logs {
+                task_id: "t-1".into()
+            }
+        );
+        assert_eq!(
+            parse("cancel t-1").unwrap(),
+            Command::Cancel {
+                task_id: "t-1".into()
+            }
+        );
+        assert_eq!(parse("tasks").unwrap(), Command::Tasks { state: None });
+        assert_eq!(
+            parse("tasks --state failed").unwrap(),
+            Command::Tasks {
+                state: Some(TaskState::Failed)
+            }
+        );
+        assert_eq!(parse("exit").unwrap(), Command::Exit);
+    }
+
+    #[test]
+    fn task_with_everything() {
+        let request = task(
+            "task w1 busybox --cpus 1.5 --memory 512m --gpus 2 --env A=1 --env B=x=y --timeout 90s -- sh -c 'echo hi; exit 3'",
+        );
+        assert_eq!(request.placement, Placement::Worker("w1".into()));
+        assert_eq!(request.image, "busybox");
+        assert_eq!(request.limits.nano_cpus, 1_500_000_000);
+        assert_eq!(request.limits.memory_bytes, 512 << 20);
+        assert_eq!(request.limits.gpu_count, 2);
+        assert_eq!(request.env.get("B").map(String::as_str), Some("x=y"));
+        assert_eq!(request.timeout_seconds, 90);
+        assert_eq!(request.command, vec!["sh", "-c", "echo hi; exit 3"]);
+    }
+
+    #[test]
+    fn task_command_without_separator_and_gpu_forms() {
+        let request = task("task auto busybox echo --not-an-option");
+        assert_eq!(request.placement, Placement::Auto);
+        assert_eq!(request.command, vec!["echo", "--not-an-option"]);
+        assert_eq!(task("task auto img --gpus all").limits.gpu_count, -1);
+        let by_uuid = task("task auto img --gpus GPU-a,GPU-b");
+        assert_eq!(by_uuid.limits.gpu_device_ids, vec!["GPU-a", "GPU-b"]);
+        assert!(task("task auto img").command.is_empty());
+    }
+
+    #[test]
+    fn errors_are_one_clear_line() {
+        for (line, needle) in [
+            ("stauts", "did you mean `status`"),
+            ("frobnicate", "`help` lists commands"),
+            ("register w1", "usage: register <id> <host:port>"),
+            ("unregister", "usage: unregister <id>"),
+            ("task", "needs a worker"),
+            ("task w1", "needs a worker"),
+            ("task w1 img --cpus", "--cpus needs a value"),
+            ("task w1 img --cpus -1", "out of range"),
+            ("task w1 img --cpus lots", "not a number"),
+            ("task w1 img --memory -5m", "invalid size"),
+            ("task w1 img --memory 12q", "invalid size"),
+            ("task w1 img --gpus 99", "out of range"),
+            ("task w1 img --env NOVALUE", "KEY=VALUE"),
+            ("task w1 img --timeout soon", "invalid duration"),
+            ("task w1 img --bogus 1", "unknown option"),
+            ("tasks --state sleeping", "unknown state"),
+            ("monitor", "usage: monitor <task>"),
+            ("help nope", "unknown command"),
+            ("status now", "usage: status"),
+            ("echo 'unterminated", "unbalanced quotes"),
+        ] {
+            let error = parse(line).expect_err(line);
+            assert!(
+                error.contains(needle),
+                "{line:?} gave {error:?}, expected {needle:?}"
+            );
+            assert!(!error.contains('\n'), "{line:?} gave a multi-line error");
+        }
+    }
+
+    #[test]
+    fn every_command_has_usage() {
+        for (name, usage_text, about) in COMMANDS {
+            assert!(usage_text.starts_with(name));
+            assert!(!about.is_empty());
+        }
+    }
+}

@@ -1,0 +1,485 @@
+//! The master's core handle: store, live registry, task index, worker clients and
+//! events. The REPL, the gRPC handlers and background loops all act through it.
+
+use crate::db::{Store, TaskRecord, TaskState, WorkerRecord, now_millis};
+use crate::error::{MasterError, MasterResult};
+use crate::events::{EVENT_CAPACITY, Event};
+use crate::registry::{HeartbeatOutcome, Registry, WorkerState};
+use crate::worker_client::{CALL_TIMEOUT, WorkerClients};
+use cloudai_common::validate;
+use cloudai_proto::v1::{Heartbeat, MasterRegisterRequest, RegisterWorkerRequest};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::broadcast;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// Where a non-final task currently is, kept in memory for O(1) heartbeat checks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ActiveTask {
+    /// Worker holding it, if placed.
+    pub worker_id: Option<String>,
+    /// Its state.
+    pub state: TaskState,
+}
+
+/// Runtime settings of the core (a subset of the configuration).
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Heartbeat interval announced to workers.
+    pub heartbeat_interval: Duration,
+    /// Silence that makes a worker inactive.
+    pub inactivity_timeout: Duration,
+    /// Interval of invitations to workers not heard from.
+    pub reinvite_interval: Duration,
+    /// Address sent in invitations (empty: the worker uses the caller's IP).
+    pub advertise_addr: String,
+}
+
+/// Cheap cloneable handle to the master's state.
+#[derive(Clone)]
+pub struct Master {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    settings: Settings,
+    store: Arc<dyn Store>,
+    registry: Registry,
+    /// Non-final tasks by id (std mutex: never held across `.await`).
+    active: Mutex<HashMap<String, ActiveTask>>,
+    clients: WorkerClients,
+    events: broadcast::Sender<Event>,
+    /// Port of the gRPC server, for invitations.
+    grpc_port: u16,
+    started: Instant,
+    shutdown: CancellationToken,
+    tracker: TaskTracker,
+}
+
+impl Master {
+    /// Loads the registry and the non-final tasks from the store.
+    pub async fn load(
+        settings: Settings,
+        store: Arc<dyn Store>,
+        grpc_port: u16,
+        shutdown: CancellationToken,
+        tracker: TaskTracker,
+    ) -> MasterResult<Self> {
+        let registry = Registry::default();
+        for worker in store.list_workers().await? {
+            registry.insert(worker);
+        }
+        let active = store
+            .list_tasks()
+            .await?
+            .into_iter()
+            .filter(|t| !t.state.is_terminal())
+            .map(|t| {
+                (
+                    t.id.clone(),
+                    ActiveTask {
+                        worker_id: t.worker_id.clone(),
+                        state: t.state,
+                    },
+                )
+            })
+            .collect();
+        let (events, _) = broadcast::channel(EVENT_CAPACITY);
+        Ok(Self {
+            inner: Arc::new(Inner {
+                settings,
+                store,
+                registry,
+                active: Mutex::new(active),
+                clients: WorkerClients::default(),
+                events,
+                grpc_port,
+                started: Instant::now(),
+                shutdown,
+                tracker,
+            }),
+        })
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.inner.store
+    }
+
+    /// The live registry.
+    pub fn registry(&self) -> &Registry {
+        &self.inner.registry
+    }
+
+    /// Runtime settings.
+    pub fn settings(&self) -> &Settings {
+        &self.inner.settings
+    }
+
+    /// Time since the master started.
+    pub fn uptime(&self) -> Duration {
+        self.inner.started.elapsed()
+    }
+
+    /// The token that stops the master.
+    pub fn shutdown_token(&self) -> &CancellationToken {
+        &self.inner.shutdown
+    }
+
+    /// Subscribes to cluster events.
+    pub fn subscribe(&self) -> broadcast::Receiver<Event> {
+        self.inner.events.subscribe()
+    }
+
+    pub(crate) fn emit(&self, event: Event) {
+        // No receiver is fine: nobody is watching.
+        let _ = self.inner.events.send(event);
+    }
+
+    pub(crate) fn clients(&self) -> &WorkerClients {
+        &self.inner.clients
+    }
+
+    pub(crate) fn tracker(&self) -> &TaskTracker {
+        &self.inner.tracker
+    }
+
+    pub(crate) fn active_tasks(&self) -> std::sync::MutexGuard<'_, HashMap<String, ActiveTask>> {
+        self.inner.active.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Number of non-final tasks on each worker.
+    pub fn running_per_worker(&self) -> HashMap<String, usize> {
+        let mut counts = HashMap::new();
+        for task in self.active_tasks().values() {
+            if let Some(worker) = &task.worker_id {
+                *counts.entry(worker.clone()).or_default() += 1;
+            }
+        }
+        counts
+    }
+
+    /// Pre-registers a worker (authorization first) and invites it. Returns what
+    /// the invitation achieved, for the operator.
+    pub async fn register_worker(&self, worker_id: &str, address: &str) -> MasterResult<String> {
+        validate::id("worker id", worker_id)?;
+        validate::address("address", address)?;
+        if let Some(existing) = self.registry().get(worker_id) {
+            if existing.record.address == address {
+                return Ok(format!(
+                    "worker {worker_id} is already registered at {address} ({})",
+                    existing.state.as_str()
+                ));
+            }
+            return Err(MasterError::FailedPrecondition(format!(
+                "worker {worker_id} is already registered at {}: run `unregister {worker_id}` first",
+                existing.record.address
+            )));
+        }
+        let record = WorkerRecord {
+            id: worker_id.to_string(),
+            address: address.to_string(),
+            registered_at: now_millis(),
+            host: None,
+            last_seen_at: None,
+        };
+        self.store().put_worker(&record).await?;
+        self.registry().insert(record);
+        tracing::info!(worker_id, address, "worker pre-registered");
+        self.emit(Event::WorkerRegistered {
+            worker_id: worker_id.to_string(),
+        });
+        Ok(match self.invite(worker_id, address).await {
+            Ok(()) => {
+                format!("worker {worker_id} registered at {address}; it accepted the invitation")
+            }
+            Err(reason) => format!(
+                "worker {worker_id} registered at {address}; not reachable yet ({reason}); it will be accepted when it starts"
+            ),
+        })
+    }
+
+    /// Removes a worker: it is no longer accepted and its connection is dropped.
+    pub async fn unregister_worker(&self, worker_id: &str) -> MasterResult<String> {
+        let Some(entry) = self.registry().get(worker_id) else {
+            return Err(MasterError::NotFound(format!(
+                "no worker '{worker_id}': `workers` lists the registered ones"
+            )));
+        };
+        self.store().delete_worker(worker_id).await?;
+        self.registry().remove(worker_id);
+        self.clients().forget(&entry.record.address);
+        tracing::info!(worker_id, "worker unregistered");
+        self.emit(Event::WorkerUnregistered {
+            worker_id: worker_id.to_string(),
+        });
+        Ok(format!(
+            "worker {worker_id} unregistered; it is no longer accepted"
+        ))
+    }
+
+    /// Calls the worker's `MasterRegister`, asking it to register back.
+    pub async fn invite(&self, worker_id: &str, address: &str) -> Result<(), String> {
+        let mut client = self.clients().client(address)?;
+        let master_address = if self.settings().advertise_addr.is_empty() {
+            format!(":{}", self.inner.grpc_port)
+        } else {
+            self.settings().advertise_addr.clone()
+        };
+        let mut request = tonic::Request::new(MasterRegisterRequest {
+            worker_id: worker_id.to_string(),
+            master_address,
+        });
+        request.set_timeout(CALL_TIMEOUT);
+        match tokio::time::timeout(CALL_TIMEOUT, client.master_register(request)).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(status)) => Err(status.message().to_string()),
+            Err(_) => Err("no answer within 10s".to_string()),
+        }
+    }
+
+    /// Handles a worker's `RegisterWorker`: only pre-registered ids, from the
+    /// registered address, are accepted.
+    pub async fn accept_worker(
+        &self,
+        request: RegisterWorkerRequest,
+        peer: Option<SocketAddr>,
+    ) -> MasterResult<Vec<String>> {
+        let info = request
+            .info
+            .ok_or_else(|| MasterError::InvalidArgument("info: missing worker info".into()))?;
+        validate::id("info.worker_id", &info.worker_id)?;
+        validate::address("info.address", &info.address)?;
+        let worker_id = info.worker_id.clone();
+        let Some(entry) = self.registry().get(&worker_id) else {
+            tracing::warn!(worker_id, address = %info.address, "refused a worker that is not pre-registered");
+            return Err(MasterError::PermissionDenied(format!(
+                "worker '{worker_id}' is not pre-registered: run `register {worker_id} {}` on the master",
+                info.address
+            )));
+        };
+        if !address_matches(&entry.record.address, &info.address, peer) {
+            let seen = peer.map_or(info.address.clone(), |p| p.ip().to_string());
+            return Err(MasterError::PermissionDenied(format!(
+                "worker '{worker_id}' is registered at {} but connected as {} (from {seen}): run `unregister {worker_id}` and `register {worker_id} {}` on the master",
+                entry.record.address, info.address, info.address
+            )));
+        }
+        let stop = self.unwanted_tasks(&worker_id, &request.task_ids);
+        let Some(record) = self
+            .registry()
+            .mark_registered(info, Instant::now(), now_millis())
+        else {
+            return Err(MasterError::PermissionDenied(format!(
+                "worker '{worker_id}' was unregistered"
+            )));
+        };
+        self.store().put_worker(&record).await?;
+        tracing::info!(worker_id, "worker registered");
+        self.emit(Event::WorkerActive { worker_id });
+        Ok(stop)
+    }
+
+    /// Handles a heartbeat in O(running tasks): updates the registry, marks newly
+    /// running tasks, and returns tasks the worker should stop.
+    pub fn heartbeat(&self, heartbeat: Heartbeat) -> MasterResult<Vec<String>> {
+        let worker_id = heartbeat.worker_id.clone();
+        let running = heartbeat.running_task_ids.clone();
+        let stopping = heartbeat.stopping;
+        let Some(outcome) = self.registry().record_heartbeat(heartbeat, Instant::now()) else {
+            return Err(MasterError::PermissionDenied(format!(
+                "worker '{worker_id}' is not registered with this master: run `register {worker_id} <host:port>` on the master"
+            )));
+        };
+        if stopping {
+            tracing::info!(worker_id, "worker is stopping");
+            self.emit(Event::WorkerInactive {
+                worker_id: worker_id.clone(),
+            });
+        } else if outcome == HeartbeatOutcome::BecameActive {
+            tracing::info!(worker_id, "worker active");
+            self.emit(Event::WorkerActive {
+                worker_id: worker_id.clone(),
+            });
+        }
+        let mut started = Vec::new();
+        {
+            let active = self.active_tasks();
+            for task_id in &running {
+                if let Some(task) = active.get(task_id)
+                    && task.state == TaskState::Assigned
+                    && task.worker_id.as_deref() == Some(worker_id.as_str())
+                {
+                    started.push(task_id.clone());
+                }
+            }
+        }
+        for task_id in started {
+            let master = self.clone();
+            self.tracker().spawn(async move {
+                let result = master
+                    .transition(&task_id, TaskState::Running, |t| {
+                        t.started_at = Some(now_millis())
+                    })
+                    .await;
+                if let Err(error) = result {
+                    tracing::error!(task_id, %error, "could not mark task running");
+                }
+            });
+        }
+        Ok(self.unwanted_tasks(&worker_id, &running))
+    }
+
+    /// Of the tasks a worker holds, those the master does not want on it.
+    fn unwanted_tasks(&self, worker_id: &str, held: &[String]) -> Vec<String> {
+        let active = self.active_tasks();
+        held.iter()
+            .filter(|id| {
+                active
+                    .get(*id)
+                    .is_none_or(|t| t.worker_id.as_deref() != Some(worker_id))
+            })
+            .cloned()
+            .collect()
+    }
+
+    /// Background loop: marks silent workers inactive and re-invites workers not
+    /// heard from, until shutdown.
+    pub async fn run_liveness(self) {
+        let tick = (self.settings().heartbeat_interval / 2).max(Duration::from_millis(50));
+        let mut sweep = tokio::time::interval(tick);
+        let mut reinvite = tokio::time::interval(self.settings().reinvite_interval);
+        loop {
+            tokio::select! {
+                _ = self.shutdown_token().cancelled() => return,
+                _ = sweep.tick() => {
+                    for worker_id in self.registry().sweep_inactive(Instant::now(), self.settings().inactivity_timeout) {
+                        tracing::warn!(worker_id, "worker inactive: no heartbeat within the inactivity timeout");
+                        self.emit(Event::WorkerInactive { worker_id });
+                    }
+                }
+                _ = reinvite.tick() => {
+                    for (worker_id, address) in self.registry().not_active() {
+                        let master = self.clone();
+                        self.tracker().spawn(async move {
+                            if let Err(reason) = master.invite(&worker_id, &address).await {
+                                tracing::debug!(worker_id, address, reason, "worker not reachable yet");
+                            }
+                        });
+                    }
+                }
+            }
+        }
+    }
+
+    /// Whether a worker is registered and active.
+    pub fn worker_state(&self, worker_id: &str) -> Option<WorkerState> {
+        self.registry().get(worker_id).map(|w| w.state)
+    }
+
+    /// Moves a task to `next` if the lifecycle allows it, applying `update`,
+    /// persisting, and emitting an event. Returns the new record, or `None`
+    /// when the task is in a state that cannot go to `next`.
+    pub async fn transition(
+        &self,
+        task_id: &str,
+        next: TaskState,
+        update: impl Fn(&mut TaskRecord),
+    ) -> MasterResult<Option<TaskRecord>> {
+        // A concurrent writer may win between read and conditional write: re-read and retry.
+        for _ in 0..8 {
+            let Some(current) = self.store().get_task(task_id).await? else {
+                return Err(MasterError::NotFound(format!("no task '{task_id}'")));
+            };
+            if !current.state.can_become(next) {
+                return Ok(None);
+            }
+            let mut task = current.clone();
+            task.state = next;
+            task.updated_at = now_millis();
+            if next.is_terminal() {
+                task.finished_at.get_or_insert(task.updated_at);
+            }
+            update(&mut task);
+            if self.store().update_task_if(&task, &[current.state]).await? {
+                self.index_task(&task);
+                tracing::info!(task_id, from = %current.state, to = %next, worker_id = ?task.worker_id, "task state");
+                self.emit(Event::TaskState {
+                    task_id: task.id.clone(),
+                    state: next,
+                    worker_id: task.worker_id.clone(),
+                });
+                return Ok(Some(task));
+            }
+        }
+        Err(MasterError::FailedPrecondition(format!(
+            "task '{task_id}' is changing too fast to update; try again"
+        )))
+    }
+
+    /// Keeps the in-memory index of non-final tasks in step with a stored record.
+    pub(crate) fn index_task(&self, task: &TaskRecord) {
+        let mut active = self.active_tasks();
+        if task.state.is_terminal() {
+            active.remove(&task.id);
+        } else {
+            active.insert(
+                task.id.clone(),
+                ActiveTask {
+                    worker_id: task.worker_id.clone(),
+                    state: task.state,
+                },
+            );
+        }
+    }
+}
+
+/// Whether a worker claiming `claimed` and connecting from `peer` is the one
+/// registered at `registered`: the ports must agree, and the host must be the
+/// claimed host or the connection's source IP.
+fn address_matches(registered: &str, claimed: &str, peer: Option<SocketAddr>) -> bool {
+    if registered == claimed {
+        return true;
+    }
+    let (Some((reg_host, reg_port)), Some((_, claimed_port))) =
+        (registered.rsplit_once(':'), claimed.rsplit_once(':'))
+    else {
+        return false;
+    };
+    if reg_port != claimed_port {
+        return false;
+    }
+    let reg_host = reg_host.trim_start_matches('[').trim_end_matches(']');
+    match peer {
+        Some(peer) => {
+            let peer_ip = peer.ip().to_canonical();
+            reg_host
+                .parse::<std::net::IpAddr>()
+                .is_ok_and(|ip| ip.to_canonical() == peer_ip)
+                || (reg_host == "localhost" && peer_ip.is_loopback())
+        }
+        None => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::address_matches;
+
+    #[test]
+    fn addresses_match_by_claim_or_peer_ip() {
+        let peer = Some("10.0.0.7:41234".parse().unwrap());
+        assert!(address_matches("10.0.0.7:50052", "10.0.0.7:50052", None));
+        assert!(address_matches("10.0.0.7:50052", "gpu-3:50052", peer));
+        assert!(!address_matches("10.0.0.8:50052", "gpu-3:50052", peer));
+        assert!(!address_matches("10.0.0.7:50053", "10.0.0.7:50052", peer));
+        assert!(address_matches(
+            "localhost:50052",
+            "127.0.0.1:50052",
+            Some("127.0.0.1:5".parse().unwrap())
+        ));
+    }
+}

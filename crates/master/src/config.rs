@@ -1,0 +1,94 @@
+//! Master configuration: flags over environment variables over `.env`, with defaults.
+
+use clap::Parser;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    cloudai_common::units::parse_duration(text).map_err(|e| e.to_string())
+}
+
+/// `cloudai-master`: admits workers, places tasks, keeps history, and runs the operator REPL.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "cloudai-master", version, about, long_about = None)]
+pub struct MasterConfig {
+    /// Address of the gRPC server (workers and agents connect here).
+    #[arg(long, env = "CLOUDAI_GRPC_ADDR", default_value = "0.0.0.0:50051")]
+    pub grpc_addr: SocketAddr,
+
+    /// Address of the HTTP/WebSocket server (dashboards, metrics, health).
+    #[arg(long, env = "CLOUDAI_HTTP_ADDR", default_value = "0.0.0.0:8080")]
+    pub http_addr: SocketAddr,
+
+    /// Address workers should use to reach this master, sent when the master
+    /// invites a worker. Empty: the worker uses the address the invitation came
+    /// from, with the gRPC port.
+    #[arg(long, env = "CLOUDAI_ADVERTISE_ADDR", default_value = "")]
+    pub advertise_addr: String,
+
+    /// Directory for the embedded store and the REPL history.
+    #[arg(long, env = "CLOUDAI_DATA_DIR", default_value = "./cloudai-data")]
+    pub data_dir: PathBuf,
+
+    /// Interval workers send heartbeats at (e.g. 5s, 500ms).
+    #[arg(long, env = "CLOUDAI_HEARTBEAT_INTERVAL", default_value = "5s", value_parser = parse_duration)]
+    pub heartbeat_interval: Duration,
+
+    /// Silence after which a worker is marked inactive.
+    #[arg(long, env = "CLOUDAI_INACTIVITY_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    pub inactivity_timeout: Duration,
+
+    /// How often the master re-invites registered workers it has not heard from.
+    #[arg(long, env = "CLOUDAI_REINVITE_INTERVAL", default_value = "5s", value_parser = parse_duration)]
+    pub reinvite_interval: Duration,
+
+    /// Pre-register a worker at start, as ID=HOST:PORT (repeatable). Same as
+    /// typing `register ID HOST:PORT` in the REPL.
+    #[arg(long = "register", value_name = "ID=HOST:PORT")]
+    pub preregister: Vec<String>,
+
+    /// Run without the interactive REPL (as a service); stop with SIGTERM or Ctrl-C.
+    #[arg(long, env = "CLOUDAI_NO_REPL")]
+    pub no_repl: bool,
+}
+
+impl MasterConfig {
+    /// Checks values that clap cannot: relations between options.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.heartbeat_interval < Duration::from_millis(50) {
+            return Err("--heartbeat-interval must be at least 50ms".into());
+        }
+        if self.inactivity_timeout <= self.heartbeat_interval {
+            return Err("--inactivity-timeout must be longer than --heartbeat-interval".into());
+        }
+        if self.reinvite_interval < Duration::from_millis(50) {
+            return Err("--reinvite-interval must be at least 50ms".into());
+        }
+        if !self.advertise_addr.is_empty() {
+            cloudai_common::validate::address("--advertise-addr", &self.advertise_addr)
+                .map_err(|e| e.to_string())?;
+        }
+        for entry in &self.preregister {
+            parse_preregistration(entry)?;
+        }
+        Ok(())
+    }
+
+    /// Pre-registrations from `--register ID=HOST:PORT`.
+    pub fn preregistrations(&self) -> Vec<(String, String)> {
+        self.preregister
+            .iter()
+            .filter_map(|entry| parse_preregistration(entry).ok())
+            .collect()
+    }
+}
+
+fn parse_preregistration(entry: &str) -> Result<(String, String), String> {
+    let (id, address) = entry
+        .split_once('=')
+        .ok_or_else(|| format!("--register '{entry}': expected ID=HOST:PORT"))?;
+    cloudai_common::validate::id("--register id", id).map_err(|e| e.to_string())?;
+    cloudai_common::validate::address("--register address", address).map_err(|e| e.to_string())?;
+    Ok((id.to_string(), address.to_string()))
+}

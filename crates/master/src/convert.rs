@@ -1,0 +1,81 @@
+//! Conversions between protobuf messages and stored records, in one place.
+
+use crate::db::{GpuRecord, HostRecord, Limits, TaskRecord, TaskState};
+use cloudai_proto::v1::{ResourceLimits, Task, TaskStatus, WorkerInfo};
+
+/// Host facts worth persisting from a registration.
+pub fn host_record(info: &WorkerInfo) -> HostRecord {
+    HostRecord {
+        hostname: info.hostname.clone(),
+        os: info.os.clone(),
+        os_version: info.os_version.clone(),
+        arch: info.arch.clone(),
+        cpu_model: info.cpu_model.clone(),
+        cpu_count: info.cpu_count,
+        memory_total_bytes: info.memory_total_bytes,
+        gpus: info
+            .gpus
+            .iter()
+            .map(|g| GpuRecord {
+                index: g.index,
+                uuid: g.uuid.clone(),
+                name: g.name.clone(),
+                memory_total_bytes: g.memory_total_bytes,
+            })
+            .collect(),
+        version: info.version.clone(),
+    }
+}
+
+/// Stored limits from protobuf limits.
+pub fn limits_record(limits: &ResourceLimits) -> Limits {
+    Limits {
+        nano_cpus: limits.nano_cpus,
+        memory_bytes: limits.memory_bytes,
+        gpu_count: limits.gpu_count,
+        gpu_device_ids: limits.gpu_device_ids.clone(),
+    }
+}
+
+/// The task message sent to a worker.
+pub fn task_message(task: &TaskRecord) -> Task {
+    Task {
+        task_id: task.id.clone(),
+        image: task.image.clone(),
+        command: task.command.clone(),
+        env: task.env.clone().into_iter().collect(),
+        limits: Some(ResourceLimits {
+            nano_cpus: task.limits.nano_cpus,
+            memory_bytes: task.limits.memory_bytes,
+            gpu_count: task.limits.gpu_count,
+            gpu_device_ids: task.limits.gpu_device_ids.clone(),
+        }),
+        timeout_seconds: task.timeout_seconds,
+        attempt: task.attempt,
+    }
+}
+
+/// Protobuf status of a stored state.
+pub fn task_status(state: TaskState) -> TaskStatus {
+    match state {
+        TaskState::Queued => TaskStatus::Queued,
+        TaskState::Assigned => TaskStatus::Assigned,
+        TaskState::Running => TaskStatus::Running,
+        TaskState::Completed => TaskStatus::Completed,
+        TaskState::Failed => TaskStatus::Failed,
+        TaskState::Cancelled => TaskStatus::Cancelled,
+        TaskState::TimedOut => TaskStatus::TimedOut,
+        TaskState::Lost => TaskStatus::Lost,
+    }
+}
+
+/// Stored state of a reported final status; `None` for non-final statuses.
+pub fn final_state(status: TaskStatus) -> Option<TaskState> {
+    match status {
+        TaskStatus::Completed => Some(TaskState::Completed),
+        TaskStatus::Failed => Some(TaskState::Failed),
+        TaskStatus::Cancelled => Some(TaskState::Cancelled),
+        TaskStatus::TimedOut => Some(TaskState::TimedOut),
+        _ => None,
+    }
+}

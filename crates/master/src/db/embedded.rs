@@ -1,0 +1,274 @@
+//! The default backend: one redb file under the data directory.
+//!
+//! redb commits are durable (fsync) when `commit` returns, so a master killed
+//! with SIGKILL loses nothing it acknowledged. Documents are stored as JSON,
+//! one table per collection, keyed by id. Blocking redb calls run on tokio's
+//! blocking pool so they never stall the async core.
+
+use super::{
+    AssignmentRecord, ResultRecord, Store, StoreError, StoreResult, TaskRecord, TaskState,
+    UserRecord, WorkerRecord,
+};
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, TableHandle};
+use serde::{Serialize, de::DeserializeOwned};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+type Table = TableDefinition<'static, &'static str, &'static [u8]>;
+
+const USERS: Table = TableDefinition::new("USERS");
+const WORKER_REGISTRY: Table = TableDefinition::new("WORKER_REGISTRY");
+const TASKS: Table = TableDefinition::new("TASKS");
+const ASSIGNMENTS: Table = TableDefinition::new("ASSIGNMENTS");
+const RESULTS: Table = TableDefinition::new("RESULTS");
+
+/// File name of the embedded store inside the data directory.
+pub const FILE_NAME: &str = "cloudai.redb";
+
+/// Embedded, durable, single-process store.
+#[derive(Clone)]
+pub struct EmbeddedStore {
+    db: Arc<Database>,
+    path: PathBuf,
+}
+
+fn backend(operation: &'static str) -> impl Fn(String) -> StoreError {
+    move |message| StoreError::Backend { operation, message }
+}
+
+impl EmbeddedStore {
+    /// Opens (or creates) the store in `data_dir`, creating every table.
+    pub fn open(data_dir: &Path) -> StoreResult<Self> {
+        let opening = backend("opening the embedded store");
+        std::fs::create_dir_all(data_dir)
+            .map_err(|e| opening(format!("{}: {e}", data_dir.display())))?;
+        let path = data_dir.join(FILE_NAME);
+        let db =
+            Database::create(&path).map_err(|e| opening(format!("{}: {e}", path.display())))?;
+        let txn = db.begin_write().map_err(|e| opening(e.to_string()))?;
+        for table in [USERS, WORKER_REGISTRY, TASKS, ASSIGNMENTS, RESULTS] {
+            txn.open_table(table).map_err(|e| opening(e.to_string()))?;
+        }
+        txn.commit().map_err(|e| opening(e.to_string()))?;
+        Ok(Self {
+            db: Arc::new(db),
+            path,
+        })
+    }
+
+    /// Runs a blocking closure against the database on the blocking pool.
+    async fn blocking<T: Send + 'static>(
+        &self,
+        operation: &'static str,
+        work: impl FnOnce(&Database) -> Result<T, String> + Send + 'static,
+    ) -> StoreResult<T> {
+        let db = self.db.clone();
+        tokio::task::spawn_blocking(move || work(&db))
+            .await
+            .map_err(|e| StoreError::Backend {
+                operation,
+                message: e.to_string(),
+            })?
+            .map_err(backend(operation))
+    }
+
+    async fn put<T: Serialize>(
+        &self,
+        operation: &'static str,
+        table: Table,
+        key: String,
+        value: &T,
+    ) -> StoreResult<()> {
+        let bytes = serde_json::to_vec(value).map_err(|e| backend(operation)(e.to_string()))?;
+        self.blocking(operation, move |db| {
+            let txn = db.begin_write().map_err(|e| e.to_string())?;
+            txn.open_table(table)
+                .map_err(|e| e.to_string())?
+                .insert(key.as_str(), bytes.as_slice())
+                .map_err(|e| e.to_string())?;
+            txn.commit().map_err(|e| e.to_string())
+        })
+        .await
+    }
+
+    async fn get<T: DeserializeOwned + Send + 'static>(
+        &self,
+        operation: &'static str,
+        table: Table,
+        key: String,
+    ) -> StoreResult<Option<T>> {
+        let bytes: Option<Vec<u8>> = self
+            .blocking(operation, move |db| {
+                let txn = db.begin_read().map_err(|e| e.to_string())?;
+                let table = txn.open_table(table).map_err(|e| e.to_string())?;
+                let value = table.get(key.as_str()).map_err(|e| e.to_string())?;
+                Ok(value.map(|v| v.value().to_vec()))
+            })
+            .await?;
+        bytes.map(|b| decode(table, "?", &b)).transpose()
+    }
+
+    /// Reads every record of a table whose key starts with `prefix`.
+    async fn scan<T: DeserializeOwned + Send + 'static>(
+        &self,
+        operation: &'static str,
+        table: Table,
+        prefix: String,
+    ) -> StoreResult<Vec<T>> {
+        let rows: Vec<(String, Vec<u8>)> = self
+            .blocking(operation, move |db| {
+                let txn = db.begin_read().map_err(|e| e.to_string())?;
+                let table = txn.open_table(table).map_err(|e| e.to_string())?;
+                let mut rows = Vec::new();
+                for entry in table.range(prefix.as_str()..).map_err(|e| e.to_string())? {
+                    let (key, value) = entry.map_err(|e| e.to_string())?;
+                    if !key.value().starts_with(prefix.as_str()) {
+                        break;
+                    }
+                    rows.push((key.value().to_string(), value.value().to_vec()));
+                }
+                Ok(rows)
+            })
+            .await?;
+        rows.iter()
+            .map(|(key, bytes)| decode(table, key, bytes))
+            .collect()
+    }
+}
+
+fn decode<T: DeserializeOwned>(table: Table, id: &str, bytes: &[u8]) -> StoreResult<T> {
+    serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt {
+        collection: table_name(table),
+        id: id.to_string(),
+        message: e.to_string(),
+    })
+}
+
+fn table_name(table: Table) -> &'static str {
+    match table.name() {
+        "USERS" => "USERS",
+        "WORKER_REGISTRY" => "WORKER_REGISTRY",
+        "TASKS" => "TASKS",
+        "ASSIGNMENTS" => "ASSIGNMENTS",
+        _ => "RESULTS",
+    }
+}
+
+fn assignment_key(task_id: &str, attempt: u32) -> String {
+    format!("{task_id}/{attempt:010}")
+}
+
+#[async_trait::async_trait]
+impl Store for EmbeddedStore {
+    fn describe(&self) -> String {
+        format!("embedded file {}", self.path.display())
+    }
+
+    async fn put_worker(&self, worker: &WorkerRecord) -> StoreResult<()> {
+        self.put(
+            "saving a worker",
+            WORKER_REGISTRY,
+            worker.id.clone(),
+            worker,
+        )
+        .await
+    }
+
+    async fn delete_worker(&self, worker_id: &str) -> StoreResult<bool> {
+        let key = worker_id.to_string();
+        self.blocking("deleting a worker", move |db| {
+            let txn = db.begin_write().map_err(|e| e.to_string())?;
+            let existed = txn
+                .open_table(WORKER_REGISTRY)
+                .map_err(|e| e.to_string())?
+                .remove(key.as_str())
+                .map_err(|e| e.to_string())?
+                .is_some();
+            txn.commit().map_err(|e| e.to_string())?;
+            Ok(existed)
+        })
+        .await
+    }
+
+    async fn list_workers(&self) -> StoreResult<Vec<WorkerRecord>> {
+        self.scan("listing workers", WORKER_REGISTRY, String::new())
+            .await
+    }
+
+    async fn put_task(&self, task: &TaskRecord) -> StoreResult<()> {
+        self.put("saving a task", TASKS, task.id.clone(), task)
+            .await
+    }
+
+    async fn update_task_if(&self, task: &TaskRecord, expected: &[TaskState]) -> StoreResult<bool> {
+        let operation = "updating a task";
+        let bytes = serde_json::to_vec(task).map_err(|e| backend(operation)(e.to_string()))?;
+        let key = task.id.clone();
+        let expected = expected.to_vec();
+        self.blocking(operation, move |db| {
+            let txn = db.begin_write().map_err(|e| e.to_string())?;
+            let written = {
+                let mut table = txn.open_table(TASKS).map_err(|e| e.to_string())?;
+                let current: Option<TaskRecord> =
+                    match table.get(key.as_str()).map_err(|e| e.to_string())? {
+                        Some(value) => {
+                            Some(serde_json::from_slice(value.value()).map_err(|e| e.to_string())?)
+                        }
+                        None => None,
+                    };
+                match current {
+                    Some(current) if expected.contains(&current.state) => {
+                        table
+                            .insert(key.as_str(), bytes.as_slice())
+                            .map_err(|e| e.to_string())?;
+                        true
+                    }
+                    _ => false,
+                }
+            };
+            txn.commit().map_err(|e| e.to_string())?;
+            Ok(written)
+        })
+        .await
+    }
+
+    async fn get_task(&self, task_id: &str) -> StoreResult<Option<TaskRecord>> {
+        self.get("reading a task", TASKS, task_id.to_string()).await
+    }
+
+    async fn list_tasks(&self) -> StoreResult<Vec<TaskRecord>> {
+        let mut tasks: Vec<TaskRecord> = self.scan("listing tasks", TASKS, String::new()).await?;
+        tasks.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
+        Ok(tasks)
+    }
+
+    async fn put_assignment(&self, assignment: &AssignmentRecord) -> StoreResult<()> {
+        let key = assignment_key(&assignment.task_id, assignment.attempt);
+        self.put("saving an assignment", ASSIGNMENTS, key, assignment)
+            .await
+    }
+
+    async fn list_assignments(&self, task_id: &str) -> StoreResult<Vec<AssignmentRecord>> {
+        self.scan("listing assignments", ASSIGNMENTS, format!("{task_id}/"))
+            .await
+    }
+
+    async fn put_result(&self, result: &ResultRecord) -> StoreResult<()> {
+        self.put("saving a result", RESULTS, result.task_id.clone(), result)
+            .await
+    }
+
+    async fn get_result(&self, task_id: &str) -> StoreResult<Option<ResultRecord>> {
+        self.get("reading a result", RESULTS, task_id.to_string())
+            .await
+    }
+
+    async fn put_user(&self, user: &UserRecord) -> StoreResult<()> {
+        self.put("saving a user", USERS, user.name.clone(), user)
+            .await
+    }
+
+    async fn list_users(&self) -> StoreResult<Vec<UserRecord>> {
+        self.scan("listing users", USERS, String::new()).await
+    }
+}

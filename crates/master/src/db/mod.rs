@@ -1,0 +1,79 @@
+//! Persistent state: the [`Store`] trait, the records it keeps, and its backends.
+//!
+//! Collections follow DESIGN.md: `USERS`, `WORKER_REGISTRY`, `TASKS`,
+//! `ASSIGNMENTS` and `RESULTS`. Nothing outside this module knows which backend
+//! runs; the master holds an `Arc<dyn Store>`.
+
+mod embedded;
+mod records;
+
+pub use embedded::EmbeddedStore;
+pub use records::{
+    AssignmentRecord, GpuRecord, HostRecord, Limits, ResultRecord, TaskRecord, TaskState,
+    UserRecord, WorkerRecord, now_millis,
+};
+
+/// What can go wrong talking to a store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The backend failed (I/O, database error); the message says which operation.
+    #[error("store error while {operation}: {message}")]
+    Backend {
+        /// What the store was doing.
+        operation: &'static str,
+        /// The backend's message.
+        message: String,
+    },
+    /// A stored document could not be decoded.
+    #[error("corrupt {collection} record '{id}': {message}")]
+    Corrupt {
+        /// Collection holding the record.
+        collection: &'static str,
+        /// Id of the record.
+        id: String,
+        /// Decoder message.
+        message: String,
+    },
+}
+
+/// Result alias for store operations.
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// Everything the master persists. Writes are durable when they return.
+#[async_trait::async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Short human description ("embedded file /var/lib/cloudai/cloudai.redb").
+    fn describe(&self) -> String;
+
+    /// Inserts or replaces a pre-registered worker.
+    async fn put_worker(&self, worker: &WorkerRecord) -> StoreResult<()>;
+    /// Removes a worker; returns whether it existed.
+    async fn delete_worker(&self, worker_id: &str) -> StoreResult<bool>;
+    /// All registered workers, by id.
+    async fn list_workers(&self) -> StoreResult<Vec<WorkerRecord>>;
+
+    /// Inserts a new task (or replaces one unconditionally).
+    async fn put_task(&self, task: &TaskRecord) -> StoreResult<()>;
+    /// Replaces a task only if its stored state is one of `expected`; returns
+    /// whether it was written (false: unknown task or another state).
+    async fn update_task_if(&self, task: &TaskRecord, expected: &[TaskState]) -> StoreResult<bool>;
+    /// One task by id.
+    async fn get_task(&self, task_id: &str) -> StoreResult<Option<TaskRecord>>;
+    /// All tasks, oldest first.
+    async fn list_tasks(&self) -> StoreResult<Vec<TaskRecord>>;
+
+    /// Records that a task attempt was placed on a worker.
+    async fn put_assignment(&self, assignment: &AssignmentRecord) -> StoreResult<()>;
+    /// All placements of one task, oldest first.
+    async fn list_assignments(&self, task_id: &str) -> StoreResult<Vec<AssignmentRecord>>;
+
+    /// Stores a task's result (replacing any earlier one for the same task).
+    async fn put_result(&self, result: &ResultRecord) -> StoreResult<()>;
+    /// The stored result of a task.
+    async fn get_result(&self, task_id: &str) -> StoreResult<Option<ResultRecord>>;
+
+    /// Inserts or replaces a user.
+    async fn put_user(&self, user: &UserRecord) -> StoreResult<()>;
+    /// All users, by name.
+    async fn list_users(&self) -> StoreResult<Vec<UserRecord>>;
+}

@@ -1,0 +1,287 @@
+//! Typed documents stored by every backend (serde, one JSON/BSON shape).
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// Milliseconds since the Unix epoch, now.
+pub fn now_millis() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// A worker the operator pre-registered (`WORKER_REGISTRY`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WorkerRecord {
+    /// Worker id, unique.
+    pub id: String,
+    /// `host:port` of the worker's gRPC service.
+    pub address: String,
+    /// When the operator registered it (ms since epoch).
+    pub registered_at: i64,
+    /// Host facts from its last `RegisterWorker`, if it ever connected.
+    pub host: Option<HostRecord>,
+    /// Last time the master heard from it (ms since epoch).
+    pub last_seen_at: Option<i64>,
+}
+
+/// Static host facts a worker sent when registering.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct HostRecord {
+    /// Host name.
+    pub hostname: String,
+    /// Operating system name.
+    pub os: String,
+    /// Operating system version.
+    pub os_version: String,
+    /// CPU architecture.
+    pub arch: String,
+    /// CPU model name.
+    pub cpu_model: String,
+    /// Logical CPUs.
+    pub cpu_count: u32,
+    /// Physical memory in bytes.
+    pub memory_total_bytes: u64,
+    /// GPUs on the host.
+    pub gpus: Vec<GpuRecord>,
+    /// Worker binary version.
+    pub version: String,
+}
+
+/// One GPU of a worker host.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct GpuRecord {
+    /// NVML index.
+    pub index: u32,
+    /// GPU UUID.
+    pub uuid: String,
+    /// Model name.
+    pub name: String,
+    /// Memory in bytes.
+    pub memory_total_bytes: u64,
+}
+
+/// Lifecycle state of a task (DESIGN.md: queued → assigned → running →
+/// completed | failed | cancelled | timed_out; lost on worker loss).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TaskState {
+    /// Waiting for placement.
+    Queued,
+    /// Handed to a worker, container not yet running.
+    Assigned,
+    /// Container running.
+    Running,
+    /// Exited with code 0.
+    Completed,
+    /// Exited non-zero, or could not run.
+    Failed,
+    /// Cancelled by an operator.
+    Cancelled,
+    /// Killed for exceeding its timeout.
+    TimedOut,
+    /// Its worker went away while it ran.
+    Lost,
+}
+
+impl TaskState {
+    /// Every state, in lifecycle order.
+    pub const ALL: [TaskState; 8] = [
+        TaskState::Queued,
+        TaskState::Assigned,
+        TaskState::Running,
+        TaskState::Completed,
+        TaskState::Failed,
+        TaskState::Cancelled,
+        TaskState::TimedOut,
+        TaskState::Lost,
+    ];
+
+    /// Lower-case name, as shown to operators.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TaskState::Queued => "queued",
+            TaskState::Assigned => "assigned",
+            TaskState::Running => "running",
+            TaskState::Completed => "completed",
+            TaskState::Failed => "failed",
+            TaskState::Cancelled => "cancelled",
+            TaskState::TimedOut => "timed_out",
+            TaskState::Lost => "lost",
+        }
+    }
+
+    /// Parses an operator-facing name.
+    pub fn parse(name: &str) -> Option<TaskState> {
+        Self::ALL.into_iter().find(|state| state.as_str() == name)
+    }
+
+    /// A final state: nothing moves a task out of it.
+    pub fn is_terminal(self) -> bool {
+        matches!(
+            self,
+            TaskState::Completed | TaskState::Failed | TaskState::Cancelled | TaskState::TimedOut
+        )
+    }
+
+    /// Whether the lifecycle allows going from `self` to `next`.
+    pub fn can_become(self, next: TaskState) -> bool {
+        use TaskState::*;
+        match self {
+            Queued => matches!(next, Assigned | Failed | Cancelled),
+            Assigned => matches!(
+                next,
+                Running | Completed | Failed | Cancelled | TimedOut | Lost | Queued
+            ),
+            Running => matches!(next, Completed | Failed | Cancelled | TimedOut | Lost),
+            Lost => matches!(next, Queued | Failed | Completed | Cancelled | TimedOut),
+            Completed | Failed | Cancelled | TimedOut => false,
+        }
+    }
+
+    /// States from which `next` may be reached.
+    pub fn predecessors(next: TaskState) -> Vec<TaskState> {
+        Self::ALL
+            .into_iter()
+            .filter(|s| s.can_become(next))
+            .collect()
+    }
+}
+
+impl std::fmt::Display for TaskState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Resource limits of a task.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Limits {
+    /// CPU limit in billionths of a CPU; 0 = none.
+    pub nano_cpus: i64,
+    /// Memory limit in bytes; 0 = none.
+    pub memory_bytes: i64,
+    /// GPUs by count (-1 = all); 0 = none.
+    pub gpu_count: i32,
+    /// Exact GPU UUIDs or indexes.
+    pub gpu_device_ids: Vec<String>,
+}
+
+/// A submitted task and its current state (`TASKS`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskRecord {
+    /// Task id, unique.
+    pub id: String,
+    /// Container image.
+    pub image: String,
+    /// Command and arguments (empty: the image's default).
+    pub command: Vec<String>,
+    /// Environment variables.
+    pub env: BTreeMap<String, String>,
+    /// Resource limits.
+    pub limits: Limits,
+    /// Wall-clock limit in seconds (0 = none).
+    pub timeout_seconds: u64,
+    /// Queue priority (higher first).
+    pub priority: i32,
+    /// Retries allowed after a lost or failed placement.
+    pub max_retries: u32,
+    /// Current attempt, starting at 1.
+    pub attempt: u32,
+    /// Current lifecycle state.
+    pub state: TaskState,
+    /// Worker it was requested on or placed on.
+    pub worker_id: Option<String>,
+    /// When it was submitted (ms since epoch).
+    pub created_at: i64,
+    /// Last state change (ms since epoch).
+    pub updated_at: i64,
+    /// When its container started.
+    pub started_at: Option<i64>,
+    /// When it reached a final state.
+    pub finished_at: Option<i64>,
+    /// Container exit code, once known.
+    pub exit_code: Option<i32>,
+    /// Why it failed, if it did.
+    pub error: Option<String>,
+    /// Killed for exceeding its memory limit.
+    pub oom_killed: bool,
+}
+
+/// One placement of a task attempt on a worker (`ASSIGNMENTS`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AssignmentRecord {
+    /// Task placed.
+    pub task_id: String,
+    /// Attempt number.
+    pub attempt: u32,
+    /// Worker it went to.
+    pub worker_id: String,
+    /// When (ms since epoch).
+    pub assigned_at: i64,
+}
+
+/// Outcome of a task as reported by its worker (`RESULTS`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ResultRecord {
+    /// Task the result belongs to.
+    pub task_id: String,
+    /// Worker that ran it.
+    pub worker_id: String,
+    /// Attempt that produced it.
+    pub attempt: u32,
+    /// Final state.
+    pub state: TaskState,
+    /// Container exit code, when it ran.
+    pub exit_code: Option<i32>,
+    /// Failure reason, empty on success.
+    pub error: Option<String>,
+    /// Killed for exceeding its memory limit.
+    pub oom_killed: bool,
+    /// When the container started (ms since epoch).
+    pub started_at: Option<i64>,
+    /// When it finished (ms since epoch).
+    pub finished_at: Option<i64>,
+    /// The tail of its combined output (bounded).
+    pub log: String,
+    /// Whether earlier output was cut off.
+    pub log_truncated: bool,
+}
+
+/// An API user (`USERS`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserRecord {
+    /// User name, unique.
+    pub name: String,
+    /// Role: `admin`, `operator` or `viewer`.
+    pub role: String,
+    /// When created (ms since epoch).
+    pub created_at: i64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn terminal_states_are_final() {
+        for from in TaskState::ALL.into_iter().filter(|s| s.is_terminal()) {
+            for to in TaskState::ALL {
+                assert!(!from.can_become(to), "{from} -> {to} must be refused");
+            }
+        }
+        assert!(TaskState::Queued.can_become(TaskState::Assigned));
+        assert!(TaskState::Running.can_become(TaskState::Completed));
+        assert!(!TaskState::Running.can_become(TaskState::Queued));
+    }
+
+    #[test]
+    fn names_round_trip() {
+        for state in TaskState::ALL {
+            assert_eq!(TaskState::parse(state.as_str()), Some(state));
+            let json = serde_json::to_string(&state).unwrap();
+            assert_eq!(json, format!("\"{}\"", state.as_str()));
+        }
+        assert_eq!(TaskState::parse("bogus"), None);
+    }
+}

@@ -1,0 +1,356 @@
+//! Task operations on the master: submit and place, complete, inspect, follow, cancel.
+
+use crate::cluster::Master;
+use crate::convert;
+use crate::db::{AssignmentRecord, Limits, ResultRecord, TaskRecord, TaskState, now_millis};
+use crate::error::{MasterError, MasterResult};
+use crate::registry::WorkerState;
+use crate::worker_client::CALL_TIMEOUT;
+use cloudai_common::validate;
+use cloudai_proto::v1::{
+    AssignTaskRequest, CancelTaskRequest, LogChunk, StreamTaskLogsRequest, TaskResult, TaskStatus,
+};
+use std::collections::BTreeMap;
+
+/// Largest log tail the master stores for one task; older output is cut off.
+pub const MAX_STORED_LOG_BYTES: usize = 1 << 20;
+
+/// Where a submitted task should run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Placement {
+    /// Let the master choose an active worker.
+    Auto,
+    /// This worker.
+    Worker(String),
+}
+
+/// A task as submitted by an operator or agent, before it has an id.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TaskRequest {
+    /// Where to run it.
+    pub placement: Placement,
+    /// Container image.
+    pub image: String,
+    /// Command and arguments (empty: the image's default).
+    pub command: Vec<String>,
+    /// Environment variables.
+    pub env: BTreeMap<String, String>,
+    /// Resource limits.
+    pub limits: Limits,
+    /// Wall-clock limit in seconds (0 = none).
+    pub timeout_seconds: u64,
+}
+
+fn new_task_id() -> String {
+    let id = uuid::Uuid::new_v4().simple().to_string();
+    format!("t-{}", &id[..12])
+}
+
+impl Master {
+    /// Validates, stores and places a task; returns it once its worker accepted
+    /// it (or with state `failed` when the worker could not be reached).
+    pub async fn submit_task(&self, request: TaskRequest) -> MasterResult<TaskRecord> {
+        let now = now_millis();
+        let mut task = TaskRecord {
+            id: new_task_id(),
+            image: request.image,
+            command: request.command,
+            env: request.env,
+            limits: request.limits,
+            timeout_seconds: request.timeout_seconds,
+            priority: 0,
+            max_retries: 0,
+            attempt: 1,
+            state: TaskState::Queued,
+            worker_id: None,
+            created_at: now,
+            updated_at: now,
+            started_at: None,
+            finished_at: None,
+            exit_code: None,
+            error: None,
+            oom_killed: false,
+        };
+        validate::task(&convert::task_message(&task))?;
+        let worker_id = self.choose_worker(&request.placement)?;
+        task.worker_id = Some(worker_id.clone());
+        self.store().put_task(&task).await?;
+        self.index_task(&task);
+        self.place(task, &worker_id).await
+    }
+
+    fn choose_worker(&self, placement: &Placement) -> MasterResult<String> {
+        match placement {
+            Placement::Worker(worker_id) => {
+                validate::id("worker", worker_id)?;
+                match self.worker_state(worker_id) {
+                    None => Err(MasterError::NotFound(format!(
+                        "no worker '{worker_id}': `workers` lists the registered ones, or use `task auto …`"
+                    ))),
+                    Some(WorkerState::Active) => Ok(worker_id.clone()),
+                    Some(state) => Err(MasterError::FailedPrecondition(format!(
+                        "worker '{worker_id}' is {}: start it, or use `task auto …`",
+                        state.as_str()
+                    ))),
+                }
+            }
+            Placement::Auto => {
+                let load = self.running_per_worker();
+                self.registry()
+                    .list()
+                    .into_iter()
+                    .filter(|w| w.state == WorkerState::Active)
+                    .min_by_key(|w| (load.get(&w.record.id).copied().unwrap_or(0), w.record.id.clone()))
+                    .map(|w| w.record.id)
+                    .ok_or_else(|| {
+                        MasterError::FailedPrecondition(
+                            "no active worker to run the task: register one with `register <id> <host:port>`".into(),
+                        )
+                    })
+            }
+        }
+    }
+
+    /// Records the placement and hands the task to the worker.
+    async fn place(&self, task: TaskRecord, worker_id: &str) -> MasterResult<TaskRecord> {
+        let address = self
+            .registry()
+            .get(worker_id)
+            .map(|w| w.record.address)
+            .ok_or_else(|| {
+                MasterError::NotFound(format!("worker '{worker_id}' was unregistered"))
+            })?;
+        self.store()
+            .put_assignment(&AssignmentRecord {
+                task_id: task.id.clone(),
+                attempt: task.attempt,
+                worker_id: worker_id.to_string(),
+                assigned_at: now_millis(),
+            })
+            .await?;
+        let owner = worker_id.to_string();
+        let Some(task) = self
+            .transition(&task.id, TaskState::Assigned, |t| {
+                t.worker_id = Some(owner.clone())
+            })
+            .await?
+        else {
+            return Err(MasterError::FailedPrecondition(format!(
+                "task '{}' can no longer be placed",
+                task.id
+            )));
+        };
+        let message = convert::task_message(&task);
+        let outcome = async {
+            let mut client = self.clients().client(&address)?;
+            let mut request = tonic::Request::new(AssignTaskRequest {
+                task: Some(message),
+            });
+            request.set_timeout(CALL_TIMEOUT);
+            let response = client
+                .assign_task(request)
+                .await
+                .map_err(|s| s.message().to_string())?;
+            let response = response.into_inner();
+            if response.accepted {
+                Ok(())
+            } else {
+                Err(response.message)
+            }
+        }
+        .await;
+        match outcome {
+            Ok(()) => Ok(task),
+            Err(reason) => {
+                let error = format!("worker {worker_id} did not take the task: {reason}");
+                tracing::warn!(task_id = %task.id, worker_id, reason, "assignment failed");
+                let failed = self
+                    .transition(&task.id, TaskState::Failed, |t| {
+                        t.error = Some(error.clone())
+                    })
+                    .await?;
+                Ok(failed.unwrap_or(task))
+            }
+        }
+    }
+
+    /// Stores a worker's final report. Idempotent: a repeated report of a task
+    /// that is already final is acknowledged and changes nothing.
+    pub async fn complete_task(&self, result: TaskResult) -> MasterResult<TaskRecord> {
+        validate::id("task_id", &result.task_id)?;
+        validate::id("worker_id", &result.worker_id)?;
+        let status = TaskStatus::try_from(result.status).map_err(|_| {
+            MasterError::InvalidArgument(format!("status: unknown value {}", result.status))
+        })?;
+        let state = convert::final_state(status).ok_or_else(|| {
+            MasterError::InvalidArgument(format!(
+                "status: {} is not a final state",
+                status.as_str_name()
+            ))
+        })?;
+        let Some(task) = self.store().get_task(&result.task_id).await? else {
+            return Err(MasterError::NotFound(format!(
+                "no task '{}'",
+                result.task_id
+            )));
+        };
+        if task.worker_id.as_deref() != Some(result.worker_id.as_str()) {
+            return Err(MasterError::FailedPrecondition(format!(
+                "task '{}' belongs to worker {:?}, not {}",
+                task.id, task.worker_id, result.worker_id
+            )));
+        }
+        if task.state.is_terminal() {
+            return Ok(task);
+        }
+        let (log, log_truncated) = bounded_log(&result.log_tail);
+        let started_at = result
+            .started_at
+            .as_ref()
+            .map(cloudai_proto::timestamp_millis);
+        let finished_at = result
+            .finished_at
+            .as_ref()
+            .map(cloudai_proto::timestamp_millis);
+        let error = (!result.error.is_empty()).then(|| result.error.clone());
+        self.store()
+            .put_result(&ResultRecord {
+                task_id: task.id.clone(),
+                worker_id: result.worker_id.clone(),
+                attempt: task.attempt,
+                state,
+                exit_code: result.exit_code,
+                error: error.clone(),
+                oom_killed: result.oom_killed,
+                started_at,
+                finished_at,
+                log,
+                log_truncated,
+            })
+            .await?;
+        let updated = self
+            .transition(&task.id, state, |t| {
+                t.exit_code = result.exit_code;
+                t.error = error.clone();
+                t.oom_killed = result.oom_killed;
+                if t.started_at.is_none() {
+                    t.started_at = started_at;
+                }
+                t.finished_at = finished_at.or(t.finished_at);
+            })
+            .await?;
+        match updated {
+            Some(task) => Ok(task),
+            None => Ok(self.store().get_task(&task.id).await?.unwrap_or(task)),
+        }
+    }
+
+    /// One task, or a clear `NotFound`.
+    pub async fn task(&self, task_id: &str) -> MasterResult<TaskRecord> {
+        validate::id("task id", task_id)?;
+        self.store().get_task(task_id).await?.ok_or_else(|| {
+            MasterError::NotFound(format!("no task '{task_id}': `tasks` lists known tasks"))
+        })
+    }
+
+    /// Opens the live log stream of a task that is assigned or running.
+    pub async fn follow_logs(&self, task: &TaskRecord) -> MasterResult<tonic::Streaming<LogChunk>> {
+        let worker_id = task.worker_id.clone().unwrap_or_default();
+        let address = self
+            .registry()
+            .get(&worker_id)
+            .map(|w| w.record.address)
+            .ok_or_else(|| {
+                MasterError::NotFound(format!("task '{}' has no registered worker", task.id))
+            })?;
+        let mut client = self
+            .clients()
+            .client(&address)
+            .map_err(MasterError::Unavailable)?;
+        let stream = client
+            .stream_task_logs(StreamTaskLogsRequest {
+                task_id: task.id.clone(),
+                follow: true,
+            })
+            .await
+            .map_err(|s| {
+                MasterError::Unavailable(format!("worker {worker_id}: {}", s.message()))
+            })?;
+        Ok(stream.into_inner())
+    }
+
+    /// Cancels a task: queued tasks at once, placed ones through their worker.
+    pub async fn cancel_task(&self, task_id: &str) -> MasterResult<TaskRecord> {
+        let task = self.task(task_id).await?;
+        if task.state.is_terminal() {
+            return Err(MasterError::FailedPrecondition(format!(
+                "task '{task_id}' already ended ({})",
+                task.state
+            )));
+        }
+        if let Some(worker_id) = task.worker_id.clone()
+            && task.state != TaskState::Queued
+            && let Some(worker) = self.registry().get(&worker_id)
+        {
+            let request = CancelTaskRequest {
+                task_id: task_id.to_string(),
+                grace_period_seconds: 0,
+                reason: "cancelled".into(),
+            };
+            let reached = match self.clients().client(&worker.record.address) {
+                Ok(mut client) => client
+                    .cancel_task(request)
+                    .await
+                    .map(|r| r.into_inner().found),
+                Err(e) => Err(tonic::Status::unavailable(e)),
+            };
+            match reached {
+                // The worker stops the container and reports `cancelled` itself.
+                Ok(true) => return Ok(task),
+                Ok(false) => {}
+                Err(status) => {
+                    tracing::warn!(task_id, worker_id, error = %status.message(), "worker unreachable for cancel; it will be told to stop the task when it returns")
+                }
+            }
+        }
+        let cancelled = self
+            .transition(task_id, TaskState::Cancelled, |t| {
+                t.error = Some("cancelled by operator".into())
+            })
+            .await?;
+        cancelled.ok_or_else(|| {
+            MasterError::FailedPrecondition(format!("task '{task_id}' could not be cancelled"))
+        })
+    }
+}
+
+/// The last `MAX_STORED_LOG_BYTES` of a log as text, and whether it was cut.
+fn bounded_log(bytes: &[u8]) -> (String, bool) {
+    let start = bytes.len().saturating_sub(MAX_STORED_LOG_BYTES);
+    (
+        String::from_utf8_lossy(&bytes[start..]).into_owned(),
+        start > 0,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn logs_are_bounded_from_the_end() {
+        let (log, cut) = bounded_log(b"hello\n");
+        assert_eq!((log.as_str(), cut), ("hello\n", false));
+        let big = vec![b'a'; MAX_STORED_LOG_BYTES + 10];
+        let (log, cut) = bounded_log(&big);
+        assert_eq!(log.len(), MAX_STORED_LOG_BYTES);
+        assert!(cut);
+    }
+
+    #[test]
+    fn task_ids_are_short_and_valid() {
+        let id = new_task_id();
+        assert_eq!(id.len(), 14);
+        assert!(validate::id("task", &id).is_ok());
+    }
+}

@@ -1,0 +1,104 @@
+//! Worker configuration: flags over environment variables over `.env`, with defaults.
+
+use clap::Parser;
+use std::time::Duration;
+
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    cloudai_common::units::parse_duration(text).map_err(|e| e.to_string())
+}
+
+/// `cloudai-worker`: runs CloudAI task containers on this host with Docker.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "cloudai-worker", version, about, long_about = None)]
+pub struct WorkerConfig {
+    /// Worker id (as the operator registers it). Defaults to the host name.
+    #[arg(long, env = "CLOUDAI_WORKER_ID")]
+    pub id: Option<String>,
+
+    /// Port of the worker's gRPC server. Default: the first free port from 50052 up;
+    /// 0 lets the OS choose.
+    #[arg(long, env = "CLOUDAI_WORKER_PORT")]
+    pub port: Option<u16>,
+
+    /// Interface the gRPC server listens on.
+    #[arg(long, env = "CLOUDAI_WORKER_LISTEN_HOST", default_value = "0.0.0.0")]
+    pub listen_host: String,
+
+    /// Host name or IP the master should use to reach this worker. Default: the
+    /// host's first non-loopback IPv4 address (127.0.0.1 if none).
+    #[arg(long, env = "CLOUDAI_WORKER_ADVERTISE_HOST")]
+    pub advertise_host: Option<String>,
+
+    /// Master's gRPC address (host:port). When set, the worker registers itself
+    /// at start; otherwise it waits for the master's invitation.
+    #[arg(long, env = "CLOUDAI_MASTER_ADDR")]
+    pub master: Option<String>,
+
+    /// Heartbeat interval until the master announces its own.
+    #[arg(long, env = "CLOUDAI_HEARTBEAT_INTERVAL", default_value = "5s", value_parser = parse_duration)]
+    pub heartbeat_interval: Duration,
+
+    /// Longest time to wait for an image pull.
+    #[arg(long, env = "CLOUDAI_PULL_TIMEOUT", default_value = "10m", value_parser = parse_duration)]
+    pub pull_timeout: Duration,
+
+    /// Seconds between SIGTERM and SIGKILL when a task is stopped.
+    #[arg(long, env = "CLOUDAI_STOP_GRACE", default_value = "10s", value_parser = parse_duration)]
+    pub stop_grace: Duration,
+
+    /// Print one metrics sample as JSON and exit (checks the CPU/GPU paths without a master).
+    #[arg(long)]
+    pub print_metrics: bool,
+}
+
+/// Lowest port a worker tries when none is given.
+pub const FIRST_WORKER_PORT: u16 = 50052;
+
+impl WorkerConfig {
+    /// Checks values clap cannot.
+    pub fn validate(&self) -> Result<(), String> {
+        if let Some(id) = &self.id {
+            cloudai_common::validate::id("--id", id).map_err(|e| e.to_string())?;
+        }
+        if let Some(master) = &self.master {
+            cloudai_common::validate::address("--master", master).map_err(|e| e.to_string())?;
+        }
+        if self.heartbeat_interval < Duration::from_millis(50) {
+            return Err("--heartbeat-interval must be at least 50ms".into());
+        }
+        Ok(())
+    }
+
+    /// The worker id: `--id`, or the host name made into a valid id.
+    pub fn worker_id(&self) -> String {
+        if let Some(id) = &self.id {
+            return id.clone();
+        }
+        let host = sysinfo::System::host_name().unwrap_or_default();
+        let cleaned: String = host
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
+                    c
+                } else {
+                    '-'
+                }
+            })
+            .take(cloudai_common::validate::MAX_ID_LEN)
+            .collect();
+        let cleaned = cleaned.trim_start_matches(['.', '_', '-']).to_string();
+        if cleaned.is_empty() {
+            "worker".into()
+        } else {
+            cleaned
+        }
+    }
+
+    /// The host part of the address this worker advertises.
+    pub fn advertise_host(&self) -> String {
+        self.advertise_host.clone().unwrap_or_else(|| {
+            cloudai_common::host::primary_ipv4()
+                .map_or_else(|| "127.0.0.1".to_string(), |ip| ip.to_string())
+        })
+    }
+}

@@ -1,0 +1,318 @@
+//! Container runtime over bollard: pull, create with limits, start, logs, wait,
+//! inspect, stop, remove, and finding this worker's own containers.
+
+use crate::logs::LogBuffer;
+use bollard::Docker;
+use bollard::container::LogOutput;
+use bollard::models::{ContainerCreateBody, DeviceRequest, HostConfig};
+use bollard::query_parameters::{
+    CreateContainerOptions, CreateImageOptions, ListContainersOptions, LogsOptions,
+    RemoveContainerOptions, StopContainerOptions,
+};
+use cloudai_proto::v1::{LogChunk, LogStream, Task};
+use futures::StreamExt;
+use std::collections::HashMap;
+use std::time::{Duration, SystemTime};
+
+/// Label holding the task id on every CloudAI container.
+pub const LABEL_TASK: &str = "cloudai.task_id";
+/// Label holding the worker id.
+pub const LABEL_WORKER: &str = "cloudai.worker_id";
+/// Label holding the attempt number.
+pub const LABEL_ATTEMPT: &str = "cloudai.attempt";
+/// Label holding the task timeout in seconds.
+pub const LABEL_TIMEOUT: &str = "cloudai.timeout_seconds";
+
+/// A container's final state.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Outcome {
+    /// Exit code, when the container ran.
+    pub exit_code: Option<i32>,
+    /// Killed by the kernel for exceeding its memory limit.
+    pub oom_killed: bool,
+}
+
+/// One of this worker's containers found on the Docker host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OwnContainer {
+    /// Task id from its label.
+    pub task_id: String,
+    /// Container name.
+    pub name: String,
+    /// Whether it is still running.
+    pub running: bool,
+    /// Attempt number from its label.
+    pub attempt: u32,
+    /// Timeout from its label (0 = none).
+    pub timeout_seconds: u64,
+}
+
+/// Docker access for the worker.
+#[derive(Clone)]
+pub struct Executor {
+    docker: Docker,
+}
+
+/// Name of a task's container.
+pub fn container_name(task_id: &str) -> String {
+    format!("cloudai-{task_id}")
+}
+
+fn docker_message(error: bollard::errors::Error) -> String {
+    match error {
+        bollard::errors::Error::DockerResponseServerError { message, .. } => message,
+        other => other.to_string(),
+    }
+}
+
+impl Executor {
+    /// Connects to the local Docker daemon (`DOCKER_HOST` or the unix socket) and
+    /// agrees on an API version.
+    pub async fn connect() -> Result<Self, String> {
+        let docker = Docker::connect_with_local_defaults()
+            .map_err(|e| format!("cannot reach Docker: {e}"))?
+            .negotiate_version()
+            .await
+            .map_err(|e| format!("cannot reach Docker (is dockerd running?): {e}"))?;
+        Ok(Self { docker })
+    }
+
+    /// Pulls `image` unless it is already present.
+    pub async fn ensure_image(&self, image: &str, timeout: Duration) -> Result<(), String> {
+        match self.docker.inspect_image(image).await {
+            Ok(_) => return Ok(()),
+            Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 404, ..
+            }) => {}
+            Err(e) => {
+                return Err(format!(
+                    "cannot inspect image '{image}': {}",
+                    docker_message(e)
+                ));
+            }
+        }
+        tracing::info!(image, "pulling image");
+        let options = CreateImageOptions {
+            from_image: Some(image.to_string()),
+            ..Default::default()
+        };
+        let pull = async {
+            let mut progress = self.docker.create_image(Some(options), None, None);
+            while let Some(step) = progress.next().await {
+                step.map_err(docker_message)?;
+            }
+            Ok::<(), String>(())
+        };
+        match tokio::time::timeout(timeout, pull).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(message)) => Err(format!(
+                "image '{image}' is not on this worker and could not be pulled: {message}"
+            )),
+            Err(_) => Err(format!(
+                "pulling image '{image}' took longer than {}s",
+                timeout.as_secs()
+            )),
+        }
+    }
+
+    /// Creates and starts the task's container with its limits and labels.
+    pub async fn start(&self, task: &Task, worker_id: &str) -> Result<String, String> {
+        let name = container_name(&task.task_id);
+        let limits = task.limits.clone().unwrap_or_default();
+        let device_requests = gpu_requests(&limits.gpu_device_ids, limits.gpu_count);
+        let labels = HashMap::from([
+            (LABEL_TASK.to_string(), task.task_id.clone()),
+            (LABEL_WORKER.to_string(), worker_id.to_string()),
+            (LABEL_ATTEMPT.to_string(), task.attempt.to_string()),
+            (LABEL_TIMEOUT.to_string(), task.timeout_seconds.to_string()),
+        ]);
+        let mut env: Vec<String> = task.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        env.sort();
+        let body = ContainerCreateBody {
+            image: Some(task.image.clone()),
+            cmd: (!task.command.is_empty()).then(|| task.command.clone()),
+            env: Some(env),
+            labels: Some(labels),
+            host_config: Some(HostConfig {
+                memory: (limits.memory_bytes > 0).then_some(limits.memory_bytes),
+                // Equal swap and memory limits: the container cannot swap past its limit.
+                memory_swap: (limits.memory_bytes > 0).then_some(limits.memory_bytes),
+                nano_cpus: (limits.nano_cpus > 0).then_some(limits.nano_cpus),
+                device_requests,
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let options = CreateContainerOptions {
+            name: Some(name.clone()),
+            ..Default::default()
+        };
+        self.docker
+            .create_container(Some(options), body)
+            .await
+            .map_err(|e| format!("cannot create the container: {}", docker_message(e)))?;
+        if let Err(e) = self.docker.start_container(&name, None).await {
+            self.remove(&name).await;
+            return Err(format!("cannot start the container: {}", docker_message(e)));
+        }
+        Ok(name)
+    }
+
+    /// Copies the container's output into `buffer` until the container stops.
+    pub async fn collect_logs(&self, name: &str, task_id: &str, buffer: &LogBuffer) {
+        let options = LogsOptions {
+            follow: true,
+            stdout: true,
+            stderr: true,
+            ..Default::default()
+        };
+        let mut logs = self.docker.logs(name, Some(options));
+        while let Some(item) = logs.next().await {
+            let (stream, message) = match item {
+                Ok(LogOutput::StdOut { message }) | Ok(LogOutput::Console { message }) => {
+                    (LogStream::Stdout, message)
+                }
+                Ok(LogOutput::StdErr { message }) => (LogStream::Stderr, message),
+                Ok(LogOutput::StdIn { .. }) => continue,
+                Err(error) => {
+                    tracing::warn!(task_id, %error, "log stream from Docker ended with an error");
+                    break;
+                }
+            };
+            buffer.push(LogChunk {
+                task_id: task_id.to_string(),
+                stream: stream as i32,
+                data: message.to_vec(),
+                timestamp: Some(cloudai_proto::timestamp(SystemTime::now())),
+            });
+        }
+    }
+
+    /// Waits for the container to stop.
+    pub async fn wait(&self, name: &str) {
+        let mut wait = self.docker.wait_container(name, None);
+        // A non-zero exit arrives as `Err(DockerContainerWaitError)`: either way it stopped;
+        // `outcome` reads the real exit code.
+        let _ = wait.next().await;
+    }
+
+    /// Exit code and OOM flag of a stopped container.
+    pub async fn outcome(&self, name: &str) -> Result<Outcome, String> {
+        let info = self
+            .docker
+            .inspect_container(name, None)
+            .await
+            .map_err(|e| format!("cannot inspect the container: {}", docker_message(e)))?;
+        let state = info.state.unwrap_or_default();
+        Ok(Outcome {
+            exit_code: state.exit_code.map(|c| c as i32),
+            oom_killed: state.oom_killed.unwrap_or(false),
+        })
+    }
+
+    /// Stops a container: SIGTERM, then SIGKILL after `grace`.
+    pub async fn stop(&self, name: &str, grace: Duration) {
+        let options = StopContainerOptions {
+            t: Some(grace.as_secs() as i32),
+            signal: None,
+        };
+        if let Err(error) = self.docker.stop_container(name, Some(options)).await {
+            tracing::debug!(container = name, error = %docker_message(error), "stop failed (already stopped?)");
+        }
+    }
+
+    /// Removes a container (forcefully); a missing container is not an error.
+    pub async fn remove(&self, name: &str) {
+        let options = RemoveContainerOptions {
+            force: true,
+            ..Default::default()
+        };
+        match self.docker.remove_container(name, Some(options)).await {
+            Ok(())
+            | Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 404, ..
+            }) => {}
+            Err(error) => {
+                tracing::warn!(container = name, error = %docker_message(error), "cannot remove container")
+            }
+        }
+    }
+
+    /// This worker's containers, running or stopped.
+    pub async fn own_containers(&self, worker_id: &str) -> Result<Vec<OwnContainer>, String> {
+        let filters = HashMap::from([(
+            "label".to_string(),
+            vec![format!("{LABEL_WORKER}={worker_id}")],
+        )]);
+        let options = ListContainersOptions {
+            all: true,
+            filters: Some(filters),
+            ..Default::default()
+        };
+        let containers = self
+            .docker
+            .list_containers(Some(options))
+            .await
+            .map_err(|e| format!("cannot list containers: {}", docker_message(e)))?;
+        Ok(containers
+            .into_iter()
+            .filter_map(|c| {
+                let labels = c.labels.unwrap_or_default();
+                let task_id = labels.get(LABEL_TASK)?.clone();
+                Some(OwnContainer {
+                    name: container_name(&task_id),
+                    running: c.state.is_some_and(|s| s.to_string() == "running"),
+                    attempt: labels
+                        .get(LABEL_ATTEMPT)
+                        .and_then(|a| a.parse().ok())
+                        .unwrap_or(1),
+                    timeout_seconds: labels
+                        .get(LABEL_TIMEOUT)
+                        .and_then(|a| a.parse().ok())
+                        .unwrap_or(0),
+                    task_id,
+                })
+            })
+            .collect())
+    }
+}
+
+/// Docker device requests for a GPU limit: exact devices win over a count.
+fn gpu_requests(device_ids: &[String], count: i32) -> Option<Vec<DeviceRequest>> {
+    let capabilities = Some(vec![vec!["gpu".to_string()]]);
+    if !device_ids.is_empty() {
+        return Some(vec![DeviceRequest {
+            driver: Some("nvidia".into()),
+            device_ids: Some(device_ids.to_vec()),
+            capabilities,
+            ..Default::default()
+        }]);
+    }
+    match count {
+        0 => None,
+        n => Some(vec![DeviceRequest {
+            driver: Some("nvidia".into()),
+            count: Some(i64::from(n)),
+            capabilities,
+            ..Default::default()
+        }]),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gpu_requests_prefer_exact_devices() {
+        assert!(gpu_requests(&[], 0).is_none());
+        let all = gpu_requests(&[], -1).unwrap();
+        assert_eq!(all[0].count, Some(-1));
+        let exact = gpu_requests(&["GPU-1".into()], 1).unwrap();
+        assert_eq!(
+            exact[0].device_ids.as_deref(),
+            Some(&["GPU-1".to_string()][..])
+        );
+        assert_eq!(exact[0].count, None);
+    }
+}

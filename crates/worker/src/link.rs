@@ -1,0 +1,277 @@
+//! The worker's side of `MasterService`: registration, heartbeats and result delivery.
+
+use crate::{PendingReport, Worker};
+use cloudai_common::host::Sampler;
+use cloudai_proto::v1::master_service_client::MasterServiceClient;
+use cloudai_proto::v1::{Heartbeat, RegisterWorkerRequest};
+use std::collections::VecDeque;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, SystemTime};
+use tokio::sync::mpsc;
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Code, Status};
+
+/// How long one call to the master may take.
+const CALL_TIMEOUT: Duration = Duration::from_secs(10);
+/// Longest pause between attempts to deliver a result.
+const MAX_REPORT_BACKOFF: Duration = Duration::from_secs(5);
+
+/// What the worker knows about its master.
+pub struct LinkState {
+    master: Mutex<Option<String>>,
+    client: Mutex<Option<(String, MasterServiceClient<Channel>)>>,
+    registered: AtomicBool,
+    interval_ms: AtomicU64,
+    registering: tokio::sync::Mutex<()>,
+    last_problem: Mutex<String>,
+}
+
+impl LinkState {
+    /// Link state with an optional known master and a starting heartbeat interval.
+    pub fn new(master: Option<String>, interval: Duration) -> Self {
+        Self {
+            master: Mutex::new(master),
+            client: Mutex::new(None),
+            registered: AtomicBool::new(false),
+            interval_ms: AtomicU64::new(interval.as_millis() as u64),
+            registering: tokio::sync::Mutex::new(()),
+            last_problem: Mutex::new(String::new()),
+        }
+    }
+
+    /// The master's address, if known.
+    pub fn master(&self) -> Option<String> {
+        self.master
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Points the worker at a (new) master.
+    pub fn set_master(&self, address: String) {
+        *self.master.lock().unwrap_or_else(|p| p.into_inner()) = Some(address);
+        self.registered.store(false, Ordering::SeqCst);
+    }
+
+    fn interval(&self) -> Duration {
+        Duration::from_millis(self.interval_ms.load(Ordering::SeqCst).max(50))
+    }
+
+    fn client(&self) -> Result<Option<MasterServiceClient<Channel>>, String> {
+        let Some(address) = self.master() else {
+            return Ok(None);
+        };
+        let mut cached = self.client.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((cached_address, client)) = cached.as_ref()
+            && *cached_address == address
+        {
+            return Ok(Some(client.clone()));
+        }
+        let channel = Endpoint::from_shared(format!("http://{address}"))
+            .map_err(|e| format!("invalid master address '{address}': {e}"))?
+            .connect_timeout(Duration::from_secs(3))
+            .tcp_nodelay(true)
+            .connect_lazy();
+        let client = MasterServiceClient::new(channel);
+        *cached = Some((address, client.clone()));
+        Ok(Some(client))
+    }
+
+    /// Logs a problem talking to the master once, not on every retry.
+    fn report_problem(&self, message: String) {
+        let mut last = self.last_problem.lock().unwrap_or_else(|p| p.into_inner());
+        if *last != message {
+            tracing::warn!(problem = %message, "master link");
+            *last = message;
+        }
+    }
+
+    fn clear_problem(&self) {
+        self.last_problem
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
+    }
+}
+
+fn request<T>(message: T) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    request.set_timeout(CALL_TIMEOUT);
+    request
+}
+
+/// Registers with the master (`RegisterWorker`). On success the worker is
+/// accepted and learns the heartbeat interval and tasks to stop.
+pub async fn register(worker: &Worker) -> Result<(), Status> {
+    let link = worker.link();
+    let _one_at_a_time = link.registering.lock().await;
+    let Some(mut client) = link.client().map_err(Status::invalid_argument)? else {
+        return Err(Status::failed_precondition("no master address known yet"));
+    };
+    let info = cloudai_common::host::worker_info(worker.id(), worker.address());
+    let call = client.register_worker(request(RegisterWorkerRequest {
+        info: Some(info),
+        task_ids: worker.held_task_ids(),
+    }));
+    match tokio::time::timeout(CALL_TIMEOUT, call).await {
+        Ok(Ok(response)) => {
+            let response = response.into_inner();
+            if response.heartbeat_interval_ms > 0 {
+                link.interval_ms
+                    .store(response.heartbeat_interval_ms, Ordering::SeqCst);
+            }
+            link.registered.store(true, Ordering::SeqCst);
+            link.clear_problem();
+            tracing::info!(master = ?link.master(), worker_id = worker.id(), "registered with the master");
+            worker.stop_unwanted(&response.stop_task_ids);
+            worker.heartbeat_soon();
+            Ok(())
+        }
+        Ok(Err(status)) => {
+            link.registered.store(false, Ordering::SeqCst);
+            Err(status)
+        }
+        Err(_) => Err(Status::deadline_exceeded(
+            "the master did not answer within 10s",
+        )),
+    }
+}
+
+/// Heartbeat loop: registers when needed, sends a sample every interval (or
+/// sooner when asked), and a final `stopping` heartbeat at shutdown.
+pub async fn run_heartbeats(worker: Worker) {
+    let mut sampler = Sampler::new();
+    let link = worker.link();
+    loop {
+        tokio::select! {
+            _ = worker.shutdown_token().cancelled() => break,
+            _ = tokio::time::sleep(link.interval()) => {}
+            _ = worker.heartbeat_requested() => {}
+        }
+        if link.master().is_none() {
+            continue;
+        }
+        if !link.registered.load(Ordering::SeqCst) {
+            if let Err(status) = register(&worker).await {
+                link.report_problem(format!(
+                    "registration refused or failed: {}",
+                    status.message()
+                ));
+            }
+            continue;
+        }
+        let heartbeat = sample(&worker, &mut sampler, false);
+        if let Err(status) = send_heartbeat(&worker, heartbeat).await {
+            if status.code() == Code::PermissionDenied {
+                link.registered.store(false, Ordering::SeqCst);
+            }
+            link.report_problem(format!("heartbeat failed: {}", status.message()));
+        }
+    }
+    if link.registered.load(Ordering::SeqCst) {
+        let last = sample(&worker, &mut sampler, true);
+        match tokio::time::timeout(Duration::from_secs(2), send_heartbeat(&worker, last)).await {
+            Ok(Ok(())) => tracing::info!("told the master this worker is stopping"),
+            _ => tracing::warn!("could not tell the master this worker is stopping"),
+        }
+    }
+}
+
+fn sample(worker: &Worker, sampler: &mut Sampler, stopping: bool) -> Heartbeat {
+    let sample = sampler.sample();
+    Heartbeat {
+        worker_id: worker.id().to_string(),
+        timestamp: Some(cloudai_proto::timestamp(SystemTime::now())),
+        cpu_percent: sample.cpu_percent,
+        cpu_count: sample.cpu_count,
+        memory_used_bytes: sample.memory_used_bytes,
+        memory_total_bytes: sample.memory_total_bytes,
+        gpus: Vec::new(),
+        running_task_ids: worker.running_task_ids(),
+        load_average_1m: sample.load_average_1m,
+        disk_used_bytes: 0,
+        disk_total_bytes: 0,
+        stopping,
+    }
+}
+
+async fn send_heartbeat(worker: &Worker, heartbeat: Heartbeat) -> Result<(), Status> {
+    let Some(mut client) = worker.link().client().map_err(Status::invalid_argument)? else {
+        return Ok(());
+    };
+    let response = client
+        .send_heartbeat(request(heartbeat))
+        .await?
+        .into_inner();
+    worker.link().clear_problem();
+    worker.stop_unwanted(&response.stop_task_ids);
+    Ok(())
+}
+
+/// Delivers results in order, retrying with backoff until the master
+/// acknowledges; then removes the container. Undelivered results survive a
+/// worker restart because their containers are only removed after delivery.
+pub async fn run_reporter(worker: Worker, mut queue: mpsc::UnboundedReceiver<PendingReport>) {
+    let mut pending: VecDeque<PendingReport> = VecDeque::new();
+    loop {
+        if pending.is_empty() {
+            tokio::select! {
+                _ = worker.shutdown_token().cancelled() => return,
+                next = queue.recv() => match next {
+                    Some(report) => pending.push_back(report),
+                    None => return,
+                },
+            }
+        }
+        while let Ok(report) = queue.try_recv() {
+            pending.push_back(report);
+        }
+        let Some(report) = pending.front().cloned() else {
+            continue;
+        };
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            match deliver(&worker, &report).await {
+                Ok(()) => break,
+                Err(status)
+                    if matches!(
+                        status.code(),
+                        Code::NotFound | Code::FailedPrecondition | Code::InvalidArgument
+                    ) =>
+                {
+                    tracing::warn!(task_id = %report.result.task_id, reason = %status.message(), "the master refused the result; dropping it");
+                    break;
+                }
+                Err(status) => {
+                    worker.link().report_problem(format!(
+                        "cannot deliver the result of {}: {}",
+                        report.result.task_id,
+                        status.message()
+                    ));
+                    tokio::select! {
+                        _ = worker.shutdown_token().cancelled() => return,
+                        _ = tokio::time::sleep(backoff) => {}
+                    }
+                    backoff = (backoff * 2).min(MAX_REPORT_BACKOFF);
+                }
+            }
+        }
+        pending.pop_front();
+        if let Some(container) = &report.container {
+            worker.executor().remove(container).await;
+        }
+        worker.forget(&report.result.task_id);
+    }
+}
+
+async fn deliver(worker: &Worker, report: &PendingReport) -> Result<(), Status> {
+    let Some(mut client) = worker.link().client().map_err(Status::invalid_argument)? else {
+        return Err(Status::unavailable("no master address known yet"));
+    };
+    client
+        .report_task_completion(request(report.result.clone()))
+        .await?;
+    tracing::info!(task_id = %report.result.task_id, "result delivered to the master");
+    Ok(())
+}

@@ -1,0 +1,148 @@
+//! Per-task output: a bounded backlog plus a live fan-out to followers.
+
+use cloudai_proto::v1::LogChunk;
+use std::collections::VecDeque;
+use std::sync::Mutex;
+use tokio::sync::broadcast;
+
+/// Most output kept in memory per task; older chunks are dropped first.
+pub const MAX_BUFFERED_BYTES: usize = 1 << 20;
+/// Largest log tail sent with a task's result.
+pub const MAX_REPORTED_BYTES: usize = 256 * 1024;
+/// Chunks a slow follower may fall behind before it is told it lagged.
+const FOLLOWER_CAPACITY: usize = 1024;
+
+struct State {
+    chunks: VecDeque<LogChunk>,
+    bytes: usize,
+    truncated: bool,
+    /// `None` once the task's output has ended.
+    live: Option<broadcast::Sender<LogChunk>>,
+}
+
+/// Output of one task.
+pub struct LogBuffer {
+    state: Mutex<State>,
+}
+
+/// What a new follower gets: everything buffered so far and, while the task
+/// runs, a receiver for what comes next (subscribed without a gap).
+pub struct Subscription {
+    /// Buffered chunks, oldest first.
+    pub backlog: Vec<LogChunk>,
+    /// Live chunks; `None` when the output has already ended.
+    pub live: Option<broadcast::Receiver<LogChunk>>,
+}
+
+impl Default for LogBuffer {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl LogBuffer {
+    /// An empty, open buffer.
+    pub fn new() -> Self {
+        let (live, _) = broadcast::channel(FOLLOWER_CAPACITY);
+        Self {
+            state: Mutex::new(State {
+                chunks: VecDeque::new(),
+                bytes: 0,
+                truncated: false,
+                live: Some(live),
+            }),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Appends a chunk and hands it to followers.
+    pub fn push(&self, chunk: LogChunk) {
+        let mut state = self.lock();
+        if let Some(live) = &state.live {
+            // No follower is fine.
+            let _ = live.send(chunk.clone());
+        }
+        state.bytes += chunk.data.len();
+        state.chunks.push_back(chunk);
+        while state.bytes > MAX_BUFFERED_BYTES {
+            let Some(old) = state.chunks.pop_front() else {
+                break;
+            };
+            state.bytes -= old.data.len();
+            state.truncated = true;
+        }
+    }
+
+    /// Marks the output as ended; followers' streams finish.
+    pub fn close(&self) {
+        self.lock().live = None;
+    }
+
+    /// Backlog plus live receiver, atomically.
+    pub fn subscribe(&self) -> Subscription {
+        let state = self.lock();
+        Subscription {
+            backlog: state.chunks.iter().cloned().collect(),
+            live: state.live.as_ref().map(broadcast::Sender::subscribe),
+        }
+    }
+
+    /// The last `MAX_REPORTED_BYTES` of output, for the result report.
+    pub fn tail(&self) -> Vec<u8> {
+        let state = self.lock();
+        let all: Vec<u8> = state
+            .chunks
+            .iter()
+            .flat_map(|c| c.data.iter().copied())
+            .collect();
+        let start = all.len().saturating_sub(MAX_REPORTED_BYTES);
+        all[start..].to_vec()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn chunk(text: &str) -> LogChunk {
+        LogChunk {
+            data: text.as_bytes().to_vec(),
+            ..Default::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn followers_get_backlog_then_live_then_end() {
+        let buffer = LogBuffer::new();
+        buffer.push(chunk("one\n"));
+        let mut sub = buffer.subscribe();
+        assert_eq!(sub.backlog.len(), 1);
+        buffer.push(chunk("two\n"));
+        buffer.close();
+        let live = sub.live.as_mut().unwrap();
+        assert_eq!(live.recv().await.unwrap().data, b"two\n");
+        assert!(live.recv().await.is_err());
+        assert!(buffer.subscribe().live.is_none());
+        assert_eq!(buffer.tail(), b"one\ntwo\n");
+    }
+
+    #[test]
+    fn memory_is_bounded() {
+        let buffer = LogBuffer::new();
+        let line = "x".repeat(1000);
+        for _ in 0..3000 {
+            buffer.push(chunk(&line));
+        }
+        let total: usize = buffer
+            .subscribe()
+            .backlog
+            .iter()
+            .map(|c| c.data.len())
+            .sum();
+        assert!(total <= MAX_BUFFERED_BYTES);
+        assert_eq!(buffer.tail().len(), MAX_REPORTED_BYTES);
+    }
+}

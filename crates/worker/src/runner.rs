@@ -1,0 +1,279 @@
+//! Runs one task from assignment to report: pull, start, collect logs, wait
+//! (with timeout and cancel), inspect, and queue the result.
+
+use crate::Worker;
+use crate::executor::container_name;
+use crate::logs::LogBuffer;
+use cloudai_proto::v1::{Task, TaskResult, TaskStatus};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+use tokio_util::sync::CancellationToken;
+
+/// Why a task is being stopped early.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StopReason {
+    /// Operator or master cancelled it.
+    Cancelled,
+    /// It ran past its timeout.
+    TimedOut,
+}
+
+/// A task the worker holds, from assignment until its result is acknowledged.
+pub struct TaskHandle {
+    /// Its output.
+    pub logs: Arc<LogBuffer>,
+    /// Cancelled to stop the container early.
+    pub stop: CancellationToken,
+    /// Why it was stopped, if it was.
+    pub reason: Mutex<Option<StopReason>>,
+    /// Whether its container is running (reported in heartbeats).
+    pub running: std::sync::atomic::AtomicBool,
+    /// Attempt number.
+    pub attempt: u32,
+}
+
+impl TaskHandle {
+    /// A handle for a new task.
+    pub fn new(attempt: u32) -> Self {
+        Self {
+            logs: Arc::new(LogBuffer::new()),
+            stop: CancellationToken::new(),
+            reason: Mutex::new(None),
+            running: false.into(),
+            attempt,
+        }
+    }
+
+    /// Asks the task to stop for `reason` (the first reason wins).
+    pub fn request_stop(&self, reason: StopReason) {
+        self.reason
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get_or_insert(reason);
+        self.stop.cancel();
+    }
+
+    fn stop_reason(&self) -> Option<StopReason> {
+        *self.reason.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Runs a newly assigned task to completion and queues its result.
+pub async fn run_new(worker: Worker, task: Task, handle: Arc<TaskHandle>) {
+    let started_at = SystemTime::now();
+    let executor = worker.executor();
+    if let Err(error) = executor
+        .ensure_image(&task.image, worker.config().pull_timeout)
+        .await
+    {
+        return fail_before_start(&worker, &task, &handle, started_at, error);
+    }
+    if handle.stop.is_cancelled() {
+        let status = status_for(handle.stop_reason());
+        return worker.queue_result(
+            result(
+                &worker,
+                &task.task_id,
+                &handle,
+                status,
+                None,
+                String::new(),
+                started_at,
+            ),
+            None,
+        );
+    }
+    let name = match executor.start(&task, worker.id()).await {
+        Ok(name) => name,
+        Err(error) => return fail_before_start(&worker, &task, &handle, started_at, error),
+    };
+    tracing::info!(task_id = %task.task_id, container = %name, "task container started");
+    supervise(
+        worker,
+        task.task_id,
+        name,
+        task.timeout_seconds,
+        handle,
+        started_at,
+    )
+    .await;
+}
+
+fn fail_before_start(
+    worker: &Worker,
+    task: &Task,
+    handle: &TaskHandle,
+    started_at: SystemTime,
+    error: String,
+) {
+    tracing::warn!(task_id = %task.task_id, error, "task could not start");
+    handle.logs.close();
+    worker.queue_result(
+        result(
+            worker,
+            &task.task_id,
+            handle,
+            TaskStatus::Failed,
+            None,
+            error,
+            started_at,
+        ),
+        None,
+    );
+}
+
+/// Follows a started (or adopted) container to its end and queues the result.
+pub async fn supervise(
+    worker: Worker,
+    task_id: String,
+    name: String,
+    timeout_seconds: u64,
+    handle: Arc<TaskHandle>,
+    started_at: SystemTime,
+) {
+    let executor = worker.executor();
+    handle
+        .running
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    worker.heartbeat_soon();
+    let logs = {
+        let (executor, name, task_id, buffer) = (
+            executor.clone(),
+            name.clone(),
+            task_id.clone(),
+            handle.logs.clone(),
+        );
+        tokio::spawn(async move { executor.collect_logs(&name, &task_id, &buffer).await })
+    };
+    let timeout = async {
+        if timeout_seconds == 0 {
+            std::future::pending::<()>().await;
+        }
+        tokio::time::sleep(Duration::from_secs(timeout_seconds)).await;
+    };
+    tokio::select! {
+        _ = executor.wait(&name) => {}
+        _ = handle.stop.cancelled() => {
+            executor.stop(&name, worker.config().stop_grace).await;
+            executor.wait(&name).await;
+        }
+        _ = timeout => {
+            tracing::info!(task_id, timeout_seconds, "task timed out");
+            handle.request_stop(StopReason::TimedOut);
+            executor.stop(&name, worker.config().stop_grace).await;
+            executor.wait(&name).await;
+        }
+    }
+    handle
+        .running
+        .store(false, std::sync::atomic::Ordering::SeqCst);
+    // Docker closes the log stream once the container stops; don't wait forever on it.
+    let _ = tokio::time::timeout(Duration::from_secs(5), logs).await;
+    handle.logs.close();
+    let report = match executor.outcome(&name).await {
+        Ok(outcome) => {
+            let (status, error) =
+                match (handle.stop_reason(), outcome.oom_killed, outcome.exit_code) {
+                    (Some(reason), _, _) => (status_for(Some(reason)), describe_stop(reason)),
+                    (None, true, _) => (
+                        TaskStatus::Failed,
+                        "killed: out of memory (the container exceeded its memory limit)"
+                            .to_string(),
+                    ),
+                    (None, false, Some(0)) => (TaskStatus::Completed, String::new()),
+                    (None, false, Some(code)) => {
+                        (TaskStatus::Failed, format!("exited with code {code}"))
+                    }
+                    (None, false, None) => (
+                        TaskStatus::Failed,
+                        "the container ended without an exit code".to_string(),
+                    ),
+                };
+            let mut report = result(
+                &worker,
+                &task_id,
+                &handle,
+                status,
+                outcome.exit_code,
+                error,
+                started_at,
+            );
+            report.oom_killed = outcome.oom_killed;
+            report
+        }
+        Err(error) => result(
+            &worker,
+            &task_id,
+            &handle,
+            TaskStatus::Failed,
+            None,
+            error,
+            started_at,
+        ),
+    };
+    tracing::info!(task_id, status = report.status().as_str_name(), exit_code = ?report.exit_code, "task finished");
+    worker.queue_result(report, Some(name));
+    worker.heartbeat_soon();
+}
+
+fn status_for(reason: Option<StopReason>) -> TaskStatus {
+    match reason {
+        Some(StopReason::TimedOut) => TaskStatus::TimedOut,
+        _ => TaskStatus::Cancelled,
+    }
+}
+
+fn describe_stop(reason: StopReason) -> String {
+    match reason {
+        StopReason::Cancelled => "cancelled".into(),
+        StopReason::TimedOut => "killed: ran past its timeout".into(),
+    }
+}
+
+fn result(
+    worker: &Worker,
+    task_id: &str,
+    handle: &TaskHandle,
+    status: TaskStatus,
+    exit_code: Option<i32>,
+    error: String,
+    started_at: SystemTime,
+) -> TaskResult {
+    TaskResult {
+        task_id: task_id.to_string(),
+        worker_id: worker.id().to_string(),
+        status: status as i32,
+        exit_code,
+        error,
+        log_tail: handle.logs.tail(),
+        started_at: Some(cloudai_proto::timestamp(started_at)),
+        finished_at: Some(cloudai_proto::timestamp(SystemTime::now())),
+        oom_killed: false,
+        attempt: handle.attempt,
+    }
+}
+
+/// Adopts containers left by an earlier run of this worker: running ones are
+/// supervised again, stopped ones are reported.
+pub async fn reconcile(worker: &Worker) -> Result<usize, String> {
+    let containers = worker.executor().own_containers(worker.id()).await?;
+    let count = containers.len();
+    for container in containers {
+        let handle = Arc::new(TaskHandle::new(container.attempt));
+        if !worker.adopt(&container.task_id, handle.clone()) {
+            continue;
+        }
+        tracing::info!(task_id = %container.task_id, running = container.running, "adopting a container from an earlier run");
+        let worker2 = worker.clone();
+        let name = container_name(&container.task_id);
+        worker.tracker().spawn(supervise(
+            worker2,
+            container.task_id,
+            name,
+            container.timeout_seconds,
+            handle,
+            SystemTime::now(),
+        ));
+    }
+    Ok(count)
+}
