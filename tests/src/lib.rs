@@ -1,1 +1,419 @@
-//! e2e helpers
+//! Helpers for the end-to-end suite: start the real `cloudai-master` and
+//! `cloudai-worker` binaries, drive the master's REPL through a pipe, wait on
+//! output with timeouts, and clean up processes and containers.
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+/// The offline test image (busybox) the suite runs tasks in.
+pub const TEST_IMAGE: &str = "cloudai-test/busybox:latest";
+/// Default time to wait for an expected line.
+pub const WAIT: Duration = Duration::from_secs(30);
+
+/// Directory holding the built binaries: `CLOUDAI_BIN_DIR`, or the cargo
+/// target directory this test binary was built into.
+pub fn bin_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("CLOUDAI_BIN_DIR") {
+        return PathBuf::from(dir);
+    }
+    let exe = std::env::current_exe().expect("test binary path");
+    // target/<profile>/deps/<test-binary>
+    exe.parent()
+        .and_then(Path::parent)
+        .expect("target directory")
+        .to_path_buf()
+}
+
+fn binary(name: &str) -> PathBuf {
+    let path = bin_dir().join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: build the binaries first (`cargo build --workspace --bins`) or set CLOUDAI_BIN_DIR",
+        path.display()
+    );
+    path
+}
+
+/// A unique name for this test process (worker ids, containers).
+pub fn unique(prefix: &str) -> String {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    format!(
+        "{prefix}-{}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::SeqCst)
+    )
+}
+
+/// A port that was free a moment ago (for components that must keep their
+/// port across a restart).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Makes sure the offline busybox test image exists (imports it if not).
+pub fn ensure_test_image() {
+    let present = Command::new("docker")
+        .args(["image", "inspect", TEST_IMAGE])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !present {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/build-test-image.sh");
+        let status = Command::new("bash")
+            .arg(script)
+            .status()
+            .expect("run build-test-image.sh");
+        assert!(
+            status.success(),
+            "could not build the test image {TEST_IMAGE}"
+        );
+    }
+}
+
+/// Lines a child process printed on stdout, shared with a reader thread.
+#[derive(Clone, Default)]
+struct Lines {
+    inner: Arc<(Mutex<(Vec<String>, bool)>, Condvar)>,
+}
+
+impl Lines {
+    fn follow(&self, stream: impl std::io::Read + Send + 'static) {
+        let lines = self.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stream).lines() {
+                let Ok(line) = line else { break };
+                let (lock, cvar) = &*lines.inner;
+                lock.lock().unwrap().0.push(line);
+                cvar.notify_all();
+            }
+            let (lock, cvar) = &*lines.inner;
+            lock.lock().unwrap().1 = true;
+            cvar.notify_all();
+        });
+    }
+
+    fn len(&self) -> usize {
+        self.inner.0.lock().unwrap().0.len()
+    }
+
+    fn all(&self) -> Vec<String> {
+        self.inner.0.lock().unwrap().0.clone()
+    }
+
+    /// Waits for a line at index >= `from` containing `needle`.
+    fn wait_for(&self, from: usize, needle: &str, timeout: Duration) -> Result<String, String> {
+        let deadline = Instant::now() + timeout;
+        let (lock, cvar) = &*self.inner;
+        let mut state = lock.lock().unwrap();
+        loop {
+            if let Some(line) = state.0.iter().skip(from).find(|l| l.contains(needle)) {
+                return Ok(line.clone());
+            }
+            let now = Instant::now();
+            if now >= deadline || state.1 {
+                return Err(format!(
+                    "no line containing {needle:?} within {timeout:?}; output so far:\n{}",
+                    state.0.join("\n")
+                ));
+            }
+            state = cvar.wait_timeout(state, deadline - now).unwrap().0;
+        }
+    }
+}
+
+/// A running `cloudai-master` with its REPL on a pipe.
+pub struct Master {
+    child: Child,
+    stdin: ChildStdin,
+    out: Lines,
+    /// gRPC address (127.0.0.1:port).
+    pub grpc_addr: String,
+    /// HTTP address.
+    pub http_addr: String,
+    /// Data directory.
+    pub data_dir: PathBuf,
+    /// Captured stderr (logs).
+    pub log_path: PathBuf,
+}
+
+/// Options for starting a master.
+#[derive(Clone, Debug)]
+pub struct MasterOptions {
+    /// gRPC port (0: any).
+    pub grpc_port: u16,
+    /// Heartbeat interval.
+    pub heartbeat: &'static str,
+    /// Inactivity timeout.
+    pub inactivity: &'static str,
+    /// Re-invitation interval.
+    pub reinvite: &'static str,
+}
+
+impl Default for MasterOptions {
+    fn default() -> Self {
+        Self {
+            grpc_port: 0,
+            heartbeat: "500ms",
+            inactivity: "3s",
+            reinvite: "1s",
+        }
+    }
+}
+
+impl Master {
+    /// Starts a master on `data_dir` with test-friendly intervals.
+    pub fn start(data_dir: &Path, options: &MasterOptions) -> Master {
+        let log_path = data_dir.join(format!("master-{}.log", unique("run")));
+        std::fs::create_dir_all(data_dir).unwrap();
+        let mut child = Command::new(binary("cloudai-master"))
+            .args(["--grpc-addr", &format!("127.0.0.1:{}", options.grpc_port)])
+            .args(["--http-addr", "127.0.0.1:0"])
+            .arg("--data-dir")
+            .arg(data_dir)
+            .args(["--heartbeat-interval", options.heartbeat])
+            .args(["--inactivity-timeout", options.inactivity])
+            .args(["--reinvite-interval", options.reinvite])
+            .env("RUST_LOG", "info")
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(&log_path).unwrap())
+            .spawn()
+            .expect("start cloudai-master");
+        let stdin = child.stdin.take().unwrap();
+        let out = Lines::default();
+        out.follow(child.stdout.take().unwrap());
+        let banner = out.wait_for(0, "gRPC on", WAIT).unwrap_or_else(|e| {
+            panic!(
+                "master did not start: {e}\nlog:\n{}",
+                std::fs::read_to_string(&log_path).unwrap_or_default()
+            )
+        });
+        let grpc_addr = word_after(&banner, "gRPC on ")
+            .trim_end_matches(',')
+            .to_string();
+        let http_addr = word_after(&banner, "HTTP on ")
+            .trim_end_matches(',')
+            .to_string();
+        Master {
+            child,
+            stdin,
+            out,
+            grpc_addr,
+            http_addr,
+            data_dir: data_dir.to_path_buf(),
+            log_path,
+        }
+    }
+
+    /// Types a command into the REPL; returns the output index to wait from.
+    pub fn send(&mut self, command: &str) -> usize {
+        let from = self.out.len();
+        writeln!(self.stdin, "{command}").expect("write to the master's REPL");
+        self.stdin.flush().unwrap();
+        from
+    }
+
+    /// Runs a command and waits for a line containing `needle` in its output.
+    pub fn expect(&mut self, command: &str, needle: &str) -> String {
+        let from = self.send(command);
+        self.wait_from(from, needle, WAIT)
+    }
+
+    /// Waits for a line containing `needle` printed at or after `from`.
+    pub fn wait_from(&self, from: usize, needle: &str, timeout: Duration) -> String {
+        self.out
+            .wait_for(from, needle, timeout)
+            .unwrap_or_else(|e| panic!("{e}\nmaster log:\n{}", self.log()))
+    }
+
+    /// Repeats `command` until its output has a line containing every needle.
+    pub fn poll(&mut self, command: &str, needles: &[&str], timeout: Duration) -> String {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let from = self.send(command);
+            // Polling interval: the REPL has no end-of-output marker.
+            std::thread::sleep(Duration::from_millis(300));
+            if let Some(line) = self
+                .out
+                .all()
+                .into_iter()
+                .skip(from)
+                .find(|l| needles.iter().all(|n| l.contains(n)))
+            {
+                return line;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "`{command}` never printed a line with {needles:?}\nmaster log:\n{}",
+                self.log()
+            );
+        }
+    }
+
+    /// Everything the REPL printed so far.
+    pub fn output(&self) -> Vec<String> {
+        self.out.all()
+    }
+
+    /// The master's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    /// Kills the master with SIGKILL.
+    pub fn kill9(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Submits a task line and returns its id.
+    pub fn submit(&mut self, task_line: &str) -> String {
+        let line = self.expect(task_line, "task t-");
+        assert!(
+            !line.contains("failed to start"),
+            "task did not start: {line}"
+        );
+        word_after(&line, "task ").to_string()
+    }
+}
+
+impl Drop for Master {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A running `cloudai-worker`.
+pub struct Worker {
+    child: Child,
+    out: Lines,
+    /// Worker id.
+    pub id: String,
+    /// Advertised address.
+    pub address: String,
+    log_path: PathBuf,
+}
+
+impl Worker {
+    /// Starts a worker with id `id` on `port` (0: any), registering itself with
+    /// `master` when given.
+    pub fn start(id: &str, port: u16, master: Option<&str>, log_dir: &Path) -> Worker {
+        ensure_test_image();
+        let log_path = log_dir.join(format!("worker-{}.log", unique(id)));
+        let mut command = Command::new(binary("cloudai-worker"));
+        command
+            .args([
+                "--id",
+                id,
+                "--port",
+                &port.to_string(),
+                "--advertise-host",
+                "127.0.0.1",
+            ])
+            .args(["--heartbeat-interval", "500ms", "--stop-grace", "2s"])
+            .env("RUST_LOG", "info")
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(&log_path).unwrap());
+        if let Some(master) = master {
+            command.args(["--master", master]);
+        }
+        let mut child = command.spawn().expect("start cloudai-worker");
+        let out = Lines::default();
+        out.follow(child.stdout.take().unwrap());
+        let line = out.wait_for(0, "  register ", WAIT).unwrap_or_else(|e| {
+            panic!(
+                "worker did not start: {e}\nlog:\n{}",
+                std::fs::read_to_string(&log_path).unwrap_or_default()
+            )
+        });
+        let address = line.split_whitespace().last().unwrap().to_string();
+        Worker {
+            child,
+            out,
+            id: id.to_string(),
+            address,
+            log_path,
+        }
+    }
+
+    /// The worker's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    /// Waits until the worker's log contains `needle`.
+    pub fn wait_log(&self, needle: &str, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        while !self.log().contains(needle) {
+            assert!(
+                Instant::now() < deadline,
+                "worker log never contained {needle:?}:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// What the worker printed on stdout.
+    pub fn output(&self) -> Vec<String> {
+        self.out.all()
+    }
+
+    /// Kills the worker with SIGKILL, leaving its containers (as a crash would).
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        self.kill9();
+        remove_containers(&self.id);
+    }
+}
+
+/// Removes every container labelled with this worker id.
+pub fn remove_containers(worker_id: &str) {
+    let listed = Command::new("docker")
+        .args([
+            "ps",
+            "-aq",
+            "--filter",
+            &format!("label=cloudai.worker_id={worker_id}"),
+        ])
+        .output();
+    if let Ok(listed) = listed {
+        let ids: Vec<String> = String::from_utf8_lossy(&listed.stdout)
+            .split_whitespace()
+            .map(str::to_string)
+            .collect();
+        if !ids.is_empty() {
+            let _ = Command::new("docker")
+                .args(["rm", "-f"])
+                .args(&ids)
+                .stdout(Stdio::null())
+                .status();
+        }
+    }
+}
+
+/// The whitespace-delimited word right after `marker` in `line`.
+pub fn word_after<'a>(line: &'a str, marker: &str) -> &'a str {
+    line.split_once(marker)
+        .and_then(|(_, rest)| rest.split_whitespace().next())
+        .unwrap_or_else(|| panic!("{marker:?} not found in {line:?}"))
+}

@@ -194,34 +194,40 @@ pub fn parse(line: &str) -> Result<Command, String> {
 fn unknown_command(name: &str) -> String {
     let closest = COMMANDS
         .iter()
-        .map(|(n, _, _)| (edit_distance(name, n), *n))
+        .map(|(n, _, _)| (edit_distance(name, n), n.len().abs_diff(name.len()), *n))
         .min()
-        .filter(|(distance, _)| *distance <= 2);
+        .filter(|(distance, _, _)| *distance <= 2);
     match closest {
-        Some((_, suggestion)) => format!(
+        Some((_, _, suggestion)) => format!(
             "unknown command '{name}': did you mean `{suggestion}`? (`help` lists commands)"
         ),
         None => format!("unknown command '{name}': `help` lists commands"),
     }
 }
 
-/// Levenshtein distance between two short words.
+/// Edit distance between two short words, counting a swap of neighbours as one
+/// edit (optimal string alignment), so `stauts` is one edit from `status`.
 fn edit_distance(a: &str, b: &str) -> usize {
-    let b: Vec<char> = b.chars().collect();
-    let mut previous: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut current = vec![i + 1];
-        for (j, cb) in b.iter().enumerate() {
-            let cost = usize::from(ca != *cb);
-            current.push(
-                (previous[j] + cost)
-                    .min(previous[j + 1] + 1)
-                    .min(current[j] + 1),
-            );
-        }
-        previous = current;
+    let (a, b): (Vec<char>, Vec<char>) = (a.chars().collect(), b.chars().collect());
+    let mut d = vec![vec![0usize; b.len() + 1]; a.len() + 1];
+    for (i, row) in d.iter_mut().enumerate() {
+        row[0] = i;
     }
-    previous[b.len()]
+    for j in 0..=b.len() {
+        d[0][j] = j;
+    }
+    for i in 1..=a.len() {
+        for j in 1..=b.len() {
+            let cost = usize::from(a[i - 1] != b[j - 1]);
+            d[i][j] = (d[i - 1][j] + 1)
+                .min(d[i][j - 1] + 1)
+                .min(d[i - 1][j - 1] + cost);
+            if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
+                d[i][j] = d[i][j].min(d[i - 2][j - 2] + 1);
+            }
+        }
+    }
+    d[a.len()][b.len()]
 }
 
 fn parse_tasks(args: &[String]) -> Result<Command, String> {

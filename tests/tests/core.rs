@@ -1,0 +1,306 @@
+//! The core cluster loop end to end: real binaries, real dockerd, real store.
+
+use cloudai_e2e::{Master, MasterOptions, TEST_IMAGE, WAIT, Worker, free_port, unique, word_after};
+use cloudai_proto::v1::master_service_client::MasterServiceClient;
+use cloudai_proto::v1::{Heartbeat, RegisterWorkerRequest, WorkerInfo};
+use std::time::Duration;
+use tonic::Code;
+
+/// A master plus one worker registered master-first.
+fn cluster(dir: &std::path::Path) -> (Master, Worker) {
+    let mut master = Master::start(&dir.join("master"), &MasterOptions::default());
+    let worker = Worker::start(&unique("w"), 0, None, dir);
+    master.expect(
+        &format!("register {} {}", worker.id, worker.address),
+        "accepted the invitation",
+    );
+    master.poll("workers", &[&worker.id, "active"], WAIT);
+    (master, worker)
+}
+
+#[test]
+fn failing_task_reports_exit_code_and_logs() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut master, worker) = cluster(dir.path());
+    let task = master.submit(&format!(
+        "task {} {TEST_IMAGE} -- sh -c 'echo hello; exit 3'",
+        worker.id
+    ));
+    let from = master.send(&format!("monitor {task}"));
+    master.wait_from(from, "hello", WAIT);
+    master.wait_from(from, &format!("task {task} failed (exit code 3)"), WAIT);
+    // Finished: `monitor` and `logs` print the stored output.
+    let from = master.send(&format!("logs {task}"));
+    master.wait_from(from, "hello", WAIT);
+    let line = master.poll("tasks", &[&task, "failed", "busybox"], WAIT);
+    assert!(line.contains(" 3 "), "exit code missing from {line:?}");
+}
+
+#[test]
+fn successful_task_completes_with_env_and_limits() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut master, worker) = cluster(dir.path());
+    let task = master.submit(&format!(
+        "task {} {TEST_IMAGE} --cpus 0.5 --memory 64m --env GREETING=bonjour -- sh -c 'echo $GREETING'",
+        worker.id
+    ));
+    let from = master.send(&format!("monitor {task}"));
+    master.wait_from(from, "bonjour", WAIT);
+    master.wait_from(from, &format!("task {task} completed (exit code 0)"), WAIT);
+}
+
+#[test]
+fn memory_hog_is_reported_as_out_of_memory() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut master, worker) = cluster(dir.path());
+    let task = master.submit(&format!(
+        "task {} {TEST_IMAGE} --memory 16m -- sh -c 'x=$(yes | head -c 200000000); echo survived'",
+        worker.id
+    ));
+    let from = master.send(&format!("monitor {task}"));
+    let line = master.wait_from(from, &format!("task {task} failed"), WAIT);
+    assert!(
+        line.contains("out of memory"),
+        "expected an OOM kill, got {line:?}"
+    );
+}
+
+fn grpc(
+    addr: &str,
+) -> (
+    tokio::runtime::Runtime,
+    MasterServiceClient<tonic::transport::Channel>,
+) {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let client = runtime
+        .block_on(MasterServiceClient::connect(format!("http://{addr}")))
+        .expect("connect to the master");
+    (runtime, client)
+}
+
+fn info(id: &str, address: &str) -> WorkerInfo {
+    WorkerInfo {
+        worker_id: id.into(),
+        address: address.into(),
+        ..Default::default()
+    }
+}
+
+#[test]
+fn unknown_worker_is_refused_with_the_register_command() {
+    let dir = tempfile::tempdir().unwrap();
+    let master = Master::start(&dir.path().join("master"), &MasterOptions::default());
+    let (runtime, mut client) = grpc(&master.grpc_addr);
+    let status = runtime
+        .block_on(client.register_worker(RegisterWorkerRequest {
+            info: Some(info("ghost", "127.0.0.1:6000")),
+            task_ids: vec![],
+        }))
+        .expect_err("an unknown worker must be refused");
+    assert_eq!(status.code(), Code::PermissionDenied);
+    assert!(
+        status.message().contains("register ghost 127.0.0.1:6000"),
+        "{}",
+        status.message()
+    );
+    let status = runtime
+        .block_on(client.send_heartbeat(Heartbeat {
+            worker_id: "ghost".into(),
+            ..Default::default()
+        }))
+        .expect_err("heartbeats of unknown workers are refused");
+    assert_eq!(status.code(), Code::PermissionDenied);
+    // Malformed input gets InvalidArgument, not a crash.
+    let status = runtime
+        .block_on(client.register_worker(RegisterWorkerRequest {
+            info: None,
+            task_ids: vec![],
+        }))
+        .unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument);
+}
+
+#[test]
+fn worker_first_registration_is_refused_until_registered_then_accepted() {
+    let dir = tempfile::tempdir().unwrap();
+    // No re-invitations: the worker must get in on its own.
+    let options = MasterOptions {
+        reinvite: "1h",
+        ..MasterOptions::default()
+    };
+    let mut master = Master::start(&dir.path().join("master"), &options);
+    let id = unique("wf");
+    let port = free_port();
+    let worker = Worker::start(&id, port, Some(&master.grpc_addr), dir.path());
+    worker.wait_log(&format!("register {id} 127.0.0.1:{port}"), WAIT);
+    assert!(
+        worker.log().contains("not pre-registered"),
+        "{}",
+        worker.log()
+    );
+    // The invitation from `register` fails or succeeds; either way the worker's own retry gets it in.
+    master.expect(
+        &format!("register {id} 127.0.0.1:{port}"),
+        &format!("worker {id} registered"),
+    );
+    master.poll("workers", &[&id, "active"], WAIT);
+    worker.wait_log("registered with the master", WAIT);
+}
+
+#[test]
+fn worker_first_with_prior_registration() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = MasterOptions {
+        reinvite: "1h",
+        ..MasterOptions::default()
+    };
+    let mut master = Master::start(&dir.path().join("master"), &options);
+    let id = unique("wp");
+    let port = free_port();
+    master.expect(
+        &format!("register {id} 127.0.0.1:{port}"),
+        "not reachable yet",
+    );
+    let _worker = Worker::start(&id, port, Some(&master.grpc_addr), dir.path());
+    master.poll("workers", &[&id, "active"], WAIT);
+}
+
+#[test]
+fn unregister_cuts_the_worker_off() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut master, worker) = cluster(dir.path());
+    master.expect(&format!("unregister {}", worker.id), "no longer accepted");
+    master.expect("workers", "no workers registered");
+    let (runtime, mut client) = grpc(&master.grpc_addr);
+    let status = runtime
+        .block_on(client.send_heartbeat(Heartbeat {
+            worker_id: worker.id.clone(),
+            ..Default::default()
+        }))
+        .unwrap_err();
+    assert_eq!(status.code(), Code::PermissionDenied);
+    let status = runtime
+        .block_on(client.register_worker(RegisterWorkerRequest {
+            info: Some(info(&worker.id, &worker.address)),
+            task_ids: vec![],
+        }))
+        .unwrap_err();
+    assert_eq!(status.code(), Code::PermissionDenied);
+    master.expect(
+        &format!("task {} {TEST_IMAGE} true", worker.id),
+        &format!("no worker '{}'", worker.id),
+    );
+}
+
+#[test]
+fn master_restart_keeps_registry_and_history_and_workers_come_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = MasterOptions {
+        grpc_port: free_port(),
+        ..MasterOptions::default()
+    };
+    let data = dir.path().join("master");
+    let mut master = Master::start(&data, &options);
+    let id = unique("wr");
+    let port = free_port();
+    let mut worker = Worker::start(&id, port, None, dir.path());
+    master.expect(
+        &format!("register {id} {}", worker.address),
+        "accepted the invitation",
+    );
+    master.poll("workers", &[&id, "active"], WAIT);
+    let task = master.submit(&format!(
+        "task {id} {TEST_IMAGE} -- sh -c 'echo persisted; exit 3'"
+    ));
+    master.poll("tasks", &[&task, "failed"], WAIT);
+
+    master.kill9();
+    let mut master = Master::start(&data, &options);
+    // Registry and history survived SIGKILL; the worker is back without operator action.
+    master.poll("workers", &[&id, "active"], WAIT);
+    let line = master.poll("tasks", &[&task, "failed", "busybox"], WAIT);
+    assert!(line.contains(" 3 "), "{line}");
+    let from = master.send(&format!("logs {task}"));
+    master.wait_from(from, "persisted", WAIT);
+
+    // A worker killed and restarted is re-accepted without operator action too.
+    worker.kill9();
+    master.poll("workers", &[&id, "inactive"], WAIT);
+    let _worker = Worker::start(&id, port, None, dir.path());
+    master.poll("workers", &[&id, "active"], WAIT);
+}
+
+#[test]
+fn bad_input_gets_one_clear_line_and_the_repl_keeps_running() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut master, worker) = cluster(dir.path());
+    let w = &worker.id;
+    for (command, needle) in [
+        (
+            format!("task nosuch {TEST_IMAGE} true"),
+            "error: no worker 'nosuch'".to_string(),
+        ),
+        (
+            format!("task {w} \"\" true"),
+            "error: image: must not be empty".to_string(),
+        ),
+        (
+            format!("task {w} Bad//Image true"),
+            "error: image:".to_string(),
+        ),
+        (
+            format!("task {w} {TEST_IMAGE} --cpus -1 true"),
+            "error: --cpus".to_string(),
+        ),
+        (
+            format!("task {w} {TEST_IMAGE} --memory 99999t true"),
+            "error: limits.memory".to_string(),
+        ),
+        (
+            format!("task {w} {TEST_IMAGE} --memory 1k true"),
+            "error: limits.memory".to_string(),
+        ),
+        (
+            "monitor t-doesnotexist".to_string(),
+            "error: no task 't-doesnotexist'".to_string(),
+        ),
+        (
+            "monitor".to_string(),
+            "error: monitor takes 1 argument".to_string(),
+        ),
+        ("stauts".to_string(), "did you mean `status`".to_string()),
+        (
+            "register x not-an-address".to_string(),
+            "error: address:".to_string(),
+        ),
+    ] {
+        let from = master.send(&command);
+        let line = master.wait_from(from, "error:", WAIT);
+        assert!(
+            line.contains(&needle),
+            "`{command}` printed {line:?}, expected {needle:?}"
+        );
+        let printed = master.output().len() - from;
+        assert_eq!(printed, 1, "`{command}` should print exactly one line");
+    }
+    master.expect("status", "workers: 1 active");
+    assert_eq!(
+        word_after(&master.expect("status", "tasks:"), "tasks:"),
+        "none"
+    );
+}
+
+#[test]
+fn image_that_cannot_be_pulled_fails_clearly() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut master, worker) = cluster(dir.path());
+    let task = master.submit(&format!(
+        "task {} cloudai-test/does-not-exist:1 true",
+        worker.id
+    ));
+    let line = master.poll("tasks", &[&task, "failed"], Duration::from_secs(60));
+    assert!(line.contains("could not be pulled"), "{line}");
+}
