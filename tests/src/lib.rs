@@ -79,10 +79,13 @@ pub fn ensure_test_image() {
     }
 }
 
+/// Lines printed so far, and whether the stream has ended.
+type Printed = (Vec<String>, bool);
+
 /// Lines a child process printed on stdout, shared with a reader thread.
 #[derive(Clone, Default)]
 struct Lines {
-    inner: Arc<(Mutex<(Vec<String>, bool)>, Condvar)>,
+    inner: Arc<(Mutex<Printed>, Condvar)>,
 }
 
 impl Lines {

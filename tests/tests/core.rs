@@ -304,3 +304,45 @@ fn image_that_cannot_be_pulled_fails_clearly() {
     let line = master.poll("tasks", &[&task, "failed"], Duration::from_secs(60));
     assert!(line.contains("could not be pulled"), "{line}");
 }
+
+#[test]
+fn monitor_follows_a_running_task_live() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut master, worker) = cluster(dir.path());
+    let task = master.submit(&format!(
+        "task {} {TEST_IMAGE} -- sh -c 'echo start; sleep 2; echo end'",
+        worker.id
+    ));
+    master.poll("tasks", &[&task, "running"], WAIT);
+    let from = master.send(&format!("monitor {task}"));
+    master.wait_from(from, "start", WAIT);
+    master.wait_from(from, "end", WAIT);
+    master.wait_from(from, &format!("task {task} completed (exit code 0)"), WAIT);
+    let stats = master.expect(&format!("stats {}", worker.id), &worker.id);
+    assert!(stats.contains("cpu") && stats.contains("mem"), "{stats}");
+}
+
+#[test]
+fn restarted_worker_adopts_its_running_container() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut master = Master::start(&dir.path().join("master"), &MasterOptions::default());
+    let id = unique("wa");
+    let port = free_port();
+    let mut worker = Worker::start(&id, port, None, dir.path());
+    master.expect(
+        &format!("register {id} {}", worker.address),
+        "accepted the invitation",
+    );
+    master.poll("workers", &[&id, "active"], WAIT);
+    let task = master.submit(&format!(
+        "task {id} {TEST_IMAGE} -- sh -c 'echo first; sleep 3; echo adopted-done'"
+    ));
+    master.poll("tasks", &[&task, "running"], WAIT);
+    worker.kill9();
+    // The container keeps running without its worker; the restarted worker finds it by label.
+    let worker = Worker::start(&id, port, None, dir.path());
+    worker.wait_log("adopting a container from an earlier run", WAIT);
+    master.poll("tasks", &[&task, "completed", "busybox"], WAIT);
+    let from = master.send(&format!("logs {task}"));
+    master.wait_from(from, "adopted-done", WAIT);
+}

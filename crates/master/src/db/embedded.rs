@@ -272,3 +272,66 @@ impl Store for EmbeddedStore {
         self.scan("listing users", USERS, String::new()).await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::contract;
+    use super::*;
+
+    fn fresh() -> (tempfile::TempDir, Arc<dyn Store>) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(EmbeddedStore::open(dir.path()).unwrap());
+        (dir, store)
+    }
+
+    #[tokio::test]
+    async fn workers() {
+        let (_dir, store) = fresh();
+        contract::workers(store).await;
+    }
+
+    #[tokio::test]
+    async fn tasks() {
+        let (_dir, store) = fresh();
+        contract::tasks(store).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn concurrent_writers() {
+        let (_dir, store) = fresh();
+        contract::concurrent_writers(store).await;
+    }
+
+    #[tokio::test]
+    async fn assignments_and_results() {
+        let (_dir, store) = fresh();
+        contract::assignments_and_results(store).await;
+    }
+
+    #[tokio::test]
+    async fn users() {
+        let (_dir, store) = fresh();
+        contract::users(store).await;
+    }
+
+    #[tokio::test]
+    async fn persistence() {
+        let (dir, store) = fresh();
+        let path = dir.path().to_path_buf();
+        contract::persistence(store, move |old| {
+            drop(old);
+            Arc::new(EmbeddedStore::open(&path).unwrap())
+        })
+        .await;
+    }
+
+    #[test]
+    fn a_second_master_on_the_same_directory_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let _first = EmbeddedStore::open(dir.path()).unwrap();
+        let error = EmbeddedStore::open(dir.path())
+            .err()
+            .expect("the file is locked");
+        assert!(error.to_string().contains("cloudai.redb"), "{error}");
+    }
+}

@@ -4,6 +4,8 @@
 //! `ASSIGNMENTS` and `RESULTS`. Nothing outside this module knows which backend
 //! runs; the master holds an `Arc<dyn Store>`.
 
+#[cfg(test)]
+pub mod contract;
 mod embedded;
 mod records;
 

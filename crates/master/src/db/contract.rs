@@ -1,0 +1,244 @@
+//! The store contract: one suite every backend must pass. Each check takes a
+//! fresh store; `persistence` also takes a way to reopen it.
+
+use super::*;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+fn task(id: &str, created_at: i64, state: TaskState) -> TaskRecord {
+    TaskRecord {
+        id: id.into(),
+        image: "busybox".into(),
+        command: vec!["true".into()],
+        env: BTreeMap::from([("K".into(), "V".into())]),
+        limits: Limits {
+            nano_cpus: 1,
+            memory_bytes: 6 << 20,
+            gpu_count: 0,
+            gpu_device_ids: vec![],
+        },
+        timeout_seconds: 0,
+        priority: 0,
+        max_retries: 0,
+        attempt: 1,
+        state,
+        worker_id: Some("w1".into()),
+        created_at,
+        updated_at: created_at,
+        started_at: None,
+        finished_at: None,
+        exit_code: None,
+        error: None,
+        oom_killed: false,
+    }
+}
+
+fn worker(id: &str) -> WorkerRecord {
+    WorkerRecord {
+        id: id.into(),
+        address: "127.0.0.1:50052".into(),
+        registered_at: 1,
+        host: Some(HostRecord::default()),
+        last_seen_at: None,
+    }
+}
+
+/// Workers: put, replace, list in id order, delete.
+pub async fn workers(store: Arc<dyn Store>) {
+    store.put_worker(&worker("b")).await.unwrap();
+    store.put_worker(&worker("a")).await.unwrap();
+    let mut updated = worker("a");
+    updated.address = "10.0.0.1:1".into();
+    store.put_worker(&updated).await.unwrap();
+    let listed = store.list_workers().await.unwrap();
+    assert_eq!(
+        listed.iter().map(|w| w.id.as_str()).collect::<Vec<_>>(),
+        ["a", "b"]
+    );
+    assert_eq!(listed[0].address, "10.0.0.1:1");
+    assert!(store.delete_worker("a").await.unwrap());
+    assert!(!store.delete_worker("a").await.unwrap());
+    assert_eq!(store.list_workers().await.unwrap().len(), 1);
+}
+
+/// Tasks: get, list oldest first, conditional updates follow the expected state.
+pub async fn tasks(store: Arc<dyn Store>) {
+    store
+        .put_task(&task("t-2", 20, TaskState::Queued))
+        .await
+        .unwrap();
+    store
+        .put_task(&task("t-1", 10, TaskState::Queued))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.get_task("t-1").await.unwrap().unwrap(),
+        task("t-1", 10, TaskState::Queued)
+    );
+    assert!(store.get_task("nope").await.unwrap().is_none());
+    let ids: Vec<String> = store
+        .list_tasks()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|t| t.id)
+        .collect();
+    assert_eq!(ids, ["t-1", "t-2"]);
+
+    let completed = task("t-1", 10, TaskState::Completed);
+    assert!(
+        !store
+            .update_task_if(&completed, &[TaskState::Running])
+            .await
+            .unwrap(),
+        "state is queued, not running"
+    );
+    assert!(
+        store
+            .update_task_if(&completed, &[TaskState::Queued])
+            .await
+            .unwrap()
+    );
+    // A completed task cannot go back to running through a conditional update.
+    let running = task("t-1", 10, TaskState::Running);
+    let allowed = TaskState::predecessors(TaskState::Running);
+    assert!(!store.update_task_if(&running, &allowed).await.unwrap());
+    assert_eq!(
+        store.get_task("t-1").await.unwrap().unwrap().state,
+        TaskState::Completed
+    );
+    assert!(
+        !store
+            .update_task_if(&task("ghost", 0, TaskState::Running), &[TaskState::Queued])
+            .await
+            .unwrap()
+    );
+}
+
+/// Concurrent writers: every insert lands, and exactly one of many racing
+/// conditional updates from the same state wins.
+pub async fn concurrent_writers(store: Arc<dyn Store>) {
+    let inserts = (0..40).map(|i| {
+        let store = store.clone();
+        tokio::spawn(async move {
+            store
+                .put_task(&task(&format!("c-{i:02}"), i, TaskState::Assigned))
+                .await
+        })
+    });
+    for insert in futures::future::join_all(inserts).await {
+        insert.unwrap().unwrap();
+    }
+    assert_eq!(store.list_tasks().await.unwrap().len(), 40);
+    let racers = (0..16).map(|i| {
+        let store = store.clone();
+        tokio::spawn(async move {
+            let mut next = task("c-00", 0, TaskState::Running);
+            next.error = Some(format!("racer {i}"));
+            store.update_task_if(&next, &[TaskState::Assigned]).await
+        })
+    });
+    let winners = futures::future::join_all(racers)
+        .await
+        .into_iter()
+        .filter(|r| *r.as_ref().unwrap().as_ref().unwrap())
+        .count();
+    assert_eq!(winners, 1);
+}
+
+/// Assignments and results: per task, in attempt order; results replace.
+pub async fn assignments_and_results(store: Arc<dyn Store>) {
+    for (task_id, attempt) in [("t-a", 2), ("t-a", 1), ("t-b", 1), ("t-ab", 1)] {
+        store
+            .put_assignment(&AssignmentRecord {
+                task_id: task_id.into(),
+                attempt,
+                worker_id: "w1".into(),
+                assigned_at: 5,
+            })
+            .await
+            .unwrap();
+    }
+    let attempts: Vec<u32> = store
+        .list_assignments("t-a")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|a| a.attempt)
+        .collect();
+    assert_eq!(attempts, [1, 2], "only t-a's assignments, in attempt order");
+    let mut result = ResultRecord {
+        task_id: "t-a".into(),
+        worker_id: "w1".into(),
+        attempt: 1,
+        state: TaskState::Failed,
+        exit_code: Some(3),
+        error: Some("exited with code 3".into()),
+        oom_killed: false,
+        started_at: Some(1),
+        finished_at: Some(2),
+        log: "hello\n".into(),
+        log_truncated: false,
+    };
+    store.put_result(&result).await.unwrap();
+    result.attempt = 2;
+    store.put_result(&result).await.unwrap();
+    assert_eq!(store.get_result("t-a").await.unwrap().unwrap(), result);
+    assert!(store.get_result("t-b").await.unwrap().is_none());
+}
+
+/// Users: put and list.
+pub async fn users(store: Arc<dyn Store>) {
+    store
+        .put_user(&UserRecord {
+            name: "ops".into(),
+            role: "operator".into(),
+            created_at: 1,
+        })
+        .await
+        .unwrap();
+    store
+        .put_user(&UserRecord {
+            name: "admin".into(),
+            role: "admin".into(),
+            created_at: 2,
+        })
+        .await
+        .unwrap();
+    let names: Vec<String> = store
+        .list_users()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|u| u.name)
+        .collect();
+    assert_eq!(names, ["admin", "ops"]);
+}
+
+/// Everything written survives closing and reopening the store.
+pub async fn persistence(
+    store: Arc<dyn Store>,
+    reopen: impl FnOnce(Arc<dyn Store>) -> Arc<dyn Store>,
+) {
+    store.put_worker(&worker("w1")).await.unwrap();
+    store
+        .put_task(&task("t-1", 1, TaskState::Failed))
+        .await
+        .unwrap();
+    store
+        .put_assignment(&AssignmentRecord {
+            task_id: "t-1".into(),
+            attempt: 1,
+            worker_id: "w1".into(),
+            assigned_at: 1,
+        })
+        .await
+        .unwrap();
+    let store = reopen(store);
+    assert_eq!(store.list_workers().await.unwrap(), vec![worker("w1")]);
+    assert_eq!(
+        store.get_task("t-1").await.unwrap().unwrap().state,
+        TaskState::Failed
+    );
+    assert_eq!(store.list_assignments("t-1").await.unwrap().len(), 1);
+}
