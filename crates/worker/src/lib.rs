@@ -2,6 +2,7 @@
 //!
 //! - [`Worker`]: the shared handle (tasks held, master link state);
 //! - [`executor`]: Docker over bollard; [`runner`]: one task's life;
+//! - [`gpu`]: NVML GPU discovery and metrics (none without a driver);
 //! - [`logs`]: per-task output buffers; [`link`]: registration, heartbeats, reports;
 //! - [`server`]: gRPC `WorkerService` handlers; [`config`]: flags and environment.
 //!
@@ -9,6 +10,7 @@
 
 pub mod config;
 pub mod executor;
+pub mod gpu;
 pub mod link;
 pub mod logs;
 pub mod runner;
@@ -48,6 +50,7 @@ struct Inner {
     id: String,
     address: String,
     executor: Executor,
+    gpus: gpu::GpuProbe,
     /// Tasks held, by id (std mutex: never held across `.await`).
     tasks: Mutex<HashMap<String, Arc<TaskHandle>>>,
     reports: mpsc::UnboundedSender<PendingReport>,
@@ -76,6 +79,11 @@ impl Worker {
     /// Docker access.
     pub fn executor(&self) -> &Executor {
         &self.inner.executor
+    }
+
+    /// The host's GPUs (empty without an NVIDIA driver).
+    pub fn gpus(&self) -> &gpu::GpuProbe {
+        &self.inner.gpus
     }
 
     /// Tracker of the worker's background tasks.
@@ -215,6 +223,7 @@ pub async fn start(
             id,
             address,
             executor,
+            gpus: gpu::GpuProbe::new(),
             tasks: Mutex::new(HashMap::new()),
             reports,
             heartbeat_now: Notify::new(),

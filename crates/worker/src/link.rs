@@ -109,7 +109,8 @@ pub async fn register(worker: &Worker) -> Result<(), Status> {
     let Some(mut client) = link.client().map_err(Status::invalid_argument)? else {
         return Err(Status::failed_precondition("no master address known yet"));
     };
-    let info = cloudai_common::host::worker_info(worker.id(), worker.address());
+    let mut info = cloudai_common::host::worker_info(worker.id(), worker.address());
+    info.gpus = worker.gpus().info();
     let call = client.register_worker(request(RegisterWorkerRequest {
         info: Some(info),
         task_ids: worker.held_task_ids(),
@@ -187,7 +188,7 @@ fn sample(worker: &Worker, sampler: &mut Sampler, stopping: bool) -> Heartbeat {
         cpu_count: sample.cpu_count,
         memory_used_bytes: sample.memory_used_bytes,
         memory_total_bytes: sample.memory_total_bytes,
-        gpus: Vec::new(),
+        gpus: worker.gpus().metrics(),
         running_task_ids: worker.running_task_ids(),
         load_average_1m: sample.load_average_1m,
         disk_used_bytes: 0,

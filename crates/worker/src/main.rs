@@ -81,6 +81,7 @@ async fn print_metrics(config: &WorkerConfig) -> anyhow::Result<()> {
     tokio::time::sleep(std::time::Duration::from_millis(500)).await;
     let sample = sampler.sample();
     let info = cloudai_common::host::worker_info(&config.worker_id(), "-");
+    let gpus = cloudai_worker::gpu::GpuProbe::new().metrics();
     let json = serde_json::json!({
         "worker_id": info.worker_id,
         "hostname": info.hostname,
@@ -93,7 +94,16 @@ async fn print_metrics(config: &WorkerConfig) -> anyhow::Result<()> {
         "memory_total_bytes": sample.memory_total_bytes,
         "load_average_1m": sample.load_average_1m,
         "network_interfaces": info.network_interfaces.iter().map(|n| serde_json::json!({"name": n.name, "mac": n.mac, "addresses": n.addresses})).collect::<Vec<_>>(),
-        "gpus": [],
+        "gpus": gpus.iter().map(|g| serde_json::json!({
+            "index": g.index,
+            "uuid": g.uuid,
+            "name": g.name,
+            "utilization_percent": g.utilization_percent,
+            "memory_used_bytes": g.memory_used_bytes,
+            "memory_total_bytes": g.memory_total_bytes,
+            "temperature_celsius": g.temperature_celsius,
+            "power_watts": g.power_watts,
+        })).collect::<Vec<_>>(),
     });
     println!("{}", serde_json::to_string_pretty(&json)?);
     Ok(())
