@@ -11,6 +11,15 @@ bash scripts/build-test-image.sh
 echo "==> cargo fmt --check"
 cargo fmt --all -- --check
 
+echo "==> cargo clippy"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+echo "==> Python stubs (proto/generate.sh)"
+stubs=$(mktemp -d)
+bash proto/generate.sh "$stubs/cloudai_proto" >/dev/null
+(cd "$stubs" && python3 -c 'import cloudai_proto.master_agent_pb2_grpc, cloudai_proto.master_worker_pb2_grpc')
+rm -rf "$stubs"
+
 echo "==> building binaries and tests"
 cargo build --workspace --bins --tests --locked
 
