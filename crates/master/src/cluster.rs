@@ -3,11 +3,12 @@
 
 use crate::db::{Store, TaskRecord, TaskState, WorkerRecord, now_millis};
 use crate::error::{MasterError, MasterResult};
-use crate::events::{EVENT_CAPACITY, Event};
-use crate::registry::{HeartbeatOutcome, Registry, WorkerState};
+use crate::events::{EVENT_CAPACITY, Envelope, Event};
+use crate::registry::{Registry, WorkerState};
+use crate::telemetry::Telemetry;
 use crate::worker_client::{CALL_TIMEOUT, WorkerClients};
 use cloudai_common::validate;
-use cloudai_proto::v1::{Heartbeat, MasterRegisterRequest, RegisterWorkerRequest};
+use cloudai_proto::v1::{MasterRegisterRequest, RegisterWorkerRequest};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -51,7 +52,11 @@ struct Inner {
     /// Non-final tasks by id (std mutex: never held across `.await`).
     active: Mutex<HashMap<String, ActiveTask>>,
     clients: WorkerClients,
-    events: broadcast::Sender<Event>,
+    events: broadcast::Sender<Arc<Envelope>>,
+    /// Sequence number of the last event (the lock keeps sends in sequence order).
+    last_seq: Mutex<u64>,
+    telemetry: Telemetry,
+    metrics: crate::metrics::MasterMetrics,
     /// Port of the gRPC server, for invitations.
     grpc_port: u16,
     started: Instant,
@@ -96,6 +101,9 @@ impl Master {
                 active: Mutex::new(active),
                 clients: WorkerClients::default(),
                 events,
+                last_seq: Mutex::new(0),
+                telemetry: Telemetry::default(),
+                metrics: crate::metrics::MasterMetrics::default(),
                 grpc_port,
                 started: Instant::now(),
                 shutdown,
@@ -130,13 +138,42 @@ impl Master {
     }
 
     /// Subscribes to cluster events.
-    pub fn subscribe(&self) -> broadcast::Receiver<Event> {
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<Envelope>> {
         self.inner.events.subscribe()
     }
 
+    /// Sequence number of the last event emitted.
+    pub fn last_seq(&self) -> u64 {
+        *self
+            .inner
+            .last_seq
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Per-worker telemetry state and counters.
+    pub fn telemetry(&self) -> &Telemetry {
+        &self.inner.telemetry
+    }
+
+    /// Prometheus metric handles.
+    pub fn metrics(&self) -> &crate::metrics::MasterMetrics {
+        &self.inner.metrics
+    }
+
+    /// Numbers and sends an event.
     pub(crate) fn emit(&self, event: Event) {
+        let mut seq = self
+            .inner
+            .last_seq
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        *seq += 1;
         // No receiver is fine: nobody is watching.
-        let _ = self.inner.events.send(event);
+        let _ = self
+            .inner
+            .events
+            .send(Arc::new(Envelope::new(*seq, now_millis(), event)));
     }
 
     pub(crate) fn clients(&self) -> &WorkerClients {
@@ -191,6 +228,7 @@ impl Master {
         tracing::info!(worker_id, address, "worker pre-registered");
         self.emit(Event::WorkerRegistered {
             worker_id: worker_id.to_string(),
+            address: address.to_string(),
         });
         Ok(match self.invite(worker_id, address).await {
             Ok(()) => {
@@ -212,6 +250,7 @@ impl Master {
         self.store().delete_worker(worker_id).await?;
         self.registry().remove(worker_id);
         self.clients().forget(&entry.record.address);
+        self.stop_telemetry(worker_id);
         tracing::info!(worker_id, "worker unregistered");
         self.emit(Event::WorkerUnregistered {
             worker_id: worker_id.to_string(),
@@ -278,63 +317,14 @@ impl Master {
             )));
         };
         self.store().put_worker(&record).await?;
+        self.start_telemetry(&worker_id);
         tracing::info!(worker_id, "worker registered");
         self.emit(Event::WorkerActive { worker_id });
         Ok(stop)
     }
 
-    /// Handles a heartbeat in O(running tasks): updates the registry, marks newly
-    /// running tasks, and returns tasks the worker should stop.
-    pub fn heartbeat(&self, heartbeat: Heartbeat) -> MasterResult<Vec<String>> {
-        let worker_id = heartbeat.worker_id.clone();
-        let running = heartbeat.running_task_ids.clone();
-        let stopping = heartbeat.stopping;
-        let Some(outcome) = self.registry().record_heartbeat(heartbeat, Instant::now()) else {
-            return Err(MasterError::PermissionDenied(format!(
-                "worker '{worker_id}' is not registered with this master: run `register {worker_id} <host:port>` on the master"
-            )));
-        };
-        if stopping {
-            tracing::info!(worker_id, "worker is stopping");
-            self.emit(Event::WorkerInactive {
-                worker_id: worker_id.clone(),
-            });
-        } else if outcome == HeartbeatOutcome::BecameActive {
-            tracing::info!(worker_id, "worker active");
-            self.emit(Event::WorkerActive {
-                worker_id: worker_id.clone(),
-            });
-        }
-        let mut started = Vec::new();
-        {
-            let active = self.active_tasks();
-            for task_id in &running {
-                if let Some(task) = active.get(task_id)
-                    && task.state == TaskState::Assigned
-                    && task.worker_id.as_deref() == Some(worker_id.as_str())
-                {
-                    started.push(task_id.clone());
-                }
-            }
-        }
-        for task_id in started {
-            let master = self.clone();
-            self.tracker().spawn(async move {
-                let result = master
-                    .transition(&task_id, TaskState::Running, |t| {
-                        t.started_at = Some(now_millis())
-                    })
-                    .await;
-                if let Err(error) = result {
-                    tracing::error!(task_id, %error, "could not mark task running");
-                }
-            });
-        }
-        Ok(self.unwanted_tasks(&worker_id, &running))
-    }
-
     /// Of the tasks a worker holds, those the master does not want on it.
-    fn unwanted_tasks(&self, worker_id: &str, held: &[String]) -> Vec<String> {
+    pub(crate) fn unwanted_tasks(&self, worker_id: &str, held: &[String]) -> Vec<String> {
         let active = self.active_tasks();
         held.iter()
             .filter(|id| {
@@ -346,21 +336,13 @@ impl Master {
             .collect()
     }
 
-    /// Background loop: marks silent workers inactive and re-invites workers not
-    /// heard from, until shutdown.
-    pub async fn run_liveness(self) {
-        let tick = (self.settings().heartbeat_interval / 2).max(Duration::from_millis(50));
-        let mut sweep = tokio::time::interval(tick);
+    /// Background loop: re-invites registered workers that are not active
+    /// (restart recovery without operator action), until shutdown.
+    pub async fn run_reinvites(self) {
         let mut reinvite = tokio::time::interval(self.settings().reinvite_interval);
         loop {
             tokio::select! {
                 _ = self.shutdown_token().cancelled() => return,
-                _ = sweep.tick() => {
-                    for worker_id in self.registry().sweep_inactive(Instant::now(), self.settings().inactivity_timeout) {
-                        tracing::warn!(worker_id, "worker inactive: no heartbeat within the inactivity timeout");
-                        self.emit(Event::WorkerInactive { worker_id });
-                    }
-                }
                 _ = reinvite.tick() => {
                     for (worker_id, address) in self.registry().not_active() {
                         let master = self.clone();
@@ -406,11 +388,14 @@ impl Master {
             update(&mut task);
             if self.store().update_task_if(&task, &[current.state]).await? {
                 self.index_task(&task);
+                self.metrics().count_transition(next);
                 tracing::info!(task_id, from = %current.state, to = %next, worker_id = ?task.worker_id, "task state");
                 self.emit(Event::TaskState {
                     task_id: task.id.clone(),
                     state: next,
                     worker_id: task.worker_id.clone(),
+                    exit_code: task.exit_code,
+                    error: task.error.clone(),
                 });
                 return Ok(Some(task));
             }

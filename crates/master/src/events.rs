@@ -1,18 +1,115 @@
-//! Cluster events: every worker and task transition, fanned out to whoever listens
-//! (the REPL's live views now; WebSocket clients and agents later).
+//! Cluster events: every worker and task transition and every telemetry sample,
+//! numbered and fanned out to whoever listens (WebSocket clients, the REPL's live
+//! views, agents). Each event is encoded to JSON at most once, however many
+//! clients receive it.
 
 use crate::db::TaskState;
+use serde::Serialize;
+use std::sync::{Arc, OnceLock};
 
-/// Capacity of the event channel; a receiver that falls further behind is told it lagged.
-pub const EVENT_CAPACITY: usize = 4096;
+/// Capacity of the event channel; a receiver that falls further behind is told
+/// how many events it missed.
+pub const EVENT_CAPACITY: usize = 8192;
 
-/// A change in the cluster.
-#[derive(Debug, Clone, PartialEq)]
+/// One GPU in a telemetry sample.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct GpuSample {
+    /// NVML index.
+    pub index: u32,
+    /// GPU UUID.
+    pub uuid: String,
+    /// Model name.
+    pub name: String,
+    /// Utilisation, 0–100.
+    pub utilization_percent: f32,
+    /// Memory in use, bytes.
+    pub memory_used_bytes: u64,
+    /// Memory size, bytes.
+    pub memory_total_bytes: u64,
+    /// Temperature, °C.
+    pub temperature_celsius: f32,
+    /// Power draw, W.
+    pub power_watts: f32,
+    /// Task holding the GPU, if any.
+    pub task_id: Option<String>,
+}
+
+/// A worker's metrics from one heartbeat.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Metrics {
+    /// When the worker took the sample (ms since epoch).
+    pub sampled_at: i64,
+    /// Overall CPU usage, 0–100.
+    pub cpu_percent: f32,
+    /// Logical CPUs.
+    pub cpu_count: u32,
+    /// One-minute load average.
+    pub load_average_1m: f32,
+    /// Memory in use, bytes.
+    pub memory_used_bytes: u64,
+    /// Physical memory, bytes.
+    pub memory_total_bytes: u64,
+    /// Used bytes on the disk holding Docker's data root.
+    pub disk_used_bytes: u64,
+    /// Size of that disk.
+    pub disk_total_bytes: u64,
+    /// GPUs.
+    pub gpus: Vec<GpuSample>,
+    /// Tasks whose containers are running.
+    pub running_task_ids: Vec<String>,
+}
+
+impl From<&cloudai_proto::v1::Heartbeat> for Metrics {
+    fn from(hb: &cloudai_proto::v1::Heartbeat) -> Self {
+        Metrics {
+            sampled_at: hb
+                .timestamp
+                .as_ref()
+                .map_or(0, cloudai_proto::timestamp_millis),
+            cpu_percent: hb.cpu_percent,
+            cpu_count: hb.cpu_count,
+            load_average_1m: hb.load_average_1m,
+            memory_used_bytes: hb.memory_used_bytes,
+            memory_total_bytes: hb.memory_total_bytes,
+            disk_used_bytes: hb.disk_used_bytes,
+            disk_total_bytes: hb.disk_total_bytes,
+            gpus: hb
+                .gpus
+                .iter()
+                .map(|g| GpuSample {
+                    index: g.index,
+                    uuid: g.uuid.clone(),
+                    name: g.name.clone(),
+                    utilization_percent: g.utilization_percent,
+                    memory_used_bytes: g.memory_used_bytes,
+                    memory_total_bytes: g.memory_total_bytes,
+                    temperature_celsius: g.temperature_celsius,
+                    power_watts: g.power_watts,
+                    task_id: (!g.task_id.is_empty()).then(|| g.task_id.clone()),
+                })
+                .collect(),
+            running_task_ids: hb.running_task_ids.clone(),
+        }
+    }
+}
+
+/// A change in the cluster. Serialised with a `type` field (snake_case variant name).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
 pub enum Event {
+    /// A heartbeat's metrics.
+    Telemetry {
+        /// Worker id.
+        worker_id: String,
+        /// The sample.
+        metrics: Metrics,
+    },
     /// The operator pre-registered a worker.
     WorkerRegistered {
         /// Worker id.
         worker_id: String,
+        /// Its address.
+        address: String,
     },
     /// The operator removed a worker.
     WorkerUnregistered {
@@ -28,6 +125,8 @@ pub enum Event {
     WorkerInactive {
         /// Worker id.
         worker_id: String,
+        /// `timeout` or `stopping`.
+        reason: &'static str,
     },
     /// A task changed state (already persisted).
     TaskState {
@@ -37,5 +136,109 @@ pub enum Event {
         state: TaskState,
         /// Worker holding the task, if any.
         worker_id: Option<String>,
+        /// Exit code, once known.
+        exit_code: Option<i32>,
+        /// Failure reason, if any.
+        error: Option<String>,
     },
+}
+
+impl Event {
+    /// The worker an event concerns, for per-worker subscriptions.
+    pub fn worker_id(&self) -> Option<&str> {
+        match self {
+            Event::Telemetry { worker_id, .. }
+            | Event::WorkerRegistered { worker_id, .. }
+            | Event::WorkerUnregistered { worker_id }
+            | Event::WorkerActive { worker_id }
+            | Event::WorkerInactive { worker_id, .. } => Some(worker_id),
+            Event::TaskState { worker_id, .. } => worker_id.as_deref(),
+        }
+    }
+}
+
+/// An event with its sequence number and time, as delivered.
+#[derive(Debug)]
+pub struct Envelope {
+    /// Increases by one per event; a gap means the receiver missed events.
+    pub seq: u64,
+    /// When the master emitted it (ms since epoch).
+    pub timestamp: i64,
+    /// The event.
+    pub event: Event,
+    json: OnceLock<Arc<str>>,
+}
+
+#[derive(Serialize)]
+struct Wire<'a> {
+    seq: u64,
+    timestamp: i64,
+    #[serde(flatten)]
+    event: &'a Event,
+}
+
+impl Envelope {
+    /// Wraps an event.
+    pub fn new(seq: u64, timestamp: i64, event: Event) -> Self {
+        Self {
+            seq,
+            timestamp,
+            event,
+            json: OnceLock::new(),
+        }
+    }
+
+    /// The JSON text of this event (encoded once, shared by all receivers).
+    pub fn json(&self) -> Arc<str> {
+        self.json
+            .get_or_init(|| {
+                let wire = Wire {
+                    seq: self.seq,
+                    timestamp: self.timestamp,
+                    event: &self.event,
+                };
+                serde_json::to_string(&wire).map_or_else(
+                    |e| format!("{{\"type\":\"error\",\"message\":\"{e}\"}}").into(),
+                    Into::into,
+                )
+            })
+            .clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn events_encode_with_type_seq_and_timestamp() {
+        let envelope = Envelope::new(
+            7,
+            1_700_000_000_000,
+            Event::WorkerInactive {
+                worker_id: "w1".into(),
+                reason: "timeout",
+            },
+        );
+        let value: serde_json::Value = serde_json::from_str(&envelope.json()).unwrap();
+        assert_eq!(value["type"], "worker_inactive");
+        assert_eq!(value["seq"], 7);
+        assert_eq!(value["timestamp"], 1_700_000_000_000i64);
+        assert_eq!(value["worker_id"], "w1");
+        assert!(
+            Arc::ptr_eq(&envelope.json(), &envelope.json()),
+            "encoded once"
+        );
+        let task = Event::TaskState {
+            task_id: "t-1".into(),
+            state: TaskState::TimedOut,
+            worker_id: None,
+            exit_code: None,
+            error: None,
+        };
+        let value = serde_json::to_value(&task).unwrap();
+        assert_eq!(value["type"], "task_state");
+        assert_eq!(value["state"], "timed_out");
+        assert_eq!(task.worker_id(), None);
+    }
 }

@@ -2,7 +2,9 @@
 //!
 //! - [`cluster`]: the core handle ([`Master`]) every other part acts through;
 //! - [`registry`]: live worker state; [`tasks`]: submit, place, complete, cancel;
-//! - [`server`]: gRPC `MasterService` handlers; [`http`]: the axum server;
+//! - [`telemetry`]: one task per worker fed by heartbeats, inactivity detection;
+//! - [`server`]: gRPC `MasterService` handlers; [`http`]: the axum server
+//!   ([`ws`]: WebSocket telemetry, [`metrics`]: Prometheus);
 //! - [`worker_client`]: the master's side of `WorkerService`;
 //! - [`db`]: the `Store` trait and its backends; [`events`]: cluster events;
 //! - [`cli`]: the operator REPL; [`config`]: flags and environment.
@@ -17,10 +19,13 @@ pub mod db;
 pub mod error;
 pub mod events;
 pub mod http;
+pub mod metrics;
 pub mod registry;
 pub mod server;
 pub mod tasks;
+pub mod telemetry;
 pub mod worker_client;
+pub mod ws;
 
 pub use cluster::{Master, Settings};
 pub use config::MasterConfig;
@@ -121,6 +126,6 @@ pub async fn start(
         }
     });
 
-    tracker.spawn(master.clone().run_liveness());
+    tracker.spawn(master.clone().run_reinvites());
     Ok(Running { master, tracker })
 }

@@ -8,7 +8,7 @@ use crate::db::WorkerRecord;
 use cloudai_proto::v1::{Heartbeat, WorkerInfo};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 /// Liveness of a registered worker.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -151,20 +151,20 @@ impl Registry {
         Some(outcome)
     }
 
-    /// Marks workers silent for longer than `timeout` inactive and returns their ids.
-    pub fn sweep_inactive(&self, now: Instant, timeout: Duration) -> Vec<String> {
-        let mut workers = self.lock();
-        let mut gone = Vec::new();
-        for entry in workers.values_mut() {
-            let silent = entry
-                .last_seen
-                .is_none_or(|seen| now.duration_since(seen) > timeout);
-            if entry.state == WorkerState::Active && silent {
+    /// Whether a worker is registered.
+    pub fn contains(&self, worker_id: &str) -> bool {
+        self.lock().contains_key(worker_id)
+    }
+
+    /// Marks an active worker inactive; returns whether it was active.
+    pub fn mark_inactive(&self, worker_id: &str) -> bool {
+        match self.lock().get_mut(worker_id) {
+            Some(entry) if entry.state == WorkerState::Active => {
                 entry.state = WorkerState::Inactive;
-                gone.push(entry.record.id.clone());
+                true
             }
+            _ => false,
         }
-        gone
     }
 
     /// Ids of workers that are not active (the master keeps inviting them).
@@ -192,7 +192,7 @@ mod tests {
     }
 
     #[test]
-    fn heartbeat_activates_and_silence_deactivates() {
+    fn heartbeat_activates_and_inactive_marking() {
         let registry = Registry::default();
         registry.insert(record("w1"));
         assert_eq!(registry.counts(), (1, 0, 0));
@@ -209,15 +209,8 @@ mod tests {
             registry.record_heartbeat(hb.clone(), start),
             Some(HeartbeatOutcome::Refreshed)
         );
-        assert!(
-            registry
-                .sweep_inactive(start + Duration::from_secs(10), Duration::from_secs(30))
-                .is_empty()
-        );
-        assert_eq!(
-            registry.sweep_inactive(start + Duration::from_secs(31), Duration::from_secs(30)),
-            vec!["w1"]
-        );
+        assert!(registry.mark_inactive("w1"));
+        assert!(!registry.mark_inactive("w1"), "already inactive");
         assert_eq!(registry.get("w1").unwrap().state, WorkerState::Inactive);
         assert_eq!(
             registry.record_heartbeat(hb, start),

@@ -6,6 +6,7 @@ use cloudai_proto::v1::{
     Heartbeat, HeartbeatResponse, RegisterWorkerRequest, RegisterWorkerResponse,
     ReportTaskCompletionResponse, TaskResult,
 };
+use std::time::Instant;
 use tonic::{Request, Response, Status};
 
 /// Largest gRPC message the master accepts from a worker (log tails included).
@@ -47,18 +48,34 @@ impl MasterService for MasterGrpc {
         &self,
         request: Request<Heartbeat>,
     ) -> Result<Response<HeartbeatResponse>, Status> {
+        let started = Instant::now();
         let heartbeat = request.into_inner();
         cloudai_common::validate::id("worker_id", &heartbeat.worker_id)
             .map_err(|e| Status::invalid_argument(e.to_string()))?;
-        let stop_task_ids = self.master.heartbeat(heartbeat)?;
-        Ok(Response::new(HeartbeatResponse { stop_task_ids }))
+        let worker_id = heartbeat.worker_id.clone();
+        let stop_task_ids = self.master.ingest_heartbeat(heartbeat).ok_or_else(|| {
+            Status::permission_denied(format!(
+                "worker '{worker_id}' is not registered with this master: run `register {worker_id} <host:port>` on the master"
+            ))
+        });
+        self.master
+            .metrics()
+            .observe_rpc("SendHeartbeat", started.elapsed());
+        Ok(Response::new(HeartbeatResponse {
+            stop_task_ids: stop_task_ids?,
+        }))
     }
 
     async fn report_task_completion(
         &self,
         request: Request<TaskResult>,
     ) -> Result<Response<ReportTaskCompletionResponse>, Status> {
-        self.master.complete_task(request.into_inner()).await?;
+        let started = Instant::now();
+        let outcome = self.master.complete_task(request.into_inner()).await;
+        self.master
+            .metrics()
+            .observe_rpc("ReportTaskCompletion", started.elapsed());
+        outcome?;
         Ok(Response::new(ReportTaskCompletionResponse {}))
     }
 }

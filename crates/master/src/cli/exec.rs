@@ -343,11 +343,18 @@ async fn monitor(master: &Master, task_id: &str, out: &mut dyn Write) -> MasterR
         let wait = async {
             loop {
                 match events.recv().await {
-                    Ok(Event::TaskState {
-                        task_id: id, state, ..
-                    }) if id == task_id && state.is_terminal() => return,
-                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
-                    _ => {}
+                    Ok(envelope) => {
+                        if let Event::TaskState {
+                            task_id: id, state, ..
+                        } = &envelope.event
+                            && id == task_id
+                            && state.is_terminal()
+                        {
+                            return;
+                        }
+                    }
+                    // Closed, or missed events: re-read the task instead.
+                    Err(_) => return,
                 }
             }
         };

@@ -1,0 +1,227 @@
+//! Telemetry manager: one tokio task per worker, fed by the heartbeat handler
+//! through a small bounded queue.
+//!
+//! The handler only pushes the sample (dropping the oldest one when the queue is
+//! full, and counting it) and takes the worker's pending stop requests: O(1).
+//! The worker's task updates the registry, emits `telemetry` and
+//! `worker_active`/`worker_inactive` events, marks newly running tasks, and
+//! detects silence past the inactivity timeout. A slow or silent worker only
+//! ever delays its own task.
+
+use crate::cluster::Master;
+use crate::db::{TaskState, now_millis};
+use crate::events::{Event, Metrics};
+use crate::registry::HeartbeatOutcome;
+use cloudai_proto::v1::Heartbeat;
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+use tokio::sync::Notify;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+/// Samples queued per worker before the oldest is dropped.
+pub const FEED_CAPACITY: usize = 8;
+
+/// The queue between the heartbeat handler and one worker's task.
+struct Feed {
+    samples: Mutex<VecDeque<Heartbeat>>,
+    ready: Notify,
+    stop: CancellationToken,
+    /// Tasks the worker should stop, handed out with the next heartbeat response.
+    pending_stops: Mutex<Vec<String>>,
+}
+
+impl Feed {
+    fn new() -> Self {
+        Self {
+            samples: Mutex::new(VecDeque::with_capacity(FEED_CAPACITY)),
+            ready: Notify::new(),
+            stop: CancellationToken::new(),
+            pending_stops: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Queues a sample; returns whether an older one had to be dropped.
+    fn push(&self, heartbeat: Heartbeat) -> bool {
+        let dropped = {
+            let mut samples = self.samples.lock().unwrap_or_else(|p| p.into_inner());
+            let dropped = samples.len() >= FEED_CAPACITY && samples.pop_front().is_some();
+            samples.push_back(heartbeat);
+            dropped
+        };
+        self.ready.notify_one();
+        dropped
+    }
+
+    fn drain(&self) -> Vec<Heartbeat> {
+        self.samples
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .drain(..)
+            .collect()
+    }
+
+    fn take_stops(&self) -> Vec<String> {
+        std::mem::take(&mut *self.pending_stops.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    fn add_stops(&self, task_ids: Vec<String>) {
+        if !task_ids.is_empty() {
+            self.pending_stops
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .extend(task_ids);
+        }
+    }
+}
+
+/// Per-worker feeds.
+#[derive(Default)]
+pub struct Telemetry {
+    feeds: Mutex<HashMap<String, Arc<Feed>>>,
+}
+
+impl Telemetry {
+    /// Number of workers with a running telemetry task.
+    pub fn feeds(&self) -> usize {
+        self.feeds.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+}
+
+impl Master {
+    fn feed(&self, worker_id: &str) -> Arc<Feed> {
+        let mut feeds = self
+            .telemetry()
+            .feeds
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if let Some(feed) = feeds.get(worker_id) {
+            return feed.clone();
+        }
+        let feed = Arc::new(Feed::new());
+        feeds.insert(worker_id.to_string(), feed.clone());
+        self.tracker()
+            .spawn(self.clone().run_feed(worker_id.to_string(), feed.clone()));
+        feed
+    }
+
+    /// Makes sure a worker has a telemetry task (after registration) and
+    /// restarts its inactivity clock.
+    pub(crate) fn start_telemetry(&self, worker_id: &str) {
+        self.feed(worker_id).ready.notify_one();
+    }
+
+    /// Stops a worker's telemetry task (after unregister).
+    pub(crate) fn stop_telemetry(&self, worker_id: &str) {
+        let feed = self
+            .telemetry()
+            .feeds
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(worker_id);
+        if let Some(feed) = feed {
+            feed.stop.cancel();
+        }
+    }
+
+    /// The heartbeat handler's whole job: hand the sample to the worker's task
+    /// and return the tasks the worker should stop. `None`: not registered.
+    pub fn ingest_heartbeat(&self, heartbeat: Heartbeat) -> Option<Vec<String>> {
+        if !self.registry().contains(&heartbeat.worker_id) {
+            return None;
+        }
+        let feed = self.feed(&heartbeat.worker_id);
+        self.metrics().heartbeats.inc();
+        if feed.push(heartbeat) {
+            self.metrics().telemetry_dropped.inc();
+        }
+        Some(feed.take_stops())
+    }
+
+    async fn run_feed(self, worker_id: String, feed: Arc<Feed>) {
+        let timeout = self.settings().inactivity_timeout;
+        let mut deadline = Instant::now() + timeout;
+        let mut watching = true;
+        loop {
+            tokio::select! {
+                _ = self.shutdown_token().cancelled() => return,
+                _ = feed.stop.cancelled() => return,
+                _ = feed.ready.notified() => {
+                    for heartbeat in feed.drain() {
+                        watching = self.process_heartbeat(&worker_id, &feed, heartbeat);
+                    }
+                    deadline = Instant::now() + timeout;
+                }
+                _ = tokio::time::sleep_until(deadline), if watching => {
+                    watching = false;
+                    if self.registry().mark_inactive(&worker_id) {
+                        tracing::warn!(worker_id, timeout_s = timeout.as_secs_f32(), "worker inactive: no heartbeat within the inactivity timeout");
+                        self.emit(Event::WorkerInactive { worker_id: worker_id.clone(), reason: "timeout" });
+                    }
+                }
+            }
+        }
+    }
+
+    /// Applies one sample; returns whether the worker should be watched for silence.
+    fn process_heartbeat(&self, worker_id: &str, feed: &Feed, heartbeat: Heartbeat) -> bool {
+        let stopping = heartbeat.stopping;
+        let running = heartbeat.running_task_ids.clone();
+        let metrics = Metrics::from(&heartbeat);
+        let Some(outcome) = self
+            .registry()
+            .record_heartbeat(heartbeat, std::time::Instant::now())
+        else {
+            return false;
+        };
+        if outcome == HeartbeatOutcome::BecameActive && !stopping {
+            tracing::info!(worker_id, "worker active");
+            self.emit(Event::WorkerActive {
+                worker_id: worker_id.to_string(),
+            });
+        }
+        self.emit(Event::Telemetry {
+            worker_id: worker_id.to_string(),
+            metrics,
+        });
+        if stopping {
+            tracing::info!(worker_id, "worker is stopping");
+            self.emit(Event::WorkerInactive {
+                worker_id: worker_id.to_string(),
+                reason: "stopping",
+            });
+        }
+        self.mark_started(worker_id, &running);
+        feed.add_stops(self.unwanted_tasks(worker_id, &running));
+        !stopping
+    }
+
+    /// Moves tasks the worker reports as running from `assigned` to `running`.
+    fn mark_started(&self, worker_id: &str, running: &[String]) {
+        let started: Vec<String> = {
+            let active = self.active_tasks();
+            running
+                .iter()
+                .filter(|id| {
+                    active.get(*id).is_some_and(|t| {
+                        t.state == TaskState::Assigned && t.worker_id.as_deref() == Some(worker_id)
+                    })
+                })
+                .cloned()
+                .collect()
+        };
+        for task_id in started {
+            let master = self.clone();
+            self.tracker().spawn(async move {
+                let result = master
+                    .transition(&task_id, TaskState::Running, |t| {
+                        t.started_at = Some(now_millis())
+                    })
+                    .await;
+                if let Err(error) = result {
+                    tracing::error!(task_id, %error, "could not mark task running");
+                }
+            });
+        }
+    }
+}

@@ -1,0 +1,314 @@
+//! WebSocket telemetry: `/ws/telemetry` (every worker) and
+//! `/ws/telemetry/{worker_id}` (one), with subscribe/unsubscribe messages.
+//!
+//! Each client gets a `snapshot` first, then events as JSON text frames. Each
+//! client has its own bounded queue (its cursor in the event channel): a slow
+//! client gets a `lagged` notice with the number of events it missed, and a
+//! client that does not take a frame within [`SEND_TIMEOUT`] or answers no ping
+//! within [`DEAD_AFTER`] is dropped. No client can delay another.
+
+use crate::cluster::Master;
+use crate::db::{TaskState, now_millis};
+use crate::events::Metrics;
+use axum::extract::ws::{Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use futures::{SinkExt, StreamExt};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use std::collections::{BTreeSet, HashMap};
+use std::time::Duration;
+use tokio::sync::broadcast::error::RecvError;
+use tokio::time::Instant;
+
+/// Largest message a client may send.
+pub const MAX_CLIENT_MESSAGE: usize = 64 * 1024;
+/// How often the server pings each client.
+pub const PING_INTERVAL: Duration = Duration::from_secs(15);
+/// Silence after which a client is considered dead.
+pub const DEAD_AFTER: Duration = Duration::from_secs(45);
+/// Longest time one frame may take to send before the client is dropped.
+pub const SEND_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Which workers a client follows.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Selection {
+    all: bool,
+    include: BTreeSet<String>,
+    exclude: BTreeSet<String>,
+}
+
+impl Selection {
+    /// Every worker.
+    pub fn all() -> Self {
+        Self {
+            all: true,
+            ..Self::default()
+        }
+    }
+
+    /// One worker.
+    pub fn only(worker_id: &str) -> Self {
+        Self {
+            include: BTreeSet::from([worker_id.to_string()]),
+            ..Self::default()
+        }
+    }
+
+    /// Whether events about `worker_id` (or about no worker, when `None`) are wanted.
+    pub fn matches(&self, worker_id: Option<&str>) -> bool {
+        match worker_id {
+            Some(id) if self.all => !self.exclude.contains(id),
+            Some(id) => self.include.contains(id),
+            None => self.all,
+        }
+    }
+
+    /// Adds workers (`*`: all of them).
+    pub fn subscribe(&mut self, workers: &[String]) {
+        if workers.iter().any(|w| w == "*") {
+            *self = Self::all();
+            return;
+        }
+        for worker in workers {
+            if self.all {
+                self.exclude.remove(worker);
+            } else {
+                self.include.insert(worker.clone());
+            }
+        }
+    }
+
+    /// Removes workers (`*`: all of them).
+    pub fn unsubscribe(&mut self, workers: &[String]) {
+        if workers.iter().any(|w| w == "*") {
+            *self = Self::default();
+            return;
+        }
+        for worker in workers {
+            if self.all {
+                self.exclude.insert(worker.clone());
+            } else {
+                self.include.remove(worker);
+            }
+        }
+    }
+
+    fn describe(&self) -> Value {
+        json!({ "all": self.all, "workers": self.include, "excluded": self.exclude })
+    }
+}
+
+/// A message from a client.
+#[derive(Debug, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+enum ClientMessage {
+    Subscribe { workers: Vec<String> },
+    Unsubscribe { workers: Vec<String> },
+    Ping,
+}
+
+/// `GET /ws/telemetry`
+pub async fn all_workers(ws: WebSocketUpgrade, State(master): State<Master>) -> Response {
+    upgrade(ws, master, Selection::all())
+}
+
+/// `GET /ws/telemetry/{worker_id}`
+pub async fn one_worker(
+    ws: WebSocketUpgrade,
+    Path(worker_id): Path<String>,
+    State(master): State<Master>,
+) -> Response {
+    if let Err(error) = cloudai_common::validate::id("worker_id", &worker_id) {
+        return (StatusCode::BAD_REQUEST, error.to_string()).into_response();
+    }
+    upgrade(ws, master, Selection::only(&worker_id))
+}
+
+fn upgrade(ws: WebSocketUpgrade, master: Master, selection: Selection) -> Response {
+    ws.max_message_size(MAX_CLIENT_MESSAGE)
+        .max_frame_size(MAX_CLIENT_MESSAGE)
+        .on_upgrade(move |socket| serve(socket, master, selection))
+}
+
+/// Decrements the client gauge however the connection ends.
+struct ClientGuard(Master);
+
+impl Drop for ClientGuard {
+    fn drop(&mut self) {
+        self.0.metrics().websocket_clients.dec();
+    }
+}
+
+async fn send(
+    socket: &mut futures::stream::SplitSink<WebSocket, Message>,
+    message: Message,
+) -> bool {
+    matches!(
+        tokio::time::timeout(SEND_TIMEOUT, socket.send(message)).await,
+        Ok(Ok(()))
+    )
+}
+
+fn text(value: &Value) -> Message {
+    Message::Text(Utf8Bytes::from(value.to_string()))
+}
+
+async fn serve(socket: WebSocket, master: Master, mut selection: Selection) {
+    master.metrics().websocket_clients.inc();
+    let _guard = ClientGuard(master.clone());
+    // Subscribe before the snapshot so nothing falls between them; events the
+    // snapshot already covers (seq <= its seq) are skipped.
+    let mut events = master.subscribe();
+    let (mut sink, mut incoming) = socket.split();
+    let mut covered = master.last_seq();
+    if !send(&mut sink, text(&snapshot(&master, &selection, covered))).await {
+        return;
+    }
+    let mut ping = tokio::time::interval_at(Instant::now() + PING_INTERVAL, PING_INTERVAL);
+    let mut last_heard = Instant::now();
+    loop {
+        tokio::select! {
+            _ = master.shutdown_token().cancelled() => {
+                let _ = send(&mut sink, Message::Close(None)).await;
+                return;
+            }
+            _ = ping.tick() => {
+                if last_heard.elapsed() > DEAD_AFTER || !send(&mut sink, Message::Ping(Default::default())).await {
+                    tracing::debug!("dropping an unresponsive WebSocket client");
+                    return;
+                }
+            }
+            message = incoming.next() => {
+                let Some(Ok(message)) = message else { return };
+                last_heard = Instant::now();
+                let reply = match message {
+                    Message::Text(body) => Some(handle_client_message(&master, &mut selection, &mut covered, body.as_str())),
+                    Message::Close(_) => return,
+                    // Pings are answered by the library; pongs only prove liveness.
+                    _ => None,
+                };
+                if let Some(reply) = reply
+                    && !send(&mut sink, text(&reply)).await
+                {
+                    return;
+                }
+            }
+            event = events.recv() => {
+                let frame = match event {
+                    Ok(envelope) if envelope.seq > covered && selection.matches(envelope.event.worker_id()) => {
+                        Message::Text(Utf8Bytes::from(envelope.json().as_ref()))
+                    }
+                    Ok(_) => continue,
+                    Err(RecvError::Lagged(missed)) => {
+                        master.metrics().websocket_lagged.inc_by(missed);
+                        text(&json!({ "type": "lagged", "missed": missed, "timestamp": now_millis() }))
+                    }
+                    Err(RecvError::Closed) => return,
+                };
+                if !send(&mut sink, frame).await {
+                    tracing::debug!("dropping a WebSocket client that stopped reading");
+                    return;
+                }
+            }
+        }
+    }
+}
+
+fn handle_client_message(
+    master: &Master,
+    selection: &mut Selection,
+    covered: &mut u64,
+    body: &str,
+) -> Value {
+    match serde_json::from_str::<ClientMessage>(body) {
+        Ok(ClientMessage::Ping) => json!({ "type": "pong", "timestamp": now_millis() }),
+        Ok(ClientMessage::Subscribe { workers }) => {
+            selection.subscribe(&workers);
+            *covered = master.last_seq();
+            snapshot(master, selection, *covered)
+        }
+        Ok(ClientMessage::Unsubscribe { workers }) => {
+            selection.unsubscribe(&workers);
+            *covered = master.last_seq();
+            snapshot(master, selection, *covered)
+        }
+        Err(error) => json!({
+            "type": "error",
+            "message": format!("unrecognised message ({error}); send {{\"type\":\"subscribe\",\"workers\":[\"id\"]}}, {{\"type\":\"unsubscribe\",\"workers\":[\"*\"]}} or {{\"type\":\"ping\"}}"),
+        }),
+    }
+}
+
+/// The current state of the selected workers, sent first and after every selection change.
+pub fn snapshot(master: &Master, selection: &Selection, seq: u64) -> Value {
+    let workers: Vec<Value> = master
+        .registry()
+        .list()
+        .into_iter()
+        .filter(|w| selection.matches(Some(&w.record.id)))
+        .map(|w| {
+            json!({
+                "worker_id": w.record.id,
+                "state": w.state.as_str(),
+                "address": w.record.address,
+                "host": w.record.host,
+                "last_heartbeat_ms_ago": w.last_seen.map(|t| t.elapsed().as_millis() as u64),
+                "metrics": w.latest.as_ref().map(Metrics::from),
+            })
+        })
+        .collect();
+    let mut tasks: HashMap<&'static str, u64> = HashMap::new();
+    for task in master.active_tasks().values() {
+        *tasks.entry(task.state.as_str()).or_default() += 1;
+    }
+    for state in TaskState::ALL.into_iter().filter(|s| !s.is_terminal()) {
+        tasks.entry(state.as_str()).or_default();
+    }
+    json!({
+        "type": "snapshot",
+        "seq": seq,
+        "timestamp": now_millis(),
+        "selection": selection.describe(),
+        "workers": workers,
+        "active_tasks": tasks,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn selections_add_and_remove() {
+        let mut selection = Selection::only("a");
+        assert!(
+            selection.matches(Some("a"))
+                && !selection.matches(Some("b"))
+                && !selection.matches(None)
+        );
+        selection.subscribe(&["b".into()]);
+        assert!(selection.matches(Some("b")));
+        selection.unsubscribe(&["a".into()]);
+        assert!(!selection.matches(Some("a")));
+        selection.subscribe(&["*".into()]);
+        assert!(selection.matches(Some("zzz")) && selection.matches(None));
+        selection.unsubscribe(&["zzz".into()]);
+        assert!(!selection.matches(Some("zzz")) && selection.matches(Some("a")));
+        selection.unsubscribe(&["*".into()]);
+        assert!(!selection.matches(Some("a")));
+    }
+
+    #[test]
+    fn client_messages_parse() {
+        assert!(matches!(
+            serde_json::from_str(r#"{"type":"ping"}"#),
+            Ok(ClientMessage::Ping)
+        ));
+        let sub: ClientMessage =
+            serde_json::from_str(r#"{"type":"subscribe","workers":["w1"]}"#).unwrap();
+        assert!(matches!(sub, ClientMessage::Subscribe { workers } if workers == ["w1"]));
+        assert!(serde_json::from_str::<ClientMessage>(r#"{"type":"launch"}"#).is_err());
+    }
+}
