@@ -346,3 +346,38 @@ fn restarted_worker_adopts_its_running_container() {
     let from = master.send(&format!("logs {task}"));
     master.wait_from(from, "adopted-done", WAIT);
 }
+
+#[test]
+fn cancel_stops_a_running_task() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut master, worker) = cluster(dir.path());
+    let task = master.submit(&format!(
+        "task {} {TEST_IMAGE} -- sh -c 'echo waiting; sleep 60'",
+        worker.id
+    ));
+    master.poll("tasks", &[&task, "running"], WAIT);
+    master.expect(&format!("cancel {task}"), &format!("task {task}"));
+    let line = master.poll("tasks", &[&task, "cancelled", "busybox"], WAIT);
+    assert!(line.contains("cancelled"), "{line}");
+    master.expect(&format!("cancel {task}"), "already ended");
+}
+
+#[test]
+fn a_worker_back_without_its_container_fails_the_task_as_lost() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut master = Master::start(&dir.path().join("master"), &MasterOptions::default());
+    let id = unique("wl");
+    let port = free_port();
+    let mut worker = Worker::start(&id, port, None, dir.path());
+    master.expect(
+        &format!("register {id} {}", worker.address),
+        "accepted the invitation",
+    );
+    let task = master.submit(&format!("task {id} {TEST_IMAGE} -- sleep 60"));
+    master.poll("tasks", &[&task, "running"], WAIT);
+    worker.kill9();
+    cloudai_e2e::remove_containers(&id);
+    let _worker = Worker::start(&id, port, None, dir.path());
+    let line = master.poll("tasks", &[&task, "failed", "busybox"], WAIT);
+    assert!(line.contains("lost"), "{line}");
+}

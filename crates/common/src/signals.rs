@@ -1,24 +1,29 @@
-//! Process signals: one future both daemons use to stop cleanly.
+//! Process signals: the futures both daemons use to stop cleanly.
+
+/// Resolves on SIGTERM (never on platforms without it).
+pub async fn terminate_requested() {
+    #[cfg(unix)]
+    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(mut signal) => {
+            signal.recv().await;
+            tracing::info!("SIGTERM: shutting down");
+            return;
+        }
+        Err(error) => tracing::warn!(%error, "cannot listen for SIGTERM"),
+    }
+    std::future::pending::<()>().await;
+}
 
 /// Resolves on Ctrl-C (SIGINT) or SIGTERM, logging which one arrived.
 pub async fn stop_requested() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(error) => {
-                tracing::warn!(%error, "cannot listen for SIGTERM");
-                std::future::pending::<()>().await;
-            }
-        }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
     tokio::select! {
-        _ = ctrl_c => tracing::info!("interrupted: shutting down"),
-        _ = terminate => tracing::info!("SIGTERM: shutting down"),
+        result = tokio::signal::ctrl_c() => match result {
+            Ok(()) => tracing::info!("interrupted: shutting down"),
+            Err(error) => {
+                tracing::warn!(%error, "cannot listen for Ctrl-C");
+                terminate_requested().await;
+            }
+        },
+        _ = terminate_requested() => {}
     }
 }

@@ -308,6 +308,7 @@ impl Master {
             )));
         }
         let stop = self.unwanted_tasks(&worker_id, &request.task_ids);
+        self.fail_missing_tasks(&worker_id, &request.task_ids);
         let Some(record) = self
             .registry()
             .mark_registered(info, Instant::now(), now_millis())
@@ -321,6 +322,44 @@ impl Master {
         tracing::info!(worker_id, "worker registered");
         self.emit(Event::WorkerActive { worker_id });
         Ok(stop)
+    }
+
+    /// Tasks placed on a worker that (re-)registers without them were lost with
+    /// its containers: they become `lost`, then `failed` (no retries yet).
+    fn fail_missing_tasks(&self, worker_id: &str, held: &[String]) {
+        let missing: Vec<String> = self
+            .active_tasks()
+            .iter()
+            .filter(|(id, t)| {
+                t.worker_id.as_deref() == Some(worker_id)
+                    && matches!(t.state, TaskState::Assigned | TaskState::Running)
+                    && !held.contains(id)
+            })
+            .map(|(id, _)| id.clone())
+            .collect();
+        for task_id in missing {
+            let master = self.clone();
+            let worker_id = worker_id.to_string();
+            self.tracker().spawn(async move {
+                let error =
+                    format!("lost: worker {worker_id} came back without this task's container");
+                tracing::warn!(task_id, worker_id, "task lost with its worker's containers");
+                let outcome = async {
+                    master
+                        .transition(&task_id, TaskState::Lost, |t| t.error = Some(error.clone()))
+                        .await?;
+                    master
+                        .transition(&task_id, TaskState::Failed, |t| {
+                            t.error = Some(error.clone())
+                        })
+                        .await
+                }
+                .await;
+                if let Err(error) = outcome {
+                    tracing::error!(task_id, %error, "could not record a lost task");
+                }
+            });
+        }
     }
 
     /// Of the tasks a worker holds, those the master does not want on it.

@@ -3,6 +3,7 @@
 use anyhow::Context;
 use clap::Parser;
 use cloudai_master::{Listeners, MasterConfig, cli};
+use std::io::IsTerminal;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -53,12 +54,22 @@ async fn serve(config: MasterConfig, handle: tokio::runtime::Handle) -> anyhow::
         cloudai_common::VERSION,
         running.master.store().describe()
     );
+    // At an interactive REPL, Ctrl-C stops the command being run (a live view),
+    // not the master; SIGTERM, `exit` and Ctrl-D stop the master.
+    let interactive = !config.no_repl && std::io::stdin().is_terminal();
     if !config.no_repl {
         cli::repl::spawn(running.master.clone(), handle, config.data_dir.clone())?;
     }
     tokio::spawn(async move {
+        let stop = async {
+            if interactive {
+                cloudai_common::signals::terminate_requested().await;
+            } else {
+                cloudai_common::signals::stop_requested().await;
+            }
+        };
         tokio::select! {
-            _ = cloudai_common::signals::stop_requested() => shutdown.cancel(),
+            _ = stop => shutdown.cancel(),
             _ = shutdown.cancelled() => {}
         }
     });

@@ -203,7 +203,8 @@ impl Master {
         if task.state.is_terminal() {
             return Ok(task);
         }
-        let (log, log_truncated) = bounded_log(&result.log_tail);
+        let (log, cut) = bounded_log(&result.log_tail);
+        let log_truncated = cut || result.log_truncated;
         let started_at = result
             .started_at
             .as_ref()
@@ -292,11 +293,12 @@ impl Master {
             && task.state != TaskState::Queued
             && let Some(worker) = self.registry().get(&worker_id)
         {
-            let request = CancelTaskRequest {
+            let mut request = tonic::Request::new(CancelTaskRequest {
                 task_id: task_id.to_string(),
                 grace_period_seconds: 0,
                 reason: "cancelled".into(),
-            };
+            });
+            request.set_timeout(CALL_TIMEOUT);
             let reached = match self.clients().client(&worker.record.address) {
                 Ok(mut client) => client
                     .cancel_task(request)

@@ -35,7 +35,7 @@ pub struct WorkerConfig {
     pub master: Option<String>,
 
     /// Heartbeat interval until the master announces its own.
-    #[arg(long, env = "CLOUDAI_HEARTBEAT_INTERVAL", default_value = "5s", value_parser = parse_duration)]
+    #[arg(long, env = "CLOUDAI_WORKER_HEARTBEAT_INTERVAL", default_value = "5s", value_parser = parse_duration)]
     pub heartbeat_interval: Duration,
 
     /// Longest time to wait for an image pull.

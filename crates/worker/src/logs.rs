@@ -90,8 +90,9 @@ impl LogBuffer {
         }
     }
 
-    /// The last `MAX_REPORTED_BYTES` of output, for the result report.
-    pub fn tail(&self) -> Vec<u8> {
+    /// The last `MAX_REPORTED_BYTES` of output, for the result report, and
+    /// whether anything older was dropped.
+    pub fn tail(&self) -> (Vec<u8>, bool) {
         let state = self.lock();
         let all: Vec<u8> = state
             .chunks
@@ -99,7 +100,7 @@ impl LogBuffer {
             .flat_map(|c| c.data.iter().copied())
             .collect();
         let start = all.len().saturating_sub(MAX_REPORTED_BYTES);
-        all[start..].to_vec()
+        (all[start..].to_vec(), state.truncated || start > 0)
     }
 }
 
@@ -126,7 +127,7 @@ mod tests {
         assert_eq!(live.recv().await.unwrap().data, b"two\n");
         assert!(live.recv().await.is_err());
         assert!(buffer.subscribe().live.is_none());
-        assert_eq!(buffer.tail(), b"one\ntwo\n");
+        assert_eq!(buffer.tail(), (b"one\ntwo\n".to_vec(), false));
     }
 
     #[test]
@@ -143,6 +144,8 @@ mod tests {
             .map(|c| c.data.len())
             .sum();
         assert!(total <= MAX_BUFFERED_BYTES);
-        assert_eq!(buffer.tail().len(), MAX_REPORTED_BYTES);
+        let (tail, truncated) = buffer.tail();
+        assert_eq!(tail.len(), MAX_REPORTED_BYTES);
+        assert!(truncated);
     }
 }

@@ -30,6 +30,8 @@ pub struct TaskHandle {
     pub running: std::sync::atomic::AtomicBool,
     /// Attempt number.
     pub attempt: u32,
+    /// Grace period asked for by the master's cancel, if any.
+    grace: Mutex<Option<Duration>>,
 }
 
 impl TaskHandle {
@@ -41,6 +43,7 @@ impl TaskHandle {
             reason: Mutex::new(None),
             running: false.into(),
             attempt,
+            grace: Mutex::new(None),
         }
     }
 
@@ -51,6 +54,16 @@ impl TaskHandle {
             .unwrap_or_else(|p| p.into_inner())
             .get_or_insert(reason);
         self.stop.cancel();
+    }
+
+    /// Asks the task to stop with a specific SIGTERM-to-SIGKILL grace period.
+    pub fn request_stop_with_grace(&self, reason: StopReason, grace: Duration) {
+        *self.grace.lock().unwrap_or_else(|p| p.into_inner()) = Some(grace);
+        self.request_stop(reason);
+    }
+
+    fn grace(&self) -> Option<Duration> {
+        *self.grace.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn stop_reason(&self) -> Option<StopReason> {
@@ -153,8 +166,14 @@ pub async fn supervise(
     };
     tokio::select! {
         _ = executor.wait(&name) => {}
+        _ = worker.shutdown_token().cancelled() => {
+            // The container keeps running; the next start of this worker adopts it.
+            tracing::info!(task_id, container = %name, "worker stopping: leaving the container running");
+            logs.abort();
+            return;
+        }
         _ = handle.stop.cancelled() => {
-            executor.stop(&name, worker.config().stop_grace).await;
+            executor.stop(&name, handle.grace().unwrap_or(worker.config().stop_grace)).await;
             executor.wait(&name).await;
         }
         _ = timeout => {
@@ -239,13 +258,15 @@ fn result(
     error: String,
     started_at: SystemTime,
 ) -> TaskResult {
+    let (log_tail, log_truncated) = handle.logs.tail();
     TaskResult {
         task_id: task_id.to_string(),
         worker_id: worker.id().to_string(),
         status: status as i32,
         exit_code,
         error,
-        log_tail: handle.logs.tail(),
+        log_tail,
+        log_truncated,
         started_at: Some(cloudai_proto::timestamp(started_at)),
         finished_at: Some(cloudai_proto::timestamp(SystemTime::now())),
         oom_killed: false,

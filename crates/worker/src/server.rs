@@ -120,7 +120,13 @@ impl WorkerService for WorkerGrpc {
             StopReason::Cancelled
         };
         tracing::info!(task_id = %request.task_id, ?reason, "stopping task");
-        handle.request_stop(reason);
+        match request.grace_period_seconds {
+            0 => handle.request_stop(reason),
+            seconds => handle.request_stop_with_grace(
+                reason,
+                std::time::Duration::from_secs(u64::from(seconds)),
+            ),
+        }
         Ok(Response::new(CancelTaskResponse { found: true }))
     }
 

@@ -9,6 +9,7 @@ use cloudai_common::units::{format_bytes, format_duration};
 use futures::StreamExt;
 use std::io::Write;
 use std::time::Duration;
+use tokio_util::sync::CancellationToken;
 
 /// What the REPL does after a command.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -22,13 +23,16 @@ pub enum Flow {
 /// How long `monitor` waits for the final report after the log stream ends.
 const FINAL_STATE_WAIT: Duration = Duration::from_secs(30);
 
-/// Executes one command. Failures are written as one `error: …` line; the REPL keeps going.
+/// Executes one command. Failures are written as one `error: …` line; the REPL
+/// keeps going. `interrupt` is cancelled by Ctrl-C: live views stop and return
+/// to the prompt.
 pub async fn execute(
     master: &Master,
     command: Command,
     out: &mut dyn Write,
+    interrupt: &CancellationToken,
 ) -> std::io::Result<Flow> {
-    match run(master, command, out).await {
+    match run(master, command, out, interrupt).await {
         Ok(flow) => Ok(flow),
         Err(Failure::Master(error)) => {
             writeln!(out, "error: {error}")?;
@@ -55,7 +59,12 @@ impl From<std::io::Error> for Failure {
     }
 }
 
-async fn run(master: &Master, command: Command, out: &mut dyn Write) -> Result<Flow, Failure> {
+async fn run(
+    master: &Master,
+    command: Command,
+    out: &mut dyn Write,
+    interrupt: &CancellationToken,
+) -> Result<Flow, Failure> {
     match command {
         Command::Empty => {}
         Command::Help(None) => {
@@ -102,7 +111,7 @@ async fn run(master: &Master, command: Command, out: &mut dyn Write) -> Result<F
             }
         }
         Command::Tasks { state } => tasks(master, state, out).await?,
-        Command::Monitor { task_id } => monitor(master, &task_id, out).await?,
+        Command::Monitor { task_id } => monitor(master, &task_id, out, interrupt).await?,
         Command::Logs { task_id } => {
             let task = master.task(&task_id).await?;
             print_stored_logs(master, &task, out).await?;
@@ -307,7 +316,12 @@ async fn print_stored_logs(
     Ok(())
 }
 
-async fn monitor(master: &Master, task_id: &str, out: &mut dyn Write) -> MasterResult<()> {
+async fn monitor(
+    master: &Master,
+    task_id: &str,
+    out: &mut dyn Write,
+    interrupt: &CancellationToken,
+) -> MasterResult<()> {
     let mut events = master.subscribe();
     let task = master.task(task_id).await?;
     if task.state.is_terminal() {
@@ -320,7 +334,21 @@ async fn monitor(master: &Master, task_id: &str, out: &mut dyn Write) -> MasterR
         )));
     }
     let mut stream = master.follow_logs(&task).await?;
-    while let Some(chunk) = stream.next().await {
+    let stopped = |out: &mut dyn Write| {
+        let _ = writeln!(
+            out,
+            "[stopped following {task_id}; it keeps running: `monitor {task_id}` resumes]"
+        );
+    };
+    loop {
+        let chunk = tokio::select! {
+            _ = interrupt.cancelled() => {
+                stopped(out);
+                return Ok(());
+            }
+            chunk = stream.next() => chunk,
+        };
+        let Some(chunk) = chunk else { break };
         match chunk {
             Ok(chunk) => {
                 let _ = out.write_all(&chunk.data);
@@ -358,7 +386,14 @@ async fn monitor(master: &Master, task_id: &str, out: &mut dyn Write) -> MasterR
                 }
             }
         };
-        if tokio::time::timeout_at(deadline, wait).await.is_err() {
+        let waited = tokio::select! {
+            _ = interrupt.cancelled() => {
+                stopped(out);
+                return Ok(());
+            }
+            waited = tokio::time::timeout_at(deadline, wait) => waited,
+        };
+        if waited.is_err() {
             let _ = writeln!(
                 out,
                 "task {task_id} is still {}: its worker has not reported yet",

@@ -289,9 +289,13 @@ fn parse_task(args: &[String]) -> Result<TaskRequest, String> {
             }
             "--timeout" => {
                 let text = value("--timeout")?;
-                request.timeout_seconds = parse_duration(&text)
-                    .map_err(|e| format!("--timeout: {e}"))?
-                    .as_secs();
+                let timeout = parse_duration(&text).map_err(|e| format!("--timeout: {e}"))?;
+                if timeout < std::time::Duration::from_secs(1) {
+                    return Err(format!(
+                        "--timeout: '{text}' is shorter than the 1s minimum"
+                    ));
+                }
+                request.timeout_seconds = timeout.as_secs();
             }
             flag if flag.starts_with("--") => {
                 return Err(usage_error(
@@ -447,6 +451,7 @@ mod tests {
             ("task w1 img --gpus 99", "out of range"),
             ("task w1 img --env NOVALUE", "KEY=VALUE"),
             ("task w1 img --timeout soon", "invalid duration"),
+            ("task w1 img --timeout 200ms", "1s minimum"),
             ("task w1 img --bogus 1", "unknown option"),
             ("tasks --state sleeping", "unknown state"),
             ("monitor", "usage: monitor <task>"),

@@ -9,7 +9,9 @@ use rustyline::DefaultEditor;
 use rustyline::error::ReadlineError;
 use std::io::{BufRead, IsTerminal, Write};
 use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
 use tokio::runtime::Handle;
+use tokio_util::sync::CancellationToken;
 
 /// File name of the REPL history inside the data directory.
 pub const HISTORY_FILE: &str = "repl_history";
@@ -43,22 +45,51 @@ pub fn spawn(
     })
 }
 
-fn handle_line(master: &Master, runtime: &Handle, line: &str) -> std::io::Result<Flow> {
+/// The command being run, so Ctrl-C can interrupt it.
+type Current = Arc<Mutex<Option<CancellationToken>>>;
+
+fn handle_line(
+    master: &Master,
+    runtime: &Handle,
+    current: &Current,
+    line: &str,
+) -> std::io::Result<Flow> {
     let mut out = std::io::stdout();
+    let interrupt = CancellationToken::new();
+    *current.lock().unwrap_or_else(|p| p.into_inner()) = Some(interrupt.clone());
     let flow = match parse(line) {
-        Ok(command) => runtime.block_on(execute(master, command, &mut out))?,
+        Ok(command) => runtime.block_on(execute(master, command, &mut out, &interrupt))?,
         Err(message) => {
             writeln!(out, "error: {message}")?;
             Flow::Continue
         }
     };
+    current.lock().unwrap_or_else(|p| p.into_inner()).take();
     out.flush()?;
     Ok(flow)
 }
 
+/// Turns SIGINT into "interrupt the current command" while the REPL runs.
+fn forward_interrupts(runtime: &Handle, current: Current) {
+    runtime.spawn(async move {
+        let Ok(mut interrupts) =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
+        else {
+            tracing::warn!("cannot listen for Ctrl-C; live views stop with their task");
+            return;
+        };
+        while interrupts.recv().await.is_some() {
+            if let Some(command) = current.lock().unwrap_or_else(|p| p.into_inner()).take() {
+                command.cancel();
+            }
+        }
+    });
+}
+
 fn run_piped(master: &Master, runtime: &Handle) -> std::io::Result<Flow> {
+    let current = Current::default();
     for line in std::io::stdin().lock().lines() {
-        if handle_line(master, runtime, &line?)? == Flow::Exit {
+        if handle_line(master, runtime, &current, &line?)? == Flow::Exit {
             return Ok(Flow::Exit);
         }
     }
@@ -66,10 +97,14 @@ fn run_piped(master: &Master, runtime: &Handle) -> std::io::Result<Flow> {
 }
 
 fn run_interactive(master: &Master, runtime: &Handle, history: PathBuf) -> std::io::Result<Flow> {
+    let current = Current::default();
+    forward_interrupts(runtime, current.clone());
     let mut editor = DefaultEditor::new().map_err(std::io::Error::other)?;
     // No history yet is normal on first start.
     let _ = editor.load_history(&history);
-    println!("cloudai master ready: `help` lists commands, `exit` or Ctrl-D stops the master");
+    println!(
+        "cloudai master ready: `help` lists commands, Ctrl-C stops a live view, `exit` or Ctrl-D stops the master"
+    );
     loop {
         if master.shutdown_token().is_cancelled() {
             return Ok(Flow::Continue);
@@ -82,7 +117,7 @@ fn run_interactive(master: &Master, runtime: &Handle, history: PathBuf) -> std::
                         tracing::warn!(%error, path = %history.display(), "could not save REPL history");
                     }
                 }
-                if handle_line(master, runtime, &line)? == Flow::Exit {
+                if handle_line(master, runtime, &current, &line)? == Flow::Exit {
                     return Ok(Flow::Exit);
                 }
             }
