@@ -381,3 +381,13 @@ fn a_worker_back_without_its_container_fails_the_task_as_lost() {
     let line = master.poll("tasks", &[&task, "failed", "busybox"], WAIT);
     assert!(line.contains("lost"), "{line}");
 }
+
+#[test]
+fn gpu_request_on_a_worker_without_gpus_fails_clearly() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut master, worker) = cluster(dir.path());
+    let task = master.submit(&format!("task {} {TEST_IMAGE} --gpus 1 -- true", worker.id));
+    let line = master.poll("tasks", &[&task, "failed", "busybox"], WAIT);
+    // On a GPU host this test's worker has GPUs; here (CI) it has none.
+    assert!(line.contains("GPUs") || line.contains("nvidia"), "{line}");
+}

@@ -1,7 +1,8 @@
 //! System information (for registration) and live samples (for heartbeats).
 
 use cloudai_proto::v1::{NetworkInterface, WorkerInfo};
-use sysinfo::{CpuRefreshKind, MemoryRefreshKind, Networks, RefreshKind, System};
+use std::path::Path;
+use sysinfo::{CpuRefreshKind, Disks, MemoryRefreshKind, Networks, RefreshKind, System};
 
 /// Static facts about this host, as sent in `RegisterWorker`. GPUs are filled in
 /// by the worker (NVML), address and id by its configuration.
@@ -79,6 +80,22 @@ pub fn primary_ipv4() -> Option<std::net::Ipv4Addr> {
     candidates.first().map(|(_, addr)| *addr)
 }
 
+/// Used and total bytes of the filesystem holding `path` (the mount point that
+/// is the longest prefix of it), if one is found.
+pub fn disk_usage(path: &Path) -> Option<(u64, u64)> {
+    let disks = Disks::new_with_refreshed_list().ok()?;
+    disks
+        .iter()
+        .filter(|disk| path.starts_with(disk.mount_point()))
+        .max_by_key(|disk| disk.mount_point().as_os_str().len())
+        .map(|disk| {
+            (
+                disk.total_space().saturating_sub(disk.available_space()),
+                disk.total_space(),
+            )
+        })
+}
+
 /// A live CPU/memory/load sample.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct Sample {
@@ -144,6 +161,12 @@ mod tests {
         assert!(info.cpu_count >= 1);
         assert!(info.memory_total_bytes > 0);
         assert_eq!(info.arch, std::env::consts::ARCH);
+    }
+
+    #[test]
+    fn root_filesystem_has_a_size() {
+        let (used, total) = disk_usage(Path::new("/")).expect("a filesystem holds /");
+        assert!(total > 0 && used <= total);
     }
 
     #[test]

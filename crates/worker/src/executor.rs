@@ -77,6 +77,17 @@ impl Executor {
         Ok(Self { docker })
     }
 
+    /// Docker's data directory (`DockerRootDir`), for disk metrics.
+    pub async fn data_root(&self) -> Option<std::path::PathBuf> {
+        match self.docker.info().await {
+            Ok(info) => info.docker_root_dir.map(Into::into),
+            Err(error) => {
+                tracing::warn!(error = %docker_message(error), "cannot read Docker's data root; disk metrics will be 0");
+                None
+            }
+        }
+    }
+
     /// Pulls `image` unless it is already present.
     pub async fn ensure_image(&self, image: &str, timeout: Duration) -> Result<(), String> {
         match self.docker.inspect_image(image).await {

@@ -26,6 +26,15 @@ impl GpuProbe {
         }
     }
 
+    /// A live sample of every GPU with the task holding each one.
+    pub fn metrics_with_holders(&self, leases: &Leases) -> Vec<GpuMetrics> {
+        let mut metrics = self.metrics();
+        for gpu in &mut metrics {
+            gpu.task_id = leases.holder(&gpu.uuid).unwrap_or_default();
+        }
+        metrics
+    }
+
     /// Static description of every GPU, for registration.
     pub fn info(&self) -> Vec<GpuInfo> {
         self.metrics()
@@ -91,5 +100,190 @@ mod tests {
             assert!(gpu.memory_total_bytes > 0);
         }
         assert_eq!(probe.info().len(), probe.metrics().len());
+    }
+}
+
+/// Which task holds which GPU (by UUID). Tasks get exact devices, so two tasks
+/// never share a GPU and a task sees only its own.
+#[derive(Default)]
+pub struct Leases {
+    held: std::sync::Mutex<std::collections::HashMap<String, String>>,
+}
+
+impl Leases {
+    fn lock(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, String>> {
+        self.held.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Chooses and reserves GPUs for a task; returns their UUIDs (empty when
+    /// the task asked for none).
+    pub fn acquire(
+        &self,
+        task_id: &str,
+        device_ids: &[String],
+        count: i32,
+        gpus: &[GpuInfo],
+    ) -> Result<Vec<String>, String> {
+        let mut held = self.lock();
+        let chosen = choose(device_ids, count, gpus, &held)?;
+        for uuid in &chosen {
+            held.insert(uuid.clone(), task_id.to_string());
+        }
+        Ok(chosen)
+    }
+
+    /// Frees a task's GPUs.
+    pub fn release(&self, task_id: &str) {
+        self.lock().retain(|_, holder| holder != task_id);
+    }
+
+    /// The task holding a GPU, if any.
+    pub fn holder(&self, uuid: &str) -> Option<String> {
+        self.lock().get(uuid).cloned()
+    }
+}
+
+/// Picks GPUs for a request: exact devices (UUID or index) win over a count;
+/// `count` -1 means all of them. Fails clearly when the request cannot be met.
+pub fn choose(
+    device_ids: &[String],
+    count: i32,
+    gpus: &[GpuInfo],
+    held: &std::collections::HashMap<String, String>,
+) -> Result<Vec<String>, String> {
+    if device_ids.is_empty() && count == 0 {
+        return Ok(Vec::new());
+    }
+    if gpus.is_empty() {
+        return Err(
+            "the task asks for GPUs but this worker has none (no NVIDIA driver found)".into(),
+        );
+    }
+    let busy = |uuid: &str| {
+        held.get(uuid)
+            .map(|task| format!("GPU {uuid} is held by task {task}"))
+    };
+    if !device_ids.is_empty() {
+        let mut chosen = Vec::new();
+        for wanted in device_ids {
+            let gpu = gpus
+                .iter()
+                .find(|g| g.uuid == *wanted || g.index.to_string() == *wanted)
+                .ok_or_else(|| {
+                    let have: Vec<&str> = gpus.iter().map(|g| g.uuid.as_str()).collect();
+                    format!(
+                        "GPU '{wanted}' is not on this worker (it has {})",
+                        have.join(", ")
+                    )
+                })?;
+            if let Some(reason) = busy(&gpu.uuid) {
+                return Err(reason);
+            }
+            if !chosen.contains(&gpu.uuid) {
+                chosen.push(gpu.uuid.clone());
+            }
+        }
+        return Ok(chosen);
+    }
+    if count < 0 {
+        if let Some(reason) = gpus.iter().find_map(|g| busy(&g.uuid)) {
+            return Err(format!("the task asks for all GPUs but {reason}"));
+        }
+        return Ok(gpus.iter().map(|g| g.uuid.clone()).collect());
+    }
+    let mut free: Vec<&GpuInfo> = gpus
+        .iter()
+        .filter(|g| !held.contains_key(&g.uuid))
+        .collect();
+    free.sort_by_key(|g| g.index);
+    if free.len() < count as usize {
+        return Err(format!(
+            "the task needs {count} GPUs; {} of {} are free",
+            free.len(),
+            gpus.len()
+        ));
+    }
+    Ok(free
+        .into_iter()
+        .take(count as usize)
+        .map(|g| g.uuid.clone())
+        .collect())
+}
+
+#[cfg(test)]
+mod lease_tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn gpus(n: u32) -> Vec<GpuInfo> {
+        (0..n)
+            .map(|i| GpuInfo {
+                index: i,
+                uuid: format!("GPU-{i}"),
+                ..Default::default()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn nothing_asked_nothing_given() {
+        assert_eq!(
+            choose(&[], 0, &[], &HashMap::new()).unwrap(),
+            Vec::<String>::new()
+        );
+    }
+
+    #[test]
+    fn no_gpus_is_a_clear_error() {
+        let error = choose(&[], 1, &[], &HashMap::new()).unwrap_err();
+        assert!(error.contains("has none"), "{error}");
+    }
+
+    #[test]
+    fn counts_take_free_gpus_in_index_order() {
+        let held = HashMap::from([("GPU-0".to_string(), "t-a".to_string())]);
+        assert_eq!(choose(&[], 2, &gpus(4), &held).unwrap(), ["GPU-1", "GPU-2"]);
+        let error = choose(&[], 4, &gpus(4), &held).unwrap_err();
+        assert!(error.contains("3 of 4 are free"), "{error}");
+        assert!(
+            choose(&[], -1, &gpus(4), &held)
+                .unwrap_err()
+                .contains("held by task t-a")
+        );
+        assert_eq!(
+            choose(&[], -1, &gpus(2), &HashMap::new()).unwrap(),
+            ["GPU-0", "GPU-1"]
+        );
+    }
+
+    #[test]
+    fn exact_devices_by_uuid_or_index() {
+        let held = HashMap::from([("GPU-1".to_string(), "t-a".to_string())]);
+        assert_eq!(
+            choose(&["GPU-2".into(), "0".into()], 2, &gpus(3), &held).unwrap(),
+            ["GPU-2", "GPU-0"]
+        );
+        assert!(
+            choose(&["1".into()], 1, &gpus(3), &held)
+                .unwrap_err()
+                .contains("held by task t-a")
+        );
+        assert!(
+            choose(&["GPU-9".into()], 1, &gpus(3), &held)
+                .unwrap_err()
+                .contains("not on this worker")
+        );
+    }
+
+    #[test]
+    fn leases_never_share_a_gpu() {
+        let leases = Leases::default();
+        let all = gpus(2);
+        assert_eq!(leases.acquire("t-1", &[], 1, &all).unwrap(), ["GPU-0"]);
+        assert_eq!(leases.acquire("t-2", &[], 1, &all).unwrap(), ["GPU-1"]);
+        assert!(leases.acquire("t-3", &[], 1, &all).is_err());
+        assert_eq!(leases.holder("GPU-1").as_deref(), Some("t-2"));
+        leases.release("t-1");
+        assert_eq!(leases.acquire("t-3", &[], 1, &all).unwrap(), ["GPU-0"]);
     }
 }

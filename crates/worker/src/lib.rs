@@ -51,6 +51,9 @@ struct Inner {
     address: String,
     executor: Executor,
     gpus: gpu::GpuProbe,
+    /// GPUs found at start (NVML), and which task holds each.
+    gpu_inventory: Vec<cloudai_proto::v1::GpuInfo>,
+    gpu_leases: gpu::Leases,
     /// Tasks held, by id (std mutex: never held across `.await`).
     tasks: Mutex<HashMap<String, Arc<TaskHandle>>>,
     reports: mpsc::UnboundedSender<PendingReport>,
@@ -84,6 +87,16 @@ impl Worker {
     /// The host's GPUs (empty without an NVIDIA driver).
     pub fn gpus(&self) -> &gpu::GpuProbe {
         &self.inner.gpus
+    }
+
+    /// GPUs found at start.
+    pub fn gpu_inventory(&self) -> &[cloudai_proto::v1::GpuInfo] {
+        &self.inner.gpu_inventory
+    }
+
+    /// Which task holds which GPU.
+    pub fn gpu_leases(&self) -> &gpu::Leases {
+        &self.inner.gpu_leases
     }
 
     /// Tracker of the worker's background tasks.
@@ -138,8 +151,9 @@ impl Worker {
         self.tasks().remove(task_id);
     }
 
-    /// Queues a result for delivery to the master.
+    /// Queues a result for delivery to the master; the task's GPUs are free again.
     pub fn queue_result(&self, result: TaskResult, container: Option<String>) {
+        self.gpu_leases().release(&result.task_id);
         if self
             .inner
             .reports
@@ -215,6 +229,7 @@ pub async fn start(
     let id = config.worker_id();
     let address = format!("{}:{port}", config.advertise_host());
     let (reports, report_queue) = mpsc::unbounded_channel();
+    let probe = gpu::GpuProbe::new();
     let tracker = TaskTracker::new();
     let worker = Worker {
         inner: Arc::new(Inner {
@@ -223,7 +238,9 @@ pub async fn start(
             id,
             address,
             executor,
-            gpus: gpu::GpuProbe::new(),
+            gpu_inventory: probe.info(),
+            gpus: probe,
+            gpu_leases: gpu::Leases::default(),
             tasks: Mutex::new(HashMap::new()),
             reports,
             heartbeat_now: Notify::new(),

@@ -110,7 +110,7 @@ pub async fn register(worker: &Worker) -> Result<(), Status> {
         return Err(Status::failed_precondition("no master address known yet"));
     };
     let mut info = cloudai_common::host::worker_info(worker.id(), worker.address());
-    info.gpus = worker.gpus().info();
+    info.gpus = worker.gpu_inventory().to_vec();
     let call = client.register_worker(request(RegisterWorkerRequest {
         info: Some(info),
         task_ids: worker.held_task_ids(),
@@ -143,6 +143,7 @@ pub async fn register(worker: &Worker) -> Result<(), Status> {
 /// sooner when asked), and a final `stopping` heartbeat at shutdown.
 pub async fn run_heartbeats(worker: Worker) {
     let mut sampler = Sampler::new();
+    let data_root = worker.executor().data_root().await;
     let link = worker.link();
     loop {
         tokio::select! {
@@ -162,7 +163,7 @@ pub async fn run_heartbeats(worker: Worker) {
             }
             continue;
         }
-        let heartbeat = sample(&worker, &mut sampler, false);
+        let heartbeat = sample(&worker, &mut sampler, data_root.as_deref(), false);
         if let Err(status) = send_heartbeat(&worker, heartbeat).await {
             if status.code() == Code::PermissionDenied {
                 link.registered.store(false, Ordering::SeqCst);
@@ -171,7 +172,7 @@ pub async fn run_heartbeats(worker: Worker) {
         }
     }
     if link.registered.load(Ordering::SeqCst) {
-        let last = sample(&worker, &mut sampler, true);
+        let last = sample(&worker, &mut sampler, data_root.as_deref(), true);
         match tokio::time::timeout(Duration::from_secs(2), send_heartbeat(&worker, last)).await {
             Ok(Ok(())) => tracing::info!("told the master this worker is stopping"),
             _ => tracing::warn!("could not tell the master this worker is stopping"),
@@ -179,8 +180,16 @@ pub async fn run_heartbeats(worker: Worker) {
     }
 }
 
-fn sample(worker: &Worker, sampler: &mut Sampler, stopping: bool) -> Heartbeat {
+fn sample(
+    worker: &Worker,
+    sampler: &mut Sampler,
+    data_root: Option<&std::path::Path>,
+    stopping: bool,
+) -> Heartbeat {
     let sample = sampler.sample();
+    let (disk_used_bytes, disk_total_bytes) = data_root
+        .and_then(cloudai_common::host::disk_usage)
+        .unwrap_or_default();
     Heartbeat {
         worker_id: worker.id().to_string(),
         timestamp: Some(cloudai_proto::timestamp(SystemTime::now())),
@@ -188,11 +197,11 @@ fn sample(worker: &Worker, sampler: &mut Sampler, stopping: bool) -> Heartbeat {
         cpu_count: sample.cpu_count,
         memory_used_bytes: sample.memory_used_bytes,
         memory_total_bytes: sample.memory_total_bytes,
-        gpus: worker.gpus().metrics(),
+        gpus: worker.gpus().metrics_with_holders(worker.gpu_leases()),
         running_task_ids: worker.running_task_ids(),
         load_average_1m: sample.load_average_1m,
-        disk_used_bytes: 0,
-        disk_total_bytes: 0,
+        disk_used_bytes,
+        disk_total_bytes,
         stopping,
     }
 }

@@ -72,8 +72,25 @@ impl TaskHandle {
 }
 
 /// Runs a newly assigned task to completion and queues its result.
-pub async fn run_new(worker: Worker, task: Task, handle: Arc<TaskHandle>) {
+pub async fn run_new(worker: Worker, mut task: Task, handle: Arc<TaskHandle>) {
     let started_at = SystemTime::now();
+    // Exact devices for Docker: the task sees only its GPUs, and no two tasks share one.
+    let mut limits = task.limits.clone().unwrap_or_default();
+    match worker.gpu_leases().acquire(
+        &task.task_id,
+        &limits.gpu_device_ids,
+        limits.gpu_count,
+        worker.gpu_inventory(),
+    ) {
+        Ok(uuids) if uuids.is_empty() => {}
+        Ok(uuids) => {
+            tracing::info!(task_id = %task.task_id, gpus = ?uuids, "GPUs reserved");
+            limits.gpu_count = uuids.len() as i32;
+            limits.gpu_device_ids = uuids;
+            task.limits = Some(limits);
+        }
+        Err(error) => return fail_before_start(&worker, &task, &handle, started_at, error),
+    }
     let executor = worker.executor();
     if let Err(error) = executor
         .ensure_image(&task.image, worker.config().pull_timeout)
