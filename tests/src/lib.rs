@@ -146,6 +146,8 @@ pub struct Master {
     pub data_dir: PathBuf,
     /// Captured stderr (logs).
     pub log_path: PathBuf,
+    /// Whether it runs with `--insecure`.
+    pub insecure: bool,
 }
 
 /// Options for starting a master.
@@ -159,6 +161,8 @@ pub struct MasterOptions {
     pub inactivity: &'static str,
     /// Re-invitation interval.
     pub reinvite: &'static str,
+    /// Run without TLS (`--insecure`).
+    pub insecure: bool,
 }
 
 impl Default for MasterOptions {
@@ -168,6 +172,7 @@ impl Default for MasterOptions {
             heartbeat: "500ms",
             inactivity: "3s",
             reinvite: "1s",
+            insecure: false,
         }
     }
 }
@@ -177,7 +182,11 @@ impl Master {
     pub fn start(data_dir: &Path, options: &MasterOptions) -> Master {
         let log_path = data_dir.join(format!("master-{}.log", unique("run")));
         std::fs::create_dir_all(data_dir).unwrap();
-        let mut child = Command::new(binary("cloudai-master"))
+        let mut command = Command::new(binary("cloudai-master"));
+        if options.insecure {
+            command.arg("--insecure");
+        }
+        let mut child = command
             .args(["--grpc-addr", &format!("127.0.0.1:{}", options.grpc_port)])
             .args(["--http-addr", "127.0.0.1:0"])
             .arg("--data-dir")
@@ -215,7 +224,29 @@ impl Master {
             http_addr,
             data_dir: data_dir.to_path_buf(),
             log_path,
+            insecure: options.insecure,
         }
+    }
+
+    /// Pre-registers a worker; returns its join token (`None` with `--insecure`).
+    pub fn register(&mut self, id: &str, address: &str) -> Option<String> {
+        let from = self.send(&format!("register {id} {address}"));
+        self.wait_from(from, &format!("worker {id} registered"), WAIT);
+        if self.insecure {
+            return None;
+        }
+        let line = self.wait_from(from, "join token", WAIT);
+        Some(
+            line.split_whitespace()
+                .find(|w| w.starts_with("caj1."))
+                .expect("a token")
+                .to_string(),
+        )
+    }
+
+    /// The cluster CA certificate (PEM).
+    pub fn ca_pem(&self) -> String {
+        std::fs::read_to_string(self.data_dir.join("tls/ca.crt")).expect("the master's CA")
     }
 
     /// Types a command into the REPL; returns the output index to wait from.
@@ -297,6 +328,19 @@ impl Drop for Master {
     }
 }
 
+/// How to start a worker.
+#[derive(Clone, Debug, Default)]
+pub struct WorkerOptions {
+    /// Port (0: any).
+    pub port: u16,
+    /// The master's gRPC address (`--master`).
+    pub master: Option<String>,
+    /// Join token (first start in secure mode).
+    pub token: Option<String>,
+    /// `--insecure`.
+    pub insecure: bool,
+}
+
 /// A running `cloudai-worker`.
 pub struct Worker {
     child: Child,
@@ -305,38 +349,49 @@ pub struct Worker {
     pub id: String,
     /// Advertised address.
     pub address: String,
+    /// Its data directory (certificate, key, remembered master).
+    pub data_dir: PathBuf,
     log_path: PathBuf,
 }
 
 impl Worker {
-    /// Starts a worker with id `id` on `port` (0: any), registering itself with
-    /// `master` when given.
-    pub fn start(id: &str, port: u16, master: Option<&str>, log_dir: &Path) -> Worker {
+    /// Starts a worker; its data directory is `<dir>/wdata-<id>`, so a restart
+    /// with the same id finds its certificate.
+    pub fn start(id: &str, dir: &Path, options: &WorkerOptions) -> Worker {
         ensure_test_image();
-        let log_path = log_dir.join(format!("worker-{}.log", unique(id)));
+        let log_path = dir.join(format!("worker-{}.log", unique(id)));
+        let data_dir = dir.join(format!("wdata-{id}"));
         let mut command = Command::new(binary("cloudai-worker"));
         command
             .args([
                 "--id",
                 id,
                 "--port",
-                &port.to_string(),
+                &options.port.to_string(),
                 "--advertise-host",
                 "127.0.0.1",
             ])
             .args(["--heartbeat-interval", "500ms", "--stop-grace", "2s"])
+            .arg("--data-dir")
+            .arg(&data_dir)
             .env("RUST_LOG", "info")
             .env("NO_COLOR", "1")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(std::fs::File::create(&log_path).unwrap());
-        if let Some(master) = master {
+        if let Some(master) = &options.master {
             command.args(["--master", master]);
+        }
+        if let Some(token) = &options.token {
+            command.args(["--join-token", token]);
+        }
+        if options.insecure {
+            command.arg("--insecure");
         }
         let mut child = command.spawn().expect("start cloudai-worker");
         let out = Lines::default();
         out.follow(child.stdout.take().unwrap());
-        let line = out.wait_for(0, "  register ", WAIT).unwrap_or_else(|e| {
+        let line = out.wait_for(0, " listening on ", WAIT).unwrap_or_else(|e| {
             panic!(
                 "worker did not start: {e}\nlog:\n{}",
                 std::fs::read_to_string(&log_path).unwrap_or_default()
@@ -348,8 +403,40 @@ impl Worker {
             out,
             id: id.to_string(),
             address,
+            data_dir,
             log_path,
         }
+    }
+
+    /// Registers a new worker on `master` and starts it with its join token
+    /// (or plainly with `--insecure`), waiting until the master sees it active.
+    pub fn join(master: &mut Master, prefix: &str, dir: &Path) -> Worker {
+        let id = unique(prefix);
+        let port = free_port();
+        let token = master.register(&id, &format!("127.0.0.1:{port}"));
+        let options = WorkerOptions {
+            port,
+            master: Some(master.grpc_addr.clone()),
+            insecure: token.is_none(),
+            token,
+        };
+        let worker = Worker::start(&id, dir, &options);
+        master.poll("workers", &[&id, "active"], WAIT);
+        worker
+    }
+
+    /// Restarts a killed worker with the same id, port and data directory.
+    pub fn restart(&self, dir: &Path, insecure: bool) -> Worker {
+        let port: u16 = self.address.rsplit_once(':').unwrap().1.parse().unwrap();
+        Worker::start(
+            &self.id,
+            dir,
+            &WorkerOptions {
+                port,
+                insecure,
+                ..WorkerOptions::default()
+            },
+        )
     }
 
     /// The worker's log so far.
@@ -379,6 +466,11 @@ impl Worker {
     pub fn kill9(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+
+    /// Whether the process has exited (and how).
+    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.try_wait().ok().flatten()
     }
 }
 

@@ -1,21 +1,25 @@
 //! The core cluster loop end to end: real binaries, real dockerd, real store.
 
-use cloudai_e2e::{Master, MasterOptions, TEST_IMAGE, WAIT, Worker, free_port, unique, word_after};
+use cloudai_e2e::{
+    Master, MasterOptions, TEST_IMAGE, WAIT, Worker, WorkerOptions, free_port, unique, word_after,
+};
 use cloudai_proto::v1::master_service_client::MasterServiceClient;
 use cloudai_proto::v1::{Heartbeat, RegisterWorkerRequest, WorkerInfo};
 use std::time::Duration;
 use tonic::Code;
 
-/// A master plus one worker registered master-first.
+/// A master plus one worker that joined with its token (mutual TLS).
 fn cluster(dir: &std::path::Path) -> (Master, Worker) {
     let mut master = Master::start(&dir.join("master"), &MasterOptions::default());
-    let worker = Worker::start(&unique("w"), 0, None, dir);
-    master.expect(
-        &format!("register {} {}", worker.id, worker.address),
-        "accepted the invitation",
-    );
-    master.poll("workers", &[&worker.id, "active"], WAIT);
+    let worker = Worker::join(&mut master, "w", dir);
     (master, worker)
+}
+
+fn insecure() -> MasterOptions {
+    MasterOptions {
+        insecure: true,
+        ..MasterOptions::default()
+    }
 }
 
 #[test]
@@ -92,7 +96,7 @@ fn info(id: &str, address: &str) -> WorkerInfo {
 #[test]
 fn unknown_worker_is_refused_with_the_register_command() {
     let dir = tempfile::tempdir().unwrap();
-    let master = Master::start(&dir.path().join("master"), &MasterOptions::default());
+    let master = Master::start(&dir.path().join("master"), &insecure());
     let (runtime, mut client) = grpc(&master.grpc_addr);
     let status = runtime
         .block_on(client.register_worker(RegisterWorkerRequest {
@@ -126,73 +130,69 @@ fn unknown_worker_is_refused_with_the_register_command() {
 #[test]
 fn worker_first_registration_is_refused_until_registered_then_accepted() {
     let dir = tempfile::tempdir().unwrap();
-    // No re-invitations: the worker must get in on its own.
+    // The registration protocol itself, without TLS; no re-invitations, so the
+    // worker must get in on its own.
     let options = MasterOptions {
         reinvite: "1h",
-        ..MasterOptions::default()
+        ..insecure()
     };
     let mut master = Master::start(&dir.path().join("master"), &options);
     let id = unique("wf");
     let port = free_port();
-    let worker = Worker::start(&id, port, Some(&master.grpc_addr), dir.path());
+    let worker_options = WorkerOptions {
+        port,
+        master: Some(master.grpc_addr.clone()),
+        insecure: true,
+        ..WorkerOptions::default()
+    };
+    let worker = Worker::start(&id, dir.path(), &worker_options);
     worker.wait_log(&format!("register {id} 127.0.0.1:{port}"), WAIT);
     assert!(
         worker.log().contains("not pre-registered"),
         "{}",
         worker.log()
     );
-    // The invitation from `register` fails or succeeds; either way the worker's own retry gets it in.
-    master.expect(
-        &format!("register {id} 127.0.0.1:{port}"),
-        &format!("worker {id} registered"),
-    );
+    master.register(&id, &format!("127.0.0.1:{port}"));
     master.poll("workers", &[&id, "active"], WAIT);
     worker.wait_log("registered with the master", WAIT);
 }
 
 #[test]
-fn worker_first_with_prior_registration() {
+fn master_first_invitation_without_tls() {
     let dir = tempfile::tempdir().unwrap();
-    let options = MasterOptions {
-        reinvite: "1h",
-        ..MasterOptions::default()
-    };
-    let mut master = Master::start(&dir.path().join("master"), &options);
-    let id = unique("wp");
-    let port = free_port();
-    master.expect(
-        &format!("register {id} 127.0.0.1:{port}"),
-        "not reachable yet",
+    let mut master = Master::start(&dir.path().join("master"), &insecure());
+    let worker = Worker::start(
+        &unique("wm"),
+        dir.path(),
+        &WorkerOptions {
+            insecure: true,
+            ..WorkerOptions::default()
+        },
     );
-    let _worker = Worker::start(&id, port, Some(&master.grpc_addr), dir.path());
-    master.poll("workers", &[&id, "active"], WAIT);
+    master.expect(
+        &format!("register {} {}", worker.id, worker.address),
+        "accepted the invitation",
+    );
+    master.poll("workers", &[&worker.id, "active"], WAIT);
 }
 
 #[test]
 fn unregister_cuts_the_worker_off() {
     let dir = tempfile::tempdir().unwrap();
-    let (mut master, worker) = cluster(dir.path());
+    let (mut master, mut worker) = cluster(dir.path());
     master.expect(&format!("unregister {}", worker.id), "no longer accepted");
     master.expect("workers", "no workers registered");
-    let (runtime, mut client) = grpc(&master.grpc_addr);
-    let status = runtime
-        .block_on(client.send_heartbeat(Heartbeat {
-            worker_id: worker.id.clone(),
-            ..Default::default()
-        }))
-        .unwrap_err();
-    assert_eq!(status.code(), Code::PermissionDenied);
-    let status = runtime
-        .block_on(client.register_worker(RegisterWorkerRequest {
-            info: Some(info(&worker.id, &worker.address)),
-            task_ids: vec![],
-        }))
-        .unwrap_err();
-    assert_eq!(status.code(), Code::PermissionDenied);
+    // Its certificate is revoked: the worker's own calls are refused.
+    worker.wait_log("does not belong to worker", WAIT);
     master.expect(
         &format!("task {} {TEST_IMAGE} true", worker.id),
         &format!("no worker '{}'", worker.id),
     );
+    // Registering again needs a new token: the old certificate stays revoked.
+    worker.kill9();
+    master.register(&worker.id, &worker.address);
+    let restarted = worker.restart(dir.path(), false);
+    restarted.wait_log("does not belong to worker", WAIT);
 }
 
 #[test]
@@ -204,14 +204,8 @@ fn master_restart_keeps_registry_and_history_and_workers_come_back() {
     };
     let data = dir.path().join("master");
     let mut master = Master::start(&data, &options);
-    let id = unique("wr");
-    let port = free_port();
-    let mut worker = Worker::start(&id, port, None, dir.path());
-    master.expect(
-        &format!("register {id} {}", worker.address),
-        "accepted the invitation",
-    );
-    master.poll("workers", &[&id, "active"], WAIT);
+    let mut worker = Worker::join(&mut master, "wr", dir.path());
+    let id = worker.id.clone();
     let task = master.submit(&format!(
         "task {id} {TEST_IMAGE} -- sh -c 'echo persisted; exit 3'"
     ));
@@ -219,17 +213,18 @@ fn master_restart_keeps_registry_and_history_and_workers_come_back() {
 
     master.kill9();
     let mut master = Master::start(&data, &options);
-    // Registry and history survived SIGKILL; the worker is back without operator action.
+    // Registry, history and the CA survived SIGKILL; the worker is back without operator action.
     master.poll("workers", &[&id, "active"], WAIT);
     let line = master.poll("tasks", &[&task, "failed", "busybox"], WAIT);
     assert!(line.contains(" 3 "), "{line}");
     let from = master.send(&format!("logs {task}"));
     master.wait_from(from, "persisted", WAIT);
 
-    // A worker killed and restarted is re-accepted without operator action too.
+    // A worker killed and restarted (no token, no --master: both remembered)
+    // is re-accepted without operator action too.
     worker.kill9();
     master.poll("workers", &[&id, "inactive"], WAIT);
-    let _worker = Worker::start(&id, port, None, dir.path());
+    let _worker = worker.restart(dir.path(), false);
     master.poll("workers", &[&id, "active"], WAIT);
 }
 
@@ -326,21 +321,15 @@ fn monitor_follows_a_running_task_live() {
 fn restarted_worker_adopts_its_running_container() {
     let dir = tempfile::tempdir().unwrap();
     let mut master = Master::start(&dir.path().join("master"), &MasterOptions::default());
-    let id = unique("wa");
-    let port = free_port();
-    let mut worker = Worker::start(&id, port, None, dir.path());
-    master.expect(
-        &format!("register {id} {}", worker.address),
-        "accepted the invitation",
-    );
-    master.poll("workers", &[&id, "active"], WAIT);
+    let mut worker = Worker::join(&mut master, "wa", dir.path());
+    let id = worker.id.clone();
     let task = master.submit(&format!(
         "task {id} {TEST_IMAGE} -- sh -c 'echo first; sleep 3; echo adopted-done'"
     ));
     master.poll("tasks", &[&task, "running"], WAIT);
     worker.kill9();
     // The container keeps running without its worker; the restarted worker finds it by label.
-    let worker = Worker::start(&id, port, None, dir.path());
+    let worker = worker.restart(dir.path(), false);
     worker.wait_log("adopting a container from an earlier run", WAIT);
     master.poll("tasks", &[&task, "completed", "busybox"], WAIT);
     let from = master.send(&format!("logs {task}"));
@@ -366,18 +355,13 @@ fn cancel_stops_a_running_task() {
 fn a_worker_back_without_its_container_fails_the_task_as_lost() {
     let dir = tempfile::tempdir().unwrap();
     let mut master = Master::start(&dir.path().join("master"), &MasterOptions::default());
-    let id = unique("wl");
-    let port = free_port();
-    let mut worker = Worker::start(&id, port, None, dir.path());
-    master.expect(
-        &format!("register {id} {}", worker.address),
-        "accepted the invitation",
-    );
+    let mut worker = Worker::join(&mut master, "wl", dir.path());
+    let id = worker.id.clone();
     let task = master.submit(&format!("task {id} {TEST_IMAGE} -- sleep 60"));
     master.poll("tasks", &[&task, "running"], WAIT);
     worker.kill9();
     cloudai_e2e::remove_containers(&id);
-    let _worker = Worker::start(&id, port, None, dir.path());
+    let _worker = worker.restart(dir.path(), false);
     let line = master.poll("tasks", &[&task, "failed", "busybox"], WAIT);
     assert!(line.contains("lost"), "{line}");
 }

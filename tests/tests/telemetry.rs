@@ -65,17 +65,11 @@ fn snapshot_ids(snapshot: &Value) -> Vec<String> {
         .collect()
 }
 
-/// A master and two workers registered master-first.
+/// A master and two workers that joined with their tokens.
 fn cluster(dir: &std::path::Path) -> (Master, Worker, Worker) {
     let mut master = Master::start(&dir.join("master"), &MasterOptions::default());
-    let a = Worker::start(&unique("ta"), 0, None, dir);
-    let b = Worker::start(&unique("tb"), 0, None, dir);
-    for w in [&a, &b] {
-        master.expect(
-            &format!("register {} {}", w.id, w.address),
-            "accepted the invitation",
-        );
-    }
+    let a = Worker::join(&mut master, "ta", dir);
+    let b = Worker::join(&mut master, "tb", dir);
     master.poll("status", &["workers: 2 active"], WAIT);
     (master, a, b)
 }
@@ -182,20 +176,15 @@ async fn snapshot_then_live_telemetry_filtering_and_subscriptions() {
 async fn inactivity_is_detected_and_return_is_announced() {
     let dir = tempfile::tempdir().unwrap();
     let mut master = Master::start(&dir.path().join("master"), &MasterOptions::default());
-    let id = unique("ti");
-    let port = free_port();
-    let mut worker = Worker::start(&id, port, None, dir.path());
-    master.expect(
-        &format!("register {id} {}", worker.address),
-        "accepted the invitation",
-    );
+    let mut worker = Worker::join(&mut master, "ti", dir.path());
+    let id = worker.id.clone();
     let mut ws = connect(&master, &format!("/ws/telemetry/{id}")).await;
     wait_for(&mut ws, WAIT, |m| is(m, "telemetry", &id)).await;
     worker.kill9();
     // The test master's inactivity timeout is 3s.
     let inactive = wait_for(&mut ws, WAIT, |m| is(m, "worker_inactive", &id)).await;
     assert_eq!(inactive["reason"], "timeout");
-    let _back = Worker::start(&id, port, None, dir.path());
+    let _back = worker.restart(dir.path(), false);
     wait_for(&mut ws, WAIT, |m| is(m, "worker_active", &id)).await;
     wait_for(&mut ws, WAIT, |m| is(m, "telemetry", &id)).await;
 }
@@ -217,8 +206,12 @@ fn stalled_client(http_addr: &str) -> std::net::TcpStream {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stalled_client_does_not_delay_a_healthy_one() {
     let dir = tempfile::tempdir().unwrap();
-    let mut master = Master::start(&dir.path().join("master"), &MasterOptions::default());
-    // A pre-registered worker id whose heartbeats the test sends itself, fast and large.
+    // Without TLS, so the test can send a fake worker's heartbeats itself, fast and large.
+    let options = MasterOptions {
+        insecure: true,
+        ..MasterOptions::default()
+    };
+    let mut master = Master::start(&dir.path().join("master"), &options);
     let id = unique("ts");
     master.expect(
         &format!("register {id} 127.0.0.1:{}", free_port()),

@@ -37,6 +37,8 @@ pub struct Settings {
     pub reinvite_interval: Duration,
     /// Address sent in invitations (empty: the worker uses the caller's IP).
     pub advertise_addr: String,
+    /// Lifetime of join tokens.
+    pub join_token_ttl: Duration,
 }
 
 /// Cheap cloneable handle to the master's state.
@@ -57,6 +59,9 @@ struct Inner {
     last_seq: Mutex<u64>,
     telemetry: Telemetry,
     metrics: crate::metrics::MasterMetrics,
+    /// The cluster PKI; `None` with `--insecure`.
+    pki: Option<Arc<crate::pki::Pki>>,
+    limiter: crate::security::AuthLimiter,
     /// Port of the gRPC server, for invitations.
     grpc_port: u16,
     started: Instant,
@@ -69,6 +74,7 @@ impl Master {
     pub async fn load(
         settings: Settings,
         store: Arc<dyn Store>,
+        pki: Option<Arc<crate::pki::Pki>>,
         grpc_port: u16,
         shutdown: CancellationToken,
         tracker: TaskTracker,
@@ -99,11 +105,13 @@ impl Master {
                 store,
                 registry,
                 active: Mutex::new(active),
-                clients: WorkerClients::default(),
+                clients: WorkerClients::new(pki.as_ref().map(|p| p.client_tls())),
                 events,
                 last_seq: Mutex::new(0),
                 telemetry: Telemetry::default(),
                 metrics: crate::metrics::MasterMetrics::default(),
+                pki,
+                limiter: crate::security::AuthLimiter::default(),
                 grpc_port,
                 started: Instant::now(),
                 shutdown,
@@ -154,6 +162,15 @@ impl Master {
     /// Per-worker telemetry state and counters.
     pub fn telemetry(&self) -> &Telemetry {
         &self.inner.telemetry
+    }
+
+    /// The cluster PKI (`None` with `--insecure`).
+    pub fn pki(&self) -> Option<&Arc<crate::pki::Pki>> {
+        self.inner.pki.as_ref()
+    }
+
+    pub(crate) fn limiter(&self) -> &crate::security::AuthLimiter {
+        &self.inner.limiter
     }
 
     /// Prometheus metric handles.
@@ -216,13 +233,7 @@ impl Master {
                 existing.record.address
             )));
         }
-        let record = WorkerRecord {
-            id: worker_id.to_string(),
-            address: address.to_string(),
-            registered_at: now_millis(),
-            host: None,
-            last_seen_at: None,
-        };
+        let record = WorkerRecord::new(worker_id, address);
         self.store().put_worker(&record).await?;
         self.registry().insert(record);
         tracing::info!(worker_id, address, "worker pre-registered");
@@ -230,6 +241,9 @@ impl Master {
             worker_id: worker_id.to_string(),
             address: address.to_string(),
         });
+        if let Some(token) = self.issue_join_token(worker_id).await? {
+            return Ok(self.join_instructions(worker_id, address, &token));
+        }
         Ok(match self.invite(worker_id, address).await {
             Ok(()) => {
                 format!("worker {worker_id} registered at {address}; it accepted the invitation")
@@ -238,6 +252,19 @@ impl Master {
                 "worker {worker_id} registered at {address}; not reachable yet ({reason}); it will be accepted when it starts"
             ),
         })
+    }
+
+    /// What the operator needs to start a worker with its join token.
+    pub fn join_instructions(&self, worker_id: &str, address: &str, token: &str) -> String {
+        let ttl = cloudai_common::units::format_duration(self.settings().join_token_ttl);
+        let master = if self.settings().advertise_addr.is_empty() {
+            format!("<this-master-host>:{}", self.inner.grpc_port)
+        } else {
+            self.settings().advertise_addr.clone()
+        };
+        format!(
+            "worker {worker_id} registered at {address}\njoin token (single use, expires in {ttl}): {token}\nstart the worker with: cloudai-worker --id {worker_id} --master {master} --join-token {token}"
+        )
     }
 
     /// Removes a worker: it is no longer accepted and its connection is dropped.

@@ -48,6 +48,32 @@ pub struct MasterConfig {
     #[arg(long = "register", value_name = "ID=HOST:PORT")]
     pub preregister: Vec<String>,
 
+    /// Run without TLS or worker authentication (local experiments only; never
+    /// on a network you do not trust). Workers must use --insecure too.
+    #[arg(long, env = "CLOUDAI_INSECURE")]
+    pub insecure: bool,
+
+    /// Your own CA certificate (PEM) instead of the one made on first start.
+    #[arg(long, env = "CLOUDAI_TLS_CA_CERT", requires = "tls_ca_key")]
+    pub tls_ca_cert: Option<PathBuf>,
+
+    /// Key (PEM) of --tls-ca-cert.
+    #[arg(long, env = "CLOUDAI_TLS_CA_KEY", requires = "tls_ca_cert")]
+    pub tls_ca_key: Option<PathBuf>,
+
+    /// Extra host name or IP for the master's certificate (repeatable); local
+    /// names and addresses are always included.
+    #[arg(long = "tls-san", value_name = "NAME")]
+    pub tls_sans: Vec<String>,
+
+    /// How long a join token printed by `register` stays valid.
+    #[arg(long, env = "CLOUDAI_JOIN_TOKEN_TTL", default_value = "1h", value_parser = parse_duration)]
+    pub join_token_ttl: Duration,
+
+    /// Lifetime of worker certificates (workers renew after two thirds of it).
+    #[arg(long, env = "CLOUDAI_WORKER_CERT_VALIDITY", default_value = "30d", value_parser = parse_duration)]
+    pub worker_cert_validity: Duration,
+
     /// Run without the interactive REPL (as a service); stop with SIGTERM or Ctrl-C.
     #[arg(long, env = "CLOUDAI_NO_REPL")]
     pub no_repl: bool,
@@ -61,6 +87,9 @@ impl MasterConfig {
         }
         if self.inactivity_timeout <= self.heartbeat_interval {
             return Err("--inactivity-timeout must be longer than --heartbeat-interval".into());
+        }
+        if self.worker_cert_validity < Duration::from_secs(60) {
+            return Err("--worker-cert-validity must be at least 60s".into());
         }
         if self.reinvite_interval < Duration::from_millis(50) {
             return Err("--reinvite-interval must be at least 50ms".into());

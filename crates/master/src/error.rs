@@ -13,6 +13,12 @@ pub enum MasterError {
     /// Unknown worker or task.
     #[error("{0}")]
     NotFound(String),
+    /// Caller did not prove who it is (no certificate or token).
+    #[error("{0}")]
+    Unauthenticated(String),
+    /// Too many failed attempts; try again later.
+    #[error("{0}")]
+    ResourceExhausted(String),
     /// Caller not allowed (e.g. worker not pre-registered).
     #[error("{0}")]
     PermissionDenied(String),
@@ -42,6 +48,8 @@ impl From<MasterError> for tonic::Status {
             MasterError::InvalidArgument(m) => tonic::Status::invalid_argument(m),
             MasterError::NotFound(m) => tonic::Status::not_found(m),
             MasterError::PermissionDenied(m) => tonic::Status::permission_denied(m),
+            MasterError::Unauthenticated(m) => tonic::Status::unauthenticated(m),
+            MasterError::ResourceExhausted(m) => tonic::Status::resource_exhausted(m),
             MasterError::FailedPrecondition(m) => tonic::Status::failed_precondition(m),
             MasterError::Unavailable(m) => tonic::Status::unavailable(m),
             MasterError::Store(e) => {

@@ -20,7 +20,9 @@ pub mod error;
 pub mod events;
 pub mod http;
 pub mod metrics;
+pub mod pki;
 pub mod registry;
+pub mod security;
 pub mod server;
 pub mod tasks;
 pub mod telemetry;
@@ -45,6 +47,12 @@ pub enum RunError {
     /// Loading state or applying start-up registrations failed.
     #[error(transparent)]
     Master(#[from] error::MasterError),
+    /// The PKI could not be loaded or created.
+    #[error("TLS: {0}")]
+    Tls(#[from] cloudai_common::tls::TlsError),
+    /// The gRPC server could not be set up.
+    #[error("gRPC server: {0}")]
+    Grpc(#[from] tonic::transport::Error),
     /// A listener had no local address.
     #[error("listener: {0}")]
     Listener(#[from] std::io::Error),
@@ -89,10 +97,30 @@ pub async fn start(
         inactivity_timeout: config.inactivity_timeout,
         reinvite_interval: config.reinvite_interval,
         advertise_addr: config.advertise_addr.clone(),
+        join_token_ttl: config.join_token_ttl,
+    };
+    let pki = if config.insecure {
+        tracing::warn!(
+            "--insecure: no TLS and no worker authentication; use only for local experiments"
+        );
+        None
+    } else {
+        cloudai_common::tls::install_crypto_provider();
+        let options = pki::PkiOptions {
+            ca_cert: config.tls_ca_cert.clone(),
+            ca_key: config.tls_ca_key.clone(),
+            extra_sans: config.tls_sans.clone(),
+            worker_cert_validity: config.worker_cert_validity,
+        };
+        Some(Arc::new(pki::Pki::load_or_create(
+            &config.data_dir,
+            &options,
+        )?))
     };
     let master = Master::load(
         settings,
         store,
+        pki.clone(),
         grpc_port,
         shutdown.clone(),
         tracker.clone(),
@@ -105,8 +133,11 @@ pub async fn start(
         }
     }
 
-    let grpc = tonic::transport::Server::builder()
-        .tcp_nodelay(true)
+    let mut builder = tonic::transport::Server::builder().tcp_nodelay(true);
+    if let Some(pki) = &pki {
+        builder = builder.tls_config(pki.server_tls())?;
+    }
+    let grpc = builder
         .add_service(server::MasterGrpc::service(master.clone()))
         .serve_with_incoming_shutdown(
             TcpListenerStream::new(listeners.grpc),

@@ -151,6 +151,20 @@ impl Registry {
         Some(outcome)
     }
 
+    /// Replaces a worker's persisted record (token, certificate), keeping its live state.
+    pub fn update_record(&self, record: WorkerRecord) {
+        if let Some(entry) = self.lock().get_mut(&record.id) {
+            entry.record = record;
+        }
+    }
+
+    /// Whether `fingerprint` is the current certificate of `worker_id`.
+    pub fn certificate_matches(&self, worker_id: &str, fingerprint: &str) -> bool {
+        self.lock()
+            .get(worker_id)
+            .is_some_and(|w| w.record.cert_fingerprint.as_deref() == Some(fingerprint))
+    }
+
     /// Whether a worker is registered.
     pub fn contains(&self, worker_id: &str) -> bool {
         self.lock().contains_key(worker_id)
@@ -182,13 +196,7 @@ mod tests {
     use super::*;
 
     fn record(id: &str) -> WorkerRecord {
-        WorkerRecord {
-            id: id.into(),
-            address: "127.0.0.1:1".into(),
-            registered_at: 0,
-            host: None,
-            last_seen_at: None,
-        }
+        WorkerRecord::new(id, "127.0.0.1:1")
     }
 
     #[test]

@@ -3,8 +3,8 @@
 use crate::cluster::Master;
 use cloudai_proto::v1::master_service_server::{MasterService, MasterServiceServer};
 use cloudai_proto::v1::{
-    Heartbeat, HeartbeatResponse, RegisterWorkerRequest, RegisterWorkerResponse,
-    ReportTaskCompletionResponse, TaskResult,
+    CertificateResponse, Heartbeat, HeartbeatResponse, JoinClusterRequest, RegisterWorkerRequest,
+    RegisterWorkerResponse, RenewCertificateRequest, ReportTaskCompletionResponse, TaskResult,
 };
 use std::time::Instant;
 use tonic::{Request, Response, Status};
@@ -49,10 +49,13 @@ impl MasterService for MasterGrpc {
         request: Request<Heartbeat>,
     ) -> Result<Response<HeartbeatResponse>, Status> {
         let started = Instant::now();
+        let (peer, certs) = (request.remote_addr(), request.peer_certs());
         let heartbeat = request.into_inner();
         cloudai_common::validate::id("worker_id", &heartbeat.worker_id)
             .map_err(|e| Status::invalid_argument(e.to_string()))?;
         let worker_id = heartbeat.worker_id.clone();
+        self.master
+            .authenticate_worker(&worker_id, certs.as_deref().map(Vec::as_slice), peer)?;
         let stop_task_ids = self.master.ingest_heartbeat(heartbeat).ok_or_else(|| {
             Status::permission_denied(format!(
                 "worker '{worker_id}' is not registered with this master: run `register {worker_id} <host:port>` on the master"
@@ -71,11 +74,51 @@ impl MasterService for MasterGrpc {
         request: Request<TaskResult>,
     ) -> Result<Response<ReportTaskCompletionResponse>, Status> {
         let started = Instant::now();
+        let worker_id = request.get_ref().worker_id.clone();
+        self.master.authenticate_worker(
+            &worker_id,
+            request.peer_certs().as_deref().map(Vec::as_slice),
+            request.remote_addr(),
+        )?;
         let outcome = self.master.complete_task(request.into_inner()).await;
         self.master
             .metrics()
             .observe_rpc("ReportTaskCompletion", started.elapsed());
         outcome?;
         Ok(Response::new(ReportTaskCompletionResponse {}))
+    }
+
+    async fn join_cluster(
+        &self,
+        request: Request<JoinClusterRequest>,
+    ) -> Result<Response<CertificateResponse>, Status> {
+        let peer = request.remote_addr();
+        let request = request.into_inner();
+        cloudai_common::validate::id("worker_id", &request.worker_id)
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let response = self
+            .master
+            .join_cluster(&request.worker_id, &request.token, &request.csr_der, peer)
+            .await?;
+        Ok(Response::new(response))
+    }
+
+    async fn renew_certificate(
+        &self,
+        request: Request<RenewCertificateRequest>,
+    ) -> Result<Response<CertificateResponse>, Status> {
+        let worker_id = request.get_ref().worker_id.clone();
+        cloudai_common::validate::id("worker_id", &worker_id)
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        self.master.authenticate_worker(
+            &worker_id,
+            request.peer_certs().as_deref().map(Vec::as_slice),
+            request.remote_addr(),
+        )?;
+        let response = self
+            .master
+            .renew_certificate(&worker_id, &request.into_inner().csr_der)
+            .await?;
+        Ok(Response::new(response))
     }
 }

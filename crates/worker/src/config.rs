@@ -34,6 +34,27 @@ pub struct WorkerConfig {
     #[arg(long, env = "CLOUDAI_MASTER_ADDR")]
     pub master: Option<String>,
 
+    /// Directory for the worker's certificate, key and the master's address.
+    #[arg(
+        long,
+        env = "CLOUDAI_WORKER_DATA_DIR",
+        default_value = "./cloudai-worker-data"
+    )]
+    pub data_dir: std::path::PathBuf,
+
+    /// Join token printed by `register <id> <host:port>` on the master; needed
+    /// once, on the first start (the certificate it buys is kept in --data-dir).
+    #[arg(long, env = "CLOUDAI_JOIN_TOKEN", hide_env_values = true)]
+    pub join_token: Option<String>,
+
+    /// File holding the join token (waited for up to 60s if it does not exist yet).
+    #[arg(long, env = "CLOUDAI_JOIN_TOKEN_FILE", conflicts_with = "join_token")]
+    pub join_token_file: Option<std::path::PathBuf>,
+
+    /// Run without TLS (only with a master started with --insecure).
+    #[arg(long, env = "CLOUDAI_INSECURE")]
+    pub insecure: bool,
+
     /// Heartbeat interval until the master announces its own.
     #[arg(long, env = "CLOUDAI_WORKER_HEARTBEAT_INTERVAL", default_value = "5s", value_parser = parse_duration)]
     pub heartbeat_interval: Duration,
@@ -69,10 +90,18 @@ impl WorkerConfig {
         Ok(())
     }
 
-    /// The worker id: `--id`, or the host name made into a valid id.
+    /// The worker id: `--id`, else the id a join token was made for, else the
+    /// host name made into a valid id.
     pub fn worker_id(&self) -> String {
         if let Some(id) = &self.id {
             return id.clone();
+        }
+        if let Some(token) = self
+            .join_token
+            .as_deref()
+            .and_then(cloudai_common::tls::JoinToken::parse)
+        {
+            return token.worker_id;
         }
         let host = sysinfo::System::host_name().unwrap_or_default();
         let cleaned: String = host

@@ -3,6 +3,7 @@
 //! - [`Worker`]: the shared handle (tasks held, master link state);
 //! - [`executor`]: Docker over bollard; [`runner`]: one task's life;
 //! - [`gpu`]: NVML GPU discovery and metrics (none without a driver);
+//! - [`identity`]: joining with a token, the worker certificate, renewal;
 //! - [`logs`]: per-task output buffers; [`link`]: registration, heartbeats, reports;
 //! - [`server`]: gRPC `WorkerService` handlers; [`config`]: flags and environment.
 //!
@@ -11,6 +12,7 @@
 pub mod config;
 pub mod executor;
 pub mod gpu;
+pub mod identity;
 pub mod link;
 pub mod logs;
 pub mod runner;
@@ -25,7 +27,6 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use tokio::net::TcpListener;
 use tokio::sync::{Notify, mpsc};
-use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -59,6 +60,9 @@ struct Inner {
     reports: mpsc::UnboundedSender<PendingReport>,
     heartbeat_now: Notify,
     link: link::LinkState,
+    /// TLS identity; `None` with --insecure.
+    identity: Mutex<Option<identity::Identity>>,
+    identity_changed: Notify,
     shutdown: CancellationToken,
     tracker: TaskTracker,
 }
@@ -109,7 +113,27 @@ impl Worker {
         &self.inner.shutdown
     }
 
-    pub(crate) fn link(&self) -> &link::LinkState {
+    /// The worker's TLS identity (`None` with --insecure).
+    pub fn identity(&self) -> Option<identity::Identity> {
+        self.inner
+            .identity
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Switches to a renewed identity; the gRPC server restarts with it.
+    pub(crate) fn set_identity(&self, identity: identity::Identity) {
+        *self
+            .inner
+            .identity
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = Some(identity);
+        self.inner.identity_changed.notify_one();
+    }
+
+    /// The link to the master.
+    pub fn link(&self) -> &link::LinkState {
         &self.inner.link
     }
 
@@ -196,9 +220,108 @@ pub enum StartError {
     /// Docker is not reachable.
     #[error("{0}")]
     Docker(String),
+    /// The worker has no certificate and no join token.
+    #[error("{0}")]
+    NotJoined(String),
+    /// Joining the cluster failed.
+    #[error("{0}")]
+    Join(String),
     /// The listener has no local address.
     #[error("listener: {0}")]
     Listener(#[from] std::io::Error),
+}
+
+/// Loads the stored identity, or joins the cluster with the configured token.
+async fn obtain_identity(
+    config: &WorkerConfig,
+    id: &str,
+    address: &str,
+) -> Result<identity::Identity, StartError> {
+    if let Some(identity) = identity::Identity::load(&config.data_dir).map_err(StartError::Join)? {
+        return Ok(identity);
+    }
+    let token = match (&config.join_token, &config.join_token_file) {
+        (Some(token), _) => token.clone(),
+        (None, Some(path)) => read_token_file(path).await.map_err(StartError::Join)?,
+        (None, None) => {
+            return Err(StartError::NotJoined(format!(
+                "this worker has not joined a cluster yet: run `register {id} {address}` on the master, then start the worker with --master <master-host:port> --join-token <token>"
+            )));
+        }
+    };
+    let master = config.master.clone().ok_or_else(|| {
+        StartError::NotJoined("--join-token needs --master <master-host:port>".into())
+    })?;
+    let identity = identity::join(&master, id, &token)
+        .await
+        .map_err(StartError::Join)?;
+    identity.save(&config.data_dir).map_err(StartError::Join)?;
+    tracing::info!(
+        master,
+        expires_at = identity.expires_at(),
+        "joined the cluster: certificate stored"
+    );
+    Ok(identity)
+}
+
+/// Reads a join token file, waiting up to 60s for it to appear.
+async fn read_token_file(path: &std::path::Path) -> Result<String, String> {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        match std::fs::read_to_string(path) {
+            Ok(text) if !text.trim().is_empty() => return Ok(text.trim().to_string()),
+            _ if tokio::time::Instant::now() >= deadline => {
+                return Err(format!("no join token in {} after 60s", path.display()));
+            }
+            _ => tokio::time::sleep(std::time::Duration::from_millis(200)).await,
+        }
+    }
+}
+
+/// Serves `WorkerService` on the listener until shutdown, restarting the
+/// server with the new certificate whenever the identity changes.
+async fn serve_grpc(worker: Worker, listener: Arc<TcpListener>) {
+    loop {
+        let mut builder = tonic::transport::Server::builder().tcp_nodelay(true);
+        if let Some(identity) = worker.identity() {
+            builder = match builder.tls_config(identity.server_tls()) {
+                Ok(builder) => builder,
+                Err(error) => {
+                    tracing::error!(%error, "cannot use the worker certificate for the gRPC server");
+                    return;
+                }
+            };
+        }
+        let incoming = futures::stream::unfold(listener.clone(), |listener| async move {
+            let accepted = listener.accept().await.map(|(stream, _)| {
+                let _ = stream.set_nodelay(true);
+                stream
+            });
+            Some((accepted, listener))
+        });
+        let restart = worker.inner.identity_changed.notified();
+        let stop = {
+            let shutdown = worker.shutdown_token().clone();
+            async move {
+                tokio::select! {
+                    _ = shutdown.cancelled() => {}
+                    _ = restart => {}
+                }
+            }
+        };
+        let served = builder
+            .add_service(server::WorkerGrpc::service(worker.clone()))
+            .serve_with_incoming_shutdown(incoming, stop)
+            .await;
+        if let Err(error) = served {
+            tracing::error!(%error, "gRPC server failed");
+            return;
+        }
+        if worker.shutdown_token().is_cancelled() {
+            return;
+        }
+        tracing::info!("restarting the gRPC server with the renewed certificate");
+    }
 }
 
 /// A started worker.
@@ -225,15 +348,31 @@ pub async fn start(
     shutdown: CancellationToken,
 ) -> Result<Running, StartError> {
     let port = listener.local_addr()?.port();
-    let executor = Executor::connect().await.map_err(StartError::Docker)?;
     let id = config.worker_id();
     let address = format!("{}:{port}", config.advertise_host());
+    let identity = if config.insecure {
+        tracing::warn!(
+            "--insecure: no TLS; use only with a master started with --insecure, for local experiments"
+        );
+        None
+    } else {
+        cloudai_common::tls::install_crypto_provider();
+        Some(obtain_identity(&config, &id, &address).await?)
+    };
+    let executor = Executor::connect().await.map_err(StartError::Docker)?;
     let (reports, report_queue) = mpsc::unbounded_channel();
     let probe = gpu::GpuProbe::new();
     let tracker = TaskTracker::new();
     let worker = Worker {
         inner: Arc::new(Inner {
-            link: link::LinkState::new(config.master.clone(), config.heartbeat_interval),
+            link: link::LinkState::new(
+                config.master.clone(),
+                config.heartbeat_interval,
+                identity.as_ref().map(identity::Identity::client_tls),
+                Some(config.data_dir.join("master")),
+            ),
+            identity: Mutex::new(identity),
+            identity_changed: Notify::new(),
             config,
             id,
             address,
@@ -253,18 +392,7 @@ pub async fn start(
         Ok(count) => tracing::info!(count, "found containers from an earlier run"),
         Err(error) => tracing::warn!(error, "could not look for containers from an earlier run"),
     }
-    let grpc = tonic::transport::Server::builder()
-        .tcp_nodelay(true)
-        .add_service(server::WorkerGrpc::service(worker.clone()))
-        .serve_with_incoming_shutdown(
-            TcpListenerStream::new(listener),
-            shutdown.clone().cancelled_owned(),
-        );
-    tracker.spawn(async move {
-        if let Err(error) = grpc.await {
-            tracing::error!(%error, "gRPC server failed");
-        }
-    });
+    tracker.spawn(serve_grpc(worker.clone(), Arc::new(listener)));
     tracker.spawn(link::run_heartbeats(worker.clone()));
     tracker.spawn(link::run_reporter(worker.clone(), report_queue));
     Ok(Running { worker })

@@ -20,6 +20,10 @@ const MAX_REPORT_BACKOFF: Duration = Duration::from_secs(5);
 /// What the worker knows about its master.
 pub struct LinkState {
     master: Mutex<Option<String>>,
+    /// Mutual TLS towards the master; `None` with --insecure.
+    tls: Mutex<Option<tonic::transport::ClientTlsConfig>>,
+    /// Where the master's address is remembered across restarts.
+    memory: Option<std::path::PathBuf>,
     client: Mutex<Option<(String, MasterServiceClient<Channel>)>>,
     registered: AtomicBool,
     interval_ms: AtomicU64,
@@ -29,9 +33,25 @@ pub struct LinkState {
 
 impl LinkState {
     /// Link state with an optional known master and a starting heartbeat interval.
-    pub fn new(master: Option<String>, interval: Duration) -> Self {
+    pub fn new(
+        master: Option<String>,
+        interval: Duration,
+        tls: Option<tonic::transport::ClientTlsConfig>,
+        memory: Option<std::path::PathBuf>,
+    ) -> Self {
+        let remembered = memory
+            .as_ref()
+            .and_then(|path| std::fs::read_to_string(path).ok())
+            .map(|text| text.trim().to_string())
+            .filter(|text| !text.is_empty());
+        let master = master.or(remembered);
+        if let (Some(path), Some(address)) = (&memory, &master) {
+            remember(path, address);
+        }
         Self {
             master: Mutex::new(master),
+            tls: Mutex::new(tls),
+            memory,
             client: Mutex::new(None),
             registered: AtomicBool::new(false),
             interval_ms: AtomicU64::new(interval.as_millis() as u64),
@@ -48,10 +68,19 @@ impl LinkState {
             .clone()
     }
 
-    /// Points the worker at a (new) master.
+    /// Points the worker at a (new) master, remembered across restarts.
     pub fn set_master(&self, address: String) {
+        if let Some(path) = &self.memory {
+            remember(path, &address);
+        }
         *self.master.lock().unwrap_or_else(|p| p.into_inner()) = Some(address);
         self.registered.store(false, Ordering::SeqCst);
+    }
+
+    /// Switches to a new client certificate (after renewal).
+    pub fn set_tls(&self, tls: tonic::transport::ClientTlsConfig) {
+        *self.tls.lock().unwrap_or_else(|p| p.into_inner()) = Some(tls);
+        self.client.lock().unwrap_or_else(|p| p.into_inner()).take();
     }
 
     fn interval(&self) -> Duration {
@@ -68,11 +97,18 @@ impl LinkState {
         {
             return Ok(Some(client.clone()));
         }
-        let channel = Endpoint::from_shared(format!("http://{address}"))
+        let tls = self.tls.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        let mut endpoint = Endpoint::from_shared(format!("{scheme}://{address}"))
             .map_err(|e| format!("invalid master address '{address}': {e}"))?
             .connect_timeout(Duration::from_secs(3))
-            .tcp_nodelay(true)
-            .connect_lazy();
+            .tcp_nodelay(true);
+        if let Some(tls) = tls {
+            endpoint = endpoint
+                .tls_config(tls)
+                .map_err(|e| format!("TLS set-up for the master: {e}"))?;
+        }
+        let channel = endpoint.connect_lazy();
         let client = MasterServiceClient::new(channel);
         *cached = Some((address, client.clone()));
         Ok(Some(client))
@@ -92,6 +128,12 @@ impl LinkState {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clear();
+    }
+}
+
+fn remember(path: &std::path::Path, address: &str) {
+    if let Err(error) = std::fs::write(path, address) {
+        tracing::warn!(path = %path.display(), %error, "cannot remember the master's address");
     }
 }
 
@@ -164,11 +206,14 @@ pub async fn run_heartbeats(worker: Worker) {
             continue;
         }
         let heartbeat = sample(&worker, &mut sampler, data_root.as_deref(), false);
-        if let Err(status) = send_heartbeat(&worker, heartbeat).await {
-            if status.code() == Code::PermissionDenied {
-                link.registered.store(false, Ordering::SeqCst);
+        match send_heartbeat(&worker, heartbeat).await {
+            Ok(()) => renew_if_due(&worker).await,
+            Err(status) => {
+                if status.code() == Code::PermissionDenied {
+                    link.registered.store(false, Ordering::SeqCst);
+                }
+                link.report_problem(format!("heartbeat failed: {}", status.message()));
             }
-            link.report_problem(format!("heartbeat failed: {}", status.message()));
         }
     }
     if link.registered.load(Ordering::SeqCst) {
@@ -177,6 +222,34 @@ pub async fn run_heartbeats(worker: Worker) {
             Ok(Ok(())) => tracing::info!("told the master this worker is stopping"),
             _ => tracing::warn!("could not tell the master this worker is stopping"),
         }
+    }
+}
+
+/// Renews the worker's certificate once two thirds of its lifetime have passed.
+async fn renew_if_due(worker: &Worker) {
+    let Some(identity) = worker.identity() else {
+        return;
+    };
+    if !identity.needs_renewal() {
+        return;
+    }
+    let Ok(Some(mut client)) = worker.link().client() else {
+        return;
+    };
+    match crate::identity::renew(&mut client, worker.id()).await {
+        Ok(renewed) => {
+            if let Err(error) = renewed.save(&worker.config().data_dir) {
+                tracing::error!(
+                    error,
+                    "cannot store the renewed certificate; keeping the old one"
+                );
+                return;
+            }
+            tracing::info!(expires_at = renewed.expires_at(), "certificate renewed");
+            worker.link().set_tls(renewed.client_tls());
+            worker.set_identity(renewed);
+        }
+        Err(error) => worker.link().report_problem(error),
     }
 }
 

@@ -50,9 +50,14 @@ async fn serve(config: WorkerConfig) -> anyhow::Result<()> {
     }
     let listener = bind(&config).await?;
     let shutdown = CancellationToken::new();
-    let running = cloudai_worker::start(config, listener, shutdown.clone())
-        .await
-        .context("cannot start the worker")?;
+    let running = match cloudai_worker::start(config, listener, shutdown.clone()).await {
+        Ok(running) => running,
+        Err(error @ cloudai_worker::StartError::NotJoined(_)) => {
+            println!("{error}");
+            anyhow::bail!("this worker has not joined a cluster");
+        }
+        Err(error) => return Err(anyhow::Error::new(error).context("cannot start the worker")),
+    };
     let worker = &running.worker;
     println!(
         "cloudai-worker {} '{}' listening on {}",
@@ -60,13 +65,22 @@ async fn serve(config: WorkerConfig) -> anyhow::Result<()> {
         worker.id(),
         worker.address()
     );
-    match worker.config().master.as_deref() {
-        Some(master) => {
-            println!("registering with the master at {master}; if refused, run on the master:")
+    if worker.identity().is_some() {
+        println!(
+            "joined the cluster; certificate in {}",
+            worker.config().data_dir.join("tls").display()
+        );
+    } else {
+        match worker.link().master() {
+            Some(master) => {
+                println!("registering with the master at {master}; if refused, run on the master:")
+            }
+            None => {
+                println!("waiting for the master; register this worker by running on the master:")
+            }
         }
-        None => println!("waiting for the master; register this worker by running on the master:"),
+        println!("  register {} {}", worker.id(), worker.address());
     }
-    println!("  register {} {}", worker.id(), worker.address());
     tokio::spawn(async move {
         cloudai_common::signals::stop_requested().await;
         shutdown.cancel();

@@ -30,6 +30,21 @@ impl WorkerGrpc {
     }
 }
 
+impl WorkerGrpc {
+    /// Only the master may call a worker (its certificate carries the master identity).
+    fn authorize<T>(&self, request: &Request<T>) -> Result<(), Status> {
+        if self.worker.identity().is_none()
+            || crate::identity::is_master(request.peer_certs().as_deref().map(Vec::as_slice))
+        {
+            return Ok(());
+        }
+        tracing::warn!(peer = ?request.remote_addr(), "refused a call from a client that is not the master");
+        Err(Status::permission_denied(
+            "only the cluster's master may call this worker",
+        ))
+    }
+}
+
 fn invalid(error: cloudai_common::validate::ValidationError) -> Status {
     Status::invalid_argument(error.to_string())
 }
@@ -40,6 +55,7 @@ impl WorkerService for WorkerGrpc {
         &self,
         request: Request<MasterRegisterRequest>,
     ) -> Result<Response<MasterRegisterResponse>, Status> {
+        self.authorize(&request)?;
         let peer = request.remote_addr();
         let request = request.into_inner();
         if request.worker_id != self.worker.id() {
@@ -79,6 +95,7 @@ impl WorkerService for WorkerGrpc {
         &self,
         request: Request<AssignTaskRequest>,
     ) -> Result<Response<AssignTaskResponse>, Status> {
+        self.authorize(&request)?;
         let task = request
             .into_inner()
             .task
@@ -109,6 +126,7 @@ impl WorkerService for WorkerGrpc {
         &self,
         request: Request<CancelTaskRequest>,
     ) -> Result<Response<CancelTaskResponse>, Status> {
+        self.authorize(&request)?;
         let request = request.into_inner();
         cloudai_common::validate::id("task_id", &request.task_id).map_err(invalid)?;
         let Some(handle) = self.worker.task(&request.task_id) else {
@@ -136,6 +154,7 @@ impl WorkerService for WorkerGrpc {
         &self,
         request: Request<StreamTaskLogsRequest>,
     ) -> Result<Response<Self::StreamTaskLogsStream>, Status> {
+        self.authorize(&request)?;
         let request = request.into_inner();
         cloudai_common::validate::id("task_id", &request.task_id).map_err(invalid)?;
         let handle = self.worker.task(&request.task_id).ok_or_else(|| {

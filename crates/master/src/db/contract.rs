@@ -35,11 +35,10 @@ fn task(id: &str, created_at: i64, state: TaskState) -> TaskRecord {
 
 fn worker(id: &str) -> WorkerRecord {
     WorkerRecord {
-        id: id.into(),
-        address: "127.0.0.1:50052".into(),
         registered_at: 1,
         host: Some(HostRecord::default()),
-        last_seen_at: None,
+        cert_fingerprint: Some("ab".repeat(32)),
+        ..WorkerRecord::new(id, "127.0.0.1:50052")
     }
 }
 

@@ -23,6 +23,35 @@ pub struct WorkerRecord {
     pub host: Option<HostRecord>,
     /// Last time the master heard from it (ms since epoch).
     pub last_seen_at: Option<i64>,
+    /// SHA-256 of its current certificate; calls with any other are refused.
+    #[serde(default)]
+    pub cert_fingerprint: Option<String>,
+    /// Expiry of its current certificate (Unix seconds).
+    #[serde(default)]
+    pub cert_expires_at: Option<i64>,
+    /// SHA-256 of its unused join token, if one is outstanding.
+    #[serde(default)]
+    pub join_token_hash: Option<String>,
+    /// Expiry of that token (ms since epoch).
+    #[serde(default)]
+    pub join_token_expires_at: Option<i64>,
+}
+
+impl WorkerRecord {
+    /// A freshly pre-registered worker.
+    pub fn new(id: &str, address: &str) -> Self {
+        Self {
+            id: id.to_string(),
+            address: address.to_string(),
+            registered_at: now_millis(),
+            host: None,
+            last_seen_at: None,
+            cert_fingerprint: None,
+            cert_expires_at: None,
+            join_token_hash: None,
+            join_token_expires_at: None,
+        }
+    }
 }
 
 /// Static host facts a worker sent when registering.
