@@ -148,6 +148,8 @@ pub struct Master {
     pub log_path: PathBuf,
     /// Whether it runs with `--insecure`.
     pub insecure: bool,
+    /// An admin API token made at start (`None` with `--insecure`).
+    pub token: Option<String>,
 }
 
 /// Options for starting a master.
@@ -216,7 +218,7 @@ impl Master {
         let http_addr = word_after(&banner, "HTTP on ")
             .trim_end_matches(',')
             .to_string();
-        Master {
+        let mut master = Master {
             child,
             stdin,
             out,
@@ -225,7 +227,12 @@ impl Master {
             data_dir: data_dir.to_path_buf(),
             log_path,
             insecure: options.insecure,
+            token: None,
+        };
+        if !master.insecure {
+            master.token = Some(master.api_token("admin"));
         }
+        master
     }
 
     /// Pre-registers a worker; returns its join token (`None` with `--insecure`).
@@ -511,4 +518,103 @@ pub fn word_after<'a>(line: &'a str, marker: &str) -> &'a str {
     line.split_once(marker)
         .and_then(|(_, rest)| rest.split_whitespace().next())
         .unwrap_or_else(|| panic!("{marker:?} not found in {line:?}"))
+}
+
+/// Any client connection (plain TCP or TLS) a WebSocket can run over.
+pub trait Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Io for T {}
+
+/// A WebSocket to the master.
+pub type Socket = tokio_tungstenite::WebSocketStream<Box<dyn Io>>;
+
+/// rustls client config trusting only the master's CA.
+pub fn tls_client_config(ca_pem: &str) -> std::sync::Arc<rustls::ClientConfig> {
+    use rustls::pki_types::{CertificateDer, pem::PemObject};
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
+        roots.add(cert.expect("CA PEM")).expect("CA certificate");
+    }
+    std::sync::Arc::new(
+        rustls::ClientConfig::builder()
+            .with_root_certificates(roots)
+            .with_no_client_auth(),
+    )
+}
+
+impl Master {
+    /// Creates a user with `role` and returns an API token for it.
+    pub fn api_token(&mut self, role: &str) -> String {
+        let user = unique(role);
+        self.expect(
+            &format!("user add {user} {role}"),
+            &format!("user {user} added"),
+        );
+        let line = self.expect(&format!("token create {user}"), "API token for");
+        line.split_whitespace()
+            .find(|w| w.starts_with("cat1."))
+            .expect("a token")
+            .to_string()
+    }
+
+    /// Opens a connection to the HTTP port: TLS (trusting the cluster CA) unless `--insecure`.
+    pub async fn http_connection(&self) -> Box<dyn Io> {
+        let tcp = tokio::net::TcpStream::connect(&self.http_addr)
+            .await
+            .expect("connect to the HTTP port");
+        if self.insecure {
+            return Box::new(tcp);
+        }
+        let connector = tokio_rustls::TlsConnector::from(tls_client_config(&self.ca_pem()));
+        let name = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
+        Box::new(
+            connector
+                .connect(name, tcp)
+                .await
+                .expect("TLS handshake with the master"),
+        )
+    }
+
+    /// Opens a WebSocket (`wss://` unless `--insecure`), with an optional token.
+    pub async fn websocket(
+        &self,
+        path: &str,
+        token: Option<&str>,
+    ) -> Result<Socket, tokio_tungstenite::tungstenite::Error> {
+        use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+        let scheme = if self.insecure { "ws" } else { "wss" };
+        let mut request = format!("{scheme}://{}{path}", self.http_addr).into_client_request()?;
+        if let Some(token) = token {
+            request
+                .headers_mut()
+                .insert("authorization", format!("Bearer {token}").parse().unwrap());
+        }
+        let io = self.http_connection().await;
+        Ok(tokio_tungstenite::client_async(request, io).await?.0)
+    }
+
+    /// `GET path` over HTTP(S); returns the status code and body.
+    pub async fn http_get(&self, path: &str, token: Option<&str>) -> (u16, String) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut io = self.http_connection().await;
+        let auth = token
+            .map(|t| format!("Authorization: Bearer {t}\r\n"))
+            .unwrap_or_default();
+        let request = format!(
+            "GET {path} HTTP/1.0\r\nHost: {}\r\n{auth}\r\n",
+            self.http_addr
+        );
+        io.write_all(request.as_bytes()).await.unwrap();
+        let mut response = Vec::new();
+        // A TLS peer may close without close_notify; what was read is complete (HTTP/1.0).
+        let _ = io.read_to_end(&mut response).await;
+        let response = String::from_utf8_lossy(&response).into_owned();
+        let (head, body) = response.split_once("\r\n\r\n").expect("an HTTP response");
+        let status = head
+            .split_whitespace()
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .expect("a status code");
+        (status, body.to_string())
+    }
 }

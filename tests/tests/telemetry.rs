@@ -1,6 +1,7 @@
 //! Live telemetry end to end: a real WebSocket client and a Prometheus parser
 //! against the real master with real workers.
 
+use cloudai_e2e::Socket;
 use cloudai_e2e::{Master, MasterOptions, WAIT, Worker, free_port, unique};
 use cloudai_proto::v1::master_service_client::MasterServiceClient;
 use cloudai_proto::v1::{GpuMetrics, Heartbeat};
@@ -11,18 +12,15 @@ use std::time::Duration;
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Message;
 
-type Socket =
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
-
 /// Heartbeat interval of the test masters (MasterOptions::default).
 const HEARTBEAT: Duration = Duration::from_millis(500);
 
+/// A WebSocket with the master's admin token (wss:// unless --insecure).
 async fn connect(master: &Master, path: &str) -> Socket {
-    let url = format!("ws://{}{path}", master.http_addr);
-    tokio_tungstenite::connect_async(url)
+    master
+        .websocket(path, master.token.as_deref())
         .await
         .expect("WebSocket connect")
-        .0
 }
 
 /// Next JSON text message, skipping control frames.
@@ -268,7 +266,7 @@ async fn a_stalled_client_does_not_delay_a_healthy_one() {
     // once a frame could not be sent within the server's send timeout (10s).
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        let body = http_get(&master.http_addr, "/metrics");
+        let body = http_get(&master, "/metrics").await;
         let scrape =
             prometheus_parse::Scrape::parse(body.lines().map(|l| Ok(l.to_string()))).unwrap();
         let lagged = sample(&scrape, "cloudai_websocket_lagged_events_total", None);
@@ -284,17 +282,11 @@ async fn a_stalled_client_does_not_delay_a_healthy_one() {
     }
 }
 
-fn http_get(addr: &str, path: &str) -> String {
-    let mut stream = std::net::TcpStream::connect(addr).unwrap();
-    write!(stream, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).unwrap();
-    let (head, body) = response.split_once("\r\n\r\n").expect("HTTP response");
-    assert!(
-        head.starts_with("HTTP/1.0 200") || head.starts_with("HTTP/1.1 200"),
-        "{head}"
-    );
-    body.to_string()
+/// `GET path` with the master's admin token; the body of a 200 response.
+async fn http_get(master: &Master, path: &str) -> String {
+    let (status, body) = master.http_get(path, master.token.as_deref()).await;
+    assert_eq!(status, 200, "GET {path}: {body}");
+    body
 }
 
 fn sample(scrape: &prometheus_parse::Scrape, name: &str, label: Option<(&str, &str)>) -> f64 {
@@ -318,7 +310,7 @@ async fn metrics_are_scrapeable_prometheus_text() {
     let _ws = connect(&master, "/ws/telemetry").await;
     let mut ws = connect(&master, &format!("/ws/telemetry/{}", a.id)).await;
     wait_for(&mut ws, WAIT, |m| is(m, "telemetry", &a.id)).await;
-    let body = http_get(&master.http_addr, "/metrics");
+    let body = http_get(&master, "/metrics").await;
     let lines = body.lines().map(|l| Ok(l.to_string()));
     let scrape = prometheus_parse::Scrape::parse(lines).expect("valid Prometheus text");
     assert_eq!(
@@ -350,7 +342,7 @@ async fn metrics_are_scrapeable_prometheus_text() {
         }
         other => panic!("expected a histogram, got {other:?}"),
     }
-    let health: Value = serde_json::from_str(&http_get(&master.http_addr, "/healthz")).unwrap();
+    let health: Value = serde_json::from_str(&http_get(&master, "/healthz").await).unwrap();
     assert_eq!(health["status"], "ok");
     assert_eq!(health["workers"]["active"], 2);
 }

@@ -62,6 +62,7 @@ struct Inner {
     /// The cluster PKI; `None` with `--insecure`.
     pki: Option<Arc<crate::pki::Pki>>,
     limiter: crate::security::AuthLimiter,
+    tokens: crate::users::TokenIndex,
     /// Port of the gRPC server, for invitations.
     grpc_port: u16,
     started: Instant,
@@ -112,6 +113,7 @@ impl Master {
                 metrics: crate::metrics::MasterMetrics::default(),
                 pki,
                 limiter: crate::security::AuthLimiter::default(),
+                tokens: crate::users::TokenIndex::default(),
                 grpc_port,
                 started: Instant::now(),
                 shutdown,
@@ -171,6 +173,10 @@ impl Master {
 
     pub(crate) fn limiter(&self) -> &crate::security::AuthLimiter {
         &self.inner.limiter
+    }
+
+    pub(crate) fn tokens(&self) -> &crate::users::TokenIndex {
+        &self.inner.tokens
     }
 
     /// Prometheus metric handles.

@@ -1,27 +1,74 @@
 //! The HTTP server (axum): WebSocket telemetry, Prometheus metrics, health.
+//! With TLS on, `/ws/*` and `/metrics` need an API token (viewer or above) in
+//! `Authorization: Bearer <token>` or, for browsers' WebSockets, `?token=`.
 
 use crate::cluster::Master;
+use crate::https::Peer;
+use crate::users::Role;
 use crate::ws;
-use axum::http::header;
-use axum::response::IntoResponse;
-use axum::{Json, Router, extract::State, routing::get};
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::{StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::{Json, Router, routing::get};
 use serde_json::{Value, json};
 
 /// Routes served on the HTTP port.
 pub fn router(master: Master) -> Router {
-    Router::new()
-        .route("/healthz", get(healthz))
+    let protected = Router::new()
         .route("/metrics", get(metrics))
         .route("/ws/telemetry", get(ws::all_workers))
         .route("/ws/telemetry/{worker_id}", get(ws::one_worker))
+        .route_layer(middleware::from_fn_with_state(
+            master.clone(),
+            require_viewer,
+        ));
+    Router::new()
+        .route("/healthz", get(healthz))
+        .merge(protected)
         .with_state(master)
+}
+
+/// The bearer token of a request, from the header or the `token` query parameter.
+fn bearer(request: &Request) -> Option<String> {
+    if let Some(value) = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+    {
+        return value.strip_prefix("Bearer ").map(|t| t.trim().to_string());
+    }
+    request
+        .uri()
+        .query()?
+        .split('&')
+        .find_map(|pair| pair.strip_prefix("token="))
+        .map(str::to_string)
+}
+
+async fn require_viewer(State(master): State<Master>, request: Request, next: Next) -> Response {
+    let peer = request
+        .extensions()
+        .get::<ConnectInfo<Peer>>()
+        .map(|c| c.0.0);
+    match master.authorize(bearer(&request).as_deref(), Role::Viewer, peer) {
+        Ok(_) => next.run(request).await,
+        Err(error) => {
+            let status = match &error {
+                crate::error::MasterError::PermissionDenied(_) => StatusCode::FORBIDDEN,
+                crate::error::MasterError::ResourceExhausted(_) => StatusCode::TOO_MANY_REQUESTS,
+                _ => StatusCode::UNAUTHORIZED,
+            };
+            (status, Json(json!({ "error": error.to_string() }))).into_response()
+        }
+    }
 }
 
 async fn metrics(State(master): State<Master>) -> impl IntoResponse {
     (
         [(
             header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
         )],
         master.render_metrics(),
     )
@@ -32,6 +79,7 @@ async fn healthz(State(master): State<Master>) -> Json<Value> {
     Json(json!({
         "status": "ok",
         "store": master.store().describe(),
+        "tls": master.pki().is_some(),
         "uptime_seconds": master.uptime().as_secs(),
         "workers": { "pending": pending, "active": active, "inactive": inactive },
     }))

@@ -11,6 +11,7 @@
 //!
 //! [`start`] takes already-bound listeners so tests can bind port 0.
 
+pub mod agent;
 pub mod cli;
 pub mod cluster;
 pub mod config;
@@ -19,6 +20,7 @@ pub mod db;
 pub mod error;
 pub mod events;
 pub mod http;
+pub mod https;
 pub mod metrics;
 pub mod pki;
 pub mod registry;
@@ -26,6 +28,7 @@ pub mod security;
 pub mod server;
 pub mod tasks;
 pub mod telemetry;
+pub mod users;
 pub mod worker_client;
 pub mod ws;
 
@@ -82,6 +85,24 @@ impl Running {
     }
 }
 
+/// Writes a fresh join token for a start-up registration to
+/// `<data-dir>/join-tokens/<id>.token` (owner-only), for `--join-token-file`.
+async fn write_join_token(
+    master: &Master,
+    config: &MasterConfig,
+    worker_id: &str,
+) -> Result<(), RunError> {
+    if let Some(token) = master.issue_join_token(worker_id).await? {
+        let path = config
+            .data_dir
+            .join("join-tokens")
+            .join(format!("{worker_id}.token"));
+        cloudai_common::tls::write_private(&path, &token)?;
+        tracing::info!(worker_id, path = %path.display(), "join token written for a start-up registration");
+    }
+    Ok(())
+}
+
 /// Opens the store, loads state, and starts the gRPC server, the HTTP server and
 /// the liveness loop. Everything stops when `shutdown` is cancelled.
 pub async fn start(
@@ -126,10 +147,19 @@ pub async fn start(
         tracker.clone(),
     )
     .await?;
+    master.load_users().await?;
     for (id, address) in config.preregistrations() {
-        if master.registry().get(&id).is_none() {
-            let outcome = master.register_worker(&id, &address).await?;
-            tracing::info!(worker_id = %id, outcome, "start-up registration");
+        let Some(existing) = master.registry().get(&id) else {
+            master.register_worker(&id, &address).await?;
+            write_join_token(&master, config, &id).await?;
+            continue;
+        };
+        if existing.record.address != address {
+            tracing::warn!(worker_id = %id, registered = %existing.record.address, requested = %address,
+                "--register ignored: the worker is already registered at another address (unregister it first)");
+        } else if existing.record.cert_fingerprint.is_none() {
+            // Registered but never joined (e.g. the token expired): a fresh token.
+            write_join_token(&master, config, &id).await?;
         }
     }
 
@@ -139,6 +169,7 @@ pub async fn start(
     }
     let grpc = builder
         .add_service(server::MasterGrpc::service(master.clone()))
+        .add_service(agent::AgentGrpc::service(master.clone()))
         .serve_with_incoming_shutdown(
             TcpListenerStream::new(listeners.grpc),
             shutdown.clone().cancelled_owned(),
@@ -149,13 +180,32 @@ pub async fn start(
         }
     });
 
-    let http = axum::serve(listeners.http, http::router(master.clone()))
-        .with_graceful_shutdown(shutdown.clone().cancelled_owned());
-    tracker.spawn(async move {
-        if let Err(error) = http.await {
-            tracing::error!(%error, "HTTP server failed");
+    let app = http::router(master.clone()).into_make_service_with_connect_info::<https::Peer>();
+    let stop = shutdown.clone();
+    match &pki {
+        Some(pki) => {
+            let listener =
+                https::TlsListener::new(listeners.http, pki.https_config()?, shutdown.clone())?;
+            tracker.spawn(async move {
+                if let Err(error) = axum::serve(listener, app)
+                    .with_graceful_shutdown(stop.cancelled_owned())
+                    .await
+                {
+                    tracing::error!(%error, "HTTPS server failed");
+                }
+            });
         }
-    });
+        None => {
+            tracker.spawn(async move {
+                if let Err(error) = axum::serve(listeners.http, app)
+                    .with_graceful_shutdown(stop.cancelled_owned())
+                    .await
+                {
+                    tracing::error!(%error, "HTTP server failed");
+                }
+            });
+        }
+    }
 
     tracker.spawn(master.clone().run_reinvites());
     Ok(Running { master, tracker })

@@ -79,6 +79,15 @@ impl Master {
         self.place(task, &worker_id).await
     }
 
+    /// Places a queued task on a chosen worker (the agent API's assign).
+    pub async fn place_queued(
+        &self,
+        task: TaskRecord,
+        worker_id: &str,
+    ) -> MasterResult<TaskRecord> {
+        self.place(task, worker_id).await
+    }
+
     fn choose_worker(&self, placement: &Placement) -> MasterResult<String> {
         match placement {
             Placement::Worker(worker_id) => {

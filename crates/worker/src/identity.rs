@@ -120,19 +120,58 @@ impl Identity {
     }
 }
 
+/// Why joining failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JoinError {
+    /// The master could not be reached (worth retrying).
+    Unreachable(String),
+    /// The master (or this worker) refused: retrying the same token won't help.
+    Refused(String),
+}
+
+/// Joins a cluster, retrying while the master is unreachable (up to `patience`).
+pub async fn join_patiently(
+    master: &str,
+    worker_id: &str,
+    token: &str,
+    patience: std::time::Duration,
+) -> Result<Identity, String> {
+    let deadline = tokio::time::Instant::now() + patience;
+    loop {
+        match join(master, worker_id, token).await {
+            Ok(identity) => return Ok(identity),
+            Err(JoinError::Refused(message)) => return Err(message),
+            Err(JoinError::Unreachable(message)) if tokio::time::Instant::now() >= deadline => {
+                return Err(format!(
+                    "cannot reach the master at {master} to join: {message}"
+                ));
+            }
+            Err(JoinError::Unreachable(message)) => {
+                tracing::info!(master, reason = %message, "master not reachable yet; retrying the join");
+                tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+            }
+        }
+    }
+}
+
 /// Joins a cluster: verifies the master by the CA fingerprint in the token,
 /// sends a CSR with the token, and returns the issued identity.
-pub async fn join(master: &str, worker_id: &str, token: &str) -> Result<Identity, String> {
-    let parsed = JoinToken::parse(token)
-        .ok_or("the join token is malformed: copy it whole from the master's `register` output")?;
+pub async fn join(master: &str, worker_id: &str, token: &str) -> Result<Identity, JoinError> {
+    let refused = JoinError::Refused;
+    let parsed = JoinToken::parse(token).ok_or_else(|| {
+        refused(
+            "the join token is malformed: copy it whole from the master's `register` output".into(),
+        )
+    })?;
     if parsed.worker_id != worker_id {
-        return Err(format!(
+        return Err(refused(format!(
             "the join token is for worker '{}', but this worker is '{worker_id}'",
             parsed.worker_id
-        ));
+        )));
     }
-    let channel = tls::pinned_channel(master, &parsed.ca_fingerprint).map_err(|e| e.to_string())?;
-    let (key_pem, csr_der) = new_key_and_csr()?;
+    let channel =
+        tls::pinned_channel(master, &parsed.ca_fingerprint).map_err(|e| refused(e.to_string()))?;
+    let (key_pem, csr_der) = new_key_and_csr().map_err(refused)?;
     let request = JoinClusterRequest {
         worker_id: worker_id.to_string(),
         token: token.trim().to_string(),
@@ -141,11 +180,13 @@ pub async fn join(master: &str, worker_id: &str, token: &str) -> Result<Identity
     let response = MasterServiceClient::new(channel)
         .join_cluster(request)
         .await
-        .map_err(|status| {
-            format!(
+        .map_err(|status| match status.code() {
+            // Connection refused or reset: the master is not up (yet).
+            tonic::Code::Unavailable => JoinError::Unreachable(status.message().to_string()),
+            _ => refused(format!(
                 "the master refused to let this worker join: {}",
                 status.message()
-            )
+            )),
         })?
         .into_inner();
     Ok(Identity::from_response(key_pem, response))

@@ -252,9 +252,10 @@ async fn obtain_identity(
     let master = config.master.clone().ok_or_else(|| {
         StartError::NotJoined("--join-token needs --master <master-host:port>".into())
     })?;
-    let identity = identity::join(&master, id, &token)
-        .await
-        .map_err(StartError::Join)?;
+    let identity =
+        identity::join_patiently(&master, id, &token, std::time::Duration::from_secs(60))
+            .await
+            .map_err(StartError::Join)?;
     identity.save(&config.data_dir).map_err(StartError::Join)?;
     tracing::info!(
         master,

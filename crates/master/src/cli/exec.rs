@@ -128,9 +128,102 @@ async fn run(
                 )?;
             }
         }
+        Command::JoinToken { id } => match master.issue_join_token(&id).await? {
+            Some(token) => {
+                let address = master
+                    .registry()
+                    .get(&id)
+                    .map(|w| w.record.address)
+                    .unwrap_or_default();
+                writeln!(out, "{}", master.join_instructions(&id, &address, &token))?;
+            }
+            None => writeln!(
+                out,
+                "this master runs with --insecure: workers join without tokens"
+            )?,
+        },
+        Command::Certs => certs(master, out)?,
+        Command::Users => {
+            let users = master.users().await?;
+            if users.is_empty() {
+                writeln!(
+                    out,
+                    "no users: `user add <name> <admin|operator|viewer>` adds one"
+                )?;
+            }
+            for user in users {
+                let ids: Vec<&str> = user.tokens.iter().map(|t| t.id.as_str()).collect();
+                writeln!(
+                    out,
+                    "{:<20} {:<9} tokens: {}",
+                    user.name,
+                    user.role,
+                    if ids.is_empty() {
+                        "none".to_string()
+                    } else {
+                        ids.join(", ")
+                    }
+                )?;
+            }
+        }
+        Command::UserAdd { name, role } => {
+            writeln!(out, "{}", master.add_user(&name, &role).await?)?
+        }
+        Command::UserRemove { name } => writeln!(out, "{}", master.remove_user(&name).await?)?,
+        Command::TokenCreate { user } => {
+            let token = master.create_token(&user).await?;
+            writeln!(
+                out,
+                "API token for {user} (shown once; store it safely): {token}"
+            )?;
+        }
+        Command::TokenRevoke { id } => writeln!(out, "{}", master.revoke_token(&id).await?)?,
         Command::Exit => return Ok(Flow::Exit),
     }
     Ok(Flow::Continue)
+}
+
+fn certs(master: &Master, out: &mut dyn Write) -> std::io::Result<()> {
+    if master.pki().is_none() {
+        return writeln!(out, "this master runs with --insecure: no certificates");
+    }
+    let now = crate::db::now_millis();
+    writeln!(
+        out,
+        "{:<16} {:<18} {:<16} JOIN TOKEN",
+        "WORKER", "CERTIFICATE", "EXPIRES IN"
+    )?;
+    for worker in master.registry().list() {
+        let record = worker.record;
+        let fingerprint = record
+            .cert_fingerprint
+            .as_deref()
+            .map_or("none".to_string(), |f| {
+                format!("{}…", &f[..16.min(f.len())])
+            });
+        let expires = record.cert_expires_at.map_or("-".to_string(), |t| {
+            let left = t * 1000 - now;
+            if left <= 0 {
+                "expired".to_string()
+            } else {
+                format_duration(Duration::from_millis(left as u64))
+            }
+        });
+        let token = match record.join_token_expires_at {
+            Some(t) if t > now => format!(
+                "outstanding, expires in {}",
+                format_duration(Duration::from_millis((t - now) as u64))
+            ),
+            Some(_) => "expired (`join-token <id>` makes a new one)".to_string(),
+            None => "-".to_string(),
+        };
+        writeln!(
+            out,
+            "{:<16} {:<18} {:<16} {token}",
+            record.id, fingerprint, expires
+        )?;
+    }
+    Ok(())
 }
 
 async fn status(master: &Master, out: &mut dyn Write) -> MasterResult<()> {

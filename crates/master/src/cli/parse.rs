@@ -52,6 +52,37 @@ pub enum Command {
         /// Task id.
         task_id: String,
     },
+    /// `join-token <id>`: a new join token for a registered worker.
+    JoinToken {
+        /// Worker id.
+        id: String,
+    },
+    /// `certs`: worker certificates and outstanding join tokens.
+    Certs,
+    /// `users`: API users and their token ids.
+    Users,
+    /// `user add <name> <role>`.
+    UserAdd {
+        /// User name.
+        name: String,
+        /// Role name.
+        role: String,
+    },
+    /// `user remove <name>`.
+    UserRemove {
+        /// User name.
+        name: String,
+    },
+    /// `token create <user>`.
+    TokenCreate {
+        /// User name.
+        user: String,
+    },
+    /// `token revoke <token-id>`.
+    TokenRevoke {
+        /// Token id.
+        id: String,
+    },
     /// `exit`: stop the master.
     Exit,
 }
@@ -108,6 +139,27 @@ pub const COMMANDS: &[(&str, &str, &str)] = &[
         "cancel",
         "cancel <task>",
         "stop a task (its container gets SIGTERM, then SIGKILL)",
+    ),
+    (
+        "join-token",
+        "join-token <id>",
+        "issue a new single-use join token for a registered worker",
+    ),
+    (
+        "certs",
+        "certs",
+        "worker certificates (fingerprint, expiry) and outstanding join tokens",
+    ),
+    ("users", "users", "API users with their roles and token ids"),
+    (
+        "user",
+        "user add <name> <admin|operator|viewer> | user remove <name>",
+        "manage API users",
+    ),
+    (
+        "token",
+        "token create <user> | token revoke <token-id>",
+        "create an API token (shown once) or revoke one",
     ),
     ("exit", "exit", "stop the master (Ctrl-D does the same)"),
 ];
@@ -186,6 +238,30 @@ pub fn parse(line: &str) -> Result<Command, String> {
         "cancel" => Ok(Command::Cancel {
             task_id: exact(1)?[0].clone(),
         }),
+        "join-token" => Ok(Command::JoinToken {
+            id: exact(1)?[0].clone(),
+        }),
+        "certs" => exact(0).map(|_| Command::Certs),
+        "users" => exact(0).map(|_| Command::Users),
+        "user" => match args {
+            [sub, name, role] if sub == "add" => Ok(Command::UserAdd {
+                name: name.clone(),
+                role: role.clone(),
+            }),
+            [sub, name] if sub == "remove" => Ok(Command::UserRemove { name: name.clone() }),
+            _ => Err(usage_error(
+                "user",
+                "expected `user add <name> <role>` or `user remove <name>`",
+            )),
+        },
+        "token" => match args {
+            [sub, user] if sub == "create" => Ok(Command::TokenCreate { user: user.clone() }),
+            [sub, id] if sub == "revoke" => Ok(Command::TokenRevoke { id: id.clone() }),
+            _ => Err(usage_error(
+                "token",
+                "expected `token create <user>` or `token revoke <token-id>`",
+            )),
+        },
         "exit" | "quit" => exact(0).map(|_| Command::Exit),
         other => Err(unknown_command(other)),
     }
@@ -406,6 +482,33 @@ mod tests {
             }
         );
         assert_eq!(parse("exit").unwrap(), Command::Exit);
+        assert_eq!(
+            parse("join-token w1").unwrap(),
+            Command::JoinToken { id: "w1".into() }
+        );
+        assert_eq!(parse("certs").unwrap(), Command::Certs);
+        assert_eq!(parse("users").unwrap(), Command::Users);
+        assert_eq!(
+            parse("user add ana viewer").unwrap(),
+            Command::UserAdd {
+                name: "ana".into(),
+                role: "viewer".into()
+            }
+        );
+        assert_eq!(
+            parse("user remove ana").unwrap(),
+            Command::UserRemove { name: "ana".into() }
+        );
+        assert_eq!(
+            parse("token create ana").unwrap(),
+            Command::TokenCreate { user: "ana".into() }
+        );
+        assert_eq!(
+            parse("token revoke ab12cd34").unwrap(),
+            Command::TokenRevoke {
+                id: "ab12cd34".into()
+            }
+        );
     }
 
     #[test]
@@ -457,6 +560,9 @@ mod tests {
             ("monitor", "usage: monitor <task>"),
             ("help nope", "unknown command"),
             ("status now", "usage: status"),
+            ("user add ana", "usage: user add"),
+            ("token delete x", "usage: token create"),
+            ("join-token", "usage: join-token <id>"),
             ("echo 'unterminated", "unbalanced quotes"),
         ] {
             let error = parse(line).expect_err(line);

@@ -193,6 +193,11 @@ pub async fn users(store: Arc<dyn Store>) {
             name: "ops".into(),
             role: "operator".into(),
             created_at: 1,
+            tokens: vec![ApiTokenRecord {
+                id: "0a1b2c3d".into(),
+                hash: "f".repeat(64),
+                created_at: 1,
+            }],
         })
         .await
         .unwrap();
@@ -201,6 +206,7 @@ pub async fn users(store: Arc<dyn Store>) {
             name: "admin".into(),
             role: "admin".into(),
             created_at: 2,
+            tokens: vec![],
         })
         .await
         .unwrap();
@@ -212,6 +218,11 @@ pub async fn users(store: Arc<dyn Store>) {
         .map(|u| u.name)
         .collect();
     assert_eq!(names, ["admin", "ops"]);
+    let ops = store.list_users().await.unwrap().remove(1);
+    assert_eq!(ops.tokens.len(), 1);
+    assert!(store.delete_user("ops").await.unwrap());
+    assert!(!store.delete_user("ops").await.unwrap());
+    assert_eq!(store.list_users().await.unwrap().len(), 1);
 }
 
 /// Everything written survives closing and reopening the store.

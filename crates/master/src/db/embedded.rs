@@ -136,6 +136,29 @@ impl EmbeddedStore {
     }
 }
 
+impl EmbeddedStore {
+    /// Removes one record; returns whether it existed.
+    async fn delete(
+        &self,
+        operation: &'static str,
+        table: Table,
+        key: String,
+    ) -> StoreResult<bool> {
+        self.blocking(operation, move |db| {
+            let txn = db.begin_write().map_err(|e| e.to_string())?;
+            let existed = txn
+                .open_table(table)
+                .map_err(|e| e.to_string())?
+                .remove(key.as_str())
+                .map_err(|e| e.to_string())?
+                .is_some();
+            txn.commit().map_err(|e| e.to_string())?;
+            Ok(existed)
+        })
+        .await
+    }
+}
+
 fn decode<T: DeserializeOwned>(table: Table, id: &str, bytes: &[u8]) -> StoreResult<T> {
     serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt {
         collection: table_name(table),
@@ -175,19 +198,13 @@ impl Store for EmbeddedStore {
     }
 
     async fn delete_worker(&self, worker_id: &str) -> StoreResult<bool> {
-        let key = worker_id.to_string();
-        self.blocking("deleting a worker", move |db| {
-            let txn = db.begin_write().map_err(|e| e.to_string())?;
-            let existed = txn
-                .open_table(WORKER_REGISTRY)
-                .map_err(|e| e.to_string())?
-                .remove(key.as_str())
-                .map_err(|e| e.to_string())?
-                .is_some();
-            txn.commit().map_err(|e| e.to_string())?;
-            Ok(existed)
-        })
-        .await
+        self.delete("deleting a worker", WORKER_REGISTRY, worker_id.to_string())
+            .await
+    }
+
+    async fn delete_user(&self, name: &str) -> StoreResult<bool> {
+        self.delete("deleting a user", USERS, name.to_string())
+            .await
     }
 
     async fn list_workers(&self) -> StoreResult<Vec<WorkerRecord>> {

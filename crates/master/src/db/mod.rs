@@ -11,8 +11,8 @@ mod records;
 
 pub use embedded::EmbeddedStore;
 pub use records::{
-    AssignmentRecord, GpuRecord, HostRecord, Limits, ResultRecord, TaskRecord, TaskState,
-    UserRecord, WorkerRecord, now_millis,
+    ApiTokenRecord, AssignmentRecord, GpuRecord, HostRecord, Limits, ResultRecord, TaskRecord,
+    TaskState, UserRecord, WorkerRecord, now_millis,
 };
 
 /// What can go wrong talking to a store.
@@ -78,4 +78,6 @@ pub trait Store: Send + Sync + 'static {
     async fn put_user(&self, user: &UserRecord) -> StoreResult<()>;
     /// All users, by name.
     async fn list_users(&self) -> StoreResult<Vec<UserRecord>>;
+    /// Removes a user; returns whether it existed.
+    async fn delete_user(&self, name: &str) -> StoreResult<bool>;
 }

@@ -286,6 +286,20 @@ pub struct UserRecord {
     pub role: String,
     /// When created (ms since epoch).
     pub created_at: i64,
+    /// The user's API tokens (hashes only).
+    #[serde(default)]
+    pub tokens: Vec<ApiTokenRecord>,
+}
+
+/// One API token of a user; the secret itself is shown once and never stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApiTokenRecord {
+    /// Public token id (the `<id>` in `cat1.<id>.<secret>`).
+    pub id: String,
+    /// SHA-256 of the secret, hex.
+    pub hash: String,
+    /// When created (ms since epoch).
+    pub created_at: i64,
 }
 
 #[cfg(test)]

@@ -1,0 +1,372 @@
+//! The `MasterAgent` gRPC service: lets an external (AI) scheduler read cluster
+//! state, submit and cancel tasks, place queued tasks, and follow events.
+//! Every call needs an API token (`authorization: Bearer <token>` metadata):
+//! viewer for reads, operator for changes.
+
+use crate::cluster::Master;
+use crate::convert;
+use crate::db::{Limits, TaskRecord, TaskState};
+use crate::error::MasterError;
+use crate::events::Event;
+use crate::registry::{WorkerEntry, WorkerState as LiveState};
+use crate::tasks::{Placement, TaskRequest};
+use crate::users::Role;
+use cloudai_proto::v1::cluster_event::Event as Wire;
+use cloudai_proto::v1::master_agent_server::{MasterAgent, MasterAgentServer};
+use cloudai_proto::v1::{
+    AgentAssignTaskRequest, AgentAssignTaskResponse, AgentCancelTaskRequest,
+    AgentCancelTaskResponse, ClusterEvent, ClusterState, FreeResources, GetClusterStateRequest,
+    GetTaskRequest, ListQueuedTasksRequest, ListQueuedTasksResponse, StreamEventsRequest,
+    SubmitTaskRequest, SubmitTaskResponse, TaskView, WorkerInfo, WorkerState, WorkerView,
+};
+use std::collections::HashMap;
+use tokio::sync::broadcast::error::RecvError;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status};
+
+/// The `MasterAgent` implementation.
+pub struct AgentGrpc {
+    master: Master,
+}
+
+impl AgentGrpc {
+    /// A tonic service over `master`, with message size limits.
+    pub fn service(master: Master) -> MasterAgentServer<Self> {
+        MasterAgentServer::new(Self { master })
+            .max_decoding_message_size(crate::server::MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(crate::server::MAX_MESSAGE_BYTES)
+    }
+
+    fn authorize<T>(&self, request: &Request<T>, role: Role) -> Result<(), Status> {
+        let token = request
+            .metadata()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "));
+        self.master.authorize(token, role, request.remote_addr())?;
+        Ok(())
+    }
+}
+
+fn millis_timestamp(millis: i64) -> cloudai_proto::Timestamp {
+    cloudai_proto::Timestamp {
+        seconds: millis.div_euclid(1000),
+        nanos: (millis.rem_euclid(1000) * 1_000_000) as i32,
+    }
+}
+
+/// The protobuf view of a task.
+pub fn task_view(task: &TaskRecord) -> TaskView {
+    TaskView {
+        task: Some(convert::task_message(task)),
+        status: convert::task_status(task.state) as i32,
+        worker_id: task.worker_id.clone().unwrap_or_default(),
+        priority: task.priority,
+        waiting_reason: String::new(),
+        created_at: Some(millis_timestamp(task.created_at)),
+        updated_at: Some(millis_timestamp(task.updated_at)),
+        exit_code: task.exit_code,
+        error: task.error.clone().unwrap_or_default(),
+        max_retries: task.max_retries,
+    }
+}
+
+fn worker_view(entry: &WorkerEntry, reserved: &HashMap<String, (i64, i64)>) -> WorkerView {
+    let info = entry.info.clone().unwrap_or_else(|| {
+        let host = entry.record.host.clone().unwrap_or_default();
+        WorkerInfo {
+            worker_id: entry.record.id.clone(),
+            address: entry.record.address.clone(),
+            hostname: host.hostname,
+            os: host.os,
+            arch: host.arch,
+            cpu_count: host.cpu_count,
+            memory_total_bytes: host.memory_total_bytes,
+            ..Default::default()
+        }
+    });
+    let (cpus, memory) = reserved.get(&entry.record.id).copied().unwrap_or_default();
+    let latest = entry.latest.clone();
+    let busy_gpus: Vec<String> = latest
+        .iter()
+        .flat_map(|hb| {
+            hb.gpus
+                .iter()
+                .filter(|g| !g.task_id.is_empty())
+                .map(|g| g.uuid.clone())
+        })
+        .collect();
+    let free = FreeResources {
+        nano_cpus: (i64::from(info.cpu_count) * 1_000_000_000 - cpus).max(0),
+        memory_bytes: (info.memory_total_bytes as i64 - memory).max(0),
+        gpu_uuids: info
+            .gpus
+            .iter()
+            .map(|g| g.uuid.clone())
+            .filter(|u| !busy_gpus.contains(u))
+            .collect(),
+    };
+    WorkerView {
+        state: match entry.state {
+            LiveState::Pending => WorkerState::Pending,
+            LiveState::Active => WorkerState::Active,
+            LiveState::Inactive => WorkerState::Inactive,
+        } as i32,
+        running_task_ids: latest
+            .as_ref()
+            .map(|hb| hb.running_task_ids.clone())
+            .unwrap_or_default(),
+        last_heartbeat_at: latest.as_ref().and_then(|hb| hb.timestamp),
+        latest,
+        free: Some(free),
+        info: Some(info),
+    }
+}
+
+impl AgentGrpc {
+    /// CPU and memory reserved by non-final tasks, per worker.
+    async fn reservations(&self) -> Result<HashMap<String, (i64, i64)>, Status> {
+        let ids: Vec<String> = self.master.active_tasks().keys().cloned().collect();
+        let mut reserved: HashMap<String, (i64, i64)> = HashMap::new();
+        for id in ids {
+            if let Some(task) = self
+                .master
+                .store()
+                .get_task(&id)
+                .await
+                .map_err(MasterError::from)?
+                && let Some(worker) = &task.worker_id
+            {
+                let entry = reserved.entry(worker.clone()).or_default();
+                entry.0 += task.limits.nano_cpus;
+                entry.1 += task.limits.memory_bytes;
+            }
+        }
+        Ok(reserved)
+    }
+}
+
+#[tonic::async_trait]
+impl MasterAgent for AgentGrpc {
+    async fn get_cluster_state(
+        &self,
+        request: Request<GetClusterStateRequest>,
+    ) -> Result<Response<ClusterState>, Status> {
+        self.authorize(&request, Role::Viewer)?;
+        let reserved = self.reservations().await?;
+        let workers = self
+            .master
+            .registry()
+            .list()
+            .iter()
+            .map(|w| worker_view(w, &reserved))
+            .collect();
+        let queued = self
+            .master
+            .active_tasks()
+            .values()
+            .filter(|t| t.state == TaskState::Queued)
+            .count() as u32;
+        Ok(Response::new(ClusterState {
+            workers,
+            queued_tasks: queued,
+            placement_mode: "builtin".into(),
+        }))
+    }
+
+    async fn list_queued_tasks(
+        &self,
+        request: Request<ListQueuedTasksRequest>,
+    ) -> Result<Response<ListQueuedTasksResponse>, Status> {
+        self.authorize(&request, Role::Viewer)?;
+        let limit = match request.get_ref().limit {
+            0 => 1000,
+            n => n.min(10_000) as usize,
+        };
+        let ids: Vec<String> = self
+            .master
+            .active_tasks()
+            .iter()
+            .filter(|(_, t)| t.state == TaskState::Queued)
+            .map(|(id, _)| id.clone())
+            .collect();
+        let mut tasks = Vec::new();
+        for id in ids {
+            if let Some(task) = self
+                .master
+                .store()
+                .get_task(&id)
+                .await
+                .map_err(MasterError::from)?
+            {
+                tasks.push(task);
+            }
+        }
+        tasks.sort_by(|a, b| {
+            b.priority
+                .cmp(&a.priority)
+                .then(a.created_at.cmp(&b.created_at))
+        });
+        let tasks = tasks.iter().take(limit).map(task_view).collect();
+        Ok(Response::new(ListQueuedTasksResponse { tasks }))
+    }
+
+    async fn get_task(
+        &self,
+        request: Request<GetTaskRequest>,
+    ) -> Result<Response<TaskView>, Status> {
+        self.authorize(&request, Role::Viewer)?;
+        let task = self.master.task(&request.get_ref().task_id).await?;
+        Ok(Response::new(task_view(&task)))
+    }
+
+    async fn submit_task(
+        &self,
+        request: Request<SubmitTaskRequest>,
+    ) -> Result<Response<SubmitTaskResponse>, Status> {
+        self.authorize(&request, Role::Operator)?;
+        let request = request.into_inner();
+        let task = request
+            .task
+            .ok_or_else(|| Status::invalid_argument("task: missing"))?;
+        let limits = task.limits.unwrap_or_default();
+        let placement = if request.worker_id.is_empty() {
+            Placement::Auto
+        } else {
+            Placement::Worker(request.worker_id)
+        };
+        let submitted = self
+            .master
+            .submit_task(TaskRequest {
+                placement,
+                image: task.image,
+                command: task.command,
+                env: task.env.into_iter().collect(),
+                limits: Limits {
+                    nano_cpus: limits.nano_cpus,
+                    memory_bytes: limits.memory_bytes,
+                    gpu_count: limits.gpu_count,
+                    gpu_device_ids: limits.gpu_device_ids,
+                },
+                timeout_seconds: task.timeout_seconds,
+            })
+            .await?;
+        Ok(Response::new(SubmitTaskResponse {
+            task_id: submitted.id,
+            status: convert::task_status(submitted.state) as i32,
+        }))
+    }
+
+    async fn assign_task(
+        &self,
+        request: Request<AgentAssignTaskRequest>,
+    ) -> Result<Response<AgentAssignTaskResponse>, Status> {
+        self.authorize(&request, Role::Operator)?;
+        let request = request.into_inner();
+        let task = self.master.task(&request.task_id).await?;
+        if task.state != TaskState::Queued {
+            return Err(Status::failed_precondition(format!(
+                "task '{}' is {}, not queued",
+                task.id, task.state
+            )));
+        }
+        match self.master.worker_state(&request.worker_id) {
+            None => {
+                return Err(Status::not_found(format!(
+                    "no worker '{}'",
+                    request.worker_id
+                )));
+            }
+            Some(LiveState::Active) => {}
+            Some(state) => {
+                return Err(Status::failed_precondition(format!(
+                    "worker '{}' is {}",
+                    request.worker_id,
+                    state.as_str()
+                )));
+            }
+        }
+        let placed = self.master.place_queued(task, &request.worker_id).await?;
+        Ok(Response::new(AgentAssignTaskResponse {
+            status: convert::task_status(placed.state) as i32,
+            message: placed.error.unwrap_or_default(),
+        }))
+    }
+
+    async fn cancel_task(
+        &self,
+        request: Request<AgentCancelTaskRequest>,
+    ) -> Result<Response<AgentCancelTaskResponse>, Status> {
+        self.authorize(&request, Role::Operator)?;
+        let task = self.master.cancel_task(&request.get_ref().task_id).await?;
+        Ok(Response::new(AgentCancelTaskResponse {
+            status: convert::task_status(task.state) as i32,
+        }))
+    }
+
+    type StreamEventsStream = ReceiverStream<Result<ClusterEvent, Status>>;
+
+    async fn stream_events(
+        &self,
+        request: Request<StreamEventsRequest>,
+    ) -> Result<Response<Self::StreamEventsStream>, Status> {
+        self.authorize(&request, Role::Viewer)?;
+        let telemetry = request.get_ref().include_telemetry;
+        let mut events = self.master.subscribe();
+        let master = self.master.clone();
+        let (tx, rx) = tokio::sync::mpsc::channel(256);
+        tokio::spawn(async move {
+            loop {
+                let envelope = tokio::select! {
+                    _ = master.shutdown_token().cancelled() => return,
+                    _ = tx.closed() => return,
+                    next = events.recv() => match next {
+                        Ok(envelope) => envelope,
+                        Err(RecvError::Lagged(missed)) => {
+                            if tx.send(Err(Status::data_loss(format!("{missed} events missed: the stream was too slow; reconnect and re-read the state")))).await.is_err() {
+                                return;
+                            }
+                            continue;
+                        }
+                        Err(RecvError::Closed) => return,
+                    },
+                };
+                let registry = master.registry();
+                let view = |id: &str| registry.get(id).map(|w| worker_view(&w, &HashMap::new()));
+                let event = match &envelope.event {
+                    Event::Telemetry { worker_id, .. } if telemetry => registry
+                        .get(worker_id)
+                        .and_then(|w| w.latest)
+                        .map(Wire::Telemetry),
+                    Event::Telemetry { .. } => None,
+                    Event::WorkerRegistered { worker_id, .. } => {
+                        view(worker_id).map(Wire::WorkerRegistered)
+                    }
+                    Event::WorkerUnregistered { worker_id } => {
+                        Some(Wire::WorkerUnregistered(worker_id.clone()))
+                    }
+                    Event::WorkerActive { worker_id } => view(worker_id).map(Wire::WorkerActive),
+                    Event::WorkerInactive { worker_id, .. } => {
+                        Some(Wire::WorkerInactive(worker_id.clone()))
+                    }
+                    Event::TaskState { task_id, .. } => {
+                        match master.store().get_task(task_id).await {
+                            Ok(Some(task)) => Some(Wire::TaskState(task_view(&task))),
+                            _ => None,
+                        }
+                    }
+                };
+                let Some(event) = event else { continue };
+                let message = ClusterEvent {
+                    sequence: envelope.seq,
+                    timestamp: Some(millis_timestamp(envelope.timestamp)),
+                    event: Some(event),
+                };
+                if tx.send(Ok(message)).await.is_err() {
+                    return;
+                }
+            }
+        });
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+}
