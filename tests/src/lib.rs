@@ -165,6 +165,8 @@ pub struct MasterOptions {
     pub reinvite: &'static str,
     /// Run without TLS (`--insecure`).
     pub insecure: bool,
+    /// Further flags.
+    pub extra: Vec<&'static str>,
 }
 
 impl Default for MasterOptions {
@@ -175,6 +177,7 @@ impl Default for MasterOptions {
             inactivity: "3s",
             reinvite: "1s",
             insecure: false,
+            extra: Vec::new(),
         }
     }
 }
@@ -196,6 +199,7 @@ impl Master {
             .args(["--heartbeat-interval", options.heartbeat])
             .args(["--inactivity-timeout", options.inactivity])
             .args(["--reinvite-interval", options.reinvite])
+            .args(&options.extra)
             .env("RUST_LOG", "info")
             .env("NO_COLOR", "1")
             .stdin(Stdio::piped())
@@ -413,6 +417,44 @@ impl Worker {
             data_dir,
             log_path,
         }
+    }
+
+    /// Starts a worker expected to fail at start-up; returns what it printed
+    /// and logged once it has exited.
+    pub fn start_failing(id: &str, dir: &Path, options: &WorkerOptions) -> String {
+        let log_path = dir.join(format!("worker-{}.log", unique(id)));
+        let mut command = Command::new(binary("cloudai-worker"));
+        command
+            .args([
+                "--id",
+                id,
+                "--port",
+                &options.port.to_string(),
+                "--advertise-host",
+                "127.0.0.1",
+            ])
+            .arg("--data-dir")
+            .arg(dir.join(format!("wdata-{id}")))
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null());
+        if let Some(master) = &options.master {
+            command.args(["--master", master]);
+        }
+        if let Some(token) = &options.token {
+            command.args(["--join-token", token]);
+        }
+        let output = command.output().expect("run cloudai-worker");
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        std::fs::write(&log_path, &text).unwrap();
+        assert!(
+            !output.status.success(),
+            "the worker should have refused to start:\n{text}"
+        );
+        text
     }
 
     /// Registers a new worker on `master` and starts it with its join token
