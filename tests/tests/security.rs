@@ -89,11 +89,8 @@ fn bad_join_tokens_are_refused() {
     assert!(output.contains(&format!("is for worker '{a}'")), "{output}");
 
     // A forged secret for a real id.
-    let forged = format!(
-        "{}{}",
-        &token_a[..token_a.len() - a.len() - 65],
-        format!("{}.{a}", "0".repeat(64))
-    );
+    let prefix = &token_a[..token_a.len() - a.len() - 65];
+    let forged = format!("{prefix}{}.{a}", "0".repeat(64));
     let options = WorkerOptions {
         master: master_addr.clone(),
         token: Some(forged),
