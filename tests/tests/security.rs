@@ -383,3 +383,28 @@ fn logs_of_a_whole_run_hold_no_secrets() {
         assert_eq!(mode, 0o600, "{}", path.display());
     }
 }
+
+#[test]
+fn worker_certificates_renew_before_they_expire() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = MasterOptions {
+        extra: vec!["--worker-cert-validity", "15s"],
+        ..MasterOptions::default()
+    };
+    let mut master = Master::start(&dir.path().join("master"), &options);
+    let worker = Worker::join(&mut master, "rn", dir.path());
+    let first = std::fs::read_to_string(worker.data_dir.join("tls/worker.crt")).unwrap();
+    // Renewal starts after two thirds of the lifetime (about 10s here).
+    worker.wait_log("certificate renewed", Duration::from_secs(40));
+    let renewed = std::fs::read_to_string(worker.data_dir.join("tls/worker.crt")).unwrap();
+    assert_ne!(first, renewed, "a new certificate is stored");
+    // Still trusted both ways: heartbeats accepted, and the master reaches the
+    // worker's restarted server with its new certificate.
+    worker.wait_log(
+        "restarting the gRPC server with the renewed certificate",
+        WAIT,
+    );
+    master.poll("workers", &[&worker.id, "active"], WAIT);
+    let task = master.submit(&format!("task {} {TEST_IMAGE} -- echo renewed", worker.id));
+    master.poll("tasks", &[&task, "completed"], WAIT);
+}

@@ -88,8 +88,8 @@ impl MasterConfig {
         if self.inactivity_timeout <= self.heartbeat_interval {
             return Err("--inactivity-timeout must be longer than --heartbeat-interval".into());
         }
-        if self.worker_cert_validity < Duration::from_secs(60) {
-            return Err("--worker-cert-validity must be at least 60s".into());
+        if self.worker_cert_validity < Duration::from_secs(10) {
+            return Err("--worker-cert-validity must be at least 10s".into());
         }
         if self.reinvite_interval < Duration::from_millis(50) {
             return Err("--reinvite-interval must be at least 50ms".into());

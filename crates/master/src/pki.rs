@@ -49,8 +49,10 @@ fn read(path: &Path) -> Result<String, TlsError> {
 
 fn validity(params: &mut CertificateParams, lifetime: Duration) {
     let now = time::OffsetDateTime::now_utc();
-    // A little slack for clocks that disagree.
-    params.not_before = now - time::Duration::minutes(5);
+    // A little slack for clocks that disagree (at most 5 minutes, at most a
+    // tenth of the lifetime so short-lived certificates renew on time).
+    let slack = (lifetime.as_secs() / 10).min(300) as i64;
+    params.not_before = now - time::Duration::seconds(slack);
     params.not_after = now + time::Duration::seconds(lifetime.as_secs() as i64);
 }
 

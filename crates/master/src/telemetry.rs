@@ -124,6 +124,20 @@ impl Master {
         }
     }
 
+    fn drop_feed(&self, worker_id: &str, feed: &Arc<Feed>) {
+        let mut feeds = self
+            .telemetry()
+            .feeds
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if feeds
+            .get(worker_id)
+            .is_some_and(|current| Arc::ptr_eq(current, feed))
+        {
+            feeds.remove(worker_id);
+        }
+    }
+
     /// The heartbeat handler's whole job: hand the sample to the worker's task
     /// and return the tasks the worker should stop. `None`: not registered.
     pub fn ingest_heartbeat(&self, heartbeat: Heartbeat) -> Option<Vec<String>> {
@@ -149,6 +163,11 @@ impl Master {
                 _ = feed.ready.notified() => {
                     for heartbeat in feed.drain() {
                         watching = self.process_heartbeat(&worker_id, &feed, heartbeat);
+                    }
+                    // A heartbeat that raced an unregister re-created this feed: end it.
+                    if !self.registry().contains(&worker_id) {
+                        self.drop_feed(&worker_id, &feed);
+                        return;
                     }
                     deadline = Instant::now() + timeout;
                 }

@@ -65,16 +65,23 @@ impl Selection {
         }
     }
 
-    /// Adds workers (`*`: all of them).
+    /// Most worker ids one client may name in its selection.
+    pub const MAX_NAMED: usize = 10_000;
+
+    /// Adds workers (`*`: all of them). Invalid ids are ignored, and a
+    /// selection never names more than [`Self::MAX_NAMED`] workers.
     pub fn subscribe(&mut self, workers: &[String]) {
         if workers.iter().any(|w| w == "*") {
             *self = Self::all();
             return;
         }
-        for worker in workers {
+        for worker in workers
+            .iter()
+            .filter(|w| cloudai_common::validate::id("worker", w).is_ok())
+        {
             if self.all {
                 self.exclude.remove(worker);
-            } else {
+            } else if self.include.len() < Self::MAX_NAMED {
                 self.include.insert(worker.clone());
             }
         }
@@ -86,11 +93,14 @@ impl Selection {
             *self = Self::default();
             return;
         }
-        for worker in workers {
-            if self.all {
-                self.exclude.insert(worker.clone());
-            } else {
+        for worker in workers
+            .iter()
+            .filter(|w| cloudai_common::validate::id("worker", w).is_ok())
+        {
+            if !self.all {
                 self.include.remove(worker);
+            } else if self.exclude.len() < Self::MAX_NAMED {
+                self.exclude.insert(worker.clone());
             }
         }
     }
@@ -151,8 +161,8 @@ async fn send(
     )
 }
 
-fn text(value: &Value) -> Message {
-    Message::Text(Utf8Bytes::from(value.to_string()))
+fn text(body: &str) -> Message {
+    Message::Text(Utf8Bytes::from(body))
 }
 
 async fn serve(socket: WebSocket, master: Master, mut selection: Selection) {
@@ -203,7 +213,7 @@ async fn serve(socket: WebSocket, master: Master, mut selection: Selection) {
                     Ok(_) => continue,
                     Err(RecvError::Lagged(missed)) => {
                         master.metrics().websocket_lagged.inc_by(missed);
-                        text(&json!({ "type": "lagged", "missed": missed, "timestamp": now_millis() }))
+                        text(&json!({ "type": "lagged", "missed": missed, "timestamp": now_millis() }).to_string())
                     }
                     Err(RecvError::Closed) => return,
                 };
@@ -221,9 +231,9 @@ fn handle_client_message(
     selection: &mut Selection,
     covered: &mut u64,
     body: &str,
-) -> Value {
+) -> String {
     match serde_json::from_str::<ClientMessage>(body) {
-        Ok(ClientMessage::Ping) => json!({ "type": "pong", "timestamp": now_millis() }),
+        Ok(ClientMessage::Ping) => json!({ "type": "pong", "timestamp": now_millis() }).to_string(),
         Ok(ClientMessage::Subscribe { workers }) => {
             selection.subscribe(&workers);
             *covered = master.last_seq();
@@ -237,43 +247,66 @@ fn handle_client_message(
         Err(error) => json!({
             "type": "error",
             "message": format!("unrecognised message ({error}); send {{\"type\":\"subscribe\",\"workers\":[\"id\"]}}, {{\"type\":\"unsubscribe\",\"workers\":[\"*\"]}} or {{\"type\":\"ping\"}}"),
-        }),
+        })
+        .to_string(),
     }
 }
 
-/// The current state of the selected workers, sent first and after every selection change.
-pub fn snapshot(master: &Master, selection: &Selection, seq: u64) -> Value {
-    let workers: Vec<Value> = master
+#[derive(serde::Serialize)]
+struct SnapshotWorker {
+    worker_id: String,
+    state: &'static str,
+    address: String,
+    host: Option<crate::db::HostRecord>,
+    last_heartbeat_ms_ago: Option<u64>,
+    metrics: Option<Metrics>,
+}
+
+#[derive(serde::Serialize)]
+struct Snapshot {
+    r#type: &'static str,
+    seq: u64,
+    timestamp: i64,
+    selection: Value,
+    workers: Vec<SnapshotWorker>,
+    active_tasks: HashMap<&'static str, u64>,
+}
+
+/// The current state of the selected workers, sent first and after every
+/// selection change. Encoded directly (not through `serde_json::Value`) so
+/// metrics keep the same number formatting as `telemetry` events.
+pub fn snapshot(master: &Master, selection: &Selection, seq: u64) -> String {
+    let workers = master
         .registry()
         .list()
         .into_iter()
         .filter(|w| selection.matches(Some(&w.record.id)))
-        .map(|w| {
-            json!({
-                "worker_id": w.record.id,
-                "state": w.state.as_str(),
-                "address": w.record.address,
-                "host": w.record.host,
-                "last_heartbeat_ms_ago": w.last_seen.map(|t| t.elapsed().as_millis() as u64),
-                "metrics": w.latest.as_ref().map(Metrics::from),
-            })
+        .map(|w| SnapshotWorker {
+            worker_id: w.record.id.clone(),
+            state: w.state.as_str(),
+            address: w.record.address.clone(),
+            host: w.record.host.clone(),
+            last_heartbeat_ms_ago: w.last_seen.map(|t| t.elapsed().as_millis() as u64),
+            metrics: w.latest.as_ref().map(Metrics::from),
         })
         .collect();
-    let mut tasks: HashMap<&'static str, u64> = HashMap::new();
+    let mut active_tasks: HashMap<&'static str, u64> = HashMap::new();
     for task in master.active_tasks().values() {
-        *tasks.entry(task.state.as_str()).or_default() += 1;
+        *active_tasks.entry(task.state.as_str()).or_default() += 1;
     }
     for state in TaskState::ALL.into_iter().filter(|s| !s.is_terminal()) {
-        tasks.entry(state.as_str()).or_default();
+        active_tasks.entry(state.as_str()).or_default();
     }
-    json!({
-        "type": "snapshot",
-        "seq": seq,
-        "timestamp": now_millis(),
-        "selection": selection.describe(),
-        "workers": workers,
-        "active_tasks": tasks,
-    })
+    let snapshot = Snapshot {
+        r#type: "snapshot",
+        seq,
+        timestamp: now_millis(),
+        selection: selection.describe(),
+        workers,
+        active_tasks,
+    };
+    serde_json::to_string(&snapshot)
+        .unwrap_or_else(|e| json!({"type": "error", "message": e.to_string()}).to_string())
 }
 
 #[cfg(test)]
