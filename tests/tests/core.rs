@@ -367,11 +367,25 @@ fn a_worker_back_without_its_container_fails_the_task_as_lost() {
 }
 
 #[test]
-fn gpu_request_on_a_worker_without_gpus_fails_clearly() {
+fn gpu_requests_without_free_gpus_are_refused_or_wait_with_a_reason() {
     let dir = tempfile::tempdir().unwrap();
     let (mut master, worker) = cluster(dir.path());
-    let task = master.submit(&format!("task {} {TEST_IMAGE} --gpus 1 -- true", worker.id));
-    let line = master.poll("tasks", &[&task, "failed", "busybox"], WAIT);
-    // On a GPU host this test's worker has GPUs; here (CI) it has none.
-    assert!(line.contains("GPUs") || line.contains("nvidia"), "{line}");
+    // Named worker: refused at once, saying why.
+    let line = master.expect(
+        &format!("task {} {TEST_IMAGE} --gpus 1 -- true", worker.id),
+        "error:",
+    );
+    assert!(line.contains("lacks 1 free GPUs"), "{line}");
+    // Auto: queued, and `tasks` says what it waits for.
+    let line = master.expect(
+        &format!("task auto {TEST_IMAGE} --gpus 2 -- true"),
+        "queued for placement",
+    );
+    let task = word_after(&line, "task ").to_string();
+    master.poll(
+        "tasks",
+        &[&task, "queued", "waiting: no worker with 2 free GPUs"],
+        WAIT,
+    );
+    master.expect(&format!("cancel {task}"), "cancelled");
 }

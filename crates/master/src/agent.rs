@@ -62,7 +62,7 @@ pub fn task_view(task: &TaskRecord) -> TaskView {
         status: convert::task_status(task.state) as i32,
         worker_id: task.worker_id.clone().unwrap_or_default(),
         priority: task.priority,
-        waiting_reason: String::new(),
+        waiting_reason: String::new(), // filled by callers that know the scheduler's view
         created_at: Some(millis_timestamp(task.created_at)),
         updated_at: Some(millis_timestamp(task.updated_at)),
         exit_code: task.exit_code,
@@ -170,7 +170,7 @@ impl MasterAgent for AgentGrpc {
         Ok(Response::new(ClusterState {
             workers,
             queued_tasks: queued,
-            placement_mode: "builtin".into(),
+            placement_mode: self.master.settings().placement_mode.as_str().into(),
         }))
     }
 
@@ -207,7 +207,15 @@ impl MasterAgent for AgentGrpc {
                 .cmp(&a.priority)
                 .then(a.created_at.cmp(&b.created_at))
         });
-        let tasks = tasks.iter().take(limit).map(task_view).collect();
+        let tasks = tasks
+            .iter()
+            .take(limit)
+            .map(|t| {
+                let mut view = task_view(t);
+                view.waiting_reason = self.master.waiting_reason(&t.id).unwrap_or_default();
+                view
+            })
+            .collect();
         Ok(Response::new(ListQueuedTasksResponse { tasks }))
     }
 
@@ -249,6 +257,8 @@ impl MasterAgent for AgentGrpc {
                     gpu_device_ids: limits.gpu_device_ids,
                 },
                 timeout_seconds: task.timeout_seconds,
+                priority: request.priority,
+                max_retries: request.max_retries,
             })
             .await?;
         Ok(Response::new(SubmitTaskResponse {
@@ -286,7 +296,11 @@ impl MasterAgent for AgentGrpc {
                 )));
             }
         }
-        let placed = self.master.place_queued(task, &request.worker_id).await?;
+        let placed = self
+            .master
+            .place_queued(task, &request.worker_id, request.gpu_uuids)
+            .await?;
+        tracing::info!(task_id = %placed.id, worker_id = %request.worker_id, "placed by the agent");
         Ok(Response::new(AgentAssignTaskResponse {
             status: convert::task_status(placed.state) as i32,
             message: placed.error.unwrap_or_default(),

@@ -24,6 +24,34 @@ pub struct ActiveTask {
     pub worker_id: Option<String>,
     /// Its state.
     pub state: TaskState,
+    /// CPU it reserves, billionths.
+    pub nano_cpus: i64,
+    /// Memory it reserves, bytes.
+    pub memory_bytes: i64,
+    /// GPUs it holds.
+    pub gpus: Vec<String>,
+    /// Queue priority.
+    pub priority: i32,
+    /// Submission time (ms), for queue order.
+    pub created_at: i64,
+    /// When it last changed state (ms): for a queued task, when it was queued.
+    pub queued_at: i64,
+}
+
+impl ActiveTask {
+    /// The index entry of a stored task.
+    pub fn of(task: &TaskRecord) -> Self {
+        Self {
+            worker_id: task.worker_id.clone(),
+            state: task.state,
+            nano_cpus: task.limits.nano_cpus,
+            memory_bytes: task.limits.memory_bytes,
+            gpus: task.assigned_gpus.clone(),
+            priority: task.priority,
+            created_at: task.created_at,
+            queued_at: task.updated_at,
+        }
+    }
 }
 
 /// Runtime settings of the core (a subset of the configuration).
@@ -39,6 +67,12 @@ pub struct Settings {
     pub advertise_addr: String,
     /// Lifetime of join tokens.
     pub join_token_ttl: Duration,
+    /// Placement policy of the built-in scheduler.
+    pub policy: crate::placement::Policy,
+    /// Who places queued tasks.
+    pub placement_mode: crate::scheduler::PlacementMode,
+    /// In agent mode, how long a queued task waits for the agent.
+    pub agent_timeout: Duration,
 }
 
 /// Cheap cloneable handle to the master's state.
@@ -63,6 +97,7 @@ struct Inner {
     pki: Option<Arc<crate::pki::Pki>>,
     limiter: crate::security::AuthLimiter,
     tokens: crate::users::TokenIndex,
+    scheduler: crate::scheduler::SchedulerState,
     /// Port of the gRPC server, for invitations.
     grpc_port: u16,
     started: Instant,
@@ -89,15 +124,7 @@ impl Master {
             .await?
             .into_iter()
             .filter(|t| !t.state.is_terminal())
-            .map(|t| {
-                (
-                    t.id.clone(),
-                    ActiveTask {
-                        worker_id: t.worker_id.clone(),
-                        state: t.state,
-                    },
-                )
-            })
+            .map(|t| (t.id.clone(), ActiveTask::of(&t)))
             .collect();
         let (events, _) = broadcast::channel(EVENT_CAPACITY);
         Ok(Self {
@@ -114,6 +141,7 @@ impl Master {
                 pki,
                 limiter: crate::security::AuthLimiter::default(),
                 tokens: crate::users::TokenIndex::default(),
+                scheduler: crate::scheduler::SchedulerState::default(),
                 grpc_port,
                 started: Instant::now(),
                 shutdown,
@@ -177,6 +205,10 @@ impl Master {
 
     pub(crate) fn tokens(&self) -> &crate::users::TokenIndex {
         &self.inner.tokens
+    }
+
+    pub(crate) fn scheduler(&self) -> &crate::scheduler::SchedulerState {
+        &self.inner.scheduler
     }
 
     /// Prometheus metric handles.
@@ -358,7 +390,7 @@ impl Master {
     }
 
     /// Tasks placed on a worker that (re-)registers without them were lost with
-    /// its containers: they become `lost`, then `failed` (no retries yet).
+    /// its containers: they become `lost`, then are retried or failed.
     fn fail_missing_tasks(&self, worker_id: &str, held: &[String]) {
         let missing: Vec<String> = self
             .active_tasks()
@@ -370,29 +402,15 @@ impl Master {
             })
             .map(|(id, _)| id.clone())
             .collect();
-        for task_id in missing {
-            let master = self.clone();
-            let worker_id = worker_id.to_string();
-            self.tracker().spawn(async move {
-                let error =
-                    format!("lost: worker {worker_id} came back without this task's container");
-                tracing::warn!(task_id, worker_id, "task lost with its worker's containers");
-                let outcome = async {
-                    master
-                        .transition(&task_id, TaskState::Lost, |t| t.error = Some(error.clone()))
-                        .await?;
-                    master
-                        .transition(&task_id, TaskState::Failed, |t| {
-                            t.error = Some(error.clone())
-                        })
-                        .await
-                }
-                .await;
-                if let Err(error) = outcome {
-                    tracing::error!(task_id, %error, "could not record a lost task");
-                }
-            });
+        if missing.is_empty() {
+            return;
         }
+        let master = self.clone();
+        let worker_id = worker_id.to_string();
+        self.tracker().spawn(async move {
+            let why = format!("worker {worker_id} came back without this task's container");
+            master.tasks_lost(&worker_id, missing, &why).await;
+        });
     }
 
     /// Of the tasks a worker holds, those the master does not want on it.
@@ -461,6 +479,10 @@ impl Master {
             if self.store().update_task_if(&task, &[current.state]).await? {
                 self.index_task(&task);
                 self.metrics().count_transition(next);
+                if next.is_terminal() || next == TaskState::Queued {
+                    // Capacity freed or a task to place.
+                    self.wake_scheduler();
+                }
                 tracing::info!(task_id, from = %current.state, to = %next, worker_id = ?task.worker_id, "task state");
                 self.emit(Event::TaskState {
                     task_id: task.id.clone(),
@@ -483,13 +505,7 @@ impl Master {
         if task.state.is_terminal() {
             active.remove(&task.id);
         } else {
-            active.insert(
-                task.id.clone(),
-                ActiveTask {
-                    worker_id: task.worker_id.clone(),
-                    state: task.state,
-                },
-            );
+            active.insert(task.id.clone(), ActiveTask::of(task));
         }
     }
 }

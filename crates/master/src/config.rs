@@ -48,6 +48,30 @@ pub struct MasterConfig {
     #[arg(long = "register", value_name = "ID=HOST:PORT")]
     pub preregister: Vec<String>,
 
+    /// Placement policy of the built-in scheduler.
+    #[arg(
+        long,
+        env = "CLOUDAI_PLACEMENT_POLICY",
+        value_enum,
+        default_value = "binpack"
+    )]
+    pub placement_policy: crate::placement::Policy,
+
+    /// Who places queued tasks: the built-in scheduler, or an external agent
+    /// over the MasterAgent API (with the built-in scheduler as fallback).
+    #[arg(
+        long,
+        env = "CLOUDAI_PLACEMENT_MODE",
+        value_enum,
+        default_value = "builtin"
+    )]
+    pub placement_mode: crate::scheduler::PlacementMode,
+
+    /// In agent mode, how long a queued task waits for the agent before the
+    /// built-in scheduler places it.
+    #[arg(long, env = "CLOUDAI_AGENT_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    pub agent_timeout: Duration,
+
     /// Run without TLS or worker authentication (local experiments only; never
     /// on a network you do not trust). Workers must use --insecure too.
     #[arg(long, env = "CLOUDAI_INSECURE")]

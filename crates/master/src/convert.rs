@@ -44,11 +44,21 @@ pub fn task_message(task: &TaskRecord) -> Task {
         image: task.image.clone(),
         command: task.command.clone(),
         env: task.env.clone().into_iter().collect(),
+        // The scheduler's exact GPUs win over the request (the worker then
+        // gives the container exactly those devices).
         limits: Some(ResourceLimits {
             nano_cpus: task.limits.nano_cpus,
             memory_bytes: task.limits.memory_bytes,
-            gpu_count: task.limits.gpu_count,
-            gpu_device_ids: task.limits.gpu_device_ids.clone(),
+            gpu_count: if task.assigned_gpus.is_empty() {
+                task.limits.gpu_count
+            } else {
+                task.assigned_gpus.len() as i32
+            },
+            gpu_device_ids: if task.assigned_gpus.is_empty() {
+                task.limits.gpu_device_ids.clone()
+            } else {
+                task.assigned_gpus.clone()
+            },
         }),
         timeout_seconds: task.timeout_seconds,
         attempt: task.attempt,

@@ -2,6 +2,7 @@
 //!
 //! - [`cluster`]: the core handle ([`Master`]) every other part acts through;
 //! - [`registry`]: live worker state; [`tasks`]: submit, place, complete, cancel;
+//! - [`scheduler`]: the queue and its loop; [`placement`]: resource-aware choice;
 //! - [`telemetry`]: one task per worker fed by heartbeats, inactivity detection;
 //! - [`server`]: gRPC `MasterService` handlers; [`http`]: the axum server
 //!   ([`ws`]: WebSocket telemetry, [`metrics`]: Prometheus);
@@ -23,7 +24,9 @@ pub mod http;
 pub mod https;
 pub mod metrics;
 pub mod pki;
+pub mod placement;
 pub mod registry;
+pub mod scheduler;
 pub mod security;
 pub mod server;
 pub mod tasks;
@@ -119,6 +122,9 @@ pub async fn start(
         reinvite_interval: config.reinvite_interval,
         advertise_addr: config.advertise_addr.clone(),
         join_token_ttl: config.join_token_ttl,
+        policy: config.placement_policy,
+        placement_mode: config.placement_mode,
+        agent_timeout: config.agent_timeout,
     };
     let pki = if config.insecure {
         tracing::warn!(
@@ -208,5 +214,6 @@ pub async fn start(
     }
 
     tracker.spawn(master.clone().run_reinvites());
+    tracker.spawn(master.clone().run_scheduler());
     Ok(Running { master, tracker })
 }

@@ -39,7 +39,14 @@ pub struct TaskRequest {
     pub limits: Limits,
     /// Wall-clock limit in seconds (0 = none).
     pub timeout_seconds: u64,
+    /// Queue priority (higher first).
+    pub priority: i32,
+    /// Retries after a failed or lost attempt.
+    pub max_retries: u32,
 }
+
+/// Most retries a task may ask for.
+pub const MAX_RETRIES: u32 = 100;
 
 fn new_task_id() -> String {
     let id = uuid::Uuid::new_v4().simple().to_string();
@@ -47,8 +54,9 @@ fn new_task_id() -> String {
 }
 
 impl Master {
-    /// Validates, stores and places a task; returns it once its worker accepted
-    /// it (or with state `failed` when the worker could not be reached).
+    /// Validates and stores a task. `task auto …` queues it for the scheduler
+    /// and returns at once; a named worker gets it right away (or a clear error
+    /// when it is not active or cannot fit it now).
     pub async fn submit_task(&self, request: TaskRequest) -> MasterResult<TaskRecord> {
         let now = now_millis();
         let mut task = TaskRecord {
@@ -58,8 +66,8 @@ impl Master {
             env: request.env,
             limits: request.limits,
             timeout_seconds: request.timeout_seconds,
-            priority: 0,
-            max_retries: 0,
+            priority: request.priority,
+            max_retries: request.max_retries,
             attempt: 1,
             state: TaskState::Queued,
             worker_id: None,
@@ -70,87 +78,121 @@ impl Master {
             exit_code: None,
             error: None,
             oom_killed: false,
+            assigned_gpus: vec![],
         };
         validate::task(&convert::task_message(&task))?;
-        let worker_id = self.choose_worker(&request.placement)?;
-        task.worker_id = Some(worker_id.clone());
-        self.store().put_task(&task).await?;
-        self.index_task(&task);
-        self.place(task, &worker_id).await
-    }
-
-    /// Places a queued task on a chosen worker (the agent API's assign).
-    pub async fn place_queued(
-        &self,
-        task: TaskRecord,
-        worker_id: &str,
-    ) -> MasterResult<TaskRecord> {
-        self.place(task, worker_id).await
-    }
-
-    fn choose_worker(&self, placement: &Placement) -> MasterResult<String> {
-        match placement {
-            Placement::Worker(worker_id) => {
-                validate::id("worker", worker_id)?;
-                match self.worker_state(worker_id) {
-                    None => Err(MasterError::NotFound(format!(
-                        "no worker '{worker_id}': `workers` lists the registered ones, or use `task auto …`"
-                    ))),
-                    Some(WorkerState::Active) => Ok(worker_id.clone()),
-                    Some(state) => Err(MasterError::FailedPrecondition(format!(
-                        "worker '{worker_id}' is {}: start it, or use `task auto …`",
-                        state.as_str()
-                    ))),
-                }
-            }
+        if request.max_retries > MAX_RETRIES {
+            return Err(MasterError::InvalidArgument(format!(
+                "retries: at most {MAX_RETRIES}"
+            )));
+        }
+        match &request.placement {
             Placement::Auto => {
-                let load = self.running_per_worker();
-                self.registry()
-                    .list()
-                    .into_iter()
-                    .filter(|w| w.state == WorkerState::Active)
-                    .min_by_key(|w| (load.get(&w.record.id).copied().unwrap_or(0), w.record.id.clone()))
-                    .map(|w| w.record.id)
-                    .ok_or_else(|| {
-                        MasterError::FailedPrecondition(
-                            "no active worker to run the task: register one with `register <id> <host:port>`".into(),
-                        )
-                    })
+                self.store().put_task(&task).await?;
+                self.index_task(&task);
+                self.wake_scheduler();
+                Ok(task)
+            }
+            Placement::Worker(worker_id) => {
+                let gpus = self.fit_on(worker_id, &task)?;
+                task.worker_id = Some(worker_id.clone());
+                self.store().put_task(&task).await?;
+                self.index_task(&task);
+                let task = self.reserve(&task.id, worker_id, gpus).await?;
+                self.dispatch(task).await
             }
         }
     }
 
-    /// Records the placement and hands the task to the worker.
-    async fn place(&self, task: TaskRecord, worker_id: &str) -> MasterResult<TaskRecord> {
-        let address = self
-            .registry()
-            .get(worker_id)
-            .map(|w| w.record.address)
-            .ok_or_else(|| {
-                MasterError::NotFound(format!("worker '{worker_id}' was unregistered"))
-            })?;
+    /// Checks that a named worker is active and can fit the task now; returns
+    /// the GPUs it would get.
+    fn fit_on(&self, worker_id: &str, task: &TaskRecord) -> MasterResult<Vec<String>> {
+        validate::id("worker", worker_id)?;
+        match self.worker_state(worker_id) {
+            None => {
+                return Err(MasterError::NotFound(format!(
+                    "no worker '{worker_id}': `workers` lists the registered ones, or use `task auto …`"
+                )));
+            }
+            Some(WorkerState::Active) => {}
+            Some(state) => {
+                return Err(MasterError::FailedPrecondition(format!(
+                    "worker '{worker_id}' is {}: start it, or use `task auto …`",
+                    state.as_str()
+                )));
+            }
+        }
+        let candidate = self.candidates().into_iter().find(|c| c.id == worker_id);
+        let candidates: Vec<_> = candidate.into_iter().collect();
+        crate::placement::place(&crate::scheduler::demand(task), &candidates, self.settings().policy)
+            .map(|choice| choice.gpus)
+            .map_err(|reason| {
+                MasterError::FailedPrecondition(format!(
+                    "worker '{worker_id}' cannot run it now ({}); `task auto …` queues it until capacity frees",
+                    reason.replace("no worker with", "it lacks")
+                ))
+            })
+    }
+
+    /// Places a queued task on a worker chosen by an agent: validated like the
+    /// built-in scheduler's own choices (worker active, resources fit).
+    pub async fn place_queued(
+        &self,
+        task: TaskRecord,
+        worker_id: &str,
+        gpus: Vec<String>,
+    ) -> MasterResult<TaskRecord> {
+        if task.state != TaskState::Queued {
+            return Err(MasterError::FailedPrecondition(format!(
+                "task '{}' is {}, not queued",
+                task.id, task.state
+            )));
+        }
+        let mut wanted = task.clone();
+        if !gpus.is_empty() {
+            wanted.limits.gpu_device_ids = gpus;
+        }
+        let gpus = self.fit_on(worker_id, &wanted)?;
+        let task = self.reserve(&task.id, worker_id, gpus).await?;
+        self.dispatch(task).await
+    }
+
+    /// Records a placement: the assignment, and the task `assigned` to the
+    /// worker with its exact GPUs (so reservations count at once).
+    pub(crate) async fn reserve(
+        &self,
+        task_id: &str,
+        worker_id: &str,
+        gpus: Vec<String>,
+    ) -> MasterResult<TaskRecord> {
+        let current = self.task(task_id).await?;
         self.store()
             .put_assignment(&AssignmentRecord {
-                task_id: task.id.clone(),
-                attempt: task.attempt,
+                task_id: task_id.to_string(),
+                attempt: current.attempt,
                 worker_id: worker_id.to_string(),
                 assigned_at: now_millis(),
             })
             .await?;
         let owner = worker_id.to_string();
-        let Some(task) = self
-            .transition(&task.id, TaskState::Assigned, |t| {
-                t.worker_id = Some(owner.clone())
-            })
-            .await?
-        else {
-            return Err(MasterError::FailedPrecondition(format!(
-                "task '{}' can no longer be placed",
-                task.id
-            )));
-        };
+        self.transition(task_id, TaskState::Assigned, |t| {
+            t.worker_id = Some(owner.clone());
+            t.assigned_gpus = gpus.clone();
+        })
+        .await?
+        .ok_or_else(|| {
+            MasterError::FailedPrecondition(format!("task '{task_id}' can no longer be placed"))
+        })
+    }
+
+    /// Hands an assigned task to its worker. A worker that does not take it
+    /// sends the task back to the queue (or fails it when out of retries).
+    pub(crate) async fn dispatch(&self, task: TaskRecord) -> MasterResult<TaskRecord> {
+        let worker_id = task.worker_id.clone().unwrap_or_default();
+        let address = self.registry().get(&worker_id).map(|w| w.record.address);
         let message = convert::task_message(&task);
         let outcome = async {
+            let address = address.ok_or_else(|| "it was unregistered".to_string())?;
             let mut client = self.clients().client(&address)?;
             let mut request = tonic::Request::new(AssignTaskRequest {
                 task: Some(message),
@@ -159,8 +201,8 @@ impl Master {
             let response = client
                 .assign_task(request)
                 .await
-                .map_err(|s| s.message().to_string())?;
-            let response = response.into_inner();
+                .map_err(|s| s.message().to_string())?
+                .into_inner();
             if response.accepted {
                 Ok(())
             } else {
@@ -171,14 +213,69 @@ impl Master {
         match outcome {
             Ok(()) => Ok(task),
             Err(reason) => {
-                let error = format!("worker {worker_id} did not take the task: {reason}");
                 tracing::warn!(task_id = %task.id, worker_id, reason, "assignment failed");
-                let failed = self
-                    .transition(&task.id, TaskState::Failed, |t| {
-                        t.error = Some(error.clone())
-                    })
+                let error = format!("worker {worker_id} did not take the task: {reason}");
+                Ok(self.retry_or_fail(&task.id, &error).await?.unwrap_or(task))
+            }
+        }
+    }
+
+    /// After a failed attempt: back to the queue with backoff while retries
+    /// remain, otherwise `failed`.
+    pub(crate) async fn retry_or_fail(
+        &self,
+        task_id: &str,
+        error: &str,
+    ) -> MasterResult<Option<TaskRecord>> {
+        let task = self.task(task_id).await?;
+        if task.attempt <= task.max_retries {
+            let backoff = crate::scheduler::retry_backoff(task.attempt);
+            let note = format!(
+                "attempt {} failed ({error}); retrying in {}s",
+                task.attempt,
+                backoff.as_secs()
+            );
+            let requeued = self
+                .transition(task_id, TaskState::Queued, |t| {
+                    t.attempt += 1;
+                    t.worker_id = None;
+                    t.assigned_gpus.clear();
+                    t.error = Some(note.clone());
+                })
+                .await?;
+            if requeued.is_some() {
+                tracing::info!(
+                    task_id,
+                    attempt = task.attempt + 1,
+                    backoff_s = backoff.as_secs(),
+                    "task requeued for a retry"
+                );
+                self.hold_until(task_id, now_millis() + backoff.as_millis() as i64);
+                self.wake_scheduler();
+                return Ok(requeued);
+            }
+        }
+        let message = error.to_string();
+        self.transition(task_id, TaskState::Failed, |t| {
+            t.error = Some(message.clone())
+        })
+        .await
+    }
+
+    /// A worker went away (silent past the timeout, or back without its
+    /// containers): its placed tasks are `lost`, then retried or failed.
+    pub(crate) async fn tasks_lost(&self, worker_id: &str, task_ids: Vec<String>, why: &str) {
+        for task_id in task_ids {
+            let error = format!("lost: {why}");
+            tracing::warn!(task_id, worker_id, why, "task lost with its worker");
+            let outcome = async {
+                self.transition(&task_id, TaskState::Lost, |t| t.error = Some(error.clone()))
                     .await?;
-                Ok(failed.unwrap_or(task))
+                self.retry_or_fail(&task_id, &error).await
+            }
+            .await;
+            if let Err(error) = outcome {
+                tracing::error!(task_id, %error, "could not record a lost task");
             }
         }
     }
@@ -238,6 +335,12 @@ impl Master {
                 log_truncated,
             })
             .await?;
+        if state == TaskState::Failed && task.attempt <= task.max_retries {
+            let why = error.clone().unwrap_or_else(|| "failed".into());
+            if let Some(requeued) = self.retry_or_fail(&task.id, &why).await? {
+                return Ok(requeued);
+            }
+        }
         let updated = self
             .transition(&task.id, state, |t| {
                 t.exit_code = result.exit_code;

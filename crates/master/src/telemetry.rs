@@ -177,6 +177,11 @@ impl Master {
                         tracing::warn!(worker_id, timeout_s = timeout.as_secs_f32(), "worker inactive: no heartbeat within the inactivity timeout");
                         self.emit(Event::WorkerInactive { worker_id: worker_id.clone(), reason: "timeout" });
                     }
+                    let placed = self.placed_on(&worker_id);
+                    if !placed.is_empty() {
+                        let why = format!("worker {worker_id} went silent");
+                        self.tasks_lost(&worker_id, placed, &why).await;
+                    }
                 }
             }
         }
@@ -212,7 +217,24 @@ impl Master {
         }
         self.mark_started(worker_id, &running);
         feed.add_stops(self.unwanted_tasks(worker_id, &running));
-        !stopping
+        if outcome == HeartbeatOutcome::BecameActive {
+            self.wake_scheduler();
+        }
+        // A stopping worker is watched too: if it does not come back within the
+        // inactivity timeout, its tasks are lost.
+        true
+    }
+
+    /// Tasks placed on a worker (assigned or running).
+    pub(crate) fn placed_on(&self, worker_id: &str) -> Vec<String> {
+        self.active_tasks()
+            .iter()
+            .filter(|(_, t)| {
+                t.worker_id.as_deref() == Some(worker_id)
+                    && matches!(t.state, TaskState::Assigned | TaskState::Running)
+            })
+            .map(|(id, _)| id.clone())
+            .collect()
     }
 
     /// Moves tasks the worker reports as running from `assigned` to `running`.

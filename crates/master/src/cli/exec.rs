@@ -101,6 +101,11 @@ async fn run(
                     task.id,
                     task.error.as_deref().unwrap_or("unknown error")
                 )?,
+                TaskState::Queued => writeln!(
+                    out,
+                    "task {} queued for placement (`tasks` shows why it waits; `monitor {}` once it runs)",
+                    task.id, task.id
+                )?,
                 state => writeln!(
                     out,
                     "task {} {state} on {} (follow it with `monitor {}`)",
@@ -354,6 +359,10 @@ async fn tasks(master: &Master, state: Option<TaskState>, out: &mut dyn Write) -
     );
     for t in tasks {
         let exit = t.exit_code.map_or("-".to_string(), |c| c.to_string());
+        let note = match (t.state, master.waiting_reason(&t.id)) {
+            (TaskState::Queued, Some(reason)) => format!("waiting: {reason}"),
+            _ => t.error.clone().unwrap_or_default(),
+        };
         let _ = writeln!(
             out,
             "{:<15} {:<10} {:<16} {:>5}  {:<28} {}",
@@ -362,7 +371,7 @@ async fn tasks(master: &Master, state: Option<TaskState>, out: &mut dyn Write) -
             t.worker_id.as_deref().unwrap_or("-"),
             exit,
             t.image,
-            t.error.as_deref().unwrap_or("")
+            note
         );
     }
     Ok(())

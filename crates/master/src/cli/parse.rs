@@ -121,7 +121,7 @@ pub const COMMANDS: &[(&str, &str, &str)] = &[
     ),
     (
         "task",
-        "task <worker|auto> <image> [--cpus N] [--memory SIZE] [--gpus N|all|UUID,...] [--env K=V]... [--timeout DUR] [--] [command...]",
+        "task <worker|auto> <image> [--cpus N] [--memory SIZE] [--gpus N|all|UUID,...] [--env K=V]... [--timeout DUR] [--priority N] [--retries N] [--] [command...]",
         "run a container task on a worker (or let the master pick one with auto)",
     ),
     (
@@ -335,6 +335,8 @@ fn parse_task(args: &[String]) -> Result<TaskRequest, String> {
         env: BTreeMap::new(),
         limits: Limits::default(),
         timeout_seconds: 0,
+        priority: 0,
+        max_retries: 0,
     };
     let mut rest = rest.iter();
     while let Some(arg) = rest.next() {
@@ -362,6 +364,25 @@ fn parse_task(args: &[String]) -> Result<TaskRequest, String> {
                     .split_once('=')
                     .ok_or_else(|| format!("--env: '{pair}' should be KEY=VALUE"))?;
                 request.env.insert(key.to_string(), val.to_string());
+            }
+            "--priority" => {
+                let text = value("--priority")?;
+                request.priority = text.parse().map_err(|_| {
+                    format!("--priority: '{text}' is not a whole number (higher runs first)")
+                })?;
+            }
+            "--retries" => {
+                let text = value("--retries")?;
+                request.max_retries = text
+                    .parse()
+                    .ok()
+                    .filter(|n| *n <= crate::tasks::MAX_RETRIES)
+                    .ok_or_else(|| {
+                        format!(
+                            "--retries: '{text}' is not a count from 0 to {}",
+                            crate::tasks::MAX_RETRIES
+                        )
+                    })?;
             }
             "--timeout" => {
                 let text = value("--timeout")?;
@@ -514,8 +535,9 @@ mod tests {
     #[test]
     fn task_with_everything() {
         let request = task(
-            "task w1 busybox --cpus 1.5 --memory 512m --gpus 2 --env A=1 --env B=x=y --timeout 90s -- sh -c 'echo hi; exit 3'",
+            "task w1 busybox --cpus 1.5 --memory 512m --gpus 2 --env A=1 --env B=x=y --timeout 90s --priority 5 --retries 2 -- sh -c 'echo hi; exit 3'",
         );
+        assert_eq!((request.priority, request.max_retries), (5, 2));
         assert_eq!(request.placement, Placement::Worker("w1".into()));
         assert_eq!(request.image, "busybox");
         assert_eq!(request.limits.nano_cpus, 1_500_000_000);
@@ -555,6 +577,9 @@ mod tests {
             ("task w1 img --env NOVALUE", "KEY=VALUE"),
             ("task w1 img --timeout soon", "invalid duration"),
             ("task w1 img --timeout 200ms", "1s minimum"),
+            ("task w1 img --priority high", "not a whole number"),
+            ("task w1 img --retries -1", "not a count"),
+            ("task w1 img --retries 1000", "not a count"),
             ("task w1 img --bogus 1", "unknown option"),
             ("tasks --state sleeping", "unknown state"),
             ("monitor", "usage: monitor <task>"),

@@ -30,6 +30,7 @@ fn task(id: &str, created_at: i64, state: TaskState) -> TaskRecord {
         exit_code: None,
         error: None,
         oom_killed: false,
+        assigned_gpus: vec![],
     }
 }
 

@@ -162,7 +162,11 @@ impl TaskState {
                 next,
                 Running | Completed | Failed | Cancelled | TimedOut | Lost | Queued
             ),
-            Running => matches!(next, Completed | Failed | Cancelled | TimedOut | Lost),
+            // Running -> Queued: a failed attempt retried (max_retries).
+            Running => matches!(
+                next,
+                Completed | Failed | Cancelled | TimedOut | Lost | Queued
+            ),
             Lost => matches!(next, Queued | Failed | Completed | Cancelled | TimedOut),
             Completed | Failed | Cancelled | TimedOut => false,
         }
@@ -235,6 +239,9 @@ pub struct TaskRecord {
     pub error: Option<String>,
     /// Killed for exceeding its memory limit.
     pub oom_killed: bool,
+    /// GPUs (UUIDs) the scheduler gave the current attempt.
+    #[serde(default)]
+    pub assigned_gpus: Vec<String>,
 }
 
 /// One placement of a task attempt on a worker (`ASSIGNMENTS`).
@@ -315,7 +322,11 @@ mod tests {
         }
         assert!(TaskState::Queued.can_become(TaskState::Assigned));
         assert!(TaskState::Running.can_become(TaskState::Completed));
-        assert!(!TaskState::Running.can_become(TaskState::Queued));
+        assert!(
+            TaskState::Running.can_become(TaskState::Queued),
+            "a retried attempt"
+        );
+        assert!(!TaskState::Completed.can_become(TaskState::Queued));
     }
 
     #[test]

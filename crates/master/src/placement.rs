@@ -1,0 +1,378 @@
+//! Resource-aware placement: a pure function from a task's demand and the
+//! workers' capacities to a worker (and exact GPUs), under a policy.
+//!
+//! Capacity is what a worker has minus what its placed tasks reserved,
+//! cross-checked with live telemetry (memory actually in use). One call scans
+//! the candidates once: O(workers).
+
+use std::collections::HashSet;
+
+/// How to choose among workers that fit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum Policy {
+    /// Fill the busiest worker that still fits (keeps big holes free).
+    #[default]
+    Binpack,
+    /// Use the worker with the most free capacity.
+    Spread,
+    /// Use the worker with the lowest live CPU load.
+    LeastLoaded,
+}
+
+/// What a task needs.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Demand {
+    /// CPU in billionths (0: no reservation).
+    pub nano_cpus: i64,
+    /// Memory in bytes (0: no reservation).
+    pub memory_bytes: i64,
+    /// GPUs by count; -1 means all of a worker's GPUs.
+    pub gpu_count: i32,
+    /// Exact GPUs (UUIDs) wanted; wins over the count.
+    pub gpu_ids: Vec<String>,
+}
+
+/// One active worker as the scheduler sees it.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Candidate {
+    /// Worker id.
+    pub id: String,
+    /// CPUs in billionths.
+    pub nano_cpus: i64,
+    /// Memory in bytes.
+    pub memory_bytes: i64,
+    /// GPU UUIDs of the host, in index order.
+    pub gpus: Vec<String>,
+    /// CPU reserved by placed tasks.
+    pub reserved_nano_cpus: i64,
+    /// Memory reserved by placed tasks.
+    pub reserved_memory_bytes: i64,
+    /// GPUs held by placed tasks.
+    pub used_gpus: HashSet<String>,
+    /// Live memory in use (telemetry), if known.
+    pub live_memory_used: Option<i64>,
+    /// Live CPU load 0–100 (telemetry), if known.
+    pub live_cpu_percent: Option<f32>,
+}
+
+/// A placement decision.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Choice {
+    /// Index into the candidates.
+    pub index: usize,
+    /// Exact GPUs given to the task.
+    pub gpus: Vec<String>,
+}
+
+impl Candidate {
+    fn free_cpu(&self) -> i64 {
+        self.nano_cpus - self.reserved_nano_cpus
+    }
+
+    fn free_memory(&self) -> i64 {
+        let reserved = self.memory_bytes - self.reserved_memory_bytes;
+        match self.live_memory_used {
+            Some(used) => reserved.min(self.memory_bytes - used),
+            None => reserved,
+        }
+    }
+
+    fn free_gpus(&self) -> impl Iterator<Item = &String> {
+        self.gpus.iter().filter(|g| !self.used_gpus.contains(*g))
+    }
+
+    /// The GPUs this candidate would give, if the demand fits.
+    fn fit(&self, demand: &Demand) -> Option<Vec<String>> {
+        if demand.nano_cpus > 0 && self.free_cpu() < demand.nano_cpus {
+            return None;
+        }
+        if demand.memory_bytes > 0 && self.free_memory() < demand.memory_bytes {
+            return None;
+        }
+        if !demand.gpu_ids.is_empty() {
+            let all_free = demand
+                .gpu_ids
+                .iter()
+                .all(|id| self.gpus.contains(id) && !self.used_gpus.contains(id));
+            return all_free.then(|| demand.gpu_ids.clone());
+        }
+        match demand.gpu_count {
+            0 => Some(Vec::new()),
+            n if n < 0 => {
+                (!self.gpus.is_empty() && self.used_gpus.is_empty()).then(|| self.gpus.clone())
+            }
+            n => {
+                let free: Vec<String> = self.free_gpus().take(n as usize).cloned().collect();
+                (free.len() == n as usize).then_some(free)
+            }
+        }
+    }
+
+    /// Fraction of capacity free after placing `demand` (lower = fuller).
+    fn free_fraction_after(&self, demand: &Demand, gpus: usize) -> f64 {
+        let ratio = |free: i64, total: i64| {
+            if total > 0 {
+                free as f64 / total as f64
+            } else {
+                0.0
+            }
+        };
+        let cpu = ratio(self.free_cpu() - demand.nano_cpus.max(0), self.nano_cpus);
+        let memory = ratio(
+            self.free_memory() - demand.memory_bytes.max(0),
+            self.memory_bytes,
+        );
+        let gpu = ratio(
+            self.free_gpus().count() as i64 - gpus as i64,
+            self.gpus.len() as i64,
+        );
+        cpu + memory + gpu
+    }
+}
+
+/// Chooses a worker for `demand`, or says why none fits.
+pub fn place(demand: &Demand, candidates: &[Candidate], policy: Policy) -> Result<Choice, String> {
+    let mut best: Option<(f64, usize, Vec<String>)> = None;
+    for (index, candidate) in candidates.iter().enumerate() {
+        let Some(gpus) = candidate.fit(demand) else {
+            continue;
+        };
+        let score = match policy {
+            Policy::Binpack => candidate.free_fraction_after(demand, gpus.len()),
+            Policy::Spread => -candidate.free_fraction_after(demand, gpus.len()),
+            Policy::LeastLoaded => f64::from(candidate.live_cpu_percent.unwrap_or(0.0)),
+        };
+        let better = match &best {
+            None => true,
+            Some((best_score, best_index, _)) => {
+                score < *best_score
+                    || (score == *best_score && candidate.id < candidates[*best_index].id)
+            }
+        };
+        if better {
+            best = Some((score, index, gpus));
+        }
+    }
+    match best {
+        Some((_, index, gpus)) => Ok(Choice { index, gpus }),
+        None => Err(why_not(demand, candidates)),
+    }
+}
+
+/// The first resource no worker can offer, in operator words.
+fn why_not(demand: &Demand, candidates: &[Candidate]) -> String {
+    if candidates.is_empty() {
+        return "no active worker".into();
+    }
+    if !demand.gpu_ids.is_empty() {
+        return format!(
+            "GPUs {} are not free on any one worker",
+            demand.gpu_ids.join(", ")
+        );
+    }
+    if demand.gpu_count != 0 {
+        let wanted = if demand.gpu_count < 0 {
+            "all GPUs free".to_string()
+        } else {
+            format!("{} free GPUs", demand.gpu_count)
+        };
+        if !candidates.iter().any(|c| {
+            c.fit(&Demand {
+                nano_cpus: 0,
+                memory_bytes: 0,
+                ..demand.clone()
+            })
+            .is_some()
+        }) {
+            return format!("no worker with {wanted}");
+        }
+    }
+    if demand.nano_cpus > 0 && !candidates.iter().any(|c| c.free_cpu() >= demand.nano_cpus) {
+        return format!("no worker with {} free CPUs", demand.nano_cpus as f64 / 1e9);
+    }
+    if demand.memory_bytes > 0
+        && !candidates
+            .iter()
+            .any(|c| c.free_memory() >= demand.memory_bytes)
+    {
+        return format!(
+            "no worker with {} free memory",
+            cloudai_common::units::format_bytes(demand.memory_bytes as u64)
+        );
+    }
+    "no worker has all of the CPU, memory and GPUs it needs free at once".into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CPU: i64 = 1_000_000_000;
+    const GIB: i64 = 1 << 30;
+
+    fn worker(id: &str, cpus: i64, gib: i64, gpus: usize) -> Candidate {
+        Candidate {
+            id: id.into(),
+            nano_cpus: cpus * CPU,
+            memory_bytes: gib * GIB,
+            gpus: (0..gpus).map(|i| format!("{id}-gpu{i}")).collect(),
+            ..Candidate::default()
+        }
+    }
+
+    fn demand(cpus: i64, gib: i64, gpus: i32) -> Demand {
+        Demand {
+            nano_cpus: cpus * CPU,
+            memory_bytes: gib * GIB,
+            gpu_count: gpus,
+            gpu_ids: vec![],
+        }
+    }
+
+    #[test]
+    fn fits_and_reasons() {
+        let workers = vec![worker("a", 4, 8, 0), worker("b", 2, 16, 2)];
+        assert_eq!(
+            place(&demand(1, 12, 0), &workers, Policy::Binpack)
+                .unwrap()
+                .index,
+            1
+        );
+        assert_eq!(
+            place(&demand(0, 0, 1), &workers, Policy::Binpack)
+                .unwrap()
+                .gpus,
+            ["b-gpu0"]
+        );
+        assert_eq!(
+            place(&demand(0, 0, 3), &workers, Policy::Binpack).unwrap_err(),
+            "no worker with 3 free GPUs"
+        );
+        assert_eq!(
+            place(&demand(8, 0, 0), &workers, Policy::Binpack).unwrap_err(),
+            "no worker with 8 free CPUs"
+        );
+        assert!(
+            place(&demand(0, 32, 0), &workers, Policy::Binpack)
+                .unwrap_err()
+                .contains("free memory")
+        );
+        assert_eq!(
+            place(&demand(1, 1, 0), &[], Policy::Binpack).unwrap_err(),
+            "no active worker"
+        );
+    }
+
+    #[test]
+    fn reservations_and_live_memory_count() {
+        let mut busy = worker("a", 4, 8, 2);
+        busy.reserved_nano_cpus = 3 * CPU;
+        busy.used_gpus.insert("a-gpu0".into());
+        assert!(
+            place(
+                &demand(2, 0, 0),
+                std::slice::from_ref(&busy),
+                Policy::Binpack
+            )
+            .is_err()
+        );
+        assert_eq!(
+            place(
+                &demand(1, 0, 1),
+                std::slice::from_ref(&busy),
+                Policy::Binpack
+            )
+            .unwrap()
+            .gpus,
+            ["a-gpu1"]
+        );
+        assert!(
+            place(
+                &demand(0, 0, 2),
+                std::slice::from_ref(&busy),
+                Policy::Binpack
+            )
+            .is_err()
+        );
+        assert!(
+            place(
+                &demand(0, 0, -1),
+                std::slice::from_ref(&busy),
+                Policy::Binpack
+            )
+            .is_err(),
+            "all GPUs but one is held"
+        );
+        busy.live_memory_used = Some(7 * GIB);
+        assert!(
+            place(&demand(0, 2, 0), &[busy], Policy::Binpack).is_err(),
+            "live memory use counts"
+        );
+    }
+
+    #[test]
+    fn exact_gpus_by_uuid() {
+        let mut w = worker("a", 4, 8, 2);
+        assert_eq!(
+            place(
+                &Demand {
+                    gpu_ids: vec!["a-gpu1".into()],
+                    ..Demand::default()
+                },
+                std::slice::from_ref(&w),
+                Policy::Binpack
+            )
+            .unwrap()
+            .gpus,
+            ["a-gpu1"]
+        );
+        w.used_gpus.insert("a-gpu1".into());
+        assert!(
+            place(
+                &Demand {
+                    gpu_ids: vec!["a-gpu1".into()],
+                    ..Demand::default()
+                },
+                &[w],
+                Policy::Binpack
+            )
+            .is_err()
+        );
+    }
+
+    #[test]
+    fn policies_choose_differently() {
+        let mut full = worker("full", 8, 16, 0);
+        full.reserved_nano_cpus = 6 * CPU;
+        full.reserved_memory_bytes = 12 * GIB;
+        full.live_cpu_percent = Some(90.0);
+        let mut empty = worker("empty", 8, 16, 0);
+        empty.live_cpu_percent = Some(5.0);
+        let workers = vec![full, empty];
+        let small = demand(1, 1, 0);
+        assert_eq!(
+            workers[place(&small, &workers, Policy::Binpack).unwrap().index].id,
+            "full"
+        );
+        assert_eq!(
+            workers[place(&small, &workers, Policy::Spread).unwrap().index].id,
+            "empty"
+        );
+        assert_eq!(
+            workers[place(&small, &workers, Policy::LeastLoaded).unwrap().index].id,
+            "empty"
+        );
+    }
+
+    #[test]
+    fn ties_break_by_id_for_fairness_and_determinism() {
+        let workers = vec![worker("b", 4, 8, 0), worker("a", 4, 8, 0)];
+        assert_eq!(
+            workers[place(&demand(1, 1, 0), &workers, Policy::Spread)
+                .unwrap()
+                .index]
+                .id,
+            "a"
+        );
+    }
+}
