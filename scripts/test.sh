@@ -14,11 +14,10 @@ cargo fmt --all -- --check
 echo "==> cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
-echo "==> Python stubs (proto/generate.sh)"
-stubs=$(mktemp -d)
-bash proto/generate.sh "$stubs/cloudai_proto" >/dev/null
-(cd "$stubs" && python3 -c 'import cloudai_proto.master_agent_pb2_grpc, cloudai_proto.master_worker_pb2_grpc')
-rm -rf "$stubs"
+echo "==> Python stubs (proto/generate.sh) and the agentic scheduler's unit tests"
+bash proto/generate.sh >/dev/null
+python3 -c 'import pytest' 2>/dev/null || python3 -m pip install --quiet pytest
+python3 -m pytest -q agentic_scheduler/tests
 
 echo "==> building binaries and tests"
 cargo build --workspace --bins --tests --locked

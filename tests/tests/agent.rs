@@ -1,0 +1,177 @@
+//! The Python agentic scheduler placing real tasks through a real master, and
+//! the built-in scheduler taking over when the agent is gone.
+
+use cloudai_e2e::{Master, MasterOptions, TEST_IMAGE, WAIT, Worker, word_after};
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// Generates the Python stubs once per test binary.
+fn ensure_stubs() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        if !repo()
+            .join("agentic_scheduler/cloudai_proto/master_agent_pb2_grpc.py")
+            .exists()
+        {
+            let status = Command::new("bash")
+                .arg(repo().join("proto/generate.sh"))
+                .status()
+                .expect("run generate.sh");
+            assert!(status.success(), "proto/generate.sh failed");
+        }
+    });
+}
+
+/// The agent process with its stdout lines on a channel; killed on drop.
+struct Agent {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+}
+
+impl Agent {
+    fn start(master: &Master, token: &str) -> Agent {
+        ensure_stubs();
+        let ca = master.data_dir.join("tls/ca.crt");
+        let mut child = Command::new("python3")
+            .args([
+                "-u",
+                "-m",
+                "agentic_scheduler",
+                "--master",
+                &master.grpc_addr,
+                "--token",
+                token,
+                "--interval",
+                "0.3",
+            ])
+            .arg("--ca")
+            .arg(&ca)
+            .current_dir(repo().join("agentic_scheduler"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start the Python agent");
+        let (tx, lines) = mpsc::channel();
+        let stdout = child.stdout.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    return;
+                }
+            }
+        });
+        Agent { child, lines }
+    }
+
+    fn wait_for(&self, needle: &str) -> String {
+        let deadline = std::time::Instant::now() + WAIT;
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) if line.contains(needle) => return line,
+                Ok(_) => {}
+                Err(_) => panic!("the agent never printed {needle:?}"),
+            }
+        }
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn the_agent_places_tasks_and_the_builtin_scheduler_covers_for_a_dead_agent() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = MasterOptions {
+        extra: vec!["--placement-mode", "agent", "--agent-timeout", "3s"],
+        ..MasterOptions::default()
+    };
+    let mut master = Master::start(&dir.path().join("master"), &options);
+    let worker = Worker::join(&mut master, "ag", dir.path());
+    let token = master.api_token("operator");
+    let agent = Agent::start(&master, &token);
+    agent.wait_for("agentic scheduler placing tasks");
+
+    let line = master.expect(
+        &format!("task auto {TEST_IMAGE} --memory 64m -- echo by-agent"),
+        "queued for placement",
+    );
+    let first = word_after(&line, "task ").to_string();
+    let placed = agent.wait_for(&first);
+    assert!(placed.contains(&format!("on {}", worker.id)), "{placed}");
+    master.poll("tasks", &[&first, "completed"], WAIT);
+    assert!(
+        master.log().contains("placed by the agent"),
+        "the master records who placed it"
+    );
+
+    // The agent dies: a new task waits for it, then the built-in scheduler takes over.
+    drop(agent);
+    let line = master.expect(
+        &format!("task auto {TEST_IMAGE} -- echo by-fallback"),
+        "queued for placement",
+    );
+    let second = word_after(&line, "task ").to_string();
+    master.poll("tasks", &[&second, "queued", "waiting for agent"], WAIT);
+    master.poll("tasks", &[&second, "completed"], Duration::from_secs(60));
+    assert!(master.log().contains("placed by the built-in scheduler"));
+}
+
+#[test]
+fn the_agent_needs_an_operator_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut master = Master::start(&dir.path().join("master"), &MasterOptions::default());
+    let viewer = master.api_token("viewer");
+    ensure_stubs();
+    // A bad token stops the agent with a clear error; a viewer's token can read
+    // the (empty) queue. Placing needs an operator (tests/tests/security.rs).
+    let output = Command::new("python3")
+        .args([
+            "-m",
+            "agentic_scheduler",
+            "--master",
+            &master.grpc_addr,
+            "--token",
+            "cat1.00000000.bad",
+            "--once",
+        ])
+        .arg("--ca")
+        .arg(master.data_dir.join("tls/ca.crt"))
+        .current_dir(repo().join("agentic_scheduler"))
+        .output()
+        .expect("run the agent");
+    assert_eq!(output.status.code(), Some(2), "a bad token stops the agent");
+    assert!(String::from_utf8_lossy(&output.stderr).contains("not valid"));
+    let output = Command::new("python3")
+        .args([
+            "-m",
+            "agentic_scheduler",
+            "--master",
+            &master.grpc_addr,
+            "--token",
+            &viewer,
+            "--once",
+        ])
+        .arg("--ca")
+        .arg(master.data_dir.join("tls/ca.crt"))
+        .current_dir(repo().join("agentic_scheduler"))
+        .output()
+        .expect("run the agent");
+    assert!(
+        output.status.success(),
+        "a viewer can read the (empty) queue: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
