@@ -408,3 +408,38 @@ fn worker_certificates_renew_before_they_expire() {
     let task = master.submit(&format!("task {} {TEST_IMAGE} -- echo renewed", worker.id));
     master.poll("tasks", &[&task, "completed"], WAIT);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn registration_needs_the_workers_own_certificate() {
+    use cloudai_proto::v1::{RegisterWorkerRequest, WorkerInfo};
+    let dir = tempfile::tempdir().unwrap();
+    let mut master = Master::start(&dir.path().join("master"), &MasterOptions::default());
+    let a = Worker::join(&mut master, "ra", dir.path());
+    let b = Worker::join(&mut master, "rb", dir.path());
+    let claim = |id: &str, address: &str| RegisterWorkerRequest {
+        info: Some(WorkerInfo {
+            worker_id: id.into(),
+            address: address.into(),
+            cpu_count: 512,
+            ..Default::default()
+        }),
+        task_ids: vec![],
+    };
+    // Without a certificate, even the registered id and address are refused.
+    let mut anonymous = MasterServiceClient::new(channel(&master, None).await);
+    let status = anonymous
+        .register_worker(claim(&a.id, &a.address))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::Unauthenticated, "{status:?}");
+    // With another worker's certificate too.
+    let mut as_b = MasterServiceClient::new(channel(&master, Some(worker_identity(&b))).await);
+    let status = as_b
+        .register_worker(claim(&a.id, &a.address))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::PermissionDenied, "{status:?}");
+    // Nothing the impostors claimed was taken.
+    let row = master.poll("workers", &[&a.id, "active"], WAIT);
+    assert!(!row.contains(" 512 "), "{row}");
+}

@@ -27,7 +27,8 @@ pub struct MasterConfig {
     #[arg(long, env = "CLOUDAI_ADVERTISE_ADDR", default_value = "")]
     pub advertise_addr: String,
 
-    /// Directory for the embedded store and the REPL history.
+    /// Directory for the embedded store, the REPL history, the cluster PKI
+    /// (tls/) and join tokens of --register workers (join-tokens/).
     #[arg(long, env = "CLOUDAI_DATA_DIR", default_value = "./cloudai-data")]
     pub data_dir: PathBuf,
 

@@ -73,7 +73,12 @@ impl Pki {
     pub fn load_or_create(data_dir: &Path, options: &PkiOptions) -> Result<Self, TlsError> {
         let dir = data_dir.join("tls");
         let (ca_pem, ca_key_pem) = match (&options.ca_cert, &options.ca_key) {
-            (Some(cert), Some(key)) => (read(cert)?, read(key)?),
+            (Some(cert), Some(key)) => {
+                let (cert, key) = (read(cert)?, read(key)?);
+                // Clients find the CA certificate in the usual place (the key stays where it is).
+                tls::write_private(&dir.join("ca.crt"), &cert)?;
+                (cert, key)
+            }
             (None, None) if dir.join("ca.crt").exists() => {
                 (read(&dir.join("ca.crt"))?, read(&dir.join("ca.key"))?)
             }
@@ -91,7 +96,8 @@ impl Pki {
             }
         };
         let ca_der = tls::certs_from_pem(&ca_pem)?.remove(0);
-        let ca_key = KeyPair::from_pem(&ca_key_pem).map_err(err("invalid CA key"))?;
+        let ca_key = KeyPair::from_pem(&ca_key_pem)
+            .map_err(err("invalid CA key (a PKCS#8 PEM key is needed: `openssl pkcs8 -topk8 -nocrypt` converts others)"))?;
         let issuer =
             Issuer::from_ca_cert_der(&ca_der, ca_key).map_err(err("invalid CA certificate"))?;
         let mut pki = Self {

@@ -212,8 +212,10 @@ impl Master {
         if self.pki().is_none() {
             return Ok(());
         }
-        self.limiter().check(peer)?;
+        // Valid credentials always pass; only failures are rate limited, so a
+        // misbehaving client on the same address cannot lock a worker out.
         let Some(leaf) = peer_certs.and_then(|certs| certs.first()) else {
+            self.limiter().check(peer)?;
             self.limiter().fail(peer);
             return Err(MasterError::Unauthenticated(
                 "a client certificate is required: start the worker with --join-token from `register <id> <host:port>`".into(),
@@ -225,6 +227,7 @@ impl Master {
         {
             return Ok(());
         }
+        self.limiter().check(peer)?;
         self.limiter().fail(peer);
         tracing::warn!(worker_id, peer = ?peer, "refused a call with a certificate that is not this worker's");
         Err(MasterError::PermissionDenied(format!(

@@ -32,11 +32,24 @@ impl MasterService for MasterGrpc {
         &self,
         request: Request<RegisterWorkerRequest>,
     ) -> Result<Response<RegisterWorkerResponse>, Status> {
+        let started = Instant::now();
         let peer = request.remote_addr();
-        let stop_task_ids = self
-            .master
-            .accept_worker(request.into_inner(), peer)
-            .await?;
+        let claimed = request
+            .get_ref()
+            .info
+            .as_ref()
+            .map(|i| i.worker_id.clone())
+            .unwrap_or_default();
+        self.master.authenticate_worker(
+            &claimed,
+            request.peer_certs().as_deref().map(Vec::as_slice),
+            peer,
+        )?;
+        let stop_task_ids = self.master.accept_worker(request.into_inner(), peer).await;
+        self.master
+            .metrics()
+            .observe_rpc("RegisterWorker", started.elapsed());
+        let stop_task_ids = stop_task_ids?;
         Ok(Response::new(RegisterWorkerResponse {
             heartbeat_interval_ms: self.master.settings().heartbeat_interval.as_millis() as u64,
             message: "registered".into(),

@@ -209,14 +209,16 @@ impl Master {
                 role: Role::Admin,
             });
         }
-        self.limiter().check(peer)?;
+        // Valid tokens always pass; only failures are rate limited.
         let Some(token) = token.filter(|t| !t.is_empty()) else {
+            self.limiter().check(peer)?;
             self.limiter().fail(peer);
             return Err(MasterError::Unauthenticated(
                 "an API token is required: send `Authorization: Bearer <token>` (create one on the master with `token create <user>`)".into(),
             ));
         };
         let Some(caller) = self.tokens().lookup(token) else {
+            self.limiter().check(peer)?;
             self.limiter().fail(peer);
             return Err(MasterError::Unauthenticated(
                 "the API token is not valid (revoked or mistyped)".into(),

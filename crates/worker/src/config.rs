@@ -34,7 +34,8 @@ pub struct WorkerConfig {
     #[arg(long, env = "CLOUDAI_MASTER_ADDR")]
     pub master: Option<String>,
 
-    /// Directory for the worker's certificate, key and the master's address.
+    /// Directory for the worker's certificate and key (tls/) and the master's
+    /// remembered address (master).
     #[arg(
         long,
         env = "CLOUDAI_WORKER_DATA_DIR",
@@ -43,11 +44,13 @@ pub struct WorkerConfig {
     pub data_dir: std::path::PathBuf,
 
     /// Join token printed by `register <id> <host:port>` on the master; needed
-    /// once, on the first start (the certificate it buys is kept in --data-dir).
+    /// once (the certificate it buys is kept in --data-dir). Given again, the
+    /// worker joins anew (after re-registration or with a new CA).
     #[arg(long, env = "CLOUDAI_JOIN_TOKEN", hide_env_values = true)]
     pub join_token: Option<String>,
 
-    /// File holding the join token (waited for up to 60s if it does not exist yet).
+    /// File holding the join token, used only while the worker has no
+    /// certificate (waited for up to 60s if it does not exist yet).
     #[arg(long, env = "CLOUDAI_JOIN_TOKEN_FILE", conflicts_with = "join_token")]
     pub join_token_file: Option<std::path::PathBuf>,
 

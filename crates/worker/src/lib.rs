@@ -237,7 +237,12 @@ async fn obtain_identity(
     id: &str,
     address: &str,
 ) -> Result<identity::Identity, StartError> {
-    if let Some(identity) = identity::Identity::load(&config.data_dir).map_err(StartError::Join)? {
+    // A stored certificate is used unless an explicit --join-token asks to
+    // join again (after re-registration, or with a new CA).
+    if config.join_token.is_none()
+        && let Some(identity) =
+            identity::Identity::load(&config.data_dir).map_err(StartError::Join)?
+    {
         return Ok(identity);
     }
     let token = match (&config.join_token, &config.join_token_file) {
