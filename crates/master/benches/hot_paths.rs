@@ -4,7 +4,8 @@
 
 use cloudai_master::events::{Envelope, Event, GpuSample, Metrics};
 use cloudai_master::placement::{Candidate, Demand, Policy, place};
-use criterion::{BenchmarkId, Criterion, black_box, criterion_group, criterion_main};
+use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
+use std::hint::black_box;
 
 const CPU: i64 = 1_000_000_000;
 
