@@ -81,35 +81,51 @@ impl Candidate {
         self.gpus.iter().filter(|g| !self.used_gpus.contains(*g))
     }
 
-    /// The GPUs this candidate would give, if the demand fits.
-    fn fit(&self, demand: &Demand) -> Option<Vec<String>> {
+    /// Free GPUs, O(1): held GPUs are always among the worker's own.
+    fn free_gpu_count(&self) -> usize {
+        self.gpus.len().saturating_sub(self.used_gpus.len())
+    }
+
+    /// Whether the demand fits, without allocating (the hot loop).
+    fn fits(&self, demand: &Demand) -> bool {
         if demand.nano_cpus > 0 && self.free_cpu() < demand.nano_cpus {
-            return None;
+            return false;
         }
         if demand.memory_bytes > 0 && self.free_memory() < demand.memory_bytes {
-            return None;
+            return false;
         }
         if !demand.gpu_ids.is_empty() {
-            let all_free = demand
+            return demand
                 .gpu_ids
                 .iter()
                 .all(|id| self.gpus.contains(id) && !self.used_gpus.contains(id));
-            return all_free.then(|| demand.gpu_ids.clone());
         }
         match demand.gpu_count {
-            0 => Some(Vec::new()),
-            n if n < 0 => {
-                (!self.gpus.is_empty() && self.used_gpus.is_empty()).then(|| self.gpus.clone())
-            }
-            n => {
-                let free: Vec<String> = self.free_gpus().take(n as usize).cloned().collect();
-                (free.len() == n as usize).then_some(free)
-            }
+            0 => true,
+            n if n < 0 => !self.gpus.is_empty() && self.used_gpus.is_empty(),
+            n => self.free_gpu_count() >= n as usize,
         }
     }
 
+    /// The GPUs this candidate gives a demand that fits.
+    fn gpus_for(&self, demand: &Demand) -> Vec<String> {
+        if !demand.gpu_ids.is_empty() {
+            return demand.gpu_ids.clone();
+        }
+        match demand.gpu_count {
+            0 => Vec::new(),
+            n if n < 0 => self.gpus.clone(),
+            n => self.free_gpus().take(n as usize).cloned().collect(),
+        }
+    }
+
+    /// The GPUs this candidate would give, if the demand fits.
+    fn fit(&self, demand: &Demand) -> Option<Vec<String>> {
+        self.fits(demand).then(|| self.gpus_for(demand))
+    }
+
     /// Fraction of capacity free after placing `demand` (lower = fuller).
-    fn free_fraction_after(&self, demand: &Demand, gpus: usize) -> f64 {
+    fn free_fraction_after(&self, demand: &Demand) -> f64 {
         let ratio = |free: i64, total: i64| {
             if total > 0 {
                 free as f64 / total as f64
@@ -117,13 +133,18 @@ impl Candidate {
                 0.0
             }
         };
+        let gpus = match demand.gpu_count {
+            _ if !demand.gpu_ids.is_empty() => demand.gpu_ids.len(),
+            n if n < 0 => self.gpus.len(),
+            n => n as usize,
+        };
         let cpu = ratio(self.free_cpu() - demand.nano_cpus.max(0), self.nano_cpus);
         let memory = ratio(
             self.free_memory() - demand.memory_bytes.max(0),
             self.memory_bytes,
         );
         let gpu = ratio(
-            self.free_gpus().count() as i64 - gpus as i64,
+            self.free_gpu_count() as i64 - gpus as i64,
             self.gpus.len() as i64,
         );
         cpu + memory + gpu
@@ -132,29 +153,33 @@ impl Candidate {
 
 /// Chooses a worker for `demand`, or says why none fits.
 pub fn place(demand: &Demand, candidates: &[Candidate], policy: Policy) -> Result<Choice, String> {
-    let mut best: Option<(f64, usize, Vec<String>)> = None;
+    let mut best: Option<(f64, usize)> = None;
     for (index, candidate) in candidates.iter().enumerate() {
-        let Some(gpus) = candidate.fit(demand) else {
+        if !candidate.fits(demand) {
             continue;
-        };
+        }
         let score = match policy {
-            Policy::Binpack => candidate.free_fraction_after(demand, gpus.len()),
-            Policy::Spread => -candidate.free_fraction_after(demand, gpus.len()),
+            Policy::Binpack => candidate.free_fraction_after(demand),
+            Policy::Spread => -candidate.free_fraction_after(demand),
             Policy::LeastLoaded => f64::from(candidate.live_cpu_percent.unwrap_or(0.0)),
         };
-        let better = match &best {
+        let better = match best {
             None => true,
-            Some((best_score, best_index, _)) => {
-                score < *best_score
-                    || (score == *best_score && candidate.id < candidates[*best_index].id)
+            Some((best_score, best_index)) => {
+                score < best_score
+                    || (score == best_score && candidate.id < candidates[best_index].id)
             }
         };
         if better {
-            best = Some((score, index, gpus));
+            best = Some((score, index));
         }
     }
     match best {
-        Some((_, index, gpus)) => Ok(Choice { index, gpus }),
+        // GPUs are only picked for the winner: the loop itself never allocates.
+        Some((_, index)) => Ok(Choice {
+            index,
+            gpus: candidates[index].gpus_for(demand),
+        }),
         None => Err(why_not(demand, candidates)),
     }
 }
