@@ -159,3 +159,56 @@ fn the_queue_survives_a_master_restart() {
     let _w = Worker::join(&mut master, "sq", dir.path());
     master.poll("tasks", &[&task, "completed"], WAIT);
 }
+
+#[test]
+fn a_returning_worker_stops_a_task_that_was_given_away() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut master = Master::start(&dir.path().join("master"), &MasterOptions::default());
+    let mut doomed = Worker::join(&mut master, "sr", dir.path());
+    let survivor = Worker::join(&mut master, "sv", dir.path());
+    let line = master.expect(
+        &format!(
+            "task {} {TEST_IMAGE} --retries 1 -- sh -c 'sleep 12; echo done'",
+            doomed.id
+        ),
+        "task t-",
+    );
+    let task = word_after(&line, "task ").to_string();
+    master.poll("tasks", &[&task, "running", &doomed.id], WAIT);
+    // The worker dies but its container keeps running; the task moves on.
+    doomed.kill9();
+    master.poll(
+        "tasks",
+        &[&task, "running", &survivor.id],
+        Duration::from_secs(60),
+    );
+    // Back, the old worker adopts its container, learns it was given away, and stops it:
+    // the task never runs twice at once.
+    let back = doomed.restart(dir.path(), false);
+    back.wait_log("the master does not want this task here", WAIT);
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let listed = std::process::Command::new("docker")
+            .args([
+                "ps",
+                "-q",
+                "--filter",
+                &format!("label=cloudai.worker_id={}", back.id),
+            ])
+            .output()
+            .unwrap();
+        if listed.stdout.iter().all(u8::is_ascii_whitespace) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the given-away container is still running"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    master.poll(
+        "tasks",
+        &[&task, "completed", &survivor.id],
+        Duration::from_secs(60),
+    );
+}

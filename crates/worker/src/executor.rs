@@ -54,8 +54,10 @@ pub struct Executor {
 }
 
 /// Name of a task's container.
-pub fn container_name(task_id: &str) -> String {
-    format!("cloudai-{task_id}")
+pub fn container_name(task_id: &str, attempt: u32) -> String {
+    // The attempt keeps names unique when a retried task lands on a host where
+    // its earlier attempt's container still exists (workers sharing a Docker host).
+    format!("cloudai-{task_id}-{attempt}")
 }
 
 fn docker_message(error: bollard::errors::Error) -> String {
@@ -128,7 +130,7 @@ impl Executor {
 
     /// Creates and starts the task's container with its limits and labels.
     pub async fn start(&self, task: &Task, worker_id: &str) -> Result<String, String> {
-        let name = container_name(&task.task_id);
+        let name = container_name(&task.task_id, task.attempt.max(1));
         let limits = task.limits.clone().unwrap_or_default();
         let device_requests = gpu_requests(&limits.gpu_device_ids, limits.gpu_count);
         let labels = HashMap::from([
@@ -270,8 +272,14 @@ impl Executor {
             .filter_map(|c| {
                 let labels = c.labels.unwrap_or_default();
                 let task_id = labels.get(LABEL_TASK)?.clone();
+                let name = c
+                    .names
+                    .unwrap_or_default()
+                    .first()?
+                    .trim_start_matches('/')
+                    .to_string();
                 Some(OwnContainer {
-                    name: container_name(&task_id),
+                    name,
                     running: c.state.is_some_and(|s| s.to_string() == "running"),
                     attempt: labels
                         .get(LABEL_ATTEMPT)

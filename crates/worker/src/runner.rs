@@ -2,7 +2,6 @@
 //! (with timeout and cancel), inspect, and queue the result.
 
 use crate::Worker;
-use crate::executor::container_name;
 use crate::logs::LogBuffer;
 use cloudai_proto::v1::{Task, TaskResult, TaskStatus};
 use std::sync::{Arc, Mutex};
@@ -302,12 +301,10 @@ pub async fn reconcile(worker: &Worker) -> Result<usize, String> {
             continue;
         }
         tracing::info!(task_id = %container.task_id, running = container.running, "adopting a container from an earlier run");
-        let worker2 = worker.clone();
-        let name = container_name(&container.task_id);
         worker.tracker().spawn(supervise(
-            worker2,
+            worker.clone(),
             container.task_id,
-            name,
+            container.name,
             container.timeout_seconds,
             handle,
             SystemTime::now(),
