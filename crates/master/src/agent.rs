@@ -123,29 +123,6 @@ fn worker_view(entry: &WorkerEntry, reserved: &HashMap<String, (i64, i64)>) -> W
     }
 }
 
-impl AgentGrpc {
-    /// CPU and memory reserved by non-final tasks, per worker.
-    async fn reservations(&self) -> Result<HashMap<String, (i64, i64)>, Status> {
-        let ids: Vec<String> = self.master.active_tasks().keys().cloned().collect();
-        let mut reserved: HashMap<String, (i64, i64)> = HashMap::new();
-        for id in ids {
-            if let Some(task) = self
-                .master
-                .store()
-                .get_task(&id)
-                .await
-                .map_err(MasterError::from)?
-                && let Some(worker) = &task.worker_id
-            {
-                let entry = reserved.entry(worker.clone()).or_default();
-                entry.0 += task.limits.nano_cpus;
-                entry.1 += task.limits.memory_bytes;
-            }
-        }
-        Ok(reserved)
-    }
-}
-
 #[tonic::async_trait]
 impl MasterAgent for AgentGrpc {
     async fn get_cluster_state(
@@ -153,13 +130,40 @@ impl MasterAgent for AgentGrpc {
         request: Request<GetClusterStateRequest>,
     ) -> Result<Response<ClusterState>, Status> {
         self.authorize(&request, Role::Viewer)?;
-        let reserved = self.reservations().await?;
+        // Free resources as the scheduler sees them: reservations of placed
+        // tasks, live memory use and GPUs held per telemetry all count.
+        let candidates: HashMap<String, crate::placement::Candidate> = self
+            .master
+            .candidates()
+            .into_iter()
+            .map(|c| (c.id.clone(), c))
+            .collect();
         let workers = self
             .master
             .registry()
             .list()
             .iter()
-            .map(|w| worker_view(w, &reserved))
+            .map(|w| {
+                let mut view = worker_view(w, &HashMap::new());
+                if let Some(c) = candidates.get(&w.record.id) {
+                    let live_free = c
+                        .live_memory_used
+                        .map_or(i64::MAX, |used| c.memory_bytes - used);
+                    view.free = Some(FreeResources {
+                        nano_cpus: (c.nano_cpus - c.reserved_nano_cpus).max(0),
+                        memory_bytes: (c.memory_bytes - c.reserved_memory_bytes)
+                            .min(live_free)
+                            .max(0),
+                        gpu_uuids: c
+                            .gpus
+                            .iter()
+                            .filter(|g| !c.used_gpus.contains(*g))
+                            .cloned()
+                            .collect(),
+                    });
+                }
+                view
+            })
             .collect();
         let queued = self
             .master

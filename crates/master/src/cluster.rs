@@ -98,6 +98,8 @@ struct Inner {
     limiter: crate::security::AuthLimiter,
     tokens: crate::users::TokenIndex,
     scheduler: crate::scheduler::SchedulerState,
+    /// Ids of the last finished tasks (bounded), for REPL completion.
+    recent: Mutex<std::collections::VecDeque<String>>,
     /// Port of the gRPC server, for invitations.
     grpc_port: u16,
     started: Instant,
@@ -142,6 +144,7 @@ impl Master {
                 limiter: crate::security::AuthLimiter::default(),
                 tokens: crate::users::TokenIndex::default(),
                 scheduler: crate::scheduler::SchedulerState::default(),
+                recent: Mutex::new(std::collections::VecDeque::new()),
                 grpc_port,
                 started: Instant::now(),
                 shutdown,
@@ -241,6 +244,17 @@ impl Master {
 
     pub(crate) fn active_tasks(&self) -> std::sync::MutexGuard<'_, HashMap<String, ActiveTask>> {
         self.inner.active.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Ids of recently finished tasks (for completion), newest last.
+    pub fn recent_task_ids(&self) -> Vec<String> {
+        self.inner
+            .recent
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .cloned()
+            .collect()
     }
 
     /// Number of non-final tasks on each worker.
@@ -384,6 +398,7 @@ impl Master {
         };
         self.store().put_worker(&record).await?;
         self.start_telemetry(&worker_id);
+        self.wake_scheduler();
         tracing::info!(worker_id, "worker registered");
         self.emit(Event::WorkerActive { worker_id });
         Ok(stop)
@@ -504,6 +519,11 @@ impl Master {
         let mut active = self.active_tasks();
         if task.state.is_terminal() {
             active.remove(&task.id);
+            let mut recent = self.inner.recent.lock().unwrap_or_else(|p| p.into_inner());
+            recent.push_back(task.id.clone());
+            if recent.len() > 200 {
+                recent.pop_front();
+            }
         } else {
             active.insert(task.id.clone(), ActiveTask::of(task));
         }

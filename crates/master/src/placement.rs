@@ -81,6 +81,14 @@ impl Candidate {
         self.gpus.iter().filter(|g| !self.used_gpus.contains(*g))
     }
 
+    /// A requested GPU by UUID, or by index (`"0"`, `"1"`…; GPUs are in index order).
+    fn resolve(&self, wanted: &str) -> Option<&String> {
+        self.gpus
+            .iter()
+            .find(|g| *g == wanted)
+            .or_else(|| wanted.parse::<usize>().ok().and_then(|i| self.gpus.get(i)))
+    }
+
     /// Free GPUs, O(1): held GPUs are always among the worker's own.
     fn free_gpu_count(&self) -> usize {
         self.gpus.len().saturating_sub(self.used_gpus.len())
@@ -95,10 +103,10 @@ impl Candidate {
             return false;
         }
         if !demand.gpu_ids.is_empty() {
-            return demand
-                .gpu_ids
-                .iter()
-                .all(|id| self.gpus.contains(id) && !self.used_gpus.contains(id));
+            return demand.gpu_ids.iter().all(|id| {
+                self.resolve(id)
+                    .is_some_and(|uuid| !self.used_gpus.contains(uuid))
+            });
         }
         match demand.gpu_count {
             0 => true,
@@ -110,7 +118,11 @@ impl Candidate {
     /// The GPUs this candidate gives a demand that fits.
     fn gpus_for(&self, demand: &Demand) -> Vec<String> {
         if !demand.gpu_ids.is_empty() {
-            return demand.gpu_ids.clone();
+            return demand
+                .gpu_ids
+                .iter()
+                .filter_map(|id| self.resolve(id).cloned())
+                .collect();
         }
         match demand.gpu_count {
             0 => Vec::new(),
@@ -332,6 +344,19 @@ mod tests {
         assert!(
             place(&demand(0, 2, 0), &[busy], Policy::Binpack).is_err(),
             "live memory use counts"
+        );
+    }
+
+    #[test]
+    fn exact_gpus_by_index_resolve_to_uuids() {
+        let w = worker("a", 4, 8, 2);
+        let by_index = Demand {
+            gpu_ids: vec!["1".into()],
+            ..Demand::default()
+        };
+        assert_eq!(
+            place(&by_index, &[w], Policy::Binpack).unwrap().gpus,
+            ["a-gpu1"]
         );
     }
 

@@ -162,7 +162,8 @@ impl Master {
         let mut queued: Vec<(i32, i64, String, i64)> = self
             .active_tasks()
             .iter()
-            .filter(|(_, t)| t.state == TaskState::Queued)
+            // A queued task already naming a worker is being placed by its submitter.
+            .filter(|(_, t)| t.state == TaskState::Queued && t.worker_id.is_none())
             .map(|(id, t)| (t.priority, t.created_at, id.clone(), t.queued_at))
             .collect();
         {
@@ -231,7 +232,14 @@ impl Master {
                         .lock()
                         .unwrap_or_else(|p| p.into_inner())
                         .remove(&task_id);
-                    let assigned = self.reserve(&task_id, &worker_id, choice.gpus).await?;
+                    let assigned = match self.reserve(&task_id, &worker_id, choice.gpus).await {
+                        Ok(assigned) => assigned,
+                        Err(error) => {
+                            // Placed meanwhile (by an agent) or cancelled: carry on with the rest.
+                            tracing::debug!(task_id, %error, "could not reserve");
+                            continue;
+                        }
+                    };
                     tracing::info!(task_id, worker_id, "placed by the built-in scheduler");
                     placed += 1;
                     // The RPC runs on its own so a slow worker never stalls the queue.

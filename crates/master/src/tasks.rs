@@ -90,6 +90,7 @@ impl Master {
             Placement::Auto => {
                 self.store().put_task(&task).await?;
                 self.index_task(&task);
+                self.announce(&task);
                 self.wake_scheduler();
                 Ok(task)
             }
@@ -98,10 +99,22 @@ impl Master {
                 task.worker_id = Some(worker_id.clone());
                 self.store().put_task(&task).await?;
                 self.index_task(&task);
+                self.announce(&task);
                 let task = self.reserve(&task.id, worker_id, gpus).await?;
                 self.dispatch(task).await
             }
         }
+    }
+
+    /// Emits the `task_state` event of a newly stored task.
+    fn announce(&self, task: &TaskRecord) {
+        self.emit(crate::events::Event::TaskState {
+            task_id: task.id.clone(),
+            state: task.state,
+            worker_id: task.worker_id.clone(),
+            exit_code: None,
+            error: None,
+        });
     }
 
     /// Checks that a named worker is active and can fit the task now; returns
@@ -165,24 +178,27 @@ impl Master {
         worker_id: &str,
         gpus: Vec<String>,
     ) -> MasterResult<TaskRecord> {
-        let current = self.task(task_id).await?;
+        let owner = worker_id.to_string();
+        // The conditional state change decides who wins a race (scheduler vs
+        // agent); only the winner records the assignment.
+        let task = self
+            .transition(task_id, TaskState::Assigned, |t| {
+                t.worker_id = Some(owner.clone());
+                t.assigned_gpus = gpus.clone();
+            })
+            .await?
+            .ok_or_else(|| {
+                MasterError::FailedPrecondition(format!("task '{task_id}' can no longer be placed"))
+            })?;
         self.store()
             .put_assignment(&AssignmentRecord {
                 task_id: task_id.to_string(),
-                attempt: current.attempt,
+                attempt: task.attempt,
                 worker_id: worker_id.to_string(),
                 assigned_at: now_millis(),
             })
             .await?;
-        let owner = worker_id.to_string();
-        self.transition(task_id, TaskState::Assigned, |t| {
-            t.worker_id = Some(owner.clone());
-            t.assigned_gpus = gpus.clone();
-        })
-        .await?
-        .ok_or_else(|| {
-            MasterError::FailedPrecondition(format!("task '{task_id}' can no longer be placed"))
-        })
+        Ok(task)
     }
 
     /// Hands an assigned task to its worker. A worker that does not take it

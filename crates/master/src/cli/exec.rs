@@ -1,11 +1,12 @@
 //! Runs parsed REPL commands against the master and writes what the operator sees.
 
 use super::parse::{COMMANDS, Command, usage};
+use super::views;
 use crate::cluster::Master;
 use crate::db::{TaskRecord, TaskState};
 use crate::error::{MasterError, MasterResult};
 use crate::events::Event;
-use cloudai_common::units::{format_bytes, format_duration};
+use cloudai_common::units::format_duration;
 use futures::StreamExt;
 use std::io::Write;
 use std::time::Duration;
@@ -85,9 +86,22 @@ async fn run(
                 usage(&topic).unwrap_or_default()
             )?;
         }
-        Command::Status => status(master, out).await?,
-        Command::Workers => workers(master, out)?,
-        Command::Stats(worker) => stats(master, worker.as_deref(), out)?,
+        Command::Status { watch } => {
+            let colour = views::colour_enabled();
+            watch_or_once(master, out, interrupt, watch, || async move {
+                views::status(master, colour).await
+            })
+            .await?
+        }
+        Command::Workers => write!(out, "{}", views::workers(master, views::colour_enabled()))?,
+        Command::Stats { worker, watch } => {
+            let colour = views::colour_enabled();
+            let worker = worker.as_deref();
+            watch_or_once(master, out, interrupt, watch, || async move {
+                views::stats(master, worker, colour)
+            })
+            .await?
+        }
         Command::Register { id, address } => {
             writeln!(out, "{}", master.register_worker(&id, &address).await?)?
         }
@@ -115,7 +129,17 @@ async fn run(
                 )?,
             }
         }
-        Command::Tasks { state } => tasks(master, state, out).await?,
+        Command::Tasks { state } => {
+            let tasks: Vec<TaskRecord> = master
+                .store()
+                .list_tasks()
+                .await
+                .map_err(MasterError::from)?
+                .into_iter()
+                .filter(|t| state.is_none_or(|s| t.state == s))
+                .collect();
+            write!(out, "{}", views::tasks(master, &tasks))?;
+        }
         Command::Monitor { task_id } => monitor(master, &task_id, out, interrupt).await?,
         Command::Logs { task_id } => {
             let task = master.task(&task_id).await?;
@@ -147,7 +171,7 @@ async fn run(
                 "this master runs with --insecure: workers join without tokens"
             )?,
         },
-        Command::Certs => certs(master, out)?,
+        Command::Certs => write!(out, "{}", views::certs(master))?,
         Command::Users => {
             let users = master.users().await?;
             if users.is_empty() {
@@ -188,193 +212,44 @@ async fn run(
     Ok(Flow::Continue)
 }
 
-fn certs(master: &Master, out: &mut dyn Write) -> std::io::Result<()> {
-    if master.pki().is_none() {
-        return writeln!(out, "this master runs with --insecure: no certificates");
-    }
-    let now = crate::db::now_millis();
-    writeln!(
-        out,
-        "{:<16} {:<18} {:<16} JOIN TOKEN",
-        "WORKER", "CERTIFICATE", "EXPIRES IN"
-    )?;
-    for worker in master.registry().list() {
-        let record = worker.record;
-        let fingerprint = record
-            .cert_fingerprint
-            .as_deref()
-            .map_or("none".to_string(), |f| {
-                format!("{}…", &f[..16.min(f.len())])
-            });
-        let expires = record.cert_expires_at.map_or("-".to_string(), |t| {
-            let left = t * 1000 - now;
-            if left <= 0 {
-                "expired".to_string()
-            } else {
-                format_duration(Duration::from_millis(left as u64))
-            }
-        });
-        let token = match record.join_token_expires_at {
-            Some(t) if t > now => format!(
-                "outstanding, expires in {}",
-                format_duration(Duration::from_millis((t - now) as u64))
-            ),
-            Some(_) => "expired (`join-token <id>` makes a new one)".to_string(),
-            None => "-".to_string(),
-        };
-        writeln!(
-            out,
-            "{:<16} {:<18} {:<16} {token}",
-            record.id, fingerprint, expires
-        )?;
-    }
-    Ok(())
-}
-
-async fn status(master: &Master, out: &mut dyn Write) -> MasterResult<()> {
-    let (pending, active, inactive) = master.registry().counts();
-    let tasks = master.store().list_tasks().await?;
-    let mut by_state: Vec<String> = TaskState::ALL
-        .iter()
-        .map(|state| (state, tasks.iter().filter(|t| t.state == *state).count()))
-        .filter(|(_, n)| *n > 0)
-        .map(|(state, n)| format!("{n} {state}"))
-        .collect();
-    if by_state.is_empty() {
-        by_state.push("none".into());
-    }
-    let _ = writeln!(
-        out,
-        "workers: {active} active, {inactive} inactive, {pending} pending"
-    );
-    let _ = writeln!(out, "tasks:   {}", by_state.join(", "));
-    let _ = writeln!(out, "store:   {}", master.store().describe());
-    let _ = writeln!(out, "uptime:  {}", format_duration(master.uptime()));
-    Ok(())
-}
-
-fn workers(master: &Master, out: &mut dyn Write) -> std::io::Result<()> {
-    let entries = master.registry().list();
-    if entries.is_empty() {
-        return writeln!(
-            out,
-            "no workers registered: `register <id> <host:port>` adds one"
-        );
-    }
-    let load = master.running_per_worker();
-    writeln!(
-        out,
-        "{:<16} {:<9} {:<22} {:>5} {:>10} {:>5} {:>6}  last seen",
-        "ID", "STATE", "ADDRESS", "CPUS", "MEMORY", "GPUS", "TASKS"
-    )?;
-    for w in entries {
-        let host = w.record.host.clone().unwrap_or_default();
-        let seen = w.last_seen.map_or("never".to_string(), |t| {
-            format!("{} ago", format_duration(t.elapsed()))
-        });
-        writeln!(
-            out,
-            "{:<16} {:<9} {:<22} {:>5} {:>10} {:>5} {:>6}  {seen}",
-            w.record.id,
-            w.state.as_str(),
-            w.record.address,
-            host.cpu_count,
-            format_bytes(host.memory_total_bytes),
-            host.gpus.len(),
-            load.get(&w.record.id).copied().unwrap_or(0),
-        )?;
-    }
-    Ok(())
-}
-
-fn stats(master: &Master, only: Option<&str>, out: &mut dyn Write) -> MasterResult<()> {
-    let entries: Vec<_> = master
-        .registry()
-        .list()
-        .into_iter()
-        .filter(|w| only.is_none_or(|id| w.record.id == id))
-        .collect();
-    if let Some(id) = only
-        && entries.is_empty()
-    {
-        return Err(MasterError::NotFound(format!(
-            "no worker '{id}': `workers` lists the registered ones"
-        )));
-    }
-    for w in entries {
-        let Some(hb) = &w.latest else {
-            let _ = writeln!(
-                out,
-                "{}: {} (no heartbeat yet)",
-                w.record.id,
-                w.state.as_str()
-            );
-            continue;
-        };
-        let _ = writeln!(
-            out,
-            "{}: {}  cpu {:.1}% of {}  mem {} / {}  load {:.2}  tasks {}",
-            w.record.id,
-            w.state.as_str(),
-            hb.cpu_percent,
-            hb.cpu_count,
-            format_bytes(hb.memory_used_bytes),
-            format_bytes(hb.memory_total_bytes),
-            hb.load_average_1m,
-            hb.running_task_ids.len(),
-        );
-        for gpu in &hb.gpus {
-            let _ = writeln!(
-                out,
-                "  gpu{} {}  util {:.0}%  mem {} / {}  {:.0}°C  {:.0} W",
-                gpu.index,
-                gpu.name,
-                gpu.utilization_percent,
-                format_bytes(gpu.memory_used_bytes),
-                format_bytes(gpu.memory_total_bytes),
-                gpu.temperature_celsius,
-                gpu.power_watts
-            );
-        }
-    }
-    Ok(())
-}
-
-async fn tasks(master: &Master, state: Option<TaskState>, out: &mut dyn Write) -> MasterResult<()> {
-    let tasks: Vec<TaskRecord> = master
-        .store()
-        .list_tasks()
-        .await?
-        .into_iter()
-        .filter(|t| state.is_none_or(|s| t.state == s))
-        .collect();
-    if tasks.is_empty() {
-        let _ = writeln!(out, "no tasks");
+/// Prints a view once, or (with `--watch`) redraws it in place every
+/// heartbeat until Ctrl-C: the cursor goes home and each line is overwritten,
+/// so the screen does not flicker or fill the scrollback.
+async fn watch_or_once<F, Fut>(
+    master: &Master,
+    out: &mut dyn Write,
+    interrupt: &CancellationToken,
+    watch: bool,
+    render: F,
+) -> MasterResult<()>
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = MasterResult<String>>,
+{
+    if !watch {
+        let _ = write!(out, "{}", render().await?);
         return Ok(());
     }
-    let _ = writeln!(
-        out,
-        "{:<15} {:<10} {:<16} {:>5}  {:<28} ERROR",
-        "ID", "STATE", "WORKER", "EXIT", "IMAGE"
-    );
-    for t in tasks {
-        let exit = t.exit_code.map_or("-".to_string(), |c| c.to_string());
-        let note = match (t.state, master.waiting_reason(&t.id)) {
-            (TaskState::Queued, Some(reason)) => format!("waiting: {reason}"),
-            _ => t.error.clone().unwrap_or_default(),
-        };
-        let _ = writeln!(
-            out,
-            "{:<15} {:<10} {:<16} {:>5}  {:<28} {}",
-            t.id,
-            t.state.as_str(),
-            t.worker_id.as_deref().unwrap_or("-"),
-            exit,
-            t.image,
-            note
-        );
+    let interval = master.settings().heartbeat_interval;
+    let _ = write!(out, "\x1b[2J");
+    loop {
+        let frame = render().await?;
+        let mut screen = String::from("\x1b[H");
+        for line in frame.lines() {
+            screen.push_str(line);
+            screen.push_str("\x1b[K\n");
+        }
+        screen.push_str(&format!(
+            "(redraws every {}; Ctrl-C stops)\x1b[K\n\x1b[J",
+            format_duration(interval)
+        ));
+        let _ = out.write_all(screen.as_bytes());
+        let _ = out.flush();
+        tokio::select! {
+            _ = interrupt.cancelled() => return Ok(()),
+            _ = tokio::time::sleep(interval) => {}
+        }
     }
-    Ok(())
 }
 
 /// Prints the final line of a task: state, exit code, reason.

@@ -1,6 +1,8 @@
 //! The operator REPL: a pure parser ([`parse`]), an executor ([`exec`]) and the
-//! line-reading thread ([`repl`]).
+//! line-reading thread ([`repl`]) and what it draws ([`views`]).
 
+pub mod complete;
 pub mod exec;
 pub mod parse;
 pub mod repl;
+pub mod views;

@@ -12,12 +12,20 @@ pub enum Command {
     Empty,
     /// `help [command]`.
     Help(Option<String>),
-    /// `status`: cluster summary.
-    Status,
+    /// `status [--watch]`: cluster summary.
+    Status {
+        /// Redraw every heartbeat until Ctrl-C.
+        watch: bool,
+    },
     /// `workers`: registered workers.
     Workers,
-    /// `stats [worker]`: latest metrics.
-    Stats(Option<String>),
+    /// `stats [worker] [--watch]`: latest metrics.
+    Stats {
+        /// Only this worker.
+        worker: Option<String>,
+        /// Redraw every heartbeat until Ctrl-C.
+        watch: bool,
+    },
     /// `register <id> <host:port>`.
     Register {
         /// Worker id.
@@ -214,9 +222,30 @@ pub fn parse(line: &str) -> Result<Command, String> {
             }
             Ok(Command::Help(topic))
         }
-        "status" => exact(0).map(|_| Command::Status),
+        "status" => match args {
+            [] => Ok(Command::Status { watch: false }),
+            [flag] if flag == "--watch" || flag == "-w" => Ok(Command::Status { watch: true }),
+            _ => Err(usage_error("status", "unexpected arguments")),
+        },
         "workers" => exact(0).map(|_| Command::Workers),
-        "stats" => Ok(Command::Stats(at_most_one()?)),
+        "stats" => {
+            let watch = args.iter().any(|a| a == "--watch" || a == "-w");
+            let rest: Vec<&String> = args
+                .iter()
+                .filter(|a| *a != "--watch" && *a != "-w")
+                .collect();
+            match rest.as_slice() {
+                [] => Ok(Command::Stats {
+                    worker: None,
+                    watch,
+                }),
+                [worker] if !worker.starts_with('-') => Ok(Command::Stats {
+                    worker: Some((*worker).clone()),
+                    watch,
+                }),
+                _ => Err(usage_error("stats", "unexpected arguments")),
+            }
+        }
         "register" => {
             let args = exact(2)?;
             Ok(Command::Register {
@@ -459,12 +488,32 @@ mod tests {
             parse("help task").unwrap(),
             Command::Help(Some("task".into()))
         );
-        assert_eq!(parse("status").unwrap(), Command::Status);
+        assert_eq!(parse("status").unwrap(), Command::Status { watch: false });
+        assert_eq!(
+            parse("status --watch").unwrap(),
+            Command::Status { watch: true }
+        );
+        assert_eq!(
+            parse("stats w1 --watch").unwrap(),
+            Command::Stats {
+                worker: Some("w1".into()),
+                watch: true
+            }
+        );
         assert_eq!(parse("workers").unwrap(), Command::Workers);
-        assert_eq!(parse("stats").unwrap(), Command::Stats(None));
+        assert_eq!(
+            parse("stats").unwrap(),
+            Command::Stats {
+                worker: None,
+                watch: false
+            }
+        );
         assert_eq!(
             parse("stats w1").unwrap(),
-            Command::Stats(Some("w1".into()))
+            Command::Stats {
+                worker: Some("w1".into()),
+                watch: false
+            }
         );
         assert_eq!(
             parse("register w1 10.0.0.7:50052").unwrap(),

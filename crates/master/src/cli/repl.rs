@@ -2,11 +2,13 @@
 //! the async core through a runtime handle. With stdin not a terminal (piped
 //! commands, tests) it reads plain lines instead.
 
+use super::complete::ReplHelper;
 use super::exec::{Flow, execute};
 use super::parse::parse;
 use crate::cluster::Master;
-use rustyline::DefaultEditor;
+use rustyline::Editor;
 use rustyline::error::ReadlineError;
+use rustyline::history::DefaultHistory;
 use std::io::{BufRead, IsTerminal, Write};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -99,7 +101,12 @@ fn run_piped(master: &Master, runtime: &Handle) -> std::io::Result<Flow> {
 fn run_interactive(master: &Master, runtime: &Handle, history: PathBuf) -> std::io::Result<Flow> {
     let current = Current::default();
     forward_interrupts(runtime, current.clone());
-    let mut editor = DefaultEditor::new().map_err(std::io::Error::other)?;
+    let mut editor: Editor<ReplHelper, DefaultHistory> =
+        Editor::new().map_err(std::io::Error::other)?;
+    editor.set_helper(Some(ReplHelper::new(
+        master.clone(),
+        super::views::colour_enabled(),
+    )));
     // No history yet is normal on first start.
     let _ = editor.load_history(&history);
     println!(
