@@ -73,13 +73,17 @@ fn handle_line(
 
 /// Turns SIGINT into "interrupt the current command" while the REPL runs.
 fn forward_interrupts(runtime: &Handle, current: Current) {
+    // Registered here, synchronously, before rustyline first reads a line:
+    // rustyline saves and restores the SIGINT disposition around each read, so
+    // a handler installed concurrently could be undone.
+    let _in_runtime = runtime.enter();
+    let Ok(mut interrupts) =
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
+    else {
+        tracing::warn!("cannot listen for Ctrl-C; live views stop with their task");
+        return;
+    };
     runtime.spawn(async move {
-        let Ok(mut interrupts) =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
-        else {
-            tracing::warn!("cannot listen for Ctrl-C; live views stop with their task");
-            return;
-        };
         while interrupts.recv().await.is_some() {
             if let Some(command) = current.lock().unwrap_or_else(|p| p.into_inner()).take() {
                 command.cancel();
