@@ -372,33 +372,12 @@ impl Worker {
         ensure_test_image();
         let log_path = dir.join(format!("worker-{}.log", unique(id)));
         let data_dir = dir.join(format!("wdata-{id}"));
-        let mut command = Command::new(binary("cloudai-worker"));
+        let mut command = Self::command(id, dir, options);
         command
-            .args([
-                "--id",
-                id,
-                "--port",
-                &options.port.to_string(),
-                "--advertise-host",
-                "127.0.0.1",
-            ])
             .args(["--heartbeat-interval", "500ms", "--stop-grace", "2s"])
-            .arg("--data-dir")
-            .arg(&data_dir)
             .env("RUST_LOG", "info")
-            .env("NO_COLOR", "1")
-            .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(std::fs::File::create(&log_path).unwrap());
-        if let Some(master) = &options.master {
-            command.args(["--master", master]);
-        }
-        if let Some(token) = &options.token {
-            command.args(["--join-token", token]);
-        }
-        if options.insecure {
-            command.arg("--insecure");
-        }
         let mut child = command.spawn().expect("start cloudai-worker");
         let out = Lines::default();
         out.follow(child.stdout.take().unwrap());
@@ -419,10 +398,8 @@ impl Worker {
         }
     }
 
-    /// Starts a worker expected to fail at start-up; returns what it printed
-    /// and logged once it has exited.
-    pub fn start_failing(id: &str, dir: &Path, options: &WorkerOptions) -> String {
-        let log_path = dir.join(format!("worker-{}.log", unique(id)));
+    /// The worker command line for `options`, data in `<dir>/wdata-<id>`.
+    fn command(id: &str, dir: &Path, options: &WorkerOptions) -> Command {
         let mut command = Command::new(binary("cloudai-worker"));
         command
             .args([
@@ -443,7 +420,19 @@ impl Worker {
         if let Some(token) = &options.token {
             command.args(["--join-token", token]);
         }
-        let output = command.output().expect("run cloudai-worker");
+        if options.insecure {
+            command.arg("--insecure");
+        }
+        command
+    }
+
+    /// Starts a worker expected to fail at start-up; returns what it printed
+    /// and logged once it has exited.
+    pub fn start_failing(id: &str, dir: &Path, options: &WorkerOptions) -> String {
+        let log_path = dir.join(format!("worker-{}.log", unique(id)));
+        let output = Self::command(id, dir, options)
+            .output()
+            .expect("run cloudai-worker");
         let text = format!(
             "{}{}",
             String::from_utf8_lossy(&output.stdout),

@@ -16,3 +16,13 @@ pub mod validate;
 
 /// Version of the CloudAI binaries (the workspace version).
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// Loads `.env` from the working directory when there is one; a malformed file
+/// is reported on stderr (logging is not set up yet) and otherwise ignored.
+pub fn load_dotenv() {
+    if let Err(error) = dotenvy::dotenv()
+        && !error.not_found()
+    {
+        eprintln!("warning: ignoring .env: {error}");
+    }
+}

@@ -8,12 +8,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 fn main() -> anyhow::Result<()> {
-    // A missing .env is normal; a malformed one is worth knowing about.
-    if let Err(error) = dotenvy::dotenv()
-        && !error.not_found()
-    {
-        eprintln!("warning: ignoring .env: {error}");
-    }
+    cloudai_common::load_dotenv();
     let config = MasterConfig::parse();
     config
         .validate()

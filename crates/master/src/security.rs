@@ -145,21 +145,37 @@ impl Master {
         {
             return refuse(format!("the join token has expired: {new_token}"));
         }
+        record.join_token_hash = None;
+        record.join_token_expires_at = None;
+        let response = self.issue_certificate(pki, record, csr_der).await?;
+        tracing::info!(
+            worker_id,
+            expires_at = response.expires_at,
+            "worker joined: certificate issued"
+        );
+        Ok(response)
+    }
+
+    /// Signs a worker's CSR for the host of its registered address, binds the
+    /// certificate to the registration (fingerprint, expiry) and persists it.
+    async fn issue_certificate(
+        &self,
+        pki: &crate::pki::Pki,
+        mut record: crate::db::WorkerRecord,
+        csr_der: &[u8],
+    ) -> MasterResult<CertificateResponse> {
         let host = record
             .address
             .rsplit_once(':')
             .map_or(record.address.as_str(), |(h, _)| h)
             .to_string();
         let (certificate_pem, fingerprint, expires_at) = pki
-            .issue_worker(worker_id, &host, csr_der)
+            .issue_worker(&record.id, &host, csr_der)
             .map_err(|e| MasterError::InvalidArgument(e.to_string()))?;
-        record.join_token_hash = None;
-        record.join_token_expires_at = None;
         record.cert_fingerprint = Some(fingerprint);
         record.cert_expires_at = Some(expires_at);
         self.store().put_worker(&record).await?;
         self.registry().update_record(record);
-        tracing::info!(worker_id, expires_at, "worker joined: certificate issued");
         Ok(CertificateResponse {
             certificate_pem,
             ca_certificate_pem: pki.ca_pem().to_string(),
@@ -176,29 +192,18 @@ impl Master {
         let pki = self.pki().ok_or_else(|| {
             MasterError::FailedPrecondition("this master runs with --insecure".into())
         })?;
-        let Some(mut record) = self.registry().get(worker_id).map(|w| w.record) else {
+        let Some(record) = self.registry().get(worker_id).map(|w| w.record) else {
             return Err(MasterError::PermissionDenied(format!(
                 "worker '{worker_id}' is not registered"
             )));
         };
-        let host = record
-            .address
-            .rsplit_once(':')
-            .map_or(record.address.as_str(), |(h, _)| h)
-            .to_string();
-        let (certificate_pem, fingerprint, expires_at) = pki
-            .issue_worker(worker_id, &host, csr_der)
-            .map_err(|e| MasterError::InvalidArgument(e.to_string()))?;
-        record.cert_fingerprint = Some(fingerprint);
-        record.cert_expires_at = Some(expires_at);
-        self.store().put_worker(&record).await?;
-        self.registry().update_record(record);
-        tracing::info!(worker_id, expires_at, "worker certificate renewed");
-        Ok(CertificateResponse {
-            certificate_pem,
-            ca_certificate_pem: pki.ca_pem().to_string(),
-            expires_at,
-        })
+        let response = self.issue_certificate(pki, record, csr_der).await?;
+        tracing::info!(
+            worker_id,
+            expires_at = response.expires_at,
+            "worker certificate renewed"
+        );
+        Ok(response)
     }
 
     /// Checks that a call claiming to come from `worker_id` presents that

@@ -8,11 +8,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 fn main() -> anyhow::Result<()> {
-    if let Err(error) = dotenvy::dotenv()
-        && !error.not_found()
-    {
-        eprintln!("warning: ignoring .env: {error}");
-    }
+    cloudai_common::load_dotenv();
     let config = WorkerConfig::parse();
     config
         .validate()
