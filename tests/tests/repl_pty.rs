@@ -84,6 +84,20 @@ fn completion_history_live_view_and_ctrl_keys() {
         .expect("the master still runs");
     repl.exp_string("cloudai> ").unwrap();
 
+    // Any key stops a live view too.
+    repl.send_line("stats --watch").unwrap();
+    repl.flush().unwrap();
+    repl.exp_string("any key or Ctrl-C stops")
+        .expect("the stats view");
+    repl.send("q").unwrap();
+    repl.flush().unwrap();
+    repl.exp_string("cloudai> ")
+        .expect("back at the prompt after a key");
+    repl.send_line("workers").unwrap();
+    repl.exp_string("no workers registered")
+        .expect("the line editor works after raw mode");
+    repl.exp_string("cloudai> ").unwrap();
+
     // Ctrl-C at the prompt only clears the line; Ctrl-D exits cleanly.
     repl.send("garbage").unwrap();
     repl.flush().unwrap();
@@ -110,6 +124,9 @@ fn completion_history_live_view_and_ctrl_keys() {
         .expect("the last command of the previous session");
     again.send_control('c').unwrap();
     again.flush().unwrap();
+    again
+        .exp_string("cloudai> ")
+        .expect("a fresh prompt after Ctrl-C");
     again.send_line("exit").unwrap();
     again.exp_eof().unwrap();
 }

@@ -25,7 +25,11 @@ fn candidates_for(words_before: &[&str], workers: &[String], tasks: &[String]) -
         ["task"] => std::iter::once("auto".to_string())
             .chain(workers.iter().cloned())
             .collect(),
-        ["stats" | "unregister" | "join-token"] => workers.to_vec(),
+        ["stats"] => std::iter::once("--watch".to_string())
+            .chain(workers.iter().cloned())
+            .collect(),
+        ["stats", _] => vec!["--watch".into()],
+        ["unregister" | "join-token"] => workers.to_vec(),
         ["monitor" | "logs" | "cancel"] => tasks.to_vec(),
         ["tasks"] => vec!["--state".into()],
         ["tasks", "--state"] => crate::db::TaskState::ALL

@@ -88,8 +88,14 @@ async fn run(
         }
         Command::Status { watch } => {
             let colour = views::colour_enabled();
+            // The live view adds the worker table to the summary.
             watch_or_once(master, out, interrupt, watch, || async move {
-                views::status(master, colour).await
+                let summary = views::status(master, colour).await?;
+                Ok(if watch {
+                    format!("{summary}\n{}", views::workers(master, colour))
+                } else {
+                    summary
+                })
             })
             .await?
         }
@@ -231,25 +237,33 @@ where
         return Ok(());
     }
     let interval = master.settings().heartbeat_interval;
+    // On a terminal any key stops the view too (raw mode while it runs).
+    let keys = super::keys::KeyStop::start();
     let _ = write!(out, "\x1b[2J");
-    loop {
-        let frame = render().await?;
+    let outcome = loop {
+        let frame = match render().await {
+            Ok(frame) => frame,
+            Err(error) => break Err(error),
+        };
         let mut screen = String::from("\x1b[H");
         for line in frame.lines() {
             screen.push_str(line);
-            screen.push_str("\x1b[K\n");
+            screen.push_str("\x1b[K\r\n");
         }
         screen.push_str(&format!(
-            "(redraws every {}; Ctrl-C stops)\x1b[K\n\x1b[J",
+            "(redraws every {}; any key or Ctrl-C stops)\x1b[K\r\n\x1b[J",
             format_duration(interval)
         ));
         let _ = out.write_all(screen.as_bytes());
         let _ = out.flush();
         tokio::select! {
-            _ = interrupt.cancelled() => return Ok(()),
+            _ = interrupt.cancelled() => break Ok(()),
+            _ = keys.pressed() => break Ok(()),
             _ = tokio::time::sleep(interval) => {}
         }
-    }
+    };
+    keys.stop().await;
+    outcome
 }
 
 /// Prints the final line of a task: state, exit code, reason.

@@ -104,8 +104,8 @@ pub const COMMANDS: &[(&str, &str, &str)] = &[
     ),
     (
         "status",
-        "status",
-        "cluster summary: workers and tasks by state, store, uptime",
+        "status [--watch]",
+        "cluster summary: workers and tasks by state, store, uptime (--watch: live, with the worker table)",
     ),
     (
         "workers",
@@ -114,8 +114,8 @@ pub const COMMANDS: &[(&str, &str, &str)] = &[
     ),
     (
         "stats",
-        "stats [worker]",
-        "latest CPU, memory and GPU metrics of every worker, or of one",
+        "stats [worker] [--watch]",
+        "CPU, memory, disk and GPU bars of every worker, or of one (--watch: live until a key or Ctrl-C)",
     ),
     (
         "register",
