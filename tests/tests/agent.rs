@@ -175,3 +175,84 @@ fn the_agent_needs_an_operator_token() {
         String::from_utf8_lossy(&output.stderr)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stream_events_reports_task_transitions() {
+    use cloudai_proto::v1::cluster_event::Event as Wire;
+    use cloudai_proto::v1::master_agent_client::MasterAgentClient;
+    use cloudai_proto::v1::{StreamEventsRequest, SubmitTaskRequest, Task, TaskStatus};
+    use tonic::transport::{Certificate, Channel, ClientTlsConfig};
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut master = Master::start(&dir.path().join("master"), &MasterOptions::default());
+    let _worker = Worker::join(&mut master, "ev", dir.path());
+    let viewer = master.api_token("viewer");
+    let operator = master.api_token("operator");
+    let tls = ClientTlsConfig::new()
+        .ca_certificate(Certificate::from_pem(master.ca_pem()))
+        .domain_name("127.0.0.1");
+    let channel = Channel::from_shared(format!("https://{}", master.grpc_addr))
+        .unwrap()
+        .tls_config(tls)
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut agent = MasterAgentClient::new(channel);
+
+    let mut events = agent
+        .stream_events(with(
+            &viewer,
+            StreamEventsRequest {
+                include_telemetry: false,
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let task = Task {
+        image: TEST_IMAGE.into(),
+        command: vec!["true".into()],
+        ..Default::default()
+    };
+    let submitted = agent
+        .submit_task(with(
+            &operator,
+            SubmitTaskRequest {
+                task: Some(task),
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let mut seen = Vec::new();
+    let mut last_sequence = 0;
+    while !seen.contains(&TaskStatus::Completed) {
+        let event = tokio::time::timeout(WAIT, events.message())
+            .await
+            .expect("an event in time")
+            .unwrap()
+            .expect("stream open");
+        assert!(event.sequence > last_sequence, "sequence numbers increase");
+        last_sequence = event.sequence;
+        if let Some(Wire::TaskState(view)) = event.event
+            && view
+                .task
+                .as_ref()
+                .is_some_and(|t| t.task_id == submitted.task_id)
+        {
+            seen.push(TaskStatus::try_from(view.status).unwrap());
+        }
+    }
+    assert_eq!(seen.first(), Some(&TaskStatus::Queued), "{seen:?}");
+    assert!(seen.contains(&TaskStatus::Assigned), "{seen:?}");
+}
+
+fn with<T>(token: &str, message: T) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    request
+        .metadata_mut()
+        .insert("authorization", format!("Bearer {token}").parse().unwrap());
+    request
+}

@@ -324,6 +324,38 @@ mod tests {
     }
 
     #[test]
+    fn an_operator_supplied_ca_signs_everything() {
+        let dir = tempfile::tempdir().unwrap();
+        let (ca_pem, ca_key) = new_ca().unwrap();
+        let (cert_path, key_path) = (dir.path().join("my-ca.crt"), dir.path().join("my-ca.key"));
+        std::fs::write(&cert_path, &ca_pem).unwrap();
+        std::fs::write(&key_path, &ca_key).unwrap();
+        let options = PkiOptions {
+            ca_cert: Some(cert_path),
+            ca_key: Some(key_path),
+            ..options()
+        };
+        let pki = Pki::load_or_create(&dir.path().join("data"), &options).unwrap();
+        let ca_der = tls::certs_from_pem(&ca_pem).unwrap().remove(0);
+        assert_eq!(pki.ca_fingerprint(), tls::fingerprint(&ca_der));
+        // Clients find the operator's CA where they always look.
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join("data/tls/ca.crt")).unwrap(),
+            ca_pem
+        );
+        assert!(
+            !dir.path().join("data/tls/ca.key").exists(),
+            "the operator's key stays where it is"
+        );
+        // The master's chain ends in the operator's CA.
+        let chain = tls::certs_from_pem(&pki.master_chain_pem).unwrap();
+        assert_eq!(
+            tls::fingerprint(chain.last().unwrap()),
+            pki.ca_fingerprint()
+        );
+    }
+
+    #[test]
     fn operator_ca_needs_both_files() {
         let dir = tempfile::tempdir().unwrap();
         let half = PkiOptions {
