@@ -1,11 +1,21 @@
 //! Micro-benchmarks of the master's hot paths: placement against 1k/10k
-//! workers, telemetry event JSON encoding, and the task state check.
+//! workers, telemetry event JSON encoding, the heartbeat handler's work, and
+//! durable store writes (embedded backend).
 //! Run: `cargo bench -p cloudai-master --bench hot_paths`.
 
+use cloudai_master::db::{EmbeddedStore, Limits, Store, TaskRecord, TaskState};
 use cloudai_master::events::{Envelope, Event, GpuSample, Metrics};
 use cloudai_master::placement::{Candidate, Demand, Policy, place};
+use cloudai_master::scheduler::PlacementMode;
+use cloudai_master::{Master, Settings};
+use cloudai_proto::v1::Heartbeat;
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
+use std::collections::BTreeMap;
 use std::hint::black_box;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 const CPU: i64 = 1_000_000_000;
 
@@ -89,5 +99,119 @@ fn telemetry_json(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, placement, telemetry_json);
+fn settings() -> Settings {
+    Settings {
+        heartbeat_interval: Duration::from_secs(5),
+        inactivity_timeout: Duration::from_secs(30),
+        reinvite_interval: Duration::from_secs(3600),
+        advertise_addr: String::new(),
+        join_token_ttl: Duration::from_secs(3600),
+        policy: Policy::Binpack,
+        placement_mode: PlacementMode::Builtin,
+        agent_timeout: Duration::from_secs(30),
+    }
+}
+
+/// What `SendHeartbeat` does once the request is decoded: registry check and
+/// hand-off to the worker's telemetry task (which runs in the background).
+fn heartbeat_ingest(c: &mut Criterion) {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let store: Arc<dyn Store> = Arc::new(EmbeddedStore::open(dir.path()).unwrap());
+    let master = runtime.block_on(async {
+        let master = Master::load(
+            settings(),
+            store,
+            None,
+            0,
+            CancellationToken::new(),
+            TaskTracker::new(),
+        )
+        .await
+        .unwrap();
+        for i in 0..1000 {
+            master
+                .register_worker(&format!("w{i:04}"), "127.0.0.1:1")
+                .await
+                .unwrap();
+        }
+        master
+    });
+    let _in_runtime = runtime.enter();
+    let heartbeat = |i: usize| Heartbeat {
+        worker_id: format!("w{:04}", i % 1000),
+        cpu_percent: 42.0,
+        cpu_count: 64,
+        memory_used_bytes: 100 << 30,
+        memory_total_bytes: 512 << 30,
+        ..Default::default()
+    };
+    let beats: Vec<Heartbeat> = (0..1000).map(heartbeat).collect();
+    let mut next = 0;
+    c.bench_function("heartbeat_ingest_1k_workers", |b| {
+        b.iter(|| {
+            next = (next + 1) % beats.len();
+            black_box(master.ingest_heartbeat(beats[next].clone()))
+        })
+    });
+}
+
+fn store_writes(c: &mut Criterion) {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let store = EmbeddedStore::open(dir.path()).unwrap();
+    let mut task = TaskRecord {
+        id: String::new(),
+        image: "busybox".into(),
+        command: vec!["true".into()],
+        env: BTreeMap::new(),
+        limits: Limits::default(),
+        timeout_seconds: 0,
+        priority: 0,
+        max_retries: 0,
+        attempt: 1,
+        state: TaskState::Queued,
+        worker_id: None,
+        created_at: 0,
+        updated_at: 0,
+        started_at: None,
+        finished_at: None,
+        exit_code: None,
+        error: None,
+        oom_killed: false,
+        assigned_gpus: vec![],
+    };
+    let mut n = 0u64;
+    c.bench_function("embedded_store_put_task_fsync", |b| {
+        b.iter(|| {
+            n += 1;
+            task.id = format!("t-{n:012}");
+            runtime.block_on(store.put_task(&task)).unwrap()
+        })
+    });
+    task.id = "t-conditional".into();
+    runtime.block_on(store.put_task(&task)).unwrap();
+    c.bench_function("embedded_store_conditional_update_fsync", |b| {
+        b.iter(|| {
+            runtime
+                .block_on(store.update_task_if(&task, &[TaskState::Queued]))
+                .unwrap()
+        })
+    });
+}
+
+criterion_group!(
+    benches,
+    placement,
+    telemetry_json,
+    heartbeat_ingest,
+    store_writes
+);
 criterion_main!(benches);
