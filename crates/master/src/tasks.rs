@@ -212,6 +212,7 @@ impl Master {
             let mut client = self.clients().client(&address)?;
             let mut request = tonic::Request::new(AssignTaskRequest {
                 task: Some(message),
+                worker_id: worker_id.clone(),
             });
             request.set_timeout(CALL_TIMEOUT);
             let response = client

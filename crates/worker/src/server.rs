@@ -96,8 +96,15 @@ impl WorkerService for WorkerGrpc {
         request: Request<AssignTaskRequest>,
     ) -> Result<Response<AssignTaskResponse>, Status> {
         self.authorize(&request)?;
+        let request = request.into_inner();
+        if !request.worker_id.is_empty() && request.worker_id != self.worker.id() {
+            return Err(Status::failed_precondition(format!(
+                "this is worker '{}', not '{}': the master's registration points at the wrong worker",
+                self.worker.id(),
+                request.worker_id
+            )));
+        }
         let task = request
-            .into_inner()
             .task
             .ok_or_else(|| Status::invalid_argument("task: missing"))?;
         cloudai_common::validate::id("task.task_id", &task.task_id).map_err(invalid)?;
