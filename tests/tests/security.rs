@@ -443,3 +443,44 @@ async fn registration_needs_the_workers_own_certificate() {
     let row = master.poll("workers", &[&a.id, "active"], WAIT);
     assert!(!row.contains(" 512 "), "{row}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_master_itself_refuses_a_token_for_another_worker() {
+    use cloudai_proto::v1::JoinClusterRequest;
+    let dir = tempfile::tempdir().unwrap();
+    let mut master = Master::start(&dir.path().join("master"), &MasterOptions::default());
+    let (a, b) = (unique("ja"), unique("jb"));
+    let port_a = free_port();
+    let token_a = master.register(&a, &format!("127.0.0.1:{port_a}")).unwrap();
+    master.register(&b, &format!("127.0.0.1:{}", free_port()));
+    // A client that skips the worker's own check: the master refuses too.
+    let mut client = MasterServiceClient::new(channel(&master, None).await);
+    let request = JoinClusterRequest {
+        worker_id: b.clone(),
+        token: token_a.clone(),
+        csr_der: b"not used".to_vec(),
+    };
+    let status = client.join_cluster(request).await.unwrap_err();
+    assert_eq!(status.code(), Code::PermissionDenied);
+    assert!(
+        status.message().contains(&format!("is for worker '{a}'")),
+        "{}",
+        status.message()
+    );
+    // A malformed CSR with a valid token is refused clearly and does not use up the token.
+    let request = JoinClusterRequest {
+        worker_id: a.clone(),
+        token: token_a.clone(),
+        csr_der: b"garbage".to_vec(),
+    };
+    let status = client.join_cluster(request).await.unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    let options = WorkerOptions {
+        port: port_a,
+        master: Some(master.grpc_addr.clone()),
+        token: Some(token_a),
+        ..WorkerOptions::default()
+    };
+    let worker = Worker::start(&a, dir.path(), &options);
+    master.poll("workers", &[&worker.id, "active"], WAIT);
+}
