@@ -137,38 +137,10 @@ fn the_agent_needs_an_operator_token() {
     ensure_stubs();
     // A bad token stops the agent with a clear error; a viewer's token can read
     // the (empty) queue. Placing needs an operator (tests/tests/security.rs).
-    let output = Command::new("python3")
-        .args([
-            "-m",
-            "agentic_scheduler",
-            "--master",
-            &master.grpc_addr,
-            "--token",
-            "cat1.00000000.bad",
-            "--once",
-        ])
-        .arg("--ca")
-        .arg(master.data_dir.join("tls/ca.crt"))
-        .current_dir(repo().join("agentic_scheduler"))
-        .output()
-        .expect("run the agent");
+    let output = agent_once(&master, "cat1.00000000.bad");
     assert_eq!(output.status.code(), Some(2), "a bad token stops the agent");
     assert!(String::from_utf8_lossy(&output.stderr).contains("not valid"));
-    let output = Command::new("python3")
-        .args([
-            "-m",
-            "agentic_scheduler",
-            "--master",
-            &master.grpc_addr,
-            "--token",
-            &viewer,
-            "--once",
-        ])
-        .arg("--ca")
-        .arg(master.data_dir.join("tls/ca.crt"))
-        .current_dir(repo().join("agentic_scheduler"))
-        .output()
-        .expect("run the agent");
+    let output = agent_once(&master, &viewer);
     assert!(
         output.status.success(),
         "a viewer can read the (empty) queue: {}",
@@ -255,4 +227,23 @@ fn with<T>(token: &str, message: T) -> tonic::Request<T> {
         .metadata_mut()
         .insert("authorization", format!("Bearer {token}").parse().unwrap());
     request
+}
+
+/// One pass of the agent (`--once`) with `token`.
+fn agent_once(master: &Master, token: &str) -> std::process::Output {
+    Command::new("python3")
+        .args([
+            "-m",
+            "agentic_scheduler",
+            "--master",
+            &master.grpc_addr,
+            "--token",
+            token,
+            "--once",
+        ])
+        .arg("--ca")
+        .arg(master.data_dir.join("tls/ca.crt"))
+        .current_dir(repo().join("agentic_scheduler"))
+        .output()
+        .expect("run the agent")
 }
