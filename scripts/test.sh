@@ -8,6 +8,9 @@ cd "$(dirname "$0")/.."
 bash scripts/ensure-docker.sh
 bash scripts/build-test-image.sh
 
+echo "==> nx-27017 (MongoDB wire-protocol server for the MongoDB backend's tests)"
+command -v nx-27017 >/dev/null 2>&1 || python3 -m pip install --quiet nx-27017
+
 echo "==> cargo fmt --check"
 cargo fmt --all -- --check
 

@@ -32,6 +32,15 @@ pub struct MasterConfig {
     #[arg(long, env = "CLOUDAI_DATA_DIR", default_value = "./cloudai-data")]
     pub data_dir: PathBuf,
 
+    /// MongoDB connection string; when set the master keeps its state there
+    /// instead of the embedded store (its password never appears in logs).
+    #[arg(long, env = "CLOUDAI_MONGODB_URI", hide_env_values = true)]
+    pub mongodb_uri: Option<String>,
+
+    /// MongoDB database name (with --mongodb-uri).
+    #[arg(long, env = "CLOUDAI_MONGODB_DATABASE", default_value = "cloudai")]
+    pub mongodb_database: String,
+
     /// Interval workers send heartbeats at (e.g. 5s, 500ms).
     #[arg(long, env = "CLOUDAI_HEARTBEAT_INTERVAL", default_value = "5s", value_parser = parse_duration)]
     pub heartbeat_interval: Duration,

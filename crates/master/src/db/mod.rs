@@ -7,9 +7,11 @@
 #[cfg(test)]
 pub mod contract;
 mod embedded;
+mod mongo;
 mod records;
 
 pub use embedded::EmbeddedStore;
+pub use mongo::{MongoStore, redact};
 pub use records::{
     ApiTokenRecord, AssignmentRecord, GpuRecord, HostRecord, Limits, ResultRecord, TaskRecord,
     TaskState, UserRecord, WorkerRecord, now_millis,

@@ -1,0 +1,416 @@
+//! The MongoDB backend (`mongodb` crate): collections `USERS`, `WORKER_REGISTRY`,
+//! `TASKS`, `ASSIGNMENTS` and `RESULTS` of typed serde documents, with the
+//! indexes their queries use. Writes are single-document operations (no
+//! multi-document transactions), idempotent where they can be.
+
+use super::{
+    AssignmentRecord, ResultRecord, Store, StoreError, StoreResult, TaskRecord, TaskState,
+    UserRecord, WorkerRecord,
+};
+use futures::TryStreamExt;
+use mongodb::bson::{Bson, doc, to_bson};
+use mongodb::options::IndexOptions;
+use mongodb::{Client, Collection, Database, IndexModel};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+/// A MongoDB-backed store.
+#[derive(Clone)]
+pub struct MongoStore {
+    db: Database,
+    /// The URI without its password, for messages.
+    display: String,
+}
+
+/// A URI with any password replaced by `***`, safe for logs and errors.
+pub fn redact(uri: &str) -> String {
+    let Some((scheme, rest)) = uri.split_once("://") else {
+        return uri.to_string();
+    };
+    let Some((credentials, host)) = rest.split_once('@') else {
+        return uri.to_string();
+    };
+    match credentials.split_once(':') {
+        Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
+        None => format!("{scheme}://{credentials}@{host}"),
+    }
+}
+
+fn failed(operation: &'static str) -> impl Fn(mongodb::error::Error) -> StoreError {
+    move |e| StoreError::Backend {
+        operation,
+        message: e.to_string(),
+    }
+}
+
+impl MongoStore {
+    /// Connects, checks the server answers, and creates the indexes.
+    pub async fn connect(uri: &str, database: &str) -> StoreResult<Self> {
+        let display = redact(uri);
+        let connecting = |e: mongodb::error::Error| StoreError::Backend {
+            operation: "connecting to MongoDB",
+            message: format!("{display}: {e}"),
+        };
+        let mut options = mongodb::options::ClientOptions::parse(uri)
+            .await
+            .map_err(connecting)?;
+        options.app_name = Some("cloudai-master".into());
+        options
+            .server_selection_timeout
+            .get_or_insert(std::time::Duration::from_secs(10));
+        let client = Client::with_options(options).map_err(connecting)?;
+        let db = client.database(database);
+        db.run_command(doc! { "ping": 1 })
+            .await
+            .map_err(connecting)?;
+        let store = Self {
+            db,
+            display: format!("{display} (database {database})"),
+        };
+        store.create_indexes().await?;
+        Ok(store)
+    }
+
+    async fn create_indexes(&self) -> StoreResult<()> {
+        let unique = |keys| {
+            IndexModel::builder()
+                .keys(keys)
+                .options(IndexOptions::builder().unique(true).build())
+                .build()
+        };
+        let plain = |keys| IndexModel::builder().keys(keys).build();
+        let indexing = failed("creating MongoDB indexes");
+        self.db
+            .collection::<UserRecord>("USERS")
+            .create_index(unique(doc! { "name": 1 }))
+            .await
+            .map_err(&indexing)?;
+        self.db
+            .collection::<WorkerRecord>("WORKER_REGISTRY")
+            .create_index(unique(doc! { "id": 1 }))
+            .await
+            .map_err(&indexing)?;
+        let tasks = self.db.collection::<TaskRecord>("TASKS");
+        tasks
+            .create_index(unique(doc! { "id": 1 }))
+            .await
+            .map_err(&indexing)?;
+        // The queue: queued tasks by priority, then age.
+        tasks
+            .create_index(plain(doc! { "state": 1, "priority": -1, "created_at": 1 }))
+            .await
+            .map_err(&indexing)?;
+        self.db
+            .collection::<AssignmentRecord>("ASSIGNMENTS")
+            .create_index(unique(doc! { "task_id": 1, "attempt": 1 }))
+            .await
+            .map_err(&indexing)?;
+        self.db
+            .collection::<ResultRecord>("RESULTS")
+            .create_index(unique(doc! { "task_id": 1 }))
+            .await
+            .map_err(&indexing)?;
+        Ok(())
+    }
+
+    fn collection<T: Send + Sync>(&self, name: &str) -> Collection<T> {
+        self.db.collection(name)
+    }
+
+    async fn upsert<T: Serialize + Send + Sync>(
+        &self,
+        operation: &'static str,
+        name: &str,
+        filter: mongodb::bson::Document,
+        value: &T,
+    ) -> StoreResult<()> {
+        self.collection::<T>(name)
+            .replace_one(filter, value)
+            .upsert(true)
+            .await
+            .map_err(failed(operation))?;
+        Ok(())
+    }
+
+    async fn all<T: DeserializeOwned + Send + Sync>(
+        &self,
+        operation: &'static str,
+        name: &str,
+        filter: mongodb::bson::Document,
+        sort: mongodb::bson::Document,
+    ) -> StoreResult<Vec<T>> {
+        let cursor = self
+            .collection::<T>(name)
+            .find(filter)
+            .sort(sort)
+            .await
+            .map_err(failed(operation))?;
+        cursor.try_collect().await.map_err(failed(operation))
+    }
+}
+
+#[async_trait::async_trait]
+impl Store for MongoStore {
+    fn describe(&self) -> String {
+        format!("MongoDB {}", self.display)
+    }
+
+    async fn put_worker(&self, worker: &WorkerRecord) -> StoreResult<()> {
+        self.upsert(
+            "saving a worker",
+            "WORKER_REGISTRY",
+            doc! { "id": &worker.id },
+            worker,
+        )
+        .await
+    }
+
+    async fn delete_worker(&self, worker_id: &str) -> StoreResult<bool> {
+        let result = self
+            .collection::<WorkerRecord>("WORKER_REGISTRY")
+            .delete_one(doc! { "id": worker_id })
+            .await
+            .map_err(failed("deleting a worker"))?;
+        Ok(result.deleted_count > 0)
+    }
+
+    async fn list_workers(&self) -> StoreResult<Vec<WorkerRecord>> {
+        self.all(
+            "listing workers",
+            "WORKER_REGISTRY",
+            doc! {},
+            doc! { "id": 1 },
+        )
+        .await
+    }
+
+    async fn put_task(&self, task: &TaskRecord) -> StoreResult<()> {
+        self.upsert("saving a task", "TASKS", doc! { "id": &task.id }, task)
+            .await
+    }
+
+    async fn update_task_if(&self, task: &TaskRecord, expected: &[TaskState]) -> StoreResult<bool> {
+        let states: Vec<Bson> = expected
+            .iter()
+            .map(|s| {
+                to_bson(s).map_err(|e| StoreError::Backend {
+                    operation: "updating a task",
+                    message: e.to_string(),
+                })
+            })
+            .collect::<StoreResult<_>>()?;
+        // A conditional single-document replace: matched 0 or 1.
+        let result = self
+            .collection::<TaskRecord>("TASKS")
+            .replace_one(doc! { "id": &task.id, "state": { "$in": states } }, task)
+            .await
+            .map_err(failed("updating a task"))?;
+        Ok(result.matched_count == 1)
+    }
+
+    async fn get_task(&self, task_id: &str) -> StoreResult<Option<TaskRecord>> {
+        self.collection::<TaskRecord>("TASKS")
+            .find_one(doc! { "id": task_id })
+            .await
+            .map_err(failed("reading a task"))
+    }
+
+    async fn list_tasks(&self) -> StoreResult<Vec<TaskRecord>> {
+        self.all(
+            "listing tasks",
+            "TASKS",
+            doc! {},
+            doc! { "created_at": 1, "id": 1 },
+        )
+        .await
+    }
+
+    async fn put_assignment(&self, assignment: &AssignmentRecord) -> StoreResult<()> {
+        let filter = doc! { "task_id": &assignment.task_id, "attempt": assignment.attempt };
+        self.upsert("saving an assignment", "ASSIGNMENTS", filter, assignment)
+            .await
+    }
+
+    async fn list_assignments(&self, task_id: &str) -> StoreResult<Vec<AssignmentRecord>> {
+        self.all(
+            "listing assignments",
+            "ASSIGNMENTS",
+            doc! { "task_id": task_id },
+            doc! { "attempt": 1 },
+        )
+        .await
+    }
+
+    async fn put_result(&self, result: &ResultRecord) -> StoreResult<()> {
+        self.upsert(
+            "saving a result",
+            "RESULTS",
+            doc! { "task_id": &result.task_id },
+            result,
+        )
+        .await
+    }
+
+    async fn get_result(&self, task_id: &str) -> StoreResult<Option<ResultRecord>> {
+        self.collection::<ResultRecord>("RESULTS")
+            .find_one(doc! { "task_id": task_id })
+            .await
+            .map_err(failed("reading a result"))
+    }
+
+    async fn put_user(&self, user: &UserRecord) -> StoreResult<()> {
+        self.upsert("saving a user", "USERS", doc! { "name": &user.name }, user)
+            .await
+    }
+
+    async fn list_users(&self) -> StoreResult<Vec<UserRecord>> {
+        self.all("listing users", "USERS", doc! {}, doc! { "name": 1 })
+            .await
+    }
+
+    async fn delete_user(&self, name: &str) -> StoreResult<bool> {
+        let result = self
+            .collection::<UserRecord>("USERS")
+            .delete_one(doc! { "name": name })
+            .await
+            .map_err(failed("deleting a user"))?;
+        Ok(result.deleted_count > 0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::contract;
+    use super::*;
+    use std::process::{Child, Command, Stdio};
+    use std::sync::Arc;
+
+    #[test]
+    fn passwords_never_reach_messages() {
+        assert_eq!(
+            redact("mongodb://ops:s3cret@db1:27017/?authSource=admin"),
+            "mongodb://ops:***@db1:27017/?authSource=admin"
+        );
+        assert_eq!(redact("mongodb://db1:27017"), "mongodb://db1:27017");
+        assert_eq!(redact("mongodb://ops@db1"), "mongodb://ops@db1");
+    }
+
+    /// An `nx-27017` MongoDB wire-protocol server on a free port, killed on drop.
+    struct Server {
+        child: Child,
+        uri: String,
+    }
+
+    impl Drop for Server {
+        fn drop(&mut self) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+
+    fn server() -> Server {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = Command::new("nx-27017")
+            .args([
+                "--db",
+                "memory",
+                "--host",
+                "127.0.0.1",
+                "-p",
+                &port.to_string(),
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("nx-27017 (pip install nx-27017; scripts/test.sh installs it)");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "nx-27017 did not start"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        Server {
+            child,
+            uri: format!("mongodb://127.0.0.1:{port}/?directConnection=true"),
+        }
+    }
+
+    async fn store(server: &Server) -> Arc<dyn Store> {
+        Arc::new(
+            MongoStore::connect(&server.uri, "cloudai_test")
+                .await
+                .expect("connect to nx-27017"),
+        )
+    }
+
+    #[tokio::test]
+    async fn workers() {
+        let server = server();
+        contract::workers(store(&server).await).await;
+    }
+
+    #[tokio::test]
+    async fn tasks() {
+        let server = server();
+        contract::tasks(store(&server).await).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn concurrent_writers() {
+        let server = server();
+        contract::concurrent_writers(store(&server).await).await;
+    }
+
+    #[tokio::test]
+    async fn assignments_and_results() {
+        let server = server();
+        contract::assignments_and_results(store(&server).await).await;
+    }
+
+    #[tokio::test]
+    async fn users() {
+        let server = server();
+        contract::users(store(&server).await).await;
+    }
+
+    #[tokio::test]
+    async fn persistence() {
+        let server = server();
+        let first = store(&server).await;
+        let uri = server.uri.clone();
+        let reopened = MongoStore::connect(&uri, "cloudai_test").await.unwrap();
+        contract::persistence(first, move |old| {
+            drop(old);
+            Arc::new(reopened)
+        })
+        .await;
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_server_is_a_clear_error_without_the_password() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let uri = format!(
+            "mongodb://ops:s3cret@127.0.0.1:{port}/?directConnection=true&serverSelectionTimeoutMS=500"
+        );
+        let error = MongoStore::connect(&uri, "x")
+            .await
+            .err()
+            .expect("nothing listens there")
+            .to_string();
+        assert!(
+            error.contains("connecting to MongoDB") && error.contains("ops:***@"),
+            "{error}"
+        );
+        assert!(!error.contains("s3cret"), "{error}");
+    }
+}
