@@ -65,7 +65,8 @@ async fn the_master_runs_on_mongodb_and_stores_what_the_repl_shows() {
     };
     let data = dir.path().join("master");
     let mut master = Master::start(&data, &options);
-    master.expect("status", "store:   MongoDB mongodb://127.0.0.1");
+    let line = master.expect("status", "store:   MongoDB mongodb://127.0.0.1");
+    assert!(line.ends_with("(healthy)"), "{line}");
     let worker = Worker::join(&mut master, "mg", dir.path());
     let task = master.submit(&format!(
         "task {} {TEST_IMAGE} -- sh -c 'echo hello-mongo; exit 3'",

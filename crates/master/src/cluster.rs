@@ -158,6 +158,16 @@ impl Master {
         &self.inner.store
     }
 
+    /// The store's health in one line for operators: `healthy`, or why not
+    /// (checked with a 2 s limit so a dead store never stalls the caller).
+    pub async fn store_health(&self) -> Result<(), String> {
+        match tokio::time::timeout(Duration::from_secs(2), self.store().health()).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(error)) => Err(error.to_string()),
+            Err(_) => Err("no answer within 2s".into()),
+        }
+    }
+
     /// The live registry.
     pub fn registry(&self) -> &Registry {
         &self.inner.registry

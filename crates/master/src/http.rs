@@ -74,13 +74,22 @@ async fn metrics(State(master): State<Master>) -> impl IntoResponse {
     )
 }
 
-async fn healthz(State(master): State<Master>) -> Json<Value> {
+async fn healthz(State(master): State<Master>) -> (StatusCode, Json<Value>) {
     let (pending, active, inactive) = master.registry().counts();
-    Json(json!({
-        "status": "ok",
+    let store = master.store_health().await;
+    let status = if store.is_ok() {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    let body = Json(json!({
+        "status": if store.is_ok() { "ok" } else { "degraded" },
         "store": master.store().describe(),
+        "store_healthy": store.is_ok(),
+        "store_error": store.err(),
         "tls": master.pki().is_some(),
         "uptime_seconds": master.uptime().as_secs(),
         "workers": { "pending": pending, "active": active, "inactive": inactive },
-    }))
+    }));
+    (status, body)
 }

@@ -87,7 +87,18 @@ pub async fn status(master: &Master, colour: bool) -> MasterResult<String> {
             colour
         ),
         pending,
-        master.store().describe(),
+        match master.store_health().await {
+            Ok(()) => format!(
+                "{} ({})",
+                master.store().describe(),
+                paint("healthy", "32", colour)
+            ),
+            Err(error) => format!(
+                "{} ({})",
+                master.store().describe(),
+                paint(&format!("UNREACHABLE: {error}"), "31", colour)
+            ),
+        },
         format_duration(master.uptime()),
     ))
 }

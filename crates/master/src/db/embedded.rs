@@ -187,6 +187,14 @@ impl Store for EmbeddedStore {
         format!("embedded file {}", self.path.display())
     }
 
+    async fn health(&self) -> StoreResult<()> {
+        // A read transaction proves the file is open and readable.
+        self.blocking("checking the embedded store", |db| {
+            db.begin_read().map(|_| ()).map_err(|e| e.to_string())
+        })
+        .await
+    }
+
     async fn put_worker(&self, worker: &WorkerRecord) -> StoreResult<()> {
         self.put(
             "saving a worker",

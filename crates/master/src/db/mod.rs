@@ -49,6 +49,10 @@ pub trait Store: Send + Sync + 'static {
     /// Short human description ("embedded file /var/lib/cloudai/cloudai.redb").
     fn describe(&self) -> String;
 
+    /// Whether the store answers right now (a cheap round trip); the error
+    /// says why not.
+    async fn health(&self) -> StoreResult<()>;
+
     /// Inserts or replaces a pre-registered worker.
     async fn put_worker(&self, worker: &WorkerRecord) -> StoreResult<()>;
     /// Removes a worker; returns whether it existed.

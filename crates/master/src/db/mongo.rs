@@ -155,6 +155,14 @@ impl Store for MongoStore {
         format!("MongoDB {}", self.display)
     }
 
+    async fn health(&self) -> StoreResult<()> {
+        self.db
+            .run_command(doc! { "ping": 1 })
+            .await
+            .map_err(failed("pinging MongoDB"))?;
+        Ok(())
+    }
+
     async fn put_worker(&self, worker: &WorkerRecord) -> StoreResult<()> {
         self.upsert(
             "saving a worker",
@@ -390,6 +398,21 @@ mod tests {
             Arc::new(reopened)
         })
         .await;
+    }
+
+    #[tokio::test]
+    async fn health_follows_the_server() {
+        let server = server();
+        let uri = format!("{}&serverSelectionTimeoutMS=500", server.uri);
+        let store = MongoStore::connect(&uri, "cloudai_test").await.unwrap();
+        store.health().await.expect("healthy while the server runs");
+        drop(server);
+        let error = store
+            .health()
+            .await
+            .expect_err("unhealthy once it is gone")
+            .to_string();
+        assert!(error.contains("pinging MongoDB"), "{error}");
     }
 
     #[tokio::test]
