@@ -3,14 +3,13 @@
 //! durable store writes (embedded backend).
 //! Run: `cargo bench -p cloudai-master --bench hot_paths`.
 
-use cloudai_master::db::{EmbeddedStore, Limits, Store, TaskRecord, TaskState};
+use cloudai_master::db::{EmbeddedStore, Store, TaskRecord, TaskState};
 use cloudai_master::events::{Envelope, Event, GpuSample, Metrics};
 use cloudai_master::placement::{Candidate, Demand, Policy, place};
 use cloudai_master::scheduler::PlacementMode;
 use cloudai_master::{Master, Settings};
 use cloudai_proto::v1::Heartbeat;
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
-use std::collections::BTreeMap;
 use std::hint::black_box;
 use std::sync::Arc;
 use std::time::Duration;
@@ -168,25 +167,8 @@ fn store_writes(c: &mut Criterion) {
     let dir = tempfile::tempdir().unwrap();
     let store = EmbeddedStore::open(dir.path()).unwrap();
     let mut task = TaskRecord {
-        id: String::new(),
-        image: "busybox".into(),
         command: vec!["true".into()],
-        env: BTreeMap::new(),
-        limits: Limits::default(),
-        timeout_seconds: 0,
-        priority: 0,
-        max_retries: 0,
-        attempt: 1,
-        state: TaskState::Queued,
-        worker_id: None,
-        created_at: 0,
-        updated_at: 0,
-        started_at: None,
-        finished_at: None,
-        exit_code: None,
-        error: None,
-        oom_killed: false,
-        assigned_gpus: vec![],
+        ..TaskRecord::queued("", "busybox", 0)
     };
     let mut n = 0u64;
     c.bench_function("embedded_store_put_task_fsync", |b| {

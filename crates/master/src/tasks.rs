@@ -60,25 +60,13 @@ impl Master {
     pub async fn submit_task(&self, request: TaskRequest) -> MasterResult<TaskRecord> {
         let now = now_millis();
         let mut task = TaskRecord {
-            id: new_task_id(),
-            image: request.image,
             command: request.command,
             env: request.env,
             limits: request.limits,
             timeout_seconds: request.timeout_seconds,
             priority: request.priority,
             max_retries: request.max_retries,
-            attempt: 1,
-            state: TaskState::Queued,
-            worker_id: None,
-            created_at: now,
-            updated_at: now,
-            started_at: None,
-            finished_at: None,
-            exit_code: None,
-            error: None,
-            oom_killed: false,
-            assigned_gpus: vec![],
+            ..TaskRecord::queued(&new_task_id(), &request.image, now)
         };
         validate::task(&convert::task_message(&task))?;
         if request.max_retries > MAX_RETRIES {

@@ -7,8 +7,6 @@ use std::sync::Arc;
 
 fn task(id: &str, created_at: i64, state: TaskState) -> TaskRecord {
     TaskRecord {
-        id: id.into(),
-        image: "busybox".into(),
         command: vec!["true".into()],
         env: BTreeMap::from([("K".into(), "V".into())]),
         limits: Limits {
@@ -17,20 +15,9 @@ fn task(id: &str, created_at: i64, state: TaskState) -> TaskRecord {
             gpu_count: 0,
             gpu_device_ids: vec![],
         },
-        timeout_seconds: 0,
-        priority: 0,
-        max_retries: 0,
-        attempt: 1,
         state,
         worker_id: Some("w1".into()),
-        created_at,
-        updated_at: created_at,
-        started_at: None,
-        finished_at: None,
-        exit_code: None,
-        error: None,
-        oom_killed: false,
-        assigned_gpus: vec![],
+        ..TaskRecord::queued(id, "busybox", created_at)
     }
 }
 

@@ -244,6 +244,34 @@ pub struct TaskRecord {
     pub assigned_gpus: Vec<String>,
 }
 
+impl TaskRecord {
+    /// A newly submitted task in the queue: first attempt, no limits, no
+    /// worker, nothing run yet. Callers override what they know.
+    pub fn queued(id: &str, image: &str, now_millis: i64) -> Self {
+        Self {
+            id: id.to_string(),
+            image: image.to_string(),
+            command: Vec::new(),
+            env: BTreeMap::new(),
+            limits: Limits::default(),
+            timeout_seconds: 0,
+            priority: 0,
+            max_retries: 0,
+            attempt: 1,
+            state: TaskState::Queued,
+            worker_id: None,
+            created_at: now_millis,
+            updated_at: now_millis,
+            started_at: None,
+            finished_at: None,
+            exit_code: None,
+            error: None,
+            oom_killed: false,
+            assigned_gpus: Vec::new(),
+        }
+    }
+}
+
 /// One placement of a task attempt on a worker (`ASSIGNMENTS`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AssignmentRecord {
