@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite, from a clean checkout: installs and starts what the
 # tests need when missing (dockerd, the offline test image), builds every binary
-# and test once, then runs them all with cargo-nextest (cargo test as fallback).
+# and test once, then runs them all with cargo-nextest (cargo test as fallback),
+# and the core end-to-end suite a second time with the master on MongoDB.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -28,7 +29,10 @@ cargo build --workspace --bins --tests --locked
 if cargo nextest --version >/dev/null 2>&1; then
   echo "==> cargo nextest run"
   cargo nextest run --workspace --locked --no-fail-fast
+  echo "==> the core end-to-end suite again, with every master on MongoDB (nx-27017)"
+  CLOUDAI_TEST_STORE=mongodb cargo nextest run -p cloudai-e2e --test core --locked --no-fail-fast
 else
   echo "==> cargo test (cargo-nextest not installed)"
   cargo test --workspace --locked --no-fail-fast
+  CLOUDAI_TEST_STORE=mongodb cargo test -p cloudai-e2e --test core --locked --no-fail-fast
 fi

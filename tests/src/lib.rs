@@ -150,6 +150,77 @@ pub struct Master {
     pub insecure: bool,
     /// An admin API token made at start (`None` with `--insecure`).
     pub token: Option<String>,
+    /// The MongoDB server this master uses when the suite runs with
+    /// `CLOUDAI_TEST_STORE=mongodb` (stopped after the master).
+    _mongo: Option<MongoServer>,
+}
+
+/// An `nx-27017` MongoDB wire-protocol server keeping its data in one file,
+/// so it can be stopped and started again on the same port; killed on drop.
+pub struct MongoServer {
+    child: Option<Child>,
+    file: PathBuf,
+    port: u16,
+    /// Connection string (`mongodb://127.0.0.1:PORT/?directConnection=true`).
+    pub uri: String,
+}
+
+impl MongoServer {
+    /// Starts a server with its data in `dir/nx-27017.db`.
+    pub fn start(dir: &Path) -> MongoServer {
+        std::fs::create_dir_all(dir).unwrap();
+        let port = free_port();
+        let mut server = MongoServer {
+            child: None,
+            file: dir.join("nx-27017.db"),
+            port,
+            uri: format!("mongodb://127.0.0.1:{port}/?directConnection=true"),
+        };
+        server.resume();
+        server
+    }
+
+    /// Starts the server again on the same file and port.
+    pub fn resume(&mut self) {
+        assert!(self.child.is_none(), "the server is running");
+        let child = Command::new("nx-27017")
+            .arg("--db")
+            .arg(&self.file)
+            .args(["--host", "127.0.0.1", "-p", &self.port.to_string()])
+            .arg("--pid-file")
+            .arg(self.file.with_extension("pid"))
+            .arg("--log-file")
+            .arg(self.file.with_extension("log"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("nx-27017 (scripts/test.sh installs it)");
+        self.child = Some(child);
+        let deadline = Instant::now() + WAIT;
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(Instant::now() < deadline, "nx-27017 did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Kills the server (SIGKILL); its data stays in the file.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for MongoServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Whether the suite runs its masters on MongoDB (`CLOUDAI_TEST_STORE=mongodb`).
+pub fn store_is_mongodb() -> bool {
+    std::env::var("CLOUDAI_TEST_STORE").as_deref() == Ok("mongodb")
 }
 
 /// Options for starting a master.
@@ -191,6 +262,14 @@ impl Master {
         if options.insecure {
             command.arg("--insecure");
         }
+        // With CLOUDAI_TEST_STORE=mongodb every master gets its own MongoDB
+        // server whose file lives in the data directory, so a restarted master
+        // finds its state again.
+        let mongo = (store_is_mongodb() && !options.extra.contains(&"--mongodb-uri"))
+            .then(|| MongoServer::start(data_dir));
+        if let Some(mongo) = &mongo {
+            command.args(["--mongodb-uri", &mongo.uri]);
+        }
         let mut child = command
             .args(["--grpc-addr", &format!("127.0.0.1:{}", options.grpc_port)])
             .args(["--http-addr", "127.0.0.1:0"])
@@ -216,6 +295,9 @@ impl Master {
                 std::fs::read_to_string(&log_path).unwrap_or_default()
             )
         });
+        if mongo.is_some() {
+            assert!(banner.contains("store: MongoDB"), "{banner}");
+        }
         let grpc_addr = word_after(&banner, "gRPC on ")
             .trim_end_matches(',')
             .to_string();
@@ -232,6 +314,7 @@ impl Master {
             log_path,
             insecure: options.insecure,
             token: None,
+            _mongo: mongo,
         };
         if !master.insecure {
             master.token = Some(master.api_token("admin"));

@@ -2,45 +2,18 @@
 //! works, what the REPL shows is what a separate client reads from the five
 //! collections, and history survives a master restart.
 
-use cloudai_e2e::{Master, MasterOptions, TEST_IMAGE, WAIT, Worker, free_port};
+use cloudai_e2e::{Master, MasterOptions, MongoServer, TEST_IMAGE, WAIT, Worker, free_port};
 use futures::TryStreamExt;
 use mongodb::bson::{Document, doc};
-use std::process::{Child, Command, Stdio};
 
-struct MongoServer {
-    child: Child,
-    uri: &'static str,
-}
-
-impl Drop for MongoServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+/// Options for a master on `mongo` (flags take static strings; a test leaks one).
+fn on_mongodb(mongo: &MongoServer) -> MasterOptions {
+    let uri: &'static str = Box::leak(mongo.uri.clone().into_boxed_str());
+    MasterOptions {
+        grpc_port: free_port(),
+        extra: vec!["--mongodb-uri", uri],
+        ..MasterOptions::default()
     }
-}
-
-fn mongo_server(dir: &std::path::Path) -> MongoServer {
-    let port = free_port();
-    let child = Command::new("nx-27017")
-        .args(["--db"])
-        .arg(dir.join("mongo.db"))
-        .args(["--host", "127.0.0.1", "-p", &port.to_string()])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("nx-27017 (scripts/test.sh installs it)");
-    let deadline = std::time::Instant::now() + WAIT;
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "nx-27017 did not start"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
-    // MasterOptions takes static flags; a test leaks one short string.
-    let uri =
-        Box::leak(format!("mongodb://127.0.0.1:{port}/?directConnection=true").into_boxed_str());
-    MongoServer { child, uri }
 }
 
 async fn read_all(uri: &str, collection: &str) -> Vec<Document> {
@@ -57,12 +30,8 @@ async fn read_all(uri: &str, collection: &str) -> Vec<Document> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_master_runs_on_mongodb_and_stores_what_the_repl_shows() {
     let dir = tempfile::tempdir().unwrap();
-    let mongo = mongo_server(dir.path());
-    let options = MasterOptions {
-        grpc_port: free_port(),
-        extra: vec!["--mongodb-uri", mongo.uri],
-        ..MasterOptions::default()
-    };
+    let mongo = MongoServer::start(&dir.path().join("mongo"));
+    let options = on_mongodb(&mongo);
     let data = dir.path().join("master");
     let mut master = Master::start(&data, &options);
     let line = master.expect("status", "store:   MongoDB mongodb://127.0.0.1");
@@ -76,27 +45,27 @@ async fn the_master_runs_on_mongodb_and_stores_what_the_repl_shows() {
     assert!(row.contains(" 3 "), "{row}");
 
     // A separate client sees the same facts in the five collections.
-    let tasks = read_all(mongo.uri, "TASKS").await;
+    let tasks = read_all(&mongo.uri, "TASKS").await;
     let stored = tasks
         .iter()
         .find(|t| t.get_str("id") == Ok(task.as_str()))
         .expect("the task in TASKS");
     assert_eq!(stored.get_str("state").unwrap(), "failed");
     assert_eq!(stored.get_i32("exit_code").unwrap(), 3);
-    let results = read_all(mongo.uri, "RESULTS").await;
+    let results = read_all(&mongo.uri, "RESULTS").await;
     let result = results
         .iter()
         .find(|r| r.get_str("task_id") == Ok(task.as_str()))
         .expect("its result");
     assert!(result.get_str("log").unwrap().contains("hello-mongo"));
-    let assignments = read_all(mongo.uri, "ASSIGNMENTS").await;
+    let assignments = read_all(&mongo.uri, "ASSIGNMENTS").await;
     assert!(
         assignments
             .iter()
             .any(|a| a.get_str("task_id") == Ok(task.as_str())
                 && a.get_str("worker_id") == Ok(worker.id.as_str()))
     );
-    let workers = read_all(mongo.uri, "WORKER_REGISTRY").await;
+    let workers = read_all(&mongo.uri, "WORKER_REGISTRY").await;
     let registered = workers
         .iter()
         .find(|w| w.get_str("id") == Ok(worker.id.as_str()))
@@ -106,7 +75,7 @@ async fn the_master_runs_on_mongodb_and_stores_what_the_repl_shows() {
         "its certificate binding is stored"
     );
     assert!(
-        !read_all(mongo.uri, "USERS").await.is_empty(),
+        !read_all(&mongo.uri, "USERS").await.is_empty(),
         "the harness's admin user"
     );
 
@@ -116,4 +85,43 @@ async fn the_master_runs_on_mongodb_and_stores_what_the_repl_shows() {
     master.poll("workers", &[&worker.id, "active"], WAIT);
     let from = master.send(&format!("logs {task}"));
     master.wait_from(from, "hello-mongo", WAIT);
+}
+
+/// The store goes away mid-task: the master keeps serving from memory, shows
+/// the store as unhealthy, and once the store is back every transition the
+/// task went through while it was gone is stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_outage_mid_task_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut mongo = MongoServer::start(&dir.path().join("mongo"));
+    let mut master = Master::start(&dir.path().join("master"), &on_mongodb(&mongo));
+    let worker = Worker::join(&mut master, "mo", dir.path());
+    let task = master.submit(&format!(
+        "task {} {TEST_IMAGE} -- sh -c 'echo started; sleep 4; echo survived-outage'",
+        worker.id
+    ));
+    master.poll("tasks", &[&task, "running"], WAIT);
+
+    mongo.stop();
+    // The task finishes while the store is down; the REPL still answers.
+    master.poll("tasks", &[&task, "completed"], WAIT);
+    master.poll("status", &["store:", "UNREACHABLE", "held in memory"], WAIT);
+    let from = master.send(&format!("logs {task}"));
+    master.wait_from(from, "survived-outage", WAIT);
+
+    mongo.resume();
+    master.poll("status", &["store:", "(healthy)"], WAIT);
+    let tasks = read_all(&mongo.uri, "TASKS").await;
+    let stored = tasks
+        .iter()
+        .find(|t| t.get_str("id") == Ok(task.as_str()))
+        .expect("the task in TASKS");
+    assert_eq!(stored.get_str("state").unwrap(), "completed");
+    assert_eq!(stored.get_i32("exit_code").unwrap(), 0);
+    let results = read_all(&mongo.uri, "RESULTS").await;
+    let result = results
+        .iter()
+        .find(|r| r.get_str("task_id") == Ok(task.as_str()))
+        .expect("its result, written after the outage");
+    assert!(result.get_str("log").unwrap().contains("survived-outage"));
 }

@@ -113,10 +113,11 @@ pub async fn start(
     listeners: Listeners,
     shutdown: CancellationToken,
 ) -> Result<Running, RunError> {
-    let store: Arc<dyn db::Store> = match &config.mongodb_uri {
+    let backend: Arc<dyn db::Store> = match &config.mongodb_uri {
         Some(uri) => Arc::new(db::MongoStore::connect(uri, &config.mongodb_database).await?),
         None => Arc::new(db::EmbeddedStore::open(&config.data_dir)?),
     };
+    let store: Arc<dyn db::Store> = Arc::new(db::ResilientStore::load(backend).await?);
     tracing::info!(store = %store.describe(), "store ready");
     let grpc_port = listeners.grpc.local_addr()?.port();
     let tracker = TaskTracker::new();

@@ -213,10 +213,11 @@ pub async fn users(store: Arc<dyn Store>) {
     assert_eq!(store.list_users().await.unwrap().len(), 1);
 }
 
-/// Everything written survives closing and reopening the store.
+/// Everything written survives closing and reopening the store (for MongoDB:
+/// restarting the server).
 pub async fn persistence(
     store: Arc<dyn Store>,
-    reopen: impl FnOnce(Arc<dyn Store>) -> Arc<dyn Store>,
+    reopen: impl AsyncFnOnce(Arc<dyn Store>) -> Arc<dyn Store>,
 ) {
     store.put_worker(&worker("w1")).await.unwrap();
     store
@@ -232,7 +233,7 @@ pub async fn persistence(
         })
         .await
         .unwrap();
-    let store = reopen(store);
+    let store = reopen(store).await;
     assert_eq!(store.list_workers().await.unwrap(), vec![worker("w1")]);
     assert_eq!(
         store.get_task("t-1").await.unwrap().unwrap().state,

@@ -343,9 +343,9 @@ mod tests {
     async fn persistence() {
         let (dir, store) = fresh();
         let path = dir.path().to_path_buf();
-        contract::persistence(store, move |old| {
+        contract::persistence(store, async move |old| {
             drop(old);
-            Arc::new(EmbeddedStore::open(&path).unwrap())
+            Arc::new(EmbeddedStore::open(&path).unwrap()) as Arc<dyn Store>
         })
         .await;
     }

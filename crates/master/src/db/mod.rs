@@ -9,6 +9,7 @@ pub mod contract;
 mod embedded;
 mod mongo;
 mod records;
+mod resilient;
 
 pub use embedded::EmbeddedStore;
 pub use mongo::{MongoStore, redact};
@@ -16,6 +17,7 @@ pub use records::{
     ApiTokenRecord, AssignmentRecord, GpuRecord, HostRecord, Limits, ResultRecord, TaskRecord,
     TaskState, UserRecord, WorkerRecord, now_millis,
 };
+pub use resilient::ResilientStore;
 
 /// What can go wrong talking to a store.
 #[derive(Debug, thiserror::Error)]
@@ -43,7 +45,9 @@ pub enum StoreError {
 /// Result alias for store operations.
 pub type StoreResult<T> = Result<T, StoreError>;
 
-/// Everything the master persists. Writes are durable when they return.
+/// Everything the master persists. Writes are durable when they return (the
+/// master wraps its backend in a [`ResilientStore`], which holds writes in
+/// memory while the backend is unreachable).
 #[async_trait::async_trait]
 pub trait Store: Send + Sync + 'static {
     /// Short human description ("embedded file /var/lib/cloudai/cloudai.redb").

@@ -322,15 +322,13 @@ mod tests {
             .local_addr()
             .unwrap()
             .port();
+        server_at("memory", port)
+    }
+
+    /// A server keeping its data in `db` ("memory" or a file), listening on `port`.
+    fn server_at(db: &str, port: u16) -> Server {
         let child = Command::new("nx-27017")
-            .args([
-                "--db",
-                "memory",
-                "--host",
-                "127.0.0.1",
-                "-p",
-                &port.to_string(),
-            ])
+            .args(["--db", db, "--host", "127.0.0.1", "-p", &port.to_string()])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -389,15 +387,27 @@ mod tests {
 
     #[tokio::test]
     async fn persistence() {
-        let server = server();
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("mongo.db").to_str().unwrap().to_string();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let server = server_at(&file, port);
         let first = store(&server).await;
-        let uri = server.uri.clone();
-        let reopened = MongoStore::connect(&uri, "cloudai_test").await.unwrap();
-        contract::persistence(first, move |old| {
+        // The restarted server is kept here until the suite is done.
+        let restarted = std::sync::Mutex::new(None);
+        contract::persistence(first, async |old| {
             drop(old);
-            Arc::new(reopened)
+            drop(server);
+            let again = server_at(&file, port);
+            let store = store(&again).await;
+            *restarted.lock().unwrap() = Some(again);
+            store
         })
         .await;
+        drop(restarted);
     }
 
     #[tokio::test]

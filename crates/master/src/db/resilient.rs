@@ -1,0 +1,633 @@
+//! Serving through a store outage: [`ResilientStore`] wraps either backend,
+//! answers reads of workers, tasks and users from memory, and writes through
+//! an ordered journal that one flusher task drains with retries and backoff.
+//!
+//! While the backend answers, a write returns once it is stored, exactly as
+//! with the bare backend. When the backend fails or stalls, the write returns
+//! after its first failed try (or at once, if the store is already known to be
+//! down): it is held in memory, visible to every read, and written in order
+//! once the backend is back. Health reports how many writes wait. Conditional
+//! task updates are decided against memory, which this master alone writes, so
+//! no state transition depends on reaching the store.
+//!
+//! What is lost: writes still held when the master process itself dies during
+//! an outage. Everything else reaches the store.
+
+use super::{
+    AssignmentRecord, ResultRecord, Store, StoreError, StoreResult, TaskRecord, TaskState,
+    UserRecord, WorkerRecord,
+};
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot};
+
+/// How long one backend call may take before it counts as failed.
+const CALL_TIMEOUT: Duration = Duration::from_secs(2);
+/// First retry delay after a failed write; doubles up to [`MAX_BACKOFF`].
+const MIN_BACKOFF: Duration = Duration::from_millis(100);
+/// Longest delay between retries.
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+/// One write waiting for the backend.
+#[derive(Debug, Clone)]
+enum Write {
+    PutWorker(WorkerRecord),
+    DeleteWorker(String),
+    PutTask(TaskRecord),
+    PutAssignment(AssignmentRecord),
+    PutResult(ResultRecord),
+    PutUser(UserRecord),
+    DeleteUser(String),
+}
+
+impl Write {
+    async fn apply(&self, backend: &dyn Store) -> StoreResult<()> {
+        match self {
+            Write::PutWorker(worker) => backend.put_worker(worker).await,
+            Write::DeleteWorker(id) => backend.delete_worker(id).await.map(drop),
+            Write::PutTask(task) => backend.put_task(task).await,
+            Write::PutAssignment(assignment) => backend.put_assignment(assignment).await,
+            Write::PutResult(result) => backend.put_result(result).await,
+            Write::PutUser(user) => backend.put_user(user).await,
+            Write::DeleteUser(name) => backend.delete_user(name).await.map(drop),
+        }
+    }
+}
+
+/// A journal entry and the caller waiting for its first outcome.
+struct Pending {
+    write: Write,
+    waiter: Option<oneshot::Sender<()>>,
+}
+
+impl Pending {
+    /// Lets the caller go on (stored, or held after a failure).
+    fn release(&mut self) {
+        if let Some(waiter) = self.waiter.take() {
+            let _ = waiter.send(());
+        }
+    }
+}
+
+/// What the store holds in memory.
+#[derive(Default)]
+struct Mirror {
+    workers: BTreeMap<String, WorkerRecord>,
+    tasks: HashMap<String, TaskRecord>,
+    users: BTreeMap<String, UserRecord>,
+    /// Assignments and results not yet written (read back before the backend).
+    unwritten_assignments: Vec<AssignmentRecord>,
+    unwritten_results: HashMap<String, ResultRecord>,
+}
+
+/// Journal state shared between the store and its flusher.
+#[derive(Default)]
+struct Journal {
+    /// Writes enqueued and not yet stored.
+    pending: AtomicUsize,
+    /// Set while the backend fails; callers then do not wait for their write.
+    degraded: AtomicBool,
+    /// The backend's last error, while degraded.
+    last_error: Mutex<Option<String>>,
+}
+
+/// A store that keeps serving while its backend is unreachable (see the module docs).
+pub struct ResilientStore {
+    backend: Arc<dyn Store>,
+    mirror: Mutex<Mirror>,
+    journal: Arc<Journal>,
+    sender: mpsc::UnboundedSender<Pending>,
+}
+
+impl ResilientStore {
+    /// Loads workers, tasks and users from `backend` and starts the flusher
+    /// (on the current tokio runtime).
+    pub async fn load(backend: Arc<dyn Store>) -> StoreResult<Self> {
+        let mut mirror = Mirror::default();
+        for worker in backend.list_workers().await? {
+            mirror.workers.insert(worker.id.clone(), worker);
+        }
+        for task in backend.list_tasks().await? {
+            mirror.tasks.insert(task.id.clone(), task);
+        }
+        for user in backend.list_users().await? {
+            mirror.users.insert(user.name.clone(), user);
+        }
+        let journal = Arc::new(Journal::default());
+        let (sender, receiver) = mpsc::unbounded_channel();
+        tokio::spawn(flush(backend.clone(), receiver, journal.clone()));
+        Ok(Self {
+            backend,
+            mirror: Mutex::new(mirror),
+            journal,
+            sender,
+        })
+    }
+
+    /// Writes held in memory, not yet stored.
+    pub fn pending_writes(&self) -> usize {
+        self.journal.pending.load(Ordering::SeqCst)
+    }
+
+    fn mirror(&self) -> std::sync::MutexGuard<'_, Mirror> {
+        self.mirror.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Queues `write` (the caller holds the mirror lock, so the journal order
+    /// is the order the mirror changed in) and returns what to wait on.
+    fn enqueue(&self, write: Write) -> Option<oneshot::Receiver<()>> {
+        self.journal.pending.fetch_add(1, Ordering::SeqCst);
+        let (waiter, done) = oneshot::channel();
+        let waiter = (!self.journal.degraded.load(Ordering::SeqCst)).then_some(waiter);
+        let waits = waiter.is_some();
+        // The flusher lives as long as the runtime; if it is gone the write
+        // stays in memory only, which health then reports as pending.
+        let _ = self.sender.send(Pending { write, waiter });
+        waits.then_some(done)
+    }
+
+    /// Waits until the flusher stored the write or gave it its first try.
+    async fn settle(done: Option<oneshot::Receiver<()>>) {
+        if let Some(done) = done {
+            let _ = done.await;
+        }
+    }
+
+    /// Drops the unwritten copies of assignments and results once the journal
+    /// is empty. Writes are enqueued under the mirror lock, so a zero count
+    /// seen under it means every one of them is stored.
+    fn settled(&self) {
+        let mut mirror = self.mirror();
+        if self.pending_writes() == 0 {
+            mirror.unwritten_assignments.clear();
+            mirror.unwritten_results.clear();
+        }
+    }
+
+    /// A backend read with the call timeout.
+    async fn read<T>(
+        &self,
+        operation: &'static str,
+        call: impl std::future::Future<Output = StoreResult<T>>,
+    ) -> StoreResult<T> {
+        tokio::time::timeout(CALL_TIMEOUT, call)
+            .await
+            .unwrap_or_else(|_| Err(timed_out(operation)))
+    }
+}
+
+fn timed_out(operation: &'static str) -> StoreError {
+    StoreError::Backend {
+        operation,
+        message: format!("no answer within {CALL_TIMEOUT:?}"),
+    }
+}
+
+/// Drains the journal in order, retrying the head with backoff until it is stored.
+async fn flush(
+    backend: Arc<dyn Store>,
+    mut receiver: mpsc::UnboundedReceiver<Pending>,
+    journal: Arc<Journal>,
+) {
+    let mut queue: VecDeque<Pending> = VecDeque::new();
+    let mut backoff = MIN_BACKOFF;
+    loop {
+        if queue.is_empty() {
+            match receiver.recv().await {
+                Some(pending) => queue.push_back(pending),
+                None => return,
+            }
+        }
+        while let Ok(pending) = receiver.try_recv() {
+            queue.push_back(pending);
+        }
+        let head = &queue[0].write;
+        let outcome = tokio::time::timeout(CALL_TIMEOUT, head.apply(&*backend))
+            .await
+            .unwrap_or_else(|_| Err(timed_out("writing")));
+        match outcome {
+            Ok(()) => {
+                let mut stored = queue.pop_front().expect("the head exists");
+                stored.release();
+                journal.pending.fetch_sub(1, Ordering::SeqCst);
+                backoff = MIN_BACKOFF;
+                if queue.is_empty() && journal.degraded.swap(false, Ordering::SeqCst) {
+                    *journal.last_error.lock().unwrap_or_else(|e| e.into_inner()) = None;
+                    tracing::info!("store reachable again; every held write is stored");
+                }
+            }
+            Err(error) => {
+                if !journal.degraded.swap(true, Ordering::SeqCst) {
+                    tracing::error!(%error, "store write failed; holding writes in memory and retrying");
+                }
+                *journal.last_error.lock().unwrap_or_else(|e| e.into_inner()) =
+                    Some(error.to_string());
+                queue.iter_mut().for_each(Pending::release);
+                let pause = tokio::time::sleep(backoff);
+                tokio::pin!(pause);
+                loop {
+                    tokio::select! {
+                        _ = &mut pause => break,
+                        next = receiver.recv() => match next {
+                            Some(mut pending) => {
+                                pending.release();
+                                queue.push_back(pending);
+                            }
+                            None => break,
+                        },
+                    }
+                }
+                backoff = (backoff * 2).min(MAX_BACKOFF);
+            }
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl Store for ResilientStore {
+    fn describe(&self) -> String {
+        self.backend.describe()
+    }
+
+    async fn health(&self) -> StoreResult<()> {
+        if self.journal.degraded.load(Ordering::SeqCst) {
+            let error = self
+                .journal
+                .last_error
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone()
+                .unwrap_or_default();
+            return Err(StoreError::Backend {
+                operation: "writing",
+                message: format!(
+                    "{} writes held in memory, retrying ({error})",
+                    self.pending_writes()
+                ),
+            });
+        }
+        self.read("checking health", self.backend.health()).await
+    }
+
+    async fn put_worker(&self, worker: &WorkerRecord) -> StoreResult<()> {
+        let done = {
+            let mut mirror = self.mirror();
+            mirror.workers.insert(worker.id.clone(), worker.clone());
+            self.enqueue(Write::PutWorker(worker.clone()))
+        };
+        Self::settle(done).await;
+        Ok(())
+    }
+
+    async fn delete_worker(&self, worker_id: &str) -> StoreResult<bool> {
+        let (existed, done) = {
+            let mut mirror = self.mirror();
+            let existed = mirror.workers.remove(worker_id).is_some();
+            (existed, self.enqueue(Write::DeleteWorker(worker_id.into())))
+        };
+        Self::settle(done).await;
+        Ok(existed)
+    }
+
+    async fn list_workers(&self) -> StoreResult<Vec<WorkerRecord>> {
+        Ok(self.mirror().workers.values().cloned().collect())
+    }
+
+    async fn put_task(&self, task: &TaskRecord) -> StoreResult<()> {
+        let done = {
+            let mut mirror = self.mirror();
+            mirror.tasks.insert(task.id.clone(), task.clone());
+            self.enqueue(Write::PutTask(task.clone()))
+        };
+        Self::settle(done).await;
+        Ok(())
+    }
+
+    async fn update_task_if(&self, task: &TaskRecord, expected: &[TaskState]) -> StoreResult<bool> {
+        let done = {
+            let mut mirror = self.mirror();
+            match mirror.tasks.get_mut(&task.id) {
+                Some(current) if expected.contains(&current.state) => {
+                    *current = task.clone();
+                    self.enqueue(Write::PutTask(task.clone()))
+                }
+                _ => return Ok(false),
+            }
+        };
+        Self::settle(done).await;
+        Ok(true)
+    }
+
+    async fn get_task(&self, task_id: &str) -> StoreResult<Option<TaskRecord>> {
+        Ok(self.mirror().tasks.get(task_id).cloned())
+    }
+
+    async fn list_tasks(&self) -> StoreResult<Vec<TaskRecord>> {
+        let mut tasks: Vec<TaskRecord> = self.mirror().tasks.values().cloned().collect();
+        tasks.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
+        Ok(tasks)
+    }
+
+    async fn put_assignment(&self, assignment: &AssignmentRecord) -> StoreResult<()> {
+        let done = {
+            let mut mirror = self.mirror();
+            mirror.unwritten_assignments.push(assignment.clone());
+            self.enqueue(Write::PutAssignment(assignment.clone()))
+        };
+        Self::settle(done).await;
+        self.settled();
+        Ok(())
+    }
+
+    async fn list_assignments(&self, task_id: &str) -> StoreResult<Vec<AssignmentRecord>> {
+        self.settled();
+        let unwritten: Vec<AssignmentRecord> = self
+            .mirror()
+            .unwritten_assignments
+            .iter()
+            .filter(|a| a.task_id == task_id)
+            .cloned()
+            .collect();
+        let mut all = match self
+            .read(
+                "listing assignments",
+                self.backend.list_assignments(task_id),
+            )
+            .await
+        {
+            Ok(stored) => stored,
+            Err(error) if !unwritten.is_empty() => {
+                tracing::debug!(%error, "listing assignments from memory only");
+                Vec::new()
+            }
+            Err(error) => return Err(error),
+        };
+        for assignment in unwritten {
+            all.retain(|a| a.attempt != assignment.attempt);
+            all.push(assignment);
+        }
+        all.sort_by_key(|a| a.attempt);
+        Ok(all)
+    }
+
+    async fn put_result(&self, result: &ResultRecord) -> StoreResult<()> {
+        let done = {
+            let mut mirror = self.mirror();
+            mirror
+                .unwritten_results
+                .insert(result.task_id.clone(), result.clone());
+            self.enqueue(Write::PutResult(result.clone()))
+        };
+        Self::settle(done).await;
+        self.settled();
+        Ok(())
+    }
+
+    async fn get_result(&self, task_id: &str) -> StoreResult<Option<ResultRecord>> {
+        self.settled();
+        if let Some(result) = self.mirror().unwritten_results.get(task_id) {
+            return Ok(Some(result.clone()));
+        }
+        self.read("reading a result", self.backend.get_result(task_id))
+            .await
+    }
+
+    async fn put_user(&self, user: &UserRecord) -> StoreResult<()> {
+        let done = {
+            let mut mirror = self.mirror();
+            mirror.users.insert(user.name.clone(), user.clone());
+            self.enqueue(Write::PutUser(user.clone()))
+        };
+        Self::settle(done).await;
+        Ok(())
+    }
+
+    async fn list_users(&self) -> StoreResult<Vec<UserRecord>> {
+        Ok(self.mirror().users.values().cloned().collect())
+    }
+
+    async fn delete_user(&self, name: &str) -> StoreResult<bool> {
+        let (existed, done) = {
+            let mut mirror = self.mirror();
+            let existed = mirror.users.remove(name).is_some();
+            (existed, self.enqueue(Write::DeleteUser(name.into())))
+        };
+        Self::settle(done).await;
+        Ok(existed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::{EmbeddedStore, contract};
+    use super::*;
+
+    fn embedded() -> (tempfile::TempDir, Arc<dyn Store>) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(EmbeddedStore::open(dir.path()).unwrap());
+        (dir, store)
+    }
+
+    async fn wrapped() -> (tempfile::TempDir, Arc<dyn Store>) {
+        let (dir, backend) = embedded();
+        (dir, Arc::new(ResilientStore::load(backend).await.unwrap()))
+    }
+
+    #[tokio::test]
+    async fn contract_workers() {
+        let (_dir, store) = wrapped().await;
+        contract::workers(store).await;
+    }
+
+    #[tokio::test]
+    async fn contract_tasks() {
+        let (_dir, store) = wrapped().await;
+        contract::tasks(store).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn contract_concurrent_writers() {
+        let (_dir, store) = wrapped().await;
+        contract::concurrent_writers(store).await;
+    }
+
+    #[tokio::test]
+    async fn contract_assignments_and_results() {
+        let (_dir, store) = wrapped().await;
+        contract::assignments_and_results(store).await;
+    }
+
+    #[tokio::test]
+    async fn contract_users() {
+        let (_dir, store) = wrapped().await;
+        contract::users(store).await;
+    }
+
+    /// A backend that fails every call while `down` is set (a unit-test double;
+    /// the end-to-end proof stops a real MongoDB server, tests/tests/mongo.rs).
+    struct Flaky {
+        inner: Arc<dyn Store>,
+        down: AtomicBool,
+    }
+
+    impl Flaky {
+        fn check(&self) -> StoreResult<()> {
+            if self.down.load(Ordering::SeqCst) {
+                Err(StoreError::Backend {
+                    operation: "test",
+                    message: "backend down".into(),
+                })
+            } else {
+                Ok(())
+            }
+        }
+    }
+
+    #[async_trait::async_trait]
+    impl Store for Flaky {
+        fn describe(&self) -> String {
+            "flaky".into()
+        }
+        async fn health(&self) -> StoreResult<()> {
+            self.check()
+        }
+        async fn put_worker(&self, worker: &WorkerRecord) -> StoreResult<()> {
+            self.check()?;
+            self.inner.put_worker(worker).await
+        }
+        async fn delete_worker(&self, worker_id: &str) -> StoreResult<bool> {
+            self.check()?;
+            self.inner.delete_worker(worker_id).await
+        }
+        async fn list_workers(&self) -> StoreResult<Vec<WorkerRecord>> {
+            self.check()?;
+            self.inner.list_workers().await
+        }
+        async fn put_task(&self, task: &TaskRecord) -> StoreResult<()> {
+            self.check()?;
+            self.inner.put_task(task).await
+        }
+        async fn update_task_if(
+            &self,
+            task: &TaskRecord,
+            expected: &[TaskState],
+        ) -> StoreResult<bool> {
+            self.check()?;
+            self.inner.update_task_if(task, expected).await
+        }
+        async fn get_task(&self, task_id: &str) -> StoreResult<Option<TaskRecord>> {
+            self.check()?;
+            self.inner.get_task(task_id).await
+        }
+        async fn list_tasks(&self) -> StoreResult<Vec<TaskRecord>> {
+            self.check()?;
+            self.inner.list_tasks().await
+        }
+        async fn put_assignment(&self, assignment: &AssignmentRecord) -> StoreResult<()> {
+            self.check()?;
+            self.inner.put_assignment(assignment).await
+        }
+        async fn list_assignments(&self, task_id: &str) -> StoreResult<Vec<AssignmentRecord>> {
+            self.check()?;
+            self.inner.list_assignments(task_id).await
+        }
+        async fn put_result(&self, result: &ResultRecord) -> StoreResult<()> {
+            self.check()?;
+            self.inner.put_result(result).await
+        }
+        async fn get_result(&self, task_id: &str) -> StoreResult<Option<ResultRecord>> {
+            self.check()?;
+            self.inner.get_result(task_id).await
+        }
+        async fn put_user(&self, user: &UserRecord) -> StoreResult<()> {
+            self.check()?;
+            self.inner.put_user(user).await
+        }
+        async fn list_users(&self) -> StoreResult<Vec<UserRecord>> {
+            self.check()?;
+            self.inner.list_users().await
+        }
+        async fn delete_user(&self, name: &str) -> StoreResult<bool> {
+            self.check()?;
+            self.inner.delete_user(name).await
+        }
+    }
+
+    fn with_state(task: &TaskRecord, state: TaskState) -> TaskRecord {
+        TaskRecord {
+            state,
+            ..task.clone()
+        }
+    }
+
+    #[tokio::test]
+    async fn an_outage_loses_no_transition() {
+        let (_dir, inner) = embedded();
+        let flaky = Arc::new(Flaky {
+            inner: inner.clone(),
+            down: AtomicBool::new(false),
+        });
+        let store = ResilientStore::load(flaky.clone()).await.unwrap();
+        let queued = TaskRecord::queued("t-1", "busybox", 1);
+        store.put_task(&queued).await.unwrap();
+        store.health().await.unwrap();
+
+        flaky.down.store(true, Ordering::SeqCst);
+        for state in [
+            TaskState::Assigned,
+            TaskState::Running,
+            TaskState::Completed,
+        ] {
+            let expected = TaskState::predecessors(state);
+            let next = with_state(&queued, state);
+            assert!(store.update_task_if(&next, &expected).await.unwrap());
+        }
+        let result = ResultRecord {
+            task_id: "t-1".into(),
+            worker_id: "w1".into(),
+            attempt: 1,
+            state: TaskState::Completed,
+            exit_code: Some(0),
+            error: None,
+            oom_killed: false,
+            started_at: Some(2),
+            finished_at: Some(3),
+            log: "done\n".into(),
+            log_truncated: false,
+        };
+        store.put_result(&result).await.unwrap();
+        // Reads are served from memory; the finished task cannot run again.
+        assert_eq!(
+            store.get_task("t-1").await.unwrap().unwrap().state,
+            TaskState::Completed
+        );
+        assert_eq!(store.get_result("t-1").await.unwrap(), Some(result.clone()));
+        let running = with_state(&queued, TaskState::Running);
+        let allowed = TaskState::predecessors(TaskState::Running);
+        assert!(!store.update_task_if(&running, &allowed).await.unwrap());
+        let health = store.health().await.unwrap_err().to_string();
+        assert!(health.contains("writes held in memory"), "{health}");
+        assert_eq!(
+            inner.get_task("t-1").await.unwrap().unwrap().state,
+            TaskState::Queued
+        );
+
+        flaky.down.store(false, Ordering::SeqCst);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        while store.pending_writes() > 0 {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "writes never drained"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        store.health().await.unwrap();
+        assert_eq!(
+            inner.get_task("t-1").await.unwrap().unwrap().state,
+            TaskState::Completed
+        );
+        assert_eq!(inner.get_result("t-1").await.unwrap(), Some(result));
+    }
+}
