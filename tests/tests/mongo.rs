@@ -125,3 +125,63 @@ async fn a_store_outage_mid_task_loses_nothing() {
         .expect("its result, written after the outage");
     assert!(result.get_str("log").unwrap().contains("survived-outage"));
 }
+
+/// Moving a cluster from the embedded store to MongoDB with `export` and
+/// `import`: the master on MongoDB knows the worker and the finished task's log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_moves_from_the_embedded_store_to_mongodb() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("master");
+    let options = MasterOptions {
+        grpc_port: free_port(),
+        ..MasterOptions::default()
+    };
+    let mut master = Master::start(&data, &options);
+    if cloudai_e2e::store_is_mongodb() {
+        return; // this test starts its own masters on both backends
+    }
+    let worker = Worker::join(&mut master, "mv", dir.path());
+    let task = master.submit(&format!(
+        "task {} {TEST_IMAGE} -- sh -c 'echo moved-with-its-log'",
+        worker.id
+    ));
+    master.poll("tasks", &[&task, "completed"], WAIT);
+    master.kill9();
+
+    let file = dir.path().join("cluster.jsonl");
+    let mongo = MongoServer::start(&dir.path().join("mongo"));
+    let run = |args: &[&std::ffi::OsStr]| {
+        let output = std::process::Command::new(cloudai_e2e::bin_dir().join("cloudai-master"))
+            .arg("--data-dir")
+            .arg(&data)
+            .args(args)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr).to_string();
+        assert!(output.status.success(), "{stderr}");
+        stderr
+    };
+    let exported = run(&["export".as_ref(), file.as_os_str()]);
+    assert!(
+        exported.contains("1 workers, 1 tasks, 1 assignments, 1 results"),
+        "{exported}"
+    );
+    let imported = run(&[
+        "--mongodb-uri".as_ref(),
+        mongo.uri.as_ref(),
+        "import".as_ref(),
+        file.as_os_str(),
+    ]);
+    assert!(
+        imported.contains("1 workers, 1 tasks, 1 assignments, 1 results"),
+        "{imported}"
+    );
+    assert!(imported.contains("into MongoDB"), "{imported}");
+
+    // The same data directory (it keeps the cluster CA) with the store on MongoDB.
+    let mut master = Master::start(&data, &on_mongodb(&mongo));
+    master.expect("status", "store:   MongoDB");
+    master.poll("workers", &[&worker.id, "active"], WAIT);
+    let from = master.send(&format!("logs {task}"));
+    master.wait_from(from, "moved-with-its-log", WAIT);
+}

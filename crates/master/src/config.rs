@@ -111,6 +111,27 @@ pub struct MasterConfig {
     /// Run without the interactive REPL (as a service); stop with SIGTERM or Ctrl-C.
     #[arg(long, env = "CLOUDAI_NO_REPL")]
     pub no_repl: bool,
+
+    /// Instead of serving: copy the cluster's records out of, or into, the
+    /// store selected by --data-dir or --mongodb-uri.
+    #[command(subcommand)]
+    pub command: Option<StoreCommand>,
+}
+
+/// One-off store commands (moving a cluster from one backend to another).
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum StoreCommand {
+    /// Write every record of the store to FILE as JSON lines (stop the master
+    /// first when the store is embedded: its file is locked while it runs).
+    Export {
+        /// File to write ("-" for standard output).
+        file: PathBuf,
+    },
+    /// Load a file written by `export` into the store, which must be empty.
+    Import {
+        /// File to read ("-" for standard input).
+        file: PathBuf,
+    },
 }
 
 impl MasterConfig {

@@ -36,7 +36,7 @@ pub mod worker_client;
 pub mod ws;
 
 pub use cluster::{Master, Settings};
-pub use config::MasterConfig;
+pub use config::{MasterConfig, StoreCommand};
 
 use std::sync::Arc;
 use tokio::net::TcpListener;
@@ -106,6 +106,15 @@ async fn write_join_token(
     Ok(())
 }
 
+/// Opens the backend the configuration selects: MongoDB with `--mongodb-uri`,
+/// the embedded store in the data directory otherwise.
+pub async fn open_backend(config: &MasterConfig) -> Result<Arc<dyn db::Store>, db::StoreError> {
+    Ok(match &config.mongodb_uri {
+        Some(uri) => Arc::new(db::MongoStore::connect(uri, &config.mongodb_database).await?),
+        None => Arc::new(db::EmbeddedStore::open(&config.data_dir)?),
+    })
+}
+
 /// Opens the store, loads state, and starts the gRPC server, the HTTP server and
 /// the liveness loop. Everything stops when `shutdown` is cancelled.
 pub async fn start(
@@ -113,10 +122,7 @@ pub async fn start(
     listeners: Listeners,
     shutdown: CancellationToken,
 ) -> Result<Running, RunError> {
-    let backend: Arc<dyn db::Store> = match &config.mongodb_uri {
-        Some(uri) => Arc::new(db::MongoStore::connect(uri, &config.mongodb_database).await?),
-        None => Arc::new(db::EmbeddedStore::open(&config.data_dir)?),
-    };
+    let backend = open_backend(config).await?;
     let store: Arc<dyn db::Store> = Arc::new(db::ResilientStore::load(backend).await?);
     tracing::info!(store = %store.describe(), "store ready");
     let grpc_port = listeners.grpc.local_addr()?.port();

@@ -2,7 +2,8 @@
 
 use anyhow::Context;
 use clap::Parser;
-use cloudai_master::{Listeners, MasterConfig, cli};
+use cloudai_master::db::transfer;
+use cloudai_master::{Listeners, MasterConfig, StoreCommand, cli};
 use std::io::IsTerminal;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -18,7 +19,46 @@ fn main() -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    runtime.block_on(serve(config, runtime.handle().clone()))
+    match config.command.clone() {
+        Some(command) => runtime.block_on(transfer(&config, command)),
+        None => runtime.block_on(serve(config, runtime.handle().clone())),
+    }
+}
+
+/// `export` / `import`: copies records out of or into the configured store.
+async fn transfer(config: &MasterConfig, command: StoreCommand) -> anyhow::Result<()> {
+    use std::io::{BufReader, BufWriter};
+    let store = cloudai_master::open_backend(config)
+        .await
+        .context("cannot open the store (with the embedded store: is a master still running on this data directory?)")?;
+    let progress = |counts: &transfer::Counts| eprintln!("... {counts}");
+    let (verb, route, counts) = match command {
+        StoreCommand::Export { file } => {
+            let counts = if file.as_os_str() == "-" {
+                transfer::export(&*store, &mut BufWriter::new(std::io::stdout()), progress).await
+            } else {
+                let out = std::fs::File::create(&file)
+                    .with_context(|| format!("cannot create {}", file.display()))?;
+                transfer::export(&*store, &mut BufWriter::new(out), progress).await
+            };
+            let route = format!("from {} to {}", store.describe(), file.display());
+            ("exported", route, counts)
+        }
+        StoreCommand::Import { file } => {
+            let counts = if file.as_os_str() == "-" {
+                transfer::import(&*store, std::io::stdin().lock(), progress).await
+            } else {
+                let input = std::fs::File::open(&file)
+                    .with_context(|| format!("cannot open {}", file.display()))?;
+                transfer::import(&*store, BufReader::new(input), progress).await
+            };
+            let route = format!("from {} into {}", file.display(), store.describe());
+            ("imported", route, counts)
+        }
+    };
+    let counts = counts.with_context(|| format!("{verb} nothing complete {route}"))?;
+    eprintln!("{verb} {counts} {route}");
+    Ok(())
 }
 
 async fn serve(config: MasterConfig, handle: tokio::runtime::Handle) -> anyhow::Result<()> {

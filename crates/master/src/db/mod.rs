@@ -10,6 +10,7 @@ mod embedded;
 mod mongo;
 mod records;
 mod resilient;
+pub mod transfer;
 
 pub use embedded::EmbeddedStore;
 pub use mongo::{MongoStore, redact};
