@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite, from a clean checkout: installs and starts what the
-# tests need when missing (dockerd, the offline test image), builds every binary
+# tests need when missing (dockerd, the offline test image, nx-27017, Chromium and
+# chromedriver), builds every binary
 # and test once, then runs them all with cargo-nextest (cargo test as fallback),
 # and the core end-to-end suite a second time with the master on MongoDB.
 set -euo pipefail
@@ -8,6 +9,7 @@ cd "$(dirname "$0")/.."
 
 bash scripts/ensure-docker.sh
 bash scripts/build-test-image.sh
+bash scripts/ensure-chromium.sh
 
 echo "==> nx-27017 (MongoDB wire-protocol server for the MongoDB backend's tests)"
 command -v nx-27017 >/dev/null 2>&1 || python3 -m pip install --quiet nx-27017

@@ -228,6 +228,8 @@ pub fn store_is_mongodb() -> bool {
 pub struct MasterOptions {
     /// gRPC port (0: any).
     pub grpc_port: u16,
+    /// HTTP port (0: any; fix it to restart a master on the same URL).
+    pub http_port: u16,
     /// Heartbeat interval.
     pub heartbeat: &'static str,
     /// Inactivity timeout.
@@ -244,6 +246,7 @@ impl Default for MasterOptions {
     fn default() -> Self {
         Self {
             grpc_port: 0,
+            http_port: 0,
             heartbeat: "500ms",
             inactivity: "3s",
             reinvite: "1s",
@@ -272,7 +275,7 @@ impl Master {
         }
         let mut child = command
             .args(["--grpc-addr", &format!("127.0.0.1:{}", options.grpc_port)])
-            .args(["--http-addr", "127.0.0.1:0"])
+            .args(["--http-addr", &format!("127.0.0.1:{}", options.http_port)])
             .arg("--data-dir")
             .arg(data_dir)
             .args(["--heartbeat-interval", options.heartbeat])

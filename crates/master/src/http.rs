@@ -1,11 +1,12 @@
-//! The HTTP server (axum): WebSocket telemetry, Prometheus metrics, health.
-//! With TLS on, `/ws/*` and `/metrics` need an API token (viewer or above) in
+//! The HTTP server (axum): the dashboard (`/`), its JSON API (`/api/*`),
+//! WebSocket telemetry and logs, Prometheus metrics, health.
+//! With TLS on, `/api/*`, `/ws/*` and `/metrics` need an API token (viewer or above) in
 //! `Authorization: Bearer <token>` or, for browsers' WebSockets, `?token=`.
 
 use crate::cluster::Master;
 use crate::https::Peer;
 use crate::users::Role;
-use crate::ws;
+use crate::{api, dashboard, ws};
 use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{StatusCode, header};
 use axum::middleware::{self, Next};
@@ -19,12 +20,17 @@ pub fn router(master: Master) -> Router {
         .route("/metrics", get(metrics))
         .route("/ws/telemetry", get(ws::all_workers))
         .route("/ws/telemetry/{worker_id}", get(ws::one_worker))
+        .route("/ws/logs/{task_id}", get(api::follow_logs))
+        .route("/api/cluster", get(api::cluster))
+        .route("/api/tasks", get(api::tasks))
+        .route("/api/tasks/{task_id}", get(api::task))
         .route_layer(middleware::from_fn_with_state(
             master.clone(),
             require_viewer,
         ));
     Router::new()
         .route("/healthz", get(healthz))
+        .merge(dashboard::routes())
         .merge(protected)
         .with_state(master)
 }

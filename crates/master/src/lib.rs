@@ -5,7 +5,8 @@
 //! - [`scheduler`]: the queue and its loop; [`placement`]: resource-aware choice;
 //! - [`telemetry`]: one task per worker fed by heartbeats, inactivity detection;
 //! - [`server`]: gRPC `MasterService` handlers; [`http`]: the axum server
-//!   ([`ws`]: WebSocket telemetry, [`metrics`]: Prometheus);
+//!   ([`ws`]: WebSocket telemetry, [`metrics`]: Prometheus, [`dashboard`]: the
+//!   web page, [`api`]: its JSON API and live logs);
 //! - [`worker_client`]: the master's side of `WorkerService`;
 //! - [`db`]: the `Store` trait and its backends; [`events`]: cluster events;
 //! - [`cli`]: the operator REPL; [`config`]: flags and environment.
@@ -13,10 +14,12 @@
 //! [`start`] takes already-bound listeners so tests can bind port 0.
 
 pub mod agent;
+pub mod api;
 pub mod cli;
 pub mod cluster;
 pub mod config;
 pub mod convert;
+pub mod dashboard;
 pub mod db;
 pub mod error;
 pub mod events;

@@ -11,6 +11,7 @@ use cloudai_proto::v1::{
     AssignTaskRequest, CancelTaskRequest, LogChunk, StreamTaskLogsRequest, TaskResult, TaskStatus,
 };
 use std::collections::BTreeMap;
+use tokio::sync::broadcast::error::RecvError;
 
 /// Largest log tail the master stores for one task; older output is cut off.
 pub const MAX_STORED_LOG_BYTES: usize = 1 << 20;
@@ -369,6 +370,47 @@ impl Master {
         self.store().get_task(task_id).await?.ok_or_else(|| {
             MasterError::NotFound(format!("no task '{task_id}': `tasks` lists known tasks"))
         })
+    }
+
+    /// Waits until a task is in a final state, re-reading it whenever an event
+    /// says it ended (or events were missed); `None` if `deadline` passes first.
+    /// Subscribe `events` before reading the task the first time, so no event
+    /// falls between the two.
+    pub async fn wait_until_final(
+        &self,
+        task_id: &str,
+        events: &mut tokio::sync::broadcast::Receiver<std::sync::Arc<crate::events::Envelope>>,
+        deadline: tokio::time::Instant,
+    ) -> MasterResult<Option<TaskRecord>> {
+        loop {
+            let task = self.task(task_id).await?;
+            if task.state.is_terminal() {
+                return Ok(Some(task));
+            }
+            let ended = async {
+                loop {
+                    match events.recv().await {
+                        Ok(envelope) => {
+                            if let crate::events::Event::TaskState {
+                                task_id: id, state, ..
+                            } = &envelope.event
+                                && id == task_id
+                                && state.is_terminal()
+                            {
+                                return;
+                            }
+                        }
+                        // Missed events: re-read the task instead.
+                        Err(RecvError::Lagged(_)) => return,
+                        // The master is stopping: nothing more will come.
+                        Err(RecvError::Closed) => std::future::pending::<()>().await,
+                    }
+                }
+            };
+            if tokio::time::timeout_at(deadline, ended).await.is_err() {
+                return Ok(None);
+            }
+        }
     }
 
     /// Opens the live log stream of a task that is assigned or running.

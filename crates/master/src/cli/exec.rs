@@ -5,7 +5,6 @@ use super::views;
 use crate::cluster::Master;
 use crate::db::{TaskRecord, TaskState};
 use crate::error::{MasterError, MasterResult};
-use crate::events::Event;
 use cloudai_common::units::format_duration;
 use futures::StreamExt;
 use std::io::Write;
@@ -353,44 +352,25 @@ async fn monitor(
     }
     // The stream ends when the container exits; the final report follows shortly.
     let deadline = tokio::time::Instant::now() + FINAL_STATE_WAIT;
-    loop {
-        let task = master.task(task_id).await?;
-        if task.state.is_terminal() {
-            let _ = print_outcome(&task, out);
+    let waited = tokio::select! {
+        _ = interrupt.cancelled() => {
+            stopped(out);
             return Ok(());
         }
-        let wait = async {
-            loop {
-                match events.recv().await {
-                    Ok(envelope) => {
-                        if let Event::TaskState {
-                            task_id: id, state, ..
-                        } = &envelope.event
-                            && id == task_id
-                            && state.is_terminal()
-                        {
-                            return;
-                        }
-                    }
-                    // Closed, or missed events: re-read the task instead.
-                    Err(_) => return,
-                }
-            }
-        };
-        let waited = tokio::select! {
-            _ = interrupt.cancelled() => {
-                stopped(out);
-                return Ok(());
-            }
-            waited = tokio::time::timeout_at(deadline, wait) => waited,
-        };
-        if waited.is_err() {
+        waited = master.wait_until_final(task_id, &mut events, deadline) => waited?,
+    };
+    match waited {
+        Some(task) => {
+            let _ = print_outcome(&task, out);
+        }
+        None => {
+            let task = master.task(task_id).await?;
             let _ = writeln!(
                 out,
                 "task {task_id} is still {}: its worker has not reported yet",
                 task.state
             );
-            return Ok(());
         }
     }
+    Ok(())
 }

@@ -1,0 +1,296 @@
+//! The read-only JSON API behind the dashboard (viewer token, like the
+//! WebSocket telemetry):
+//!
+//! - `GET /api/cluster`: workers by state, tasks by state, queue depth, uptime, store health;
+//! - `GET /api/tasks?state=&worker=&limit=`: tasks, most recent first;
+//! - `GET /api/tasks/{id}`: one task, with its stored log once it ended;
+//! - `GET /ws/logs/{id}`: WebSocket following a task's output live, then its outcome.
+//!
+//! Task environments are never sent: they may hold secrets, and a viewer token
+//! is meant for screens.
+
+use crate::cluster::Master;
+use crate::db::{Limits, TaskRecord, TaskState};
+use crate::error::MasterError;
+use axum::Json;
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use futures::StreamExt;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+/// Most tasks one `/api/tasks` answer lists.
+pub const MAX_TASKS_LISTED: usize = 1000;
+/// How long `/ws/logs` waits for a task's outcome after its output ended.
+const OUTCOME_WAIT: Duration = Duration::from_secs(30);
+
+/// A task as the dashboard sees it (no environment).
+#[derive(Debug, Serialize)]
+pub struct TaskView {
+    id: String,
+    image: String,
+    command: Vec<String>,
+    state: TaskState,
+    worker_id: Option<String>,
+    priority: i32,
+    attempt: u32,
+    max_retries: u32,
+    limits: Limits,
+    assigned_gpus: Vec<String>,
+    created_at: i64,
+    started_at: Option<i64>,
+    finished_at: Option<i64>,
+    exit_code: Option<i32>,
+    error: Option<String>,
+    oom_killed: bool,
+    /// Why a queued task is still waiting, when the scheduler knows.
+    waiting_reason: Option<String>,
+}
+
+impl TaskView {
+    fn of(master: &Master, task: TaskRecord) -> Self {
+        let waiting_reason = (task.state == TaskState::Queued)
+            .then(|| master.waiting_reason(&task.id))
+            .flatten();
+        Self {
+            waiting_reason,
+            id: task.id,
+            image: task.image,
+            command: task.command,
+            state: task.state,
+            worker_id: task.worker_id,
+            priority: task.priority,
+            attempt: task.attempt,
+            max_retries: task.max_retries,
+            limits: task.limits,
+            assigned_gpus: task.assigned_gpus,
+            created_at: task.created_at,
+            started_at: task.started_at,
+            finished_at: task.finished_at,
+            exit_code: task.exit_code,
+            error: task.error,
+            oom_killed: task.oom_killed,
+        }
+    }
+}
+
+/// An API error as JSON: `{"error": "..."}` with a fitting status.
+pub struct ApiError(MasterError);
+
+impl From<MasterError> for ApiError {
+    fn from(error: MasterError) -> Self {
+        Self(error)
+    }
+}
+
+impl From<crate::db::StoreError> for ApiError {
+    fn from(error: crate::db::StoreError) -> Self {
+        Self(error.into())
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = match &self.0 {
+            MasterError::NotFound(_) => StatusCode::NOT_FOUND,
+            MasterError::InvalidArgument(_) => StatusCode::BAD_REQUEST,
+            MasterError::PermissionDenied(_) => StatusCode::FORBIDDEN,
+            MasterError::FailedPrecondition(_) => StatusCode::CONFLICT,
+            MasterError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            _ => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        if status == StatusCode::INTERNAL_SERVER_ERROR {
+            tracing::error!(error = %self.0, "dashboard API request failed");
+        }
+        (status, Json(json!({ "error": self.0.to_string() }))).into_response()
+    }
+}
+
+/// `GET /api/cluster`.
+pub async fn cluster(State(master): State<Master>) -> Result<Json<Value>, ApiError> {
+    let (pending, active, inactive) = master.registry().counts();
+    let tasks = master.store().list_tasks().await?;
+    let mut by_state: BTreeMap<&'static str, usize> =
+        TaskState::ALL.iter().map(|s| (s.as_str(), 0)).collect();
+    for task in &tasks {
+        *by_state.entry(task.state.as_str()).or_default() += 1;
+    }
+    let store = master.store_health().await;
+    Ok(Json(json!({
+        "version": cloudai_common::VERSION,
+        "uptime_seconds": master.uptime().as_secs(),
+        "workers": { "pending": pending, "active": active, "inactive": inactive },
+        "tasks": by_state,
+        "queue_depth": by_state.get("queued").copied().unwrap_or(0),
+        "store": master.store().describe(),
+        "store_healthy": store.is_ok(),
+        "store_error": store.err(),
+        "tls": master.pki().is_some(),
+    })))
+}
+
+/// Filters of `GET /api/tasks`.
+#[derive(Debug, Deserialize)]
+pub struct TaskFilter {
+    state: Option<String>,
+    worker: Option<String>,
+    limit: Option<usize>,
+}
+
+/// `GET /api/tasks`.
+pub async fn tasks(
+    State(master): State<Master>,
+    Query(filter): Query<TaskFilter>,
+) -> Result<Json<Value>, ApiError> {
+    let state = match filter.state.as_deref().filter(|s| !s.is_empty()) {
+        Some(name) => Some(TaskState::parse(name).ok_or_else(|| {
+            MasterError::InvalidArgument(format!(
+                "unknown state '{name}'; one of: {}",
+                TaskState::ALL.map(|s| s.as_str()).join(", ")
+            ))
+        })?),
+        None => None,
+    };
+    let worker = filter.worker.filter(|w| !w.is_empty());
+    if let Some(worker) = &worker {
+        cloudai_common::validate::id("worker", worker).map_err(MasterError::from)?;
+    }
+    let limit = filter.limit.unwrap_or(200);
+    if !(1..=MAX_TASKS_LISTED).contains(&limit) {
+        return Err(MasterError::InvalidArgument(format!(
+            "limit must be between 1 and {MAX_TASKS_LISTED}"
+        ))
+        .into());
+    }
+    let mut tasks = master.store().list_tasks().await?;
+    tasks.retain(|t| {
+        state.is_none_or(|s| t.state == s)
+            && worker
+                .as_deref()
+                .is_none_or(|w| t.worker_id.as_deref() == Some(w))
+    });
+    let matching = tasks.len();
+    let recent: Vec<TaskView> = tasks
+        .into_iter()
+        .rev()
+        .take(limit)
+        .map(|t| TaskView::of(&master, t))
+        .collect();
+    Ok(Json(json!({ "matching": matching, "tasks": recent })))
+}
+
+/// `GET /api/tasks/{id}`.
+pub async fn task(
+    State(master): State<Master>,
+    Path(task_id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let task = master.task(&task_id).await?;
+    let result = if task.state.is_terminal() {
+        master.store().get_result(&task.id).await?
+    } else {
+        None
+    };
+    Ok(Json(json!({
+        "task": TaskView::of(&master, task),
+        "log": result.as_ref().map(|r| r.log.as_str()),
+        "log_truncated": result.as_ref().is_some_and(|r| r.log_truncated),
+    })))
+}
+
+/// `GET /ws/logs/{id}`: `{"type":"log","data":…}` frames while the task runs
+/// (or once with the stored log), then `{"type":"end","task":…}`; for a task
+/// with no output yet, `{"type":"waiting","task":…}` and the socket closes.
+pub async fn follow_logs(
+    State(master): State<Master>,
+    Path(task_id): Path<String>,
+    upgrade: WebSocketUpgrade,
+) -> Result<Response, ApiError> {
+    let task = master.task(&task_id).await?;
+    Ok(upgrade
+        .on_upgrade(move |socket| stream_logs(master, task, socket))
+        .into_response())
+}
+
+async fn send(socket: &mut WebSocket, value: Value) -> bool {
+    socket
+        .send(Message::Text(value.to_string().into()))
+        .await
+        .is_ok()
+}
+
+async fn stream_logs(master: Master, task: TaskRecord, mut socket: WebSocket) {
+    let mut events = master.subscribe();
+    let task_id = task.id.clone();
+    match task.state {
+        TaskState::Assigned | TaskState::Running => {}
+        state if state.is_terminal() => {
+            if let Ok(Some(result)) = master.store().get_result(&task_id).await {
+                let data = if result.log_truncated {
+                    format!("[earlier output cut off]\n{}", result.log)
+                } else {
+                    result.log
+                };
+                if !send(&mut socket, json!({ "type": "log", "data": data })).await {
+                    return;
+                }
+            }
+            let end = json!({ "type": "end", "task": TaskView::of(&master, task) });
+            send(&mut socket, end).await;
+            return;
+        }
+        _ => {
+            let waiting = json!({ "type": "waiting", "task": TaskView::of(&master, task) });
+            send(&mut socket, waiting).await;
+            return;
+        }
+    }
+    match master.follow_logs(&task).await {
+        Ok(mut stream) => loop {
+            tokio::select! {
+                chunk = stream.next() => match chunk {
+                    Some(Ok(chunk)) => {
+                        let data = String::from_utf8_lossy(&chunk.data);
+                        if !send(&mut socket, json!({ "type": "log", "data": data })).await {
+                            return;
+                        }
+                    }
+                    Some(Err(status)) => {
+                        let note = format!("[log stream ended: {}]\n", status.message());
+                        send(&mut socket, json!({ "type": "log", "data": note })).await;
+                        break;
+                    }
+                    None => break,
+                },
+                // The browser went away: stop following.
+                incoming = socket.recv() => match incoming {
+                    Some(Ok(Message::Close(_))) | Some(Err(_)) | None => return,
+                    Some(Ok(_)) => {}
+                },
+            }
+        },
+        Err(error) => {
+            let note = format!("[cannot follow the output: {error}]\n");
+            send(&mut socket, json!({ "type": "log", "data": note })).await;
+        }
+    }
+    let deadline = tokio::time::Instant::now() + OUTCOME_WAIT;
+    let task = match master
+        .wait_until_final(&task_id, &mut events, deadline)
+        .await
+    {
+        Ok(Some(task)) => task,
+        _ => match master.task(&task_id).await {
+            Ok(task) => task,
+            Err(_) => return,
+        },
+    };
+    send(
+        &mut socket,
+        json!({ "type": "end", "task": TaskView::of(&master, task) }),
+    )
+    .await;
+}
