@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # The whole test suite, from a clean checkout: installs and starts what the
 # tests need when missing (dockerd, the offline test image, nx-27017, Chromium and
-# chromedriver), builds every binary
-# and test once, then runs them all with cargo-nextest (cargo test as fallback),
-# and the core end-to-end suite a second time with the master on MongoDB.
+# chromedriver), builds every binary and test once, then runs them all with
+# cargo-nextest (cargo test as fallback), and the core end-to-end suite a second
+# time with the master on MongoDB.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

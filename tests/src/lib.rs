@@ -712,6 +712,13 @@ impl Master {
 
     /// `GET path` over HTTP(S); returns the status code and body.
     pub async fn http_get(&self, path: &str, token: Option<&str>) -> (u16, String) {
+        let (status, _head, body) = self.http_response(path, token).await;
+        (status, body)
+    }
+
+    /// `GET path` over HTTP(S); returns the status code, the head (status line
+    /// and headers) and the body.
+    pub async fn http_response(&self, path: &str, token: Option<&str>) -> (u16, String, String) {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let mut io = self.http_connection().await;
         let auth = token
@@ -732,6 +739,6 @@ impl Master {
             .nth(1)
             .and_then(|c| c.parse().ok())
             .expect("a status code");
-        (status, body.to_string())
+        (status, head.to_string(), body.to_string())
     }
 }

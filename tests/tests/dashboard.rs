@@ -340,3 +340,72 @@ async fn the_dashboard_shows_the_cluster_live() {
     browser.shot("07-after-restart").await;
     master.expect("status", "workers:");
 }
+
+/// The dashboard's API over real HTTPS: assets without a token, data only with
+/// one, bad input answered with a clear JSON error, no task environment shown.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dashboard_api_checks_tokens_and_input() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut master = Master::start(&dir.path().join("master"), &MasterOptions::default());
+    let viewer = master.api_token("viewer");
+    let token = Some(viewer.as_str());
+
+    let (status, head, page) = master.http_response("/", None).await;
+    assert_eq!(status, 200);
+    assert!(page.contains("/dashboard/app.js"), "{page}");
+    assert!(
+        head.to_lowercase()
+            .contains("content-security-policy: default-src 'none'"),
+        "{head}"
+    );
+    let (status, script) = master.http_get("/dashboard/app.js", None).await;
+    assert_eq!(status, 200);
+    assert!(script.contains("/ws/telemetry"));
+
+    for path in ["/api/cluster", "/api/tasks", "/api/tasks/t-1"] {
+        let (status, body) = master.http_get(path, None).await;
+        assert_eq!(status, 401, "{path}: {body}");
+    }
+    let (status, body) = master.http_get("/api/cluster", token).await;
+    assert_eq!(status, 200, "{body}");
+    let cluster: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(cluster["store_healthy"], true, "{cluster}");
+    assert_eq!(cluster["tasks"]["queued"], 0, "{cluster}");
+
+    let task = master.submit(&format!(
+        "task auto {TEST_IMAGE} --env SECRET_KEY=hunter2 -- true"
+    ));
+    let (status, body) = master.http_get("/api/tasks?state=queued", token).await;
+    assert_eq!(status, 200, "{body}");
+    let listed: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(listed["matching"], 1, "{listed}");
+    assert_eq!(listed["tasks"][0]["id"], task.as_str());
+    assert!(
+        !body.contains("hunter2"),
+        "environments are never sent: {body}"
+    );
+    let (status, body) = master.http_get(&format!("/api/tasks/{task}"), token).await;
+    assert_eq!(status, 200, "{body}");
+    let one: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(one["task"]["state"], "queued");
+    assert_eq!(one["log"], Value::Null);
+
+    for (path, status, needle) in [
+        ("/api/tasks?state=sleeping", 400, "unknown state 'sleeping'"),
+        (
+            "/api/tasks?limit=0",
+            400,
+            "limit must be between 1 and 1000",
+        ),
+        ("/api/tasks?worker=bad%20id", 400, "worker"),
+        ("/api/tasks/t-nope", 404, "no task 't-nope'"),
+    ] {
+        let (got, body) = master.http_get(path, token).await;
+        assert_eq!(got, status, "{path}: {body}");
+        let error: Value = serde_json::from_str(&body).unwrap();
+        assert!(
+            error["error"].as_str().unwrap().contains(needle),
+            "{path}: {body}"
+        );
+    }
+}
