@@ -13,7 +13,7 @@ use crate::cluster::Master;
 use crate::db::{Limits, TaskRecord, TaskState};
 use crate::error::MasterError;
 use axum::Json;
-use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade, close_code};
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -223,6 +223,15 @@ async fn send(socket: &mut WebSocket, value: Value) -> bool {
 }
 
 async fn stream_logs(master: Master, task: TaskRecord, mut socket: WebSocket) {
+    forward_logs(&master, task, &mut socket).await;
+    let close = CloseFrame {
+        code: close_code::NORMAL,
+        reason: "done".into(),
+    };
+    let _ = socket.send(Message::Close(Some(close))).await;
+}
+
+async fn forward_logs(master: &Master, task: TaskRecord, socket: &mut WebSocket) {
     let mut events = master.subscribe();
     let task_id = task.id.clone();
     match task.state {
@@ -234,17 +243,17 @@ async fn stream_logs(master: Master, task: TaskRecord, mut socket: WebSocket) {
                 } else {
                     result.log
                 };
-                if !send(&mut socket, json!({ "type": "log", "data": data })).await {
+                if !send(socket, json!({ "type": "log", "data": data })).await {
                     return;
                 }
             }
-            let end = json!({ "type": "end", "task": TaskView::of(&master, task) });
-            send(&mut socket, end).await;
+            let end = json!({ "type": "end", "task": TaskView::of(master, task) });
+            send(socket, end).await;
             return;
         }
         _ => {
-            let waiting = json!({ "type": "waiting", "task": TaskView::of(&master, task) });
-            send(&mut socket, waiting).await;
+            let waiting = json!({ "type": "waiting", "task": TaskView::of(master, task) });
+            send(socket, waiting).await;
             return;
         }
     }
@@ -254,13 +263,13 @@ async fn stream_logs(master: Master, task: TaskRecord, mut socket: WebSocket) {
                 chunk = stream.next() => match chunk {
                     Some(Ok(chunk)) => {
                         let data = String::from_utf8_lossy(&chunk.data);
-                        if !send(&mut socket, json!({ "type": "log", "data": data })).await {
+                        if !send(socket, json!({ "type": "log", "data": data })).await {
                             return;
                         }
                     }
                     Some(Err(status)) => {
                         let note = format!("[log stream ended: {}]\n", status.message());
-                        send(&mut socket, json!({ "type": "log", "data": note })).await;
+                        send(socket, json!({ "type": "log", "data": note })).await;
                         break;
                     }
                     None => break,
@@ -274,7 +283,7 @@ async fn stream_logs(master: Master, task: TaskRecord, mut socket: WebSocket) {
         },
         Err(error) => {
             let note = format!("[cannot follow the output: {error}]\n");
-            send(&mut socket, json!({ "type": "log", "data": note })).await;
+            send(socket, json!({ "type": "log", "data": note })).await;
         }
     }
     let deadline = tokio::time::Instant::now() + OUTCOME_WAIT;
@@ -289,8 +298,8 @@ async fn stream_logs(master: Master, task: TaskRecord, mut socket: WebSocket) {
         },
     };
     send(
-        &mut socket,
-        json!({ "type": "end", "task": TaskView::of(&master, task) }),
+        socket,
+        json!({ "type": "end", "task": TaskView::of(master, task) }),
     )
     .await;
 }
