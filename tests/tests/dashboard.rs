@@ -308,6 +308,39 @@ async fn the_dashboard_shows_the_cluster_live() {
         .await;
     browser.shot("05-worker-inactive").await;
 
+    // GPU rows: this machine has no GPU, so the page is handed one telemetry
+    // message shaped like the H200 sample in docs/WEBSOCKET_TELEMETRY.md
+    // (the rendering path only; NVML itself is checked on a GPU host).
+    browser
+        .client()
+        .execute(
+            "handle({type: 'telemetry', worker_id: 'gpu-sample', metrics: {sampled_at: 1, \
+               cpu_percent: 12.5, cpu_count: 64, load_average_1m: 3, memory_used_bytes: 2**34, \
+               memory_total_bytes: 2**39, disk_used_bytes: 0, disk_total_bytes: 0, \
+               running_task_ids: ['t-gpu'], gpus: [{index: 0, uuid: 'GPU-f565c51d', \
+               name: 'NVIDIA H200', utilization_percent: 87, memory_used_bytes: 75e9, \
+               memory_total_bytes: 150754820096, temperature_celsius: 61, power_watts: 420, \
+               task_id: 't-gpu'}]}});",
+            vec![],
+        )
+        .await
+        .unwrap();
+    let gpu = browser
+        .wait_for(
+            "the GPU meters",
+            &card(
+                "gpu-sample",
+                "[...c.querySelectorAll('.gpu .num')].map(n => n.textContent).join(' | ') \
+                 + ' | ' + c.querySelector('.gpu-name').textContent",
+            ),
+        )
+        .await;
+    assert_eq!(
+        gpu.as_str().unwrap(),
+        "87% | 69.8 GiB / 140 GiB | 61 °C | 0: NVIDIA H200 · held by t-gpu",
+    );
+    browser.shot("05b-gpu-rows").await;
+
     // The page survives a master restart: it says it is reconnecting, then
     // resyncs from the new snapshot.
     master.kill9();

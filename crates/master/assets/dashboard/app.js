@@ -345,8 +345,8 @@ function renderGpus(worker, c) {
     let g = c.gpuCards.get(gpu.uuid);
     if (!g) {
       const util = meter(`GPU ${gpu.index}`);
-      const memory = meter('GPU memory');
-      const temp = meter('Temperature');
+      const memory = meter('VRAM');
+      const temp = meter('Temp');
       const spark = sparkline(`GPU ${gpu.index} utilisation history`);
       const name = el('div', { class: 'gpu-name' });
       g = { util, memory, temp, spark, name, root: el('div', { class: 'gpu', 'data-gpu-uuid': gpu.uuid }, name, util.root, spark, memory.root, temp.root) };
