@@ -181,7 +181,7 @@ impl Master {
         let mut candidates = self.candidates();
         let now = now_millis();
         let agent_window = self.settings().agent_timeout.as_millis() as i64;
-        let mut placed = 0;
+        let mut reservations = Vec::new();
         for (_, _, task_id, queued_at) in queued {
             let held = self
                 .scheduler()
@@ -232,28 +232,47 @@ impl Master {
                         .lock()
                         .unwrap_or_else(|p| p.into_inner())
                         .remove(&task_id);
-                    let assigned = match self.reserve(&task_id, &worker_id, choice.gpus).await {
-                        Ok(assigned) => assigned,
-                        Err(error) => {
-                            // Placed meanwhile (by an agent) or cancelled: carry on with the rest.
-                            tracing::debug!(task_id, %error, "could not reserve");
-                            continue;
-                        }
-                    };
-                    tracing::info!(task_id, worker_id, "placed by the built-in scheduler");
-                    placed += 1;
-                    // The RPC runs on its own so a slow worker never stalls the queue.
-                    let master = self.clone();
-                    self.tracker().spawn(async move {
-                        if let Err(error) = master.dispatch(assigned).await {
-                            tracing::error!(%error, "dispatch failed");
-                        }
-                    });
+                    reservations.push(self.place_and_dispatch(task_id, worker_id, choice.gpus));
                 }
                 Err(reason) => self.set_waiting(&task_id, reason),
             }
         }
+        // The pass's placements are stored together (the store groups
+        // concurrent writes into one commit) and the pass ends once they
+        // are, so the next pass sees their reservations.
+        let placed = futures::future::join_all(reservations)
+            .await
+            .into_iter()
+            .filter(|placed| *placed)
+            .count();
         Ok(placed)
+    }
+
+    /// Records one placement of the pass and hands the task to its worker in
+    /// the background; false when the task could not be reserved.
+    async fn place_and_dispatch(
+        &self,
+        task_id: String,
+        worker_id: String,
+        gpus: Vec<String>,
+    ) -> bool {
+        let assigned = match self.reserve(&task_id, &worker_id, gpus).await {
+            Ok(assigned) => assigned,
+            Err(error) => {
+                // Placed meanwhile (by an agent) or cancelled: carry on with the rest.
+                tracing::debug!(task_id, %error, "could not reserve");
+                return false;
+            }
+        };
+        tracing::info!(task_id, worker_id, "placed by the built-in scheduler");
+        // The RPC runs on its own so a slow worker never stalls the queue.
+        let master = self.clone();
+        self.tracker().spawn(async move {
+            if let Err(error) = master.dispatch(assigned).await {
+                tracing::error!(%error, "dispatch failed");
+            }
+        });
+        true
     }
 
     fn set_waiting(&self, task_id: &str, reason: String) {

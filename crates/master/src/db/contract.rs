@@ -241,3 +241,36 @@ pub async fn persistence(
     );
     assert_eq!(store.list_assignments("t-1").await.unwrap().len(), 1);
 }
+
+/// A batch of writes lands in order: later writes win, deletes remove.
+pub async fn batches(store: Arc<dyn Store>) {
+    let mut completed = task("t-b", 1, TaskState::Completed);
+    completed.exit_code = Some(0);
+    store
+        .write_batch(&[
+            Write::PutWorker(worker("w-gone")),
+            Write::PutWorker(worker("w-kept")),
+            Write::PutTask(task("t-b", 1, TaskState::Queued)),
+            Write::PutAssignment(AssignmentRecord {
+                task_id: "t-b".into(),
+                attempt: 1,
+                worker_id: "w-kept".into(),
+                assigned_at: 2,
+            }),
+            Write::PutTask(completed.clone()),
+            Write::DeleteWorker("w-gone".into()),
+            Write::PutUser(UserRecord {
+                name: "ops".into(),
+                role: "viewer".into(),
+                created_at: 1,
+                tokens: vec![],
+            }),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(store.get_task("t-b").await.unwrap(), Some(completed));
+    assert_eq!(store.list_workers().await.unwrap(), vec![worker("w-kept")]);
+    assert_eq!(store.list_assignments("t-b").await.unwrap().len(), 1);
+    assert_eq!(store.list_users().await.unwrap().len(), 1);
+    store.write_batch(&[]).await.unwrap();
+}

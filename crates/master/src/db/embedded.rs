@@ -7,7 +7,7 @@
 
 use super::{
     AssignmentRecord, ResultRecord, Store, StoreError, StoreResult, TaskRecord, TaskState,
-    UserRecord, WorkerRecord,
+    UserRecord, WorkerRecord, Write,
 };
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, TableHandle};
 use serde::{Serialize, de::DeserializeOwned};
@@ -181,6 +181,28 @@ fn assignment_key(task_id: &str, attempt: u32) -> String {
     format!("{task_id}/{attempt:010}")
 }
 
+/// A write as a table operation: the key, and the value to insert (`None`: remove).
+fn table_operation(write: &Write) -> Result<(Table, String, Option<Vec<u8>>), String> {
+    fn encode<T: Serialize>(value: &T) -> Result<Option<Vec<u8>>, String> {
+        serde_json::to_vec(value)
+            .map(Some)
+            .map_err(|e| e.to_string())
+    }
+    Ok(match write {
+        Write::PutWorker(worker) => (WORKER_REGISTRY, worker.id.clone(), encode(worker)?),
+        Write::DeleteWorker(id) => (WORKER_REGISTRY, id.clone(), None),
+        Write::PutTask(task) => (TASKS, task.id.clone(), encode(task)?),
+        Write::PutAssignment(a) => (
+            ASSIGNMENTS,
+            assignment_key(&a.task_id, a.attempt),
+            encode(a)?,
+        ),
+        Write::PutResult(result) => (RESULTS, result.task_id.clone(), encode(result)?),
+        Write::PutUser(user) => (USERS, user.name.clone(), encode(user)?),
+        Write::DeleteUser(name) => (USERS, name.clone(), None),
+    })
+}
+
 #[async_trait::async_trait]
 impl Store for EmbeddedStore {
     fn describe(&self) -> String {
@@ -261,6 +283,28 @@ impl Store for EmbeddedStore {
         self.get("reading a task", TASKS, task_id.to_string()).await
     }
 
+    async fn write_batch(&self, writes: &[Write]) -> StoreResult<()> {
+        let operation = "writing a batch";
+        let operations = writes
+            .iter()
+            .map(table_operation)
+            .collect::<Result<Vec<_>, String>>()
+            .map_err(backend(operation))?;
+        self.blocking(operation, move |db| {
+            let txn = db.begin_write().map_err(|e| e.to_string())?;
+            for (table, key, value) in &operations {
+                let mut table = txn.open_table(*table).map_err(|e| e.to_string())?;
+                match value {
+                    Some(bytes) => table.insert(key.as_str(), bytes.as_slice()).map(drop),
+                    None => table.remove(key.as_str()).map(drop),
+                }
+                .map_err(|e| e.to_string())?;
+            }
+            txn.commit().map_err(|e| e.to_string())
+        })
+        .await
+    }
+
     async fn list_tasks(&self) -> StoreResult<Vec<TaskRecord>> {
         let mut tasks: Vec<TaskRecord> = self.scan("listing tasks", TASKS, String::new()).await?;
         tasks.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
@@ -331,6 +375,12 @@ mod tests {
     async fn assignments_and_results() {
         let (_dir, store) = fresh();
         contract::assignments_and_results(store).await;
+    }
+
+    #[tokio::test]
+    async fn batches() {
+        let (_dir, store) = fresh();
+        contract::batches(store).await;
     }
 
     #[tokio::test]

@@ -46,6 +46,26 @@ pub enum StoreError {
 /// Result alias for store operations.
 pub type StoreResult<T> = Result<T, StoreError>;
 
+/// One write of a batch ([`Store::write_batch`]). Every write is idempotent:
+/// applying it twice leaves the same state, so a batch can be retried whole.
+#[derive(Debug, Clone)]
+pub enum Write {
+    /// [`Store::put_worker`].
+    PutWorker(WorkerRecord),
+    /// [`Store::delete_worker`].
+    DeleteWorker(String),
+    /// [`Store::put_task`].
+    PutTask(TaskRecord),
+    /// [`Store::put_assignment`].
+    PutAssignment(AssignmentRecord),
+    /// [`Store::put_result`].
+    PutResult(ResultRecord),
+    /// [`Store::put_user`].
+    PutUser(UserRecord),
+    /// [`Store::delete_user`].
+    DeleteUser(String),
+}
+
 /// Everything the master persists. Writes are durable when they return (the
 /// master wraps its backend in a [`ResilientStore`], which holds writes in
 /// memory while the backend is unreachable).
@@ -91,4 +111,22 @@ pub trait Store: Send + Sync + 'static {
     async fn list_users(&self) -> StoreResult<Vec<UserRecord>>;
     /// Removes a user; returns whether it existed.
     async fn delete_user(&self, name: &str) -> StoreResult<bool>;
+
+    /// Applies `writes` in order, all durable when it returns. Backends that
+    /// can commit several writes at once override it (the embedded store: one
+    /// commit, one fsync); by default the writes are applied one by one.
+    async fn write_batch(&self, writes: &[Write]) -> StoreResult<()> {
+        for write in writes {
+            match write {
+                Write::PutWorker(worker) => self.put_worker(worker).await?,
+                Write::DeleteWorker(id) => drop(self.delete_worker(id).await?),
+                Write::PutTask(task) => self.put_task(task).await?,
+                Write::PutAssignment(assignment) => self.put_assignment(assignment).await?,
+                Write::PutResult(result) => self.put_result(result).await?,
+                Write::PutUser(user) => self.put_user(user).await?,
+                Write::DeleteUser(name) => drop(self.delete_user(name).await?),
+            }
+        }
+        Ok(())
+    }
 }

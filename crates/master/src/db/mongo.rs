@@ -380,6 +380,12 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn batches() {
+        let server = server();
+        contract::batches(store(&server).await).await;
+    }
+
+    #[tokio::test]
     async fn users() {
         let server = server();
         contract::users(store(&server).await).await;

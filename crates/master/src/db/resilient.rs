@@ -15,7 +15,7 @@
 
 use super::{
     AssignmentRecord, ResultRecord, Store, StoreError, StoreResult, TaskRecord, TaskState,
-    UserRecord, WorkerRecord,
+    UserRecord, WorkerRecord, Write,
 };
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -29,32 +29,11 @@ const CALL_TIMEOUT: Duration = Duration::from_secs(2);
 const MIN_BACKOFF: Duration = Duration::from_millis(100);
 /// Longest delay between retries.
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
-
-/// One write waiting for the backend.
-#[derive(Debug, Clone)]
-enum Write {
-    PutWorker(WorkerRecord),
-    DeleteWorker(String),
-    PutTask(TaskRecord),
-    PutAssignment(AssignmentRecord),
-    PutResult(ResultRecord),
-    PutUser(UserRecord),
-    DeleteUser(String),
-}
-
-impl Write {
-    async fn apply(&self, backend: &dyn Store) -> StoreResult<()> {
-        match self {
-            Write::PutWorker(worker) => backend.put_worker(worker).await,
-            Write::DeleteWorker(id) => backend.delete_worker(id).await.map(drop),
-            Write::PutTask(task) => backend.put_task(task).await,
-            Write::PutAssignment(assignment) => backend.put_assignment(assignment).await,
-            Write::PutResult(result) => backend.put_result(result).await,
-            Write::PutUser(user) => backend.put_user(user).await,
-            Write::DeleteUser(name) => backend.delete_user(name).await.map(drop),
-        }
-    }
-}
+/// Most writes sent to the backend in one batch.
+const MAX_BATCH: usize = 256;
+/// Extra time a batch may take per write (backends without batches apply
+/// them one by one).
+const BATCH_TIME_PER_WRITE: Duration = Duration::from_millis(20);
 
 /// A journal entry and the caller waiting for its first outcome.
 struct Pending {
@@ -185,7 +164,8 @@ fn timed_out(operation: &'static str) -> StoreError {
     }
 }
 
-/// Drains the journal in order, retrying the head with backoff until it is stored.
+/// Drains the journal in order, in batches, retrying the oldest batch with
+/// backoff until it is stored.
 async fn flush(
     backend: Arc<dyn Store>,
     mut receiver: mpsc::UnboundedReceiver<Pending>,
@@ -203,15 +183,20 @@ async fn flush(
         while let Ok(pending) = receiver.try_recv() {
             queue.push_back(pending);
         }
-        let head = &queue[0].write;
-        let outcome = tokio::time::timeout(CALL_TIMEOUT, head.apply(&*backend))
+        // Everything waiting goes to the backend together: one commit for
+        // the embedded store however many callers wrote meanwhile.
+        let count = queue.len().min(MAX_BATCH);
+        let batch: Vec<Write> = queue.iter().take(count).map(|p| p.write.clone()).collect();
+        let limit = CALL_TIMEOUT + BATCH_TIME_PER_WRITE * count as u32;
+        let outcome = tokio::time::timeout(limit, backend.write_batch(&batch))
             .await
             .unwrap_or_else(|_| Err(timed_out("writing")));
         match outcome {
             Ok(()) => {
-                let mut stored = queue.pop_front().expect("the head exists");
-                stored.release();
-                journal.pending.fetch_sub(1, Ordering::SeqCst);
+                for mut stored in queue.drain(..count) {
+                    stored.release();
+                }
+                journal.pending.fetch_sub(count, Ordering::SeqCst);
                 backoff = MIN_BACKOFF;
                 if queue.is_empty() && journal.degraded.swap(false, Ordering::SeqCst) {
                     *journal.last_error.lock().unwrap_or_else(|e| e.into_inner()) = None;
@@ -457,6 +442,12 @@ mod tests {
     async fn contract_assignments_and_results() {
         let (_dir, store) = wrapped().await;
         contract::assignments_and_results(store).await;
+    }
+
+    #[tokio::test]
+    async fn contract_batches() {
+        let (_dir, store) = wrapped().await;
+        contract::batches(store).await;
     }
 
     #[tokio::test]
