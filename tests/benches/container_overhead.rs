@@ -27,7 +27,12 @@ fn now_ns() -> i128 {
 /// `State.StartedAt` of a container in nanoseconds since the epoch, once it runs.
 fn started_at(container: &str) -> Option<i128> {
     let output = Command::new("docker")
-        .args(["inspect", "-f", "{{.State.Running}} {{.State.StartedAt}}", container])
+        .args([
+            "inspect",
+            "-f",
+            "{{.State.Running}} {{.State.StartedAt}}",
+            container,
+        ])
         .output()
         .ok()?;
     let text = String::from_utf8_lossy(&output.stdout);

@@ -8,6 +8,12 @@ use std::io::IsTerminal;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+/// mimalloc returns freed memory to the system far better than glibc's
+/// allocator under tokio's many threads (docs/PERFORMANCE.md: idle and
+/// WebSocket fan-out memory).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> anyhow::Result<()> {
     cloudai_common::load_dotenv();
     let config = MasterConfig::parse();

@@ -24,6 +24,10 @@ use tokio::time::Instant;
 
 /// Largest message a client may send.
 pub const MAX_CLIENT_MESSAGE: usize = 64 * 1024;
+/// Initial read buffer of a connection (grows for larger client messages).
+const READ_BUFFER: usize = 4 * 1024;
+/// Bytes gathered before a write goes to the socket.
+const WRITE_BUFFER: usize = 8 * 1024;
 /// How often the server pings each client.
 pub const PING_INTERVAL: Duration = Duration::from_secs(15);
 /// Silence after which a client is considered dead.
@@ -139,6 +143,11 @@ pub async fn one_worker(
 fn upgrade(ws: WebSocketUpgrade, master: Master, selection: Selection) -> Response {
     ws.max_message_size(MAX_CLIENT_MESSAGE)
         .max_frame_size(MAX_CLIENT_MESSAGE)
+        // Small per-connection buffers: a thousand dashboards must not cost
+        // the default 128 KiB each way apiece. (A client that stops reading
+        // is dropped after SEND_TIMEOUT.)
+        .read_buffer_size(READ_BUFFER)
+        .write_buffer_size(WRITE_BUFFER)
         .on_upgrade(move |socket| serve(socket, master, selection))
 }
 
