@@ -103,7 +103,7 @@ fn main() {
         let task = master.submit(&format!("task {} {TEST_IMAGE} -- sleep 30", worker.id));
         let container = format!("cloudai-{task}-1");
         cloudai.push((wait_running(&container) - start) as f64 / 1e6);
-        master.expect(&format!("cancel {task}"), "cancel");
+        master.expect(&format!("cancel {task}"), "stop requested");
         master.poll("tasks", &[&task, "cancelled"], WAIT);
     }
     let (d, c) = (median(&mut docker), median(&mut cloudai));
