@@ -17,6 +17,7 @@ use cloudai_proto::v1::master_agent_client::MasterAgentClient;
 use cloudai_proto::v1::master_service_client::MasterServiceClient;
 use cloudai_proto::v1::worker_service_server::WorkerServiceServer;
 use cloudai_proto::v1::*;
+use futures::StreamExt;
 use master::worker_id;
 use serde_json::json;
 use sim::{Samples, SimWorkers};
@@ -164,6 +165,12 @@ async fn main() -> anyhow::Result<()> {
     }
 
     eprintln!("submitting {} tasks", args.tasks);
+    // Workers stay alive while tasks run: they keep heartbeating, unmeasured.
+    let keepalive = tokio::spawn(keep_heartbeating(
+        client.clone(),
+        args.workers,
+        Duration::from_millis(args.heartbeat_ms.max(100)),
+    ));
     let agent = MasterAgentClient::new(channel);
     let dispatch_start = Instant::now();
     submit_tasks(&args, &agent, &submitted).await;
@@ -172,6 +179,7 @@ async fn main() -> anyhow::Result<()> {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let dispatch_elapsed = dispatch_start.elapsed();
+    keepalive.abort();
     let done = completed.load(Ordering::Relaxed);
     let assign_latency = Samples::default();
     {
@@ -407,6 +415,35 @@ async fn heartbeat_phase(
         inactive_max,
         came_back: came_back.load(Ordering::Relaxed),
     })
+}
+
+/// Heartbeats of every worker at `interval` until aborted (not measured).
+async fn keep_heartbeating(
+    client: MasterServiceClient<Channel>,
+    workers: usize,
+    interval: Duration,
+) {
+    let mut tick = tokio::time::interval(interval);
+    loop {
+        tick.tick().await;
+        let beats = (0..workers).map(|i| {
+            let mut client = client.clone();
+            async move {
+                let heartbeat = Heartbeat {
+                    worker_id: worker_id(i),
+                    timestamp: Some(cloudai_proto::timestamp(SystemTime::now())),
+                    cpu_count: 64,
+                    memory_total_bytes: 512 << 30,
+                    ..Default::default()
+                };
+                let _ = client.send_heartbeat(heartbeat).await;
+            }
+        });
+        futures::stream::iter(beats)
+            .buffer_unordered(256)
+            .collect::<Vec<()>>()
+            .await;
+    }
 }
 
 /// Submits `--tasks` tasks from `--submitters` concurrent clients.

@@ -117,16 +117,37 @@ pub trait Store: Send + Sync + 'static {
     /// commit, one fsync); by default the writes are applied one by one.
     async fn write_batch(&self, writes: &[Write]) -> StoreResult<()> {
         for write in writes {
-            match write {
-                Write::PutWorker(worker) => self.put_worker(worker).await?,
-                Write::DeleteWorker(id) => drop(self.delete_worker(id).await?),
-                Write::PutTask(task) => self.put_task(task).await?,
-                Write::PutAssignment(assignment) => self.put_assignment(assignment).await?,
-                Write::PutResult(result) => self.put_result(result).await?,
-                Write::PutUser(user) => self.put_user(user).await?,
-                Write::DeleteUser(name) => drop(self.delete_user(name).await?),
-            }
+            write.apply_to(self).await?;
         }
         Ok(())
+    }
+}
+
+impl Write {
+    /// Applies this write alone through the store's single-record methods.
+    pub async fn apply_to<S: Store + ?Sized>(&self, store: &S) -> StoreResult<()> {
+        match self {
+            Write::PutWorker(worker) => store.put_worker(worker).await,
+            Write::DeleteWorker(id) => store.delete_worker(id).await.map(drop),
+            Write::PutTask(task) => store.put_task(task).await,
+            Write::PutAssignment(assignment) => store.put_assignment(assignment).await,
+            Write::PutResult(result) => store.put_result(result).await,
+            Write::PutUser(user) => store.put_user(user).await,
+            Write::DeleteUser(name) => store.delete_user(name).await.map(drop),
+        }
+    }
+
+    /// The document this write replaces or removes: its collection and id.
+    /// Of several writes to one document only the last one matters.
+    pub fn document(&self) -> (&'static str, String) {
+        match self {
+            Write::PutWorker(worker) => ("WORKER_REGISTRY", worker.id.clone()),
+            Write::DeleteWorker(id) => ("WORKER_REGISTRY", id.clone()),
+            Write::PutTask(task) => ("TASKS", task.id.clone()),
+            Write::PutAssignment(a) => ("ASSIGNMENTS", format!("{}/{}", a.task_id, a.attempt)),
+            Write::PutResult(result) => ("RESULTS", result.task_id.clone()),
+            Write::PutUser(user) => ("USERS", user.name.clone()),
+            Write::DeleteUser(name) => ("USERS", name.clone()),
+        }
     }
 }

@@ -5,9 +5,9 @@
 
 use super::{
     AssignmentRecord, ResultRecord, Store, StoreError, StoreResult, TaskRecord, TaskState,
-    UserRecord, WorkerRecord,
+    UserRecord, WorkerRecord, Write,
 };
-use futures::TryStreamExt;
+use futures::{StreamExt, TryStreamExt};
 use mongodb::bson::{Bson, doc, to_bson};
 use mongodb::options::IndexOptions;
 use mongodb::{Client, Collection, Database, IndexModel};
@@ -149,6 +149,9 @@ impl MongoStore {
     }
 }
 
+/// Writes of one batch in flight at once.
+const BATCH_CONCURRENCY: usize = 32;
+
 #[async_trait::async_trait]
 impl Store for MongoStore {
     fn describe(&self) -> String {
@@ -190,6 +193,25 @@ impl Store for MongoStore {
             doc! { "id": 1 },
         )
         .await
+    }
+
+    /// Single-document writes have no group commit to share, so a batch
+    /// keeps only the last write to each document and sends those
+    /// concurrently (several in flight instead of one round trip after
+    /// another). Every write replaces or removes a whole document, so the
+    /// result is the same as applying the batch in order.
+    async fn write_batch(&self, writes: &[Write]) -> StoreResult<()> {
+        let mut last = std::collections::HashMap::new();
+        for (index, write) in writes.iter().enumerate() {
+            last.insert(write.document(), index);
+        }
+        let mut order: Vec<usize> = last.into_values().collect();
+        order.sort_unstable();
+        futures::stream::iter(order)
+            .map(|index| writes[index].apply_to(self))
+            .buffer_unordered(BATCH_CONCURRENCY)
+            .try_collect::<()>()
+            .await
     }
 
     async fn put_task(&self, task: &TaskRecord) -> StoreResult<()> {
@@ -451,5 +473,53 @@ mod tests {
             "{error}"
         );
         assert!(!error.contains("s3cret"), "{error}");
+    }
+}
+#[cfg(test)]
+mod timing_probe {
+    #[tokio::test]
+    async fn probe() {
+        use super::super::*;
+        let port = 28010;
+        let mut child = std::process::Command::new("nx-27017")
+            .args([
+                "--db",
+                "memory",
+                "--host",
+                "127.0.0.1",
+                "-p",
+                &port.to_string(),
+            ])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(std::time::Duration::from_secs(2));
+        let store = super::MongoStore::connect(
+            &format!("mongodb://127.0.0.1:{port}/?directConnection=true"),
+            "x",
+        )
+        .await
+        .unwrap();
+        let t = std::time::Instant::now();
+        for i in 0..100 {
+            store
+                .put_task(&TaskRecord::queued(&format!("t-{i}"), "i", i))
+                .await
+                .unwrap();
+        }
+        eprintln!("sequential put_task: {:?}/op", t.elapsed() / 100);
+        let writes: Vec<Write> = (100..300)
+            .map(|i| Write::PutTask(TaskRecord::queued(&format!("t-{i}"), "i", i)))
+            .collect();
+        let t = std::time::Instant::now();
+        store.write_batch(&writes).await.unwrap();
+        eprintln!("batch of 200: {:?}", t.elapsed());
+        let t = std::time::Instant::now();
+        for i in 0..100 {
+            store.get_task(&format!("t-{i}")).await.unwrap();
+        }
+        eprintln!("sequential get_task: {:?}/op", t.elapsed() / 100);
+        child.kill().unwrap();
     }
 }
