@@ -66,6 +66,10 @@ struct Args {
     /// Concurrent task submitters.
     #[arg(long, default_value_t = 32)]
     submitters: usize,
+    /// Submit at this many tasks per second in total (0: as fast as the
+    /// submitters can, a burst).
+    #[arg(long, default_value_t = 0)]
+    task_rate: u64,
     /// The cloudai-master binary to start (default: next to this binary).
     #[arg(long)]
     master_bin: Option<PathBuf>,
@@ -453,8 +457,12 @@ async fn submit_tasks(
     submitted: &Arc<Mutex<HashMap<String, Instant>>>,
 ) {
     let next = Arc::new(AtomicU64::new(0));
-    let submitters: Vec<_> = (0..args.submitters.max(1))
-        .map(|_| {
+    let count = args.submitters.max(1);
+    // Paced: each submitter sends every `count / rate` seconds, staggered.
+    let pace =
+        (args.task_rate > 0).then(|| Duration::from_secs_f64(count as f64 / args.task_rate as f64));
+    let submitters: Vec<_> = (0..count)
+        .map(|k| {
             let (mut agent, next, submitted, total) = (
                 agent.clone(),
                 next.clone(),
@@ -462,7 +470,17 @@ async fn submit_tasks(
                 args.tasks as u64,
             );
             tokio::spawn(async move {
+                let mut tick = pace.map(|every| {
+                    let start =
+                        tokio::time::Instant::now() + every.mul_f64(k as f64 / count as f64);
+                    let mut tick = tokio::time::interval_at(start, every);
+                    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                    tick
+                });
                 while next.fetch_add(1, Ordering::Relaxed) < total {
+                    if let Some(tick) = tick.as_mut() {
+                        tick.tick().await;
+                    }
                     let task = Task {
                         image: "sim".into(),
                         ..Default::default()

@@ -1,9 +1,12 @@
 //! Micro-benchmarks of the master's hot paths: placement against 1k/10k
 //! workers, telemetry event JSON encoding, the heartbeat handler's work, and
-//! durable store writes (embedded backend).
+//! durable store writes per backend (embedded, single and batched, through the
+//! master's journal; MongoDB on an `nx-27017` server).
 //! Run: `cargo bench -p cloudai-master --bench hot_paths`.
 
-use cloudai_master::db::{EmbeddedStore, Store, TaskRecord, TaskState};
+use cloudai_master::db::{
+    EmbeddedStore, MongoStore, ResilientStore, Store, TaskRecord, TaskState, Write,
+};
 use cloudai_master::events::{Envelope, Event, GpuSample, Metrics};
 use cloudai_master::placement::{Candidate, Demand, Policy, place};
 use cloudai_master::scheduler::PlacementMode;
@@ -189,11 +192,118 @@ fn store_writes(c: &mut Criterion) {
     });
 }
 
+/// `n` new tasks as one batch of writes.
+fn task_batch(prefix: &str, round: u64, n: usize) -> Vec<Write> {
+    (0..n)
+        .map(|i| {
+            Write::PutTask(TaskRecord::queued(
+                &format!("{prefix}-{round}-{i}"),
+                "busybox",
+                0,
+            ))
+        })
+        .collect()
+}
+
+/// Group commit: 64 tasks in one `write_batch` (one fsync), and one task
+/// through the master's journal (`ResilientStore` over the embedded store).
+fn store_batches(c: &mut Criterion) {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let store = EmbeddedStore::open(dir.path()).unwrap();
+    let mut round = 0;
+    c.bench_function("embedded_store_batch_64_tasks_fsync", |b| {
+        b.iter(|| {
+            round += 1;
+            runtime
+                .block_on(store.write_batch(&task_batch("b", round, 64)))
+                .unwrap()
+        })
+    });
+    let journal = runtime
+        .block_on(ResilientStore::load(Arc::new(store)))
+        .unwrap();
+    let mut n = 0u64;
+    c.bench_function("journal_over_embedded_put_task_fsync", |b| {
+        b.iter(|| {
+            n += 1;
+            let task = TaskRecord::queued(&format!("j-{n}"), "busybox", 0);
+            runtime.block_on(journal.put_task(&task)).unwrap()
+        })
+    });
+}
+
+/// The same writes on MongoDB, against an `nx-27017` server started here
+/// (skipped with a note when `nx-27017` is not installed).
+fn mongodb_writes(c: &mut Criterion) {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let Ok(mut server) = std::process::Command::new("nx-27017")
+        .args([
+            "--db",
+            "memory",
+            "--host",
+            "127.0.0.1",
+            "-p",
+            &port.to_string(),
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+    else {
+        eprintln!("nx-27017 not installed: MongoDB store benchmarks skipped");
+        return;
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let uri = format!("mongodb://127.0.0.1:{port}/?directConnection=true");
+    let store = runtime.block_on(async {
+        for _ in 0..100 {
+            if let Ok(store) = MongoStore::connect(&uri, "bench").await {
+                return store;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        panic!("nx-27017 did not start");
+    });
+    let mut n = 0u64;
+    c.bench_function("mongodb_nx27017_put_task", |b| {
+        b.iter(|| {
+            n += 1;
+            let task = TaskRecord::queued(&format!("m-{n}"), "busybox", 0);
+            runtime.block_on(store.put_task(&task)).unwrap()
+        })
+    });
+    let mut round = 0;
+    c.bench_function("mongodb_nx27017_batch_64_tasks", |b| {
+        b.iter(|| {
+            round += 1;
+            runtime
+                .block_on(store.write_batch(&task_batch("mb", round, 64)))
+                .unwrap()
+        })
+    });
+    let _ = server.kill();
+    let _ = server.wait();
+}
+
 criterion_group!(
     benches,
     placement,
     telemetry_json,
     heartbeat_ingest,
-    store_writes
+    store_writes,
+    store_batches,
+    mongodb_writes
 );
 criterion_main!(benches);
