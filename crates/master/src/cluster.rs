@@ -486,6 +486,19 @@ impl Master {
         next: TaskState,
         update: impl Fn(&mut TaskRecord),
     ) -> MasterResult<Option<TaskRecord>> {
+        self.transition_with(task_id, next, update, |_| Vec::new())
+            .await
+    }
+
+    /// [`Self::transition`], storing the records `also` makes from the new
+    /// task together with it (one commit where the store batches).
+    pub async fn transition_with(
+        &self,
+        task_id: &str,
+        next: TaskState,
+        update: impl Fn(&mut TaskRecord),
+        also: impl Fn(&TaskRecord) -> Vec<crate::db::Write>,
+    ) -> MasterResult<Option<TaskRecord>> {
         // A concurrent writer may win between read and conditional write: re-read and retry.
         for _ in 0..8 {
             let Some(current) = self.store().get_task(task_id).await? else {
@@ -501,7 +514,11 @@ impl Master {
                 task.finished_at.get_or_insert(task.updated_at);
             }
             update(&mut task);
-            if self.store().update_task_if(&task, &[current.state]).await? {
+            if self
+                .store()
+                .update_task_if_then(&task, &[current.state], &also(&task))
+                .await?
+            {
                 self.index_task(&task);
                 self.metrics().count_transition(next);
                 if next.is_terminal() || next == TaskState::Queued {

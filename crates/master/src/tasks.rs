@@ -2,7 +2,7 @@
 
 use crate::cluster::Master;
 use crate::convert;
-use crate::db::{AssignmentRecord, Limits, ResultRecord, TaskRecord, TaskState, now_millis};
+use crate::db::{AssignmentRecord, Limits, ResultRecord, TaskRecord, TaskState, Write, now_millis};
 use crate::error::{MasterError, MasterResult};
 use crate::registry::WorkerState;
 use crate::worker_client::CALL_TIMEOUT;
@@ -169,25 +169,27 @@ impl Master {
     ) -> MasterResult<TaskRecord> {
         let owner = worker_id.to_string();
         // The conditional state change decides who wins a race (scheduler vs
-        // agent); only the winner records the assignment.
-        let task = self
-            .transition(task_id, TaskState::Assigned, |t| {
+        // agent); only the winner records the assignment, in the same commit.
+        self.transition_with(
+            task_id,
+            TaskState::Assigned,
+            |t| {
                 t.worker_id = Some(owner.clone());
                 t.assigned_gpus = gpus.clone();
-            })
-            .await?
-            .ok_or_else(|| {
-                MasterError::FailedPrecondition(format!("task '{task_id}' can no longer be placed"))
-            })?;
-        self.store()
-            .put_assignment(&AssignmentRecord {
-                task_id: task_id.to_string(),
-                attempt: task.attempt,
-                worker_id: worker_id.to_string(),
-                assigned_at: now_millis(),
-            })
-            .await?;
-        Ok(task)
+            },
+            |t| {
+                vec![Write::PutAssignment(AssignmentRecord {
+                    task_id: t.id.clone(),
+                    attempt: t.attempt,
+                    worker_id: owner.clone(),
+                    assigned_at: now_millis(),
+                })]
+            },
+        )
+        .await?
+        .ok_or_else(|| {
+            MasterError::FailedPrecondition(format!("task '{task_id}' can no longer be placed"))
+        })
     }
 
     /// Hands an assigned task to its worker. A worker that does not take it

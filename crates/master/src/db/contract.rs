@@ -274,3 +274,46 @@ pub async fn batches(store: Arc<dyn Store>) {
     assert_eq!(store.list_users().await.unwrap().len(), 1);
     store.write_batch(&[]).await.unwrap();
 }
+
+/// A conditional update carries its companion records only when it wins.
+pub async fn conditional_updates_with_records(store: Arc<dyn Store>) {
+    store
+        .put_task(&task("t-c", 1, TaskState::Queued))
+        .await
+        .unwrap();
+    let assignment = |attempt| {
+        Write::PutAssignment(AssignmentRecord {
+            task_id: "t-c".into(),
+            attempt,
+            worker_id: "w1".into(),
+            assigned_at: 3,
+        })
+    };
+    let assigned = task("t-c", 1, TaskState::Assigned);
+    assert!(
+        !store
+            .update_task_if_then(&assigned, &[TaskState::Running], &[assignment(7)])
+            .await
+            .unwrap(),
+        "the task is queued, not running"
+    );
+    assert!(store.list_assignments("t-c").await.unwrap().is_empty());
+    assert!(
+        store
+            .update_task_if_then(&assigned, &[TaskState::Queued], &[assignment(1)])
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        store.get_task("t-c").await.unwrap().unwrap().state,
+        TaskState::Assigned
+    );
+    let attempts: Vec<u32> = store
+        .list_assignments("t-c")
+        .await
+        .unwrap()
+        .iter()
+        .map(|a| a.attempt)
+        .collect();
+    assert_eq!(attempts, [1]);
+}

@@ -384,6 +384,12 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn conditional_updates_with_records() {
+        let (_dir, store) = fresh();
+        contract::conditional_updates_with_records(store).await;
+    }
+
+    #[tokio::test]
     async fn users() {
         let (_dir, store) = fresh();
         contract::users(store).await;

@@ -112,6 +112,22 @@ pub trait Store: Send + Sync + 'static {
     /// Removes a user; returns whether it existed.
     async fn delete_user(&self, name: &str) -> StoreResult<bool>;
 
+    /// [`Store::update_task_if`], and when it writes, also `also`: records
+    /// that belong to the same change (the assignment of a placement).
+    /// Backends that batch write them together; by default they follow.
+    async fn update_task_if_then(
+        &self,
+        task: &TaskRecord,
+        expected: &[TaskState],
+        also: &[Write],
+    ) -> StoreResult<bool> {
+        if !self.update_task_if(task, expected).await? {
+            return Ok(false);
+        }
+        self.write_batch(also).await?;
+        Ok(true)
+    }
+
     /// Applies `writes` in order, all durable when it returns. Backends that
     /// can commit several writes at once override it (the embedded store: one
     /// commit, one fsync); by default the writes are applied one by one.

@@ -329,6 +329,9 @@ mod tests {
     struct Server {
         child: Child,
         uri: String,
+        /// Its pid and log files: the defaults in /tmp are shared by every
+        /// server on the machine.
+        _files: tempfile::TempDir,
     }
 
     impl Drop for Server {
@@ -349,13 +352,19 @@ mod tests {
 
     /// A server keeping its data in `db` ("memory" or a file), listening on `port`.
     fn server_at(db: &str, port: u16) -> Server {
+        let files = tempfile::tempdir().unwrap();
         let child = Command::new("nx-27017")
             .args(["--db", db, "--host", "127.0.0.1", "-p", &port.to_string()])
+            .arg("--pid-file")
+            .arg(files.path().join("nx.pid"))
+            .arg("--log-file")
+            .arg(files.path().join("nx.log"))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .expect("nx-27017 (pip install nx-27017; scripts/test.sh installs it)");
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        // Generous: many servers may start at once on a small machine.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(90);
         while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
             assert!(
                 std::time::Instant::now() < deadline,
@@ -366,6 +375,7 @@ mod tests {
         Server {
             child,
             uri: format!("mongodb://127.0.0.1:{port}/?directConnection=true"),
+            _files: files,
         }
     }
 
@@ -405,6 +415,12 @@ mod tests {
     async fn batches() {
         let server = server();
         contract::batches(store(&server).await).await;
+    }
+
+    #[tokio::test]
+    async fn conditional_updates_with_records() {
+        let server = server();
+        contract::conditional_updates_with_records(store(&server).await).await;
     }
 
     #[tokio::test]

@@ -127,6 +127,44 @@ impl ResilientStore {
         waits.then_some(done)
     }
 
+    /// Applies `write` to memory and queues it for the backend, under one
+    /// lock so that memory and journal change in the same order. Returns
+    /// whether the record existed before (for deletes) and what to wait on.
+    fn record(&self, mirror: &mut Mirror, write: Write) -> (bool, Option<oneshot::Receiver<()>>) {
+        let existed = match &write {
+            Write::PutWorker(worker) => mirror
+                .workers
+                .insert(worker.id.clone(), worker.clone())
+                .is_some(),
+            Write::DeleteWorker(id) => mirror.workers.remove(id).is_some(),
+            Write::PutTask(task) => mirror.tasks.insert(task.id.clone(), task.clone()).is_some(),
+            Write::PutAssignment(assignment) => {
+                mirror.unwritten_assignments.push(assignment.clone());
+                false
+            }
+            Write::PutResult(result) => mirror
+                .unwritten_results
+                .insert(result.task_id.clone(), result.clone())
+                .is_some(),
+            Write::PutUser(user) => mirror
+                .users
+                .insert(user.name.clone(), user.clone())
+                .is_some(),
+            Write::DeleteUser(name) => mirror.users.remove(name).is_some(),
+        };
+        (existed, self.enqueue(write))
+    }
+
+    /// Records one write and waits for it like the backend would.
+    async fn write(&self, write: Write) -> bool {
+        let (existed, done) = {
+            let mut mirror = self.mirror();
+            self.record(&mut mirror, write)
+        };
+        Self::settle(done).await;
+        existed
+    }
+
     /// Waits until the flusher stored the write or gave it its first try.
     async fn settle(done: Option<oneshot::Receiver<()>>) {
         if let Some(done) = done {
@@ -257,23 +295,12 @@ impl Store for ResilientStore {
     }
 
     async fn put_worker(&self, worker: &WorkerRecord) -> StoreResult<()> {
-        let done = {
-            let mut mirror = self.mirror();
-            mirror.workers.insert(worker.id.clone(), worker.clone());
-            self.enqueue(Write::PutWorker(worker.clone()))
-        };
-        Self::settle(done).await;
+        self.write(Write::PutWorker(worker.clone())).await;
         Ok(())
     }
 
     async fn delete_worker(&self, worker_id: &str) -> StoreResult<bool> {
-        let (existed, done) = {
-            let mut mirror = self.mirror();
-            let existed = mirror.workers.remove(worker_id).is_some();
-            (existed, self.enqueue(Write::DeleteWorker(worker_id.into())))
-        };
-        Self::settle(done).await;
-        Ok(existed)
+        Ok(self.write(Write::DeleteWorker(worker_id.into())).await)
     }
 
     async fn list_workers(&self) -> StoreResult<Vec<WorkerRecord>> {
@@ -281,26 +308,36 @@ impl Store for ResilientStore {
     }
 
     async fn put_task(&self, task: &TaskRecord) -> StoreResult<()> {
-        let done = {
-            let mut mirror = self.mirror();
-            mirror.tasks.insert(task.id.clone(), task.clone());
-            self.enqueue(Write::PutTask(task.clone()))
-        };
-        Self::settle(done).await;
+        self.write(Write::PutTask(task.clone())).await;
         Ok(())
     }
 
     async fn update_task_if(&self, task: &TaskRecord, expected: &[TaskState]) -> StoreResult<bool> {
+        self.update_task_if_then(task, expected, &[]).await
+    }
+
+    /// The conditional update and the writes that come with it are queued
+    /// under one lock, so they reach the backend in the same batch and the
+    /// caller waits for one commit.
+    async fn update_task_if_then(
+        &self,
+        task: &TaskRecord,
+        expected: &[TaskState],
+        also: &[Write],
+    ) -> StoreResult<bool> {
         let done = {
             let mut mirror = self.mirror();
-            match mirror.tasks.get_mut(&task.id) {
-                Some(current) if expected.contains(&current.state) => {
-                    *current = task.clone();
-                    self.enqueue(Write::PutTask(task.clone()))
-                }
+            match mirror.tasks.get(&task.id) {
+                Some(current) if expected.contains(&current.state) => {}
                 _ => return Ok(false),
             }
+            let mut done = self.record(&mut mirror, Write::PutTask(task.clone())).1;
+            for write in also {
+                done = self.record(&mut mirror, write.clone()).1;
+            }
+            done
         };
+        // The journal is ordered: once the last write is stored, all are.
         Self::settle(done).await;
         Ok(true)
     }
@@ -316,12 +353,7 @@ impl Store for ResilientStore {
     }
 
     async fn put_assignment(&self, assignment: &AssignmentRecord) -> StoreResult<()> {
-        let done = {
-            let mut mirror = self.mirror();
-            mirror.unwritten_assignments.push(assignment.clone());
-            self.enqueue(Write::PutAssignment(assignment.clone()))
-        };
-        Self::settle(done).await;
+        self.write(Write::PutAssignment(assignment.clone())).await;
         self.settled();
         Ok(())
     }
@@ -358,14 +390,7 @@ impl Store for ResilientStore {
     }
 
     async fn put_result(&self, result: &ResultRecord) -> StoreResult<()> {
-        let done = {
-            let mut mirror = self.mirror();
-            mirror
-                .unwritten_results
-                .insert(result.task_id.clone(), result.clone());
-            self.enqueue(Write::PutResult(result.clone()))
-        };
-        Self::settle(done).await;
+        self.write(Write::PutResult(result.clone())).await;
         self.settled();
         Ok(())
     }
@@ -380,12 +405,7 @@ impl Store for ResilientStore {
     }
 
     async fn put_user(&self, user: &UserRecord) -> StoreResult<()> {
-        let done = {
-            let mut mirror = self.mirror();
-            mirror.users.insert(user.name.clone(), user.clone());
-            self.enqueue(Write::PutUser(user.clone()))
-        };
-        Self::settle(done).await;
+        self.write(Write::PutUser(user.clone())).await;
         Ok(())
     }
 
@@ -394,13 +414,7 @@ impl Store for ResilientStore {
     }
 
     async fn delete_user(&self, name: &str) -> StoreResult<bool> {
-        let (existed, done) = {
-            let mut mirror = self.mirror();
-            let existed = mirror.users.remove(name).is_some();
-            (existed, self.enqueue(Write::DeleteUser(name.into())))
-        };
-        Self::settle(done).await;
-        Ok(existed)
+        Ok(self.write(Write::DeleteUser(name.into())).await)
     }
 }
 
@@ -448,6 +462,12 @@ mod tests {
     async fn contract_batches() {
         let (_dir, store) = wrapped().await;
         contract::batches(store).await;
+    }
+
+    #[tokio::test]
+    async fn contract_conditional_updates_with_records() {
+        let (_dir, store) = wrapped().await;
+        contract::conditional_updates_with_records(store).await;
     }
 
     #[tokio::test]
