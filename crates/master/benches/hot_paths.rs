@@ -245,7 +245,12 @@ fn mongodb_writes(c: &mut Criterion) {
         .local_addr()
         .unwrap()
         .port();
+    let files = tempfile::tempdir().unwrap();
     let Ok(mut server) = std::process::Command::new("nx-27017")
+        .arg("--pid-file")
+        .arg(files.path().join("nx.pid"))
+        .arg("--log-file")
+        .arg(files.path().join("nx.log"))
         .args([
             "--db",
             "memory",
