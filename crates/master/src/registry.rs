@@ -103,6 +103,12 @@ impl Registry {
         entries
     }
 
+    /// `f` applied to every entry under the lock, without copying entries
+    /// (for per-pass views such as the scheduler's candidates); unordered.
+    pub fn filter_map<T>(&self, f: impl FnMut(&WorkerEntry) -> Option<T>) -> Vec<T> {
+        self.lock().values().filter_map(f).collect()
+    }
+
     /// Number of workers in each state: (pending, active, inactive).
     pub fn counts(&self) -> (usize, usize, usize) {
         let workers = self.lock();

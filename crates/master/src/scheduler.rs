@@ -99,11 +99,8 @@ impl Master {
                 entry.2.extend(task.gpus.iter().cloned());
             }
         }
-        self.registry()
-            .list()
-            .into_iter()
-            .filter(|w| w.state == WorkerState::Active)
-            .map(|w| {
+        let mut candidates = self.registry().filter_map(|w| {
+            (w.state == WorkerState::Active).then(|| {
                 let (cpus, memory, gpus) = match (&w.info, &w.record.host) {
                     (Some(info), _) => (
                         info.cpu_count,
@@ -140,7 +137,10 @@ impl Master {
                     live_cpu_percent: w.latest.as_ref().map(|hb| hb.cpu_percent),
                 }
             })
-            .collect()
+        });
+        // Placement breaks ties by position: keep it stable, by worker id.
+        candidates.sort_unstable_by(|a, b| a.id.cmp(&b.id));
+        candidates
     }
 
     /// The scheduling loop, until shutdown.
