@@ -76,7 +76,7 @@ struct Args {
     /// Extra flag for the master (repeatable), e.g. `--master-arg=--mongodb-uri=mongodb://…`.
     #[arg(long = "master-arg", value_name = "FLAG", allow_hyphen_values = true)]
     master_args: Vec<String>,
-    /// Small and fast (CI smoke test): 50 workers at 500 ms for 6 s, 4 WebSocket
+    /// Small and fast (CI smoke test): 50 workers at 500 ms for 10 s, 4 WebSocket
     /// clients and 1 stalled one, 10 % churn, 200 tasks.
     #[arg(long)]
     quick: bool,
@@ -89,7 +89,7 @@ struct Args {
 async fn main() -> anyhow::Result<()> {
     let mut args = Args::parse();
     if args.quick {
-        (args.workers, args.heartbeat_ms, args.duration, args.tasks) = (50, 500, 6, 200);
+        (args.workers, args.heartbeat_ms, args.duration, args.tasks) = (50, 500, 10, 200);
         (args.ws_clients, args.stalled_clients, args.churn_percent) = (4, 1, 10);
     }
     let listener = TcpListener::bind("127.0.0.1:0").await?;
@@ -157,6 +157,12 @@ async fn main() -> anyhow::Result<()> {
     let dropped = master::telemetry_dropped(&spawned.http).await?;
     watchers.settle(Duration::from_millis(500)).await;
     let (received_min, received_max) = watchers.received();
+    // From here on workers only stay alive: they keep heartbeating, unmeasured.
+    let keepalive = tokio::spawn(keep_heartbeating(
+        client.clone(),
+        args.workers,
+        Duration::from_millis(args.heartbeat_ms.max(100)),
+    ));
     // Churned workers are back once the master counts all of them active again.
     let back_by = Instant::now() + Duration::from_secs(30);
     let mut active_at_end = 0;
@@ -169,12 +175,6 @@ async fn main() -> anyhow::Result<()> {
     }
 
     eprintln!("submitting {} tasks", args.tasks);
-    // Workers stay alive while tasks run: they keep heartbeating, unmeasured.
-    let keepalive = tokio::spawn(keep_heartbeating(
-        client.clone(),
-        args.workers,
-        Duration::from_millis(args.heartbeat_ms.max(100)),
-    ));
     let agent = MasterAgentClient::new(channel);
     let dispatch_start = Instant::now();
     submit_tasks(&args, &agent, &submitted).await;

@@ -47,14 +47,16 @@ pub struct MasterSpec<'a> {
 /// Starts an insecure master with every simulated worker pre-registered.
 pub fn spawn(spec: &MasterSpec<'_>) -> anyhow::Result<SpawnedMaster> {
     let data = tempfile::tempdir()?;
-    // Peak runs send back to back; the master still needs an interval to expect.
+    // Peak runs send back to back; the master still needs an interval to
+    // expect, and a timeout no busy moment of the run can reach.
     let interval = spec.heartbeat_ms.max(100);
+    let inactivity = (interval * 3).max(3000);
     let mut command = Command::new(&spec.binary);
     command
         .args(["--insecure", "--no-repl"])
         .args(["--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0"])
         .args(["--heartbeat-interval", &format!("{interval}ms")])
-        .args(["--inactivity-timeout", &format!("{}ms", interval * 3)])
+        .args(["--inactivity-timeout", &format!("{inactivity}ms")])
         .args(["--reinvite-interval", "1h"])
         .arg("--data-dir")
         .arg(data.path())
