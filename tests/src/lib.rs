@@ -163,9 +163,20 @@ pub struct MongoServer {
     port: u16,
     /// Connection string (`mongodb://127.0.0.1:PORT/?directConnection=true`).
     pub uri: String,
+    /// The directory of a [`MongoServer::temporary`] server, removed after it.
+    _dir: Option<tempfile::TempDir>,
 }
 
 impl MongoServer {
+    /// Starts a server with its data in a directory of its own, removed
+    /// when the server is dropped.
+    pub fn temporary() -> MongoServer {
+        let dir = tempfile::tempdir().unwrap();
+        let mut server = MongoServer::start(dir.path());
+        server._dir = Some(dir);
+        server
+    }
+
     /// Starts a server with its data in `dir/nx-27017.db`.
     pub fn start(dir: &Path) -> MongoServer {
         std::fs::create_dir_all(dir).unwrap();
@@ -175,6 +186,7 @@ impl MongoServer {
             file: dir.join("nx-27017.db"),
             port,
             uri: format!("mongodb://127.0.0.1:{port}/?directConnection=true"),
+            _dir: None,
         };
         server.resume();
         server

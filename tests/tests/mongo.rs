@@ -27,6 +27,16 @@ async fn read_all(uri: &str, collection: &str) -> Vec<Document> {
     cursor.try_collect().await.unwrap()
 }
 
+/// The one document of `collection` whose `field` is `value`, read with a
+/// separate client.
+async fn read_one(uri: &str, collection: &str, field: &str, value: &str) -> Document {
+    read_all(uri, collection)
+        .await
+        .into_iter()
+        .find(|d| d.get_str(field) == Ok(value))
+        .unwrap_or_else(|| panic!("no {collection} document with {field} = {value}"))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_master_runs_on_mongodb_and_stores_what_the_repl_shows() {
     let dir = tempfile::tempdir().unwrap();
@@ -45,18 +55,10 @@ async fn the_master_runs_on_mongodb_and_stores_what_the_repl_shows() {
     assert!(row.contains(" 3 "), "{row}");
 
     // A separate client sees the same facts in the five collections.
-    let tasks = read_all(&mongo.uri, "TASKS").await;
-    let stored = tasks
-        .iter()
-        .find(|t| t.get_str("id") == Ok(task.as_str()))
-        .expect("the task in TASKS");
+    let stored = read_one(&mongo.uri, "TASKS", "id", &task).await;
     assert_eq!(stored.get_str("state").unwrap(), "failed");
     assert_eq!(stored.get_i32("exit_code").unwrap(), 3);
-    let results = read_all(&mongo.uri, "RESULTS").await;
-    let result = results
-        .iter()
-        .find(|r| r.get_str("task_id") == Ok(task.as_str()))
-        .expect("its result");
+    let result = read_one(&mongo.uri, "RESULTS", "task_id", &task).await;
     assert!(result.get_str("log").unwrap().contains("hello-mongo"));
     let assignments = read_all(&mongo.uri, "ASSIGNMENTS").await;
     assert!(
@@ -65,11 +67,7 @@ async fn the_master_runs_on_mongodb_and_stores_what_the_repl_shows() {
             .any(|a| a.get_str("task_id") == Ok(task.as_str())
                 && a.get_str("worker_id") == Ok(worker.id.as_str()))
     );
-    let workers = read_all(&mongo.uri, "WORKER_REGISTRY").await;
-    let registered = workers
-        .iter()
-        .find(|w| w.get_str("id") == Ok(worker.id.as_str()))
-        .expect("the worker");
+    let registered = read_one(&mongo.uri, "WORKER_REGISTRY", "id", &worker.id).await;
     assert!(
         registered.get_str("cert_fingerprint").is_ok(),
         "its certificate binding is stored"
@@ -111,18 +109,11 @@ async fn a_store_outage_mid_task_loses_nothing() {
 
     mongo.resume();
     master.poll("status", &["store:", "(healthy)"], WAIT);
-    let tasks = read_all(&mongo.uri, "TASKS").await;
-    let stored = tasks
-        .iter()
-        .find(|t| t.get_str("id") == Ok(task.as_str()))
-        .expect("the task in TASKS");
+    let stored = read_one(&mongo.uri, "TASKS", "id", &task).await;
     assert_eq!(stored.get_str("state").unwrap(), "completed");
     assert_eq!(stored.get_i32("exit_code").unwrap(), 0);
-    let results = read_all(&mongo.uri, "RESULTS").await;
-    let result = results
-        .iter()
-        .find(|r| r.get_str("task_id") == Ok(task.as_str()))
-        .expect("its result, written after the outage");
+    // Its result was written after the outage.
+    let result = read_one(&mongo.uri, "RESULTS", "task_id", &task).await;
     assert!(result.get_str("log").unwrap().contains("survived-outage"));
 }
 

@@ -316,6 +316,19 @@ struct Beats {
     came_back: u64,
 }
 
+/// A heartbeat of simulated worker `i`, with metrics like a busy 64-core host.
+fn heartbeat(i: usize) -> Heartbeat {
+    Heartbeat {
+        worker_id: worker_id(i),
+        timestamp: Some(cloudai_proto::timestamp(SystemTime::now())),
+        cpu_percent: (i % 100) as f32,
+        cpu_count: 64,
+        memory_used_bytes: 100 << 30,
+        memory_total_bytes: 512 << 30,
+        ..Default::default()
+    }
+}
+
 /// Every worker heartbeats for `--duration`; churning ones fall silent for
 /// the middle half and register again before resuming.
 async fn heartbeat_phase(
@@ -367,15 +380,7 @@ async fn heartbeat_phase(
                             came_back.fetch_add(1, Ordering::Relaxed);
                         }
                     }
-                    let heartbeat = Heartbeat {
-                        worker_id: worker_id(i),
-                        timestamp: Some(cloudai_proto::timestamp(SystemTime::now())),
-                        cpu_percent: (i % 100) as f32,
-                        cpu_count: 64,
-                        memory_used_bytes: 100 << 30,
-                        memory_total_bytes: 512 << 30,
-                        ..Default::default()
-                    };
+                    let heartbeat = heartbeat(i);
                     let sent_at = Instant::now();
                     match client.send_heartbeat(heartbeat).await {
                         Ok(_) => {
@@ -433,14 +438,7 @@ async fn keep_heartbeating(
         let beats = (0..workers).map(|i| {
             let mut client = client.clone();
             async move {
-                let heartbeat = Heartbeat {
-                    worker_id: worker_id(i),
-                    timestamp: Some(cloudai_proto::timestamp(SystemTime::now())),
-                    cpu_count: 64,
-                    memory_total_bytes: 512 << 30,
-                    ..Default::default()
-                };
-                let _ = client.send_heartbeat(heartbeat).await;
+                let _ = client.send_heartbeat(heartbeat(i)).await;
             }
         });
         futures::stream::iter(beats)

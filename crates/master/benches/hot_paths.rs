@@ -237,50 +237,26 @@ fn store_batches(c: &mut Criterion) {
     });
 }
 
-/// The same writes on MongoDB, against an `nx-27017` server started here
-/// (skipped with a note when `nx-27017` is not installed).
+/// The same writes on MongoDB, against a file-backed `nx-27017` server started
+/// here (skipped with a note when `nx-27017` is not installed).
 fn mongodb_writes(c: &mut Criterion) {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let files = tempfile::tempdir().unwrap();
-    let Ok(mut server) = std::process::Command::new("nx-27017")
-        .arg("--pid-file")
-        .arg(files.path().join("nx.pid"))
-        .arg("--log-file")
-        .arg(files.path().join("nx.log"))
-        .args([
-            "--db",
-            "memory",
-            "--host",
-            "127.0.0.1",
-            "-p",
-            &port.to_string(),
-        ])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-    else {
+    if std::process::Command::new("nx-27017")
+        .arg("--help")
+        .output()
+        .is_err()
+    {
         eprintln!("nx-27017 not installed: MongoDB store benchmarks skipped");
         return;
-    };
+    }
+    let server = cloudai_e2e::MongoServer::temporary();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .unwrap();
-    let uri = format!("mongodb://127.0.0.1:{port}/?directConnection=true");
-    let store = runtime.block_on(async {
-        for _ in 0..100 {
-            if let Ok(store) = MongoStore::connect(&uri, "bench").await {
-                return store;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-        }
-        panic!("nx-27017 did not start");
-    });
+    let store = runtime
+        .block_on(MongoStore::connect(&server.uri, "bench"))
+        .expect("connect to nx-27017");
     let mut n = 0u64;
     c.bench_function("mongodb_nx27017_put_task", |b| {
         b.iter(|| {
@@ -298,8 +274,6 @@ fn mongodb_writes(c: &mut Criterion) {
                 .unwrap()
         })
     });
-    let _ = server.kill();
-    let _ = server.wait();
 }
 
 criterion_group!(

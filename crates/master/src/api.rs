@@ -78,7 +78,8 @@ impl TaskView {
     }
 }
 
-/// An API error as JSON: `{"error": "..."}` with a fitting status.
+/// An error as an HTTP answer: `{"error": "..."}` with a fitting status
+/// (every HTTP route of the master answers errors this way).
 pub struct ApiError(MasterError);
 
 impl From<MasterError> for ApiError {
@@ -98,7 +99,9 @@ impl IntoResponse for ApiError {
         let status = match &self.0 {
             MasterError::NotFound(_) => StatusCode::NOT_FOUND,
             MasterError::InvalidArgument(_) => StatusCode::BAD_REQUEST,
+            MasterError::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
             MasterError::PermissionDenied(_) => StatusCode::FORBIDDEN,
+            MasterError::ResourceExhausted(_) => StatusCode::TOO_MANY_REQUESTS,
             MasterError::FailedPrecondition(_) => StatusCode::CONFLICT,
             MasterError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             _ => StatusCode::INTERNAL_SERVER_ERROR,

@@ -59,14 +59,7 @@ async fn require_viewer(State(master): State<Master>, request: Request, next: Ne
         .map(|c| c.0.0);
     match master.authorize(bearer(&request).as_deref(), Role::Viewer, peer) {
         Ok(_) => next.run(request).await,
-        Err(error) => {
-            let status = match &error {
-                crate::error::MasterError::PermissionDenied(_) => StatusCode::FORBIDDEN,
-                crate::error::MasterError::ResourceExhausted(_) => StatusCode::TOO_MANY_REQUESTS,
-                _ => StatusCode::UNAUTHORIZED,
-            };
-            (status, Json(json!({ "error": error.to_string() }))).into_response()
-        }
+        Err(error) => api::ApiError::from(error).into_response(),
     }
 }
 

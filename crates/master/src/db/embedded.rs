@@ -7,7 +7,7 @@
 
 use super::{
     AssignmentRecord, ResultRecord, Store, StoreError, StoreResult, TaskRecord, TaskState,
-    UserRecord, WorkerRecord, Write,
+    UserRecord, WorkerRecord, Write, assignment_key,
 };
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, TableHandle};
 use serde::{Serialize, de::DeserializeOwned};
@@ -177,30 +177,28 @@ fn table_name(table: Table) -> &'static str {
     }
 }
 
-fn assignment_key(task_id: &str, attempt: u32) -> String {
-    format!("{task_id}/{attempt:010}")
-}
-
-/// A write as a table operation: the key, and the value to insert (`None`: remove).
+/// A write as a table operation: the table and key of its document
+/// ([`Write::document`]), and the value to insert (`None`: remove).
 fn table_operation(write: &Write) -> Result<(Table, String, Option<Vec<u8>>), String> {
     fn encode<T: Serialize>(value: &T) -> Result<Option<Vec<u8>>, String> {
         serde_json::to_vec(value)
             .map(Some)
             .map_err(|e| e.to_string())
     }
-    Ok(match write {
-        Write::PutWorker(worker) => (WORKER_REGISTRY, worker.id.clone(), encode(worker)?),
-        Write::DeleteWorker(id) => (WORKER_REGISTRY, id.clone(), None),
-        Write::PutTask(task) => (TASKS, task.id.clone(), encode(task)?),
-        Write::PutAssignment(a) => (
-            ASSIGNMENTS,
-            assignment_key(&a.task_id, a.attempt),
-            encode(a)?,
-        ),
-        Write::PutResult(result) => (RESULTS, result.task_id.clone(), encode(result)?),
-        Write::PutUser(user) => (USERS, user.name.clone(), encode(user)?),
-        Write::DeleteUser(name) => (USERS, name.clone(), None),
-    })
+    let (collection, key) = write.document();
+    let table = [USERS, WORKER_REGISTRY, TASKS, ASSIGNMENTS, RESULTS]
+        .into_iter()
+        .find(|table| table.name() == collection)
+        .ok_or_else(|| format!("no table {collection}"))?;
+    let value = match write {
+        Write::PutWorker(worker) => encode(worker)?,
+        Write::PutTask(task) => encode(task)?,
+        Write::PutAssignment(assignment) => encode(assignment)?,
+        Write::PutResult(result) => encode(result)?,
+        Write::PutUser(user) => encode(user)?,
+        Write::DeleteWorker(_) | Write::DeleteUser(_) => None,
+    };
+    Ok((table, key, value))
 }
 
 #[async_trait::async_trait]

@@ -139,6 +139,12 @@ pub trait Store: Send + Sync + 'static {
     }
 }
 
+/// The key of an assignment: task id and zero-padded attempt, so a task's
+/// assignments sort in attempt order.
+pub(crate) fn assignment_key(task_id: &str, attempt: u32) -> String {
+    format!("{task_id}/{attempt:010}")
+}
+
 impl Write {
     /// Applies this write alone through the store's single-record methods.
     pub async fn apply_to<S: Store + ?Sized>(&self, store: &S) -> StoreResult<()> {
@@ -160,7 +166,7 @@ impl Write {
             Write::PutWorker(worker) => ("WORKER_REGISTRY", worker.id.clone()),
             Write::DeleteWorker(id) => ("WORKER_REGISTRY", id.clone()),
             Write::PutTask(task) => ("TASKS", task.id.clone()),
-            Write::PutAssignment(a) => ("ASSIGNMENTS", format!("{}/{}", a.task_id, a.attempt)),
+            Write::PutAssignment(a) => ("ASSIGNMENTS", assignment_key(&a.task_id, a.attempt)),
             Write::PutResult(result) => ("RESULTS", result.task_id.clone()),
             Write::PutUser(user) => ("USERS", user.name.clone()),
             Write::DeleteUser(name) => ("USERS", name.clone()),

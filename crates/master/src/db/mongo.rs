@@ -312,7 +312,7 @@ impl Store for MongoStore {
 mod tests {
     use super::super::contract;
     use super::*;
-    use std::process::{Child, Command, Stdio};
+    use cloudai_e2e::MongoServer;
     use std::sync::Arc;
 
     #[test]
@@ -325,61 +325,13 @@ mod tests {
         assert_eq!(redact("mongodb://ops@db1"), "mongodb://ops@db1");
     }
 
-    /// An `nx-27017` MongoDB wire-protocol server on a free port, killed on drop.
-    struct Server {
-        child: Child,
-        uri: String,
-        /// Its pid and log files: the defaults in /tmp are shared by every
-        /// server on the machine.
-        _files: tempfile::TempDir,
+    /// A fresh `nx-27017` server of the end-to-end harness (own data, pid and
+    /// log files; killed on drop).
+    fn server() -> MongoServer {
+        MongoServer::temporary()
     }
 
-    impl Drop for Server {
-        fn drop(&mut self) {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-
-    fn server() -> Server {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        server_at("memory", port)
-    }
-
-    /// A server keeping its data in `db` ("memory" or a file), listening on `port`.
-    fn server_at(db: &str, port: u16) -> Server {
-        let files = tempfile::tempdir().unwrap();
-        let child = Command::new("nx-27017")
-            .args(["--db", db, "--host", "127.0.0.1", "-p", &port.to_string()])
-            .arg("--pid-file")
-            .arg(files.path().join("nx.pid"))
-            .arg("--log-file")
-            .arg(files.path().join("nx.log"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("nx-27017 (pip install nx-27017; scripts/test.sh installs it)");
-        // Generous: many servers may start at once on a small machine.
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(90);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "nx-27017 did not start"
-            );
-            std::thread::sleep(std::time::Duration::from_millis(100));
-        }
-        Server {
-            child,
-            uri: format!("mongodb://127.0.0.1:{port}/?directConnection=true"),
-            _files: files,
-        }
-    }
-
-    async fn store(server: &Server) -> Arc<dyn Store> {
+    async fn store(server: &MongoServer) -> Arc<dyn Store> {
         Arc::new(
             MongoStore::connect(&server.uri, "cloudai_test")
                 .await
@@ -431,27 +383,16 @@ mod tests {
 
     #[tokio::test]
     async fn persistence() {
-        let dir = tempfile::tempdir().unwrap();
-        let file = dir.path().join("mongo.db").to_str().unwrap().to_string();
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let server = server_at(&file, port);
+        let mut server = server();
         let first = store(&server).await;
-        // The restarted server is kept here until the suite is done.
-        let restarted = std::sync::Mutex::new(None);
         contract::persistence(first, async |old| {
             drop(old);
-            drop(server);
-            let again = server_at(&file, port);
-            let store = store(&again).await;
-            *restarted.lock().unwrap() = Some(again);
-            store
+            // The same file and port, a new server process.
+            server.stop();
+            server.resume();
+            store(&server).await
         })
         .await;
-        drop(restarted);
     }
 
     #[tokio::test]
