@@ -3,7 +3,8 @@
 //!
 //! - `GET /api/cluster`: workers by state, tasks by state, queue depth, uptime, store health;
 //! - `GET /api/tasks?state=&worker=&limit=`: tasks, most recent first;
-//! - `GET /api/tasks/{id}`: one task, with its stored log once it ended;
+//! - `GET /api/tasks/{id}`: one task, with its stored log tail once it ended;
+//! - `GET /api/tasks/{id}/log`: a finished task's whole stored output, as text;
 //! - `GET /ws/logs/{id}`: WebSocket following a task's output live, then its outcome.
 //!
 //! Task environments are never sent: they may hold secrets, and a viewer token
@@ -13,9 +14,10 @@ use crate::cluster::Master;
 use crate::db::{Limits, TaskRecord, TaskState};
 use crate::error::MasterError;
 use axum::Json;
+use axum::body::Body;
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade, close_code};
 use axum::extract::{Path, Query, State};
-use axum::http::StatusCode;
+use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
@@ -197,11 +199,44 @@ pub async fn task(
     } else {
         None
     };
+    let log_bytes = result.as_ref().map(|r| {
+        if r.log_chunks > 0 {
+            r.log_total_bytes
+        } else {
+            r.log.len() as u64
+        }
+    });
     Ok(Json(json!({
         "task": TaskView::of(&master, task),
         "log": result.as_ref().map(|r| r.log.as_str()),
         "log_truncated": result.as_ref().is_some_and(|r| r.log_truncated),
+        "log_bytes": log_bytes,
+        "full_log": result.as_ref().is_some_and(|r| r.log_chunks > 0),
     })))
+}
+
+/// `GET /api/tasks/{id}/log`: the whole stored output of a finished task,
+/// streamed as it is read from the store.
+pub async fn task_log(
+    State(master): State<Master>,
+    Path(task_id): Path<String>,
+) -> Result<Response, ApiError> {
+    let task = master.task(&task_id).await?;
+    if !task.state.is_terminal() {
+        return Err(MasterError::FailedPrecondition(format!(
+            "task '{task_id}' is {}; its output is stored when it ends (/ws/logs/{task_id} follows it live)",
+            task.state
+        ))
+        .into());
+    }
+    let Some(output) = master.stored_output(&task).await? else {
+        return Err(MasterError::NotFound(format!("task '{task_id}' has no stored output")).into());
+    };
+    let headers = [
+        (header::CONTENT_TYPE, "text/plain; charset=utf-8"),
+        (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+    ];
+    Ok((headers, Body::from_stream(output.pieces())).into_response())
 }
 
 /// `GET /ws/logs/{id}`: `{"type":"log","data":…}` frames while the task runs

@@ -24,6 +24,7 @@ pub fn router(master: Master) -> Router {
         .route("/api/cluster", get(api::cluster))
         .route("/api/tasks", get(api::tasks))
         .route("/api/tasks/{task_id}", get(api::task))
+        .route("/api/tasks/{task_id}/log", get(api::task_log))
         .route_layer(middleware::from_fn_with_state(
             master.clone(),
             require_viewer,

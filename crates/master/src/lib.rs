@@ -32,6 +32,7 @@ pub mod registry;
 pub mod scheduler;
 pub mod security;
 pub mod server;
+pub mod task_logs;
 pub mod tasks;
 pub mod telemetry;
 pub mod users;

@@ -4,12 +4,14 @@ use crate::cluster::Master;
 use cloudai_proto::v1::master_service_server::{MasterService, MasterServiceServer};
 use cloudai_proto::v1::{
     CertificateResponse, Heartbeat, HeartbeatResponse, JoinClusterRequest, RegisterWorkerRequest,
-    RegisterWorkerResponse, RenewCertificateRequest, ReportTaskCompletionResponse, TaskResult,
+    RegisterWorkerResponse, RenewCertificateRequest, ReportTaskCompletionResponse, TaskLogPart,
+    TaskResult, UploadTaskLogResponse,
 };
 use std::time::Instant;
-use tonic::{Request, Response, Status};
+use tonic::{Request, Response, Status, Streaming};
 
-/// Largest gRPC message the master accepts from a worker (log tails included).
+/// Largest gRPC message the master accepts from a worker (log tails and
+/// uploaded log parts included).
 pub const MAX_MESSAGE_BYTES: usize = 4 << 20;
 
 /// The `MasterService` implementation.
@@ -99,6 +101,36 @@ impl MasterService for MasterGrpc {
             .observe_rpc("ReportTaskCompletion", started.elapsed());
         outcome?;
         Ok(Response::new(ReportTaskCompletionResponse {}))
+    }
+
+    async fn upload_task_log(
+        &self,
+        request: Request<Streaming<TaskLogPart>>,
+    ) -> Result<Response<UploadTaskLogResponse>, Status> {
+        let started = Instant::now();
+        let (peer, certs) = (request.remote_addr(), request.peer_certs());
+        let mut parts = request.into_inner();
+        let Some(first) = parts.message().await? else {
+            return Err(Status::invalid_argument(
+                "an upload needs at least one part",
+            ));
+        };
+        cloudai_common::validate::id("worker_id", &first.worker_id)
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        self.master.authenticate_worker(
+            &first.worker_id,
+            certs.as_deref().map(Vec::as_slice),
+            peer,
+        )?;
+        let stored = self.master.store_task_log(first, parts).await;
+        self.master
+            .metrics()
+            .observe_rpc("UploadTaskLog", started.elapsed());
+        let stored = stored?;
+        Ok(Response::new(UploadTaskLogResponse {
+            chunks: stored.chunks,
+            bytes: stored.bytes,
+        }))
     }
 
     async fn join_cluster(

@@ -341,6 +341,9 @@ impl Master {
                 finished_at,
                 log,
                 log_truncated,
+                log_chunks: result.log_chunks,
+                log_chunk_bytes: result.log_uploaded_bytes,
+                log_total_bytes: result.log_total_bytes,
             })
             .await?;
         if state == TaskState::Failed && task.attempt <= task.max_retries {

@@ -7,6 +7,10 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
     cloudai_common::units::parse_duration(text).map_err(|e| e.to_string())
 }
 
+fn parse_size(text: &str) -> Result<u64, String> {
+    cloudai_common::units::parse_size(text).map_err(|e| e.to_string())
+}
+
 /// `cloudai-worker`: runs CloudAI task containers on this host with Docker.
 #[derive(Debug, Clone, Parser)]
 #[command(name = "cloudai-worker", version, about, long_about = None)]
@@ -70,6 +74,12 @@ pub struct WorkerConfig {
     #[arg(long, env = "CLOUDAI_STOP_GRACE", default_value = "10s", value_parser = parse_duration)]
     pub stop_grace: Duration,
 
+    /// Most bytes of a task's output uploaded to the master when it ends
+    /// (from the start; the last 256 KiB always travel with the result).
+    /// 0 sends only that tail. Accepts k/m/g suffixes.
+    #[arg(long, env = "CLOUDAI_MAX_LOG_UPLOAD", default_value = "64m", value_parser = parse_size)]
+    pub max_log_upload: u64,
+
     /// Print one metrics sample as JSON and exit (checks the CPU/GPU paths without a master).
     #[arg(long)]
     pub print_metrics: bool,
@@ -86,6 +96,12 @@ impl WorkerConfig {
         }
         if let Some(master) = &self.master {
             cloudai_common::validate::address("--master", master).map_err(|e| e.to_string())?;
+        }
+        if self.max_log_upload > crate::log_upload::MAX_UPLOAD_BYTES {
+            return Err(format!(
+                "--max-log-upload must be at most {} bytes (1g), the master's limit",
+                crate::log_upload::MAX_UPLOAD_BYTES
+            ));
         }
         if self.heartbeat_interval < Duration::from_millis(50) {
             return Err("--heartbeat-interval must be at least 50ms".into());

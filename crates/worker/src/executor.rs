@@ -201,6 +201,34 @@ impl Executor {
         }
     }
 
+    /// The whole combined output of a stopped container, in order, as Docker
+    /// kept it (stdout and stderr interleaved).
+    pub fn read_logs(
+        &self,
+        name: &str,
+    ) -> impl futures::Stream<Item = Result<Vec<u8>, String>> + Send + 'static {
+        let options = LogsOptions {
+            follow: false,
+            stdout: true,
+            stderr: true,
+            ..Default::default()
+        };
+        self.docker
+            .logs(name, Some(options))
+            .filter_map(|item| async move {
+                match item {
+                    Ok(LogOutput::StdOut { message })
+                    | Ok(LogOutput::StdErr { message })
+                    | Ok(LogOutput::Console { message }) => Some(Ok(message.to_vec())),
+                    Ok(LogOutput::StdIn { .. }) => None,
+                    Err(error) => Some(Err(format!(
+                        "cannot read the container's output: {}",
+                        docker_message(error)
+                    ))),
+                }
+            })
+    }
+
     /// Waits for the container to stop.
     pub async fn wait(&self, name: &str) {
         let mut wait = self.docker.wait_container(name, None);

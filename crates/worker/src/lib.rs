@@ -14,6 +14,7 @@ pub mod executor;
 pub mod gpu;
 pub mod identity;
 pub mod link;
+pub mod log_upload;
 pub mod logs;
 pub mod runner;
 pub mod server;

@@ -1,5 +1,6 @@
 //! The worker's side of `MasterService`: registration, heartbeats and result delivery.
 
+use crate::log_upload::{self, UploadError};
 use crate::{PendingReport, Worker};
 use cloudai_common::host::Sampler;
 use cloudai_proto::v1::master_service_client::MasterServiceClient;
@@ -87,7 +88,7 @@ impl LinkState {
         Duration::from_millis(self.interval_ms.load(Ordering::SeqCst).max(50))
     }
 
-    fn client(&self) -> Result<Option<MasterServiceClient<Channel>>, String> {
+    pub(crate) fn client(&self) -> Result<Option<MasterServiceClient<Channel>>, String> {
         let Some(address) = self.master() else {
             return Ok(None);
         };
@@ -310,11 +311,38 @@ pub async fn run_reporter(worker: Worker, mut queue: mpsc::UnboundedReceiver<Pen
         while let Ok(report) = queue.try_recv() {
             pending.push_back(report);
         }
-        let Some(report) = pending.front().cloned() else {
+        let Some(mut report) = pending.front().cloned() else {
             continue;
         };
         let mut backoff = Duration::from_millis(100);
+        let mut upload = needs_upload(&worker, &report);
         loop {
+            if let (true, Some(container)) = (upload, report.container.as_deref()) {
+                let uploaded = tokio::select! {
+                    _ = worker.shutdown_token().cancelled() => return,
+                    uploaded = log_upload::upload(&worker, container, &mut report.result) => uploaded,
+                };
+                match uploaded {
+                    Ok(()) => upload = false,
+                    Err(UploadError::GiveUp(reason)) => {
+                        tracing::warn!(task_id = %report.result.task_id, %reason, "reporting the result with the tail of its output only");
+                        upload = false;
+                    }
+                    Err(UploadError::Retry(status)) => {
+                        worker.link().report_problem(format!(
+                            "cannot upload the output of {}: {}",
+                            report.result.task_id,
+                            status.message()
+                        ));
+                        tokio::select! {
+                            _ = worker.shutdown_token().cancelled() => return,
+                            _ = tokio::time::sleep(backoff) => {}
+                        }
+                        backoff = (backoff * 2).min(MAX_REPORT_BACKOFF);
+                        continue;
+                    }
+                }
+            }
             match deliver(&worker, &report).await {
                 Ok(()) => break,
                 Err(status)
@@ -346,6 +374,15 @@ pub async fn run_reporter(worker: Worker, mut queue: mpsc::UnboundedReceiver<Pen
         }
         worker.forget(&report.result.task_id);
     }
+}
+
+/// Whether the result's tail misses part of the output and the container
+/// still holds all of it.
+fn needs_upload(worker: &Worker, report: &PendingReport) -> bool {
+    report.result.log_truncated
+        && report.result.log_chunks == 0
+        && report.container.is_some()
+        && worker.config().max_log_upload > 0
 }
 
 async fn deliver(worker: &Worker, report: &PendingReport) -> Result<(), Status> {

@@ -15,6 +15,8 @@ const FOLLOWER_CAPACITY: usize = 1024;
 struct State {
     chunks: VecDeque<LogChunk>,
     bytes: usize,
+    /// Every byte pushed, kept or not.
+    total: u64,
     truncated: bool,
     /// `None` once the task's output has ended.
     live: Option<broadcast::Sender<LogChunk>>,
@@ -48,6 +50,7 @@ impl LogBuffer {
             state: Mutex::new(State {
                 chunks: VecDeque::new(),
                 bytes: 0,
+                total: 0,
                 truncated: false,
                 live: Some(live),
             }),
@@ -66,6 +69,7 @@ impl LogBuffer {
             let _ = live.send(chunk.clone());
         }
         state.bytes += chunk.data.len();
+        state.total += chunk.data.len() as u64;
         state.chunks.push_back(chunk);
         while state.bytes > MAX_BUFFERED_BYTES {
             let Some(old) = state.chunks.pop_front() else {
@@ -88,6 +92,11 @@ impl LogBuffer {
             backlog: state.chunks.iter().cloned().collect(),
             live: state.live.as_ref().map(broadcast::Sender::subscribe),
         }
+    }
+
+    /// Bytes of output seen in all, including those no longer buffered.
+    pub fn total_bytes(&self) -> u64 {
+        self.lock().total
     }
 
     /// The last `MAX_REPORTED_BYTES` of output, for the result report, and
@@ -147,5 +156,6 @@ mod tests {
         let (tail, truncated) = buffer.tail();
         assert_eq!(tail.len(), MAX_REPORTED_BYTES);
         assert!(truncated);
+        assert_eq!(buffer.total_bytes(), 3_000_000);
     }
 }

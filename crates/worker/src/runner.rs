@@ -283,10 +283,14 @@ fn result(
         error,
         log_tail,
         log_truncated,
+        log_total_bytes: handle.logs.total_bytes(),
         started_at: Some(cloudai_proto::timestamp(started_at)),
         finished_at: Some(cloudai_proto::timestamp(SystemTime::now())),
         oom_killed: false,
         attempt: handle.attempt,
+        // Set by the reporter once it uploaded the whole output.
+        log_chunks: 0,
+        log_uploaded_bytes: 0,
     }
 }
 

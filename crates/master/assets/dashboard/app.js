@@ -1,6 +1,7 @@
 // CloudAI dashboard: a client of the master's public API, nothing more.
 //   /ws/telemetry      live workers (snapshot, then events)
 //   /api/cluster       header numbers, /api/tasks and /api/tasks/{id} the task table and view
+//   /api/tasks/{id}/log a finished task's whole output (downloaded on request)
 //   /ws/logs/{id}      a running task's output
 // With TLS on, every call carries an API token (Authorization header for fetch,
 // ?token= for WebSockets, which browsers cannot give headers). No framework, no
@@ -476,6 +477,7 @@ async function openTask(id) {
   $('#task-view-id').textContent = id;
   $('#task-log').textContent = '';
   $('#task-log-status').textContent = '';
+  $('#task-log-download').hidden = true;
   let answer;
   try { answer = await api(`/api/tasks/${encodeURIComponent(id)}`); } catch (error) {
     $('#task-log-status').textContent = `(${error.message})`;
@@ -484,7 +486,9 @@ async function openTask(id) {
   if (app.selected !== id) return;
   renderDetails(answer.task);
   if (FINAL.has(answer.task.state)) {
-    $('#task-log-status').textContent = answer.log == null ? '(none stored)' : '(stored)';
+    $('#task-log-status').textContent = answer.log == null ? '(none stored)'
+      : answer.full_log ? `(stored: the last ${bytes(answer.log.length)} of ${bytes(answer.log_bytes)})` : '(stored)';
+    $('#task-log-download').hidden = !answer.full_log;
     $('#task-log').textContent = (answer.log_truncated ? '[earlier output cut off]\n' : '') + (answer.log || '');
     return;
   }
@@ -509,6 +513,28 @@ async function openTask(id) {
   };
 }
 
+// The whole stored output, fetched with the token and saved as a file.
+async function downloadLog() {
+  const id = app.selected;
+  if (!id) return;
+  const button = $('#task-log-download');
+  button.disabled = true;
+  try {
+    const response = await fetch(`/api/tasks/${encodeURIComponent(id)}/log`, { headers: headers(), cache: 'no-store' });
+    if (!response.ok) throw new Error(await errorText(response));
+    const url = URL.createObjectURL(await response.blob());
+    const link = el('a', { href: url, download: `${id}.log` });
+    document.body.append(link);
+    link.click();
+    link.remove();
+    setTimeout(() => URL.revokeObjectURL(url), 60000);
+  } catch (error) {
+    $('#task-log-status').textContent = `(download failed: ${error.message})`;
+  } finally {
+    button.disabled = false;
+  }
+}
+
 // ---------- start ----------
 
 function start() {
@@ -522,6 +548,7 @@ function start() {
   });
   $('#filter-state').addEventListener('change', refreshTasks);
   $('#filter-worker').addEventListener('change', refreshTasks);
+  $('#task-log-download').addEventListener('click', downloadLog);
   $('#task-view-close').addEventListener('click', () => {
     closeLogSocket();
     app.selected = null;

@@ -288,19 +288,20 @@ async fn print_stored_logs(
             task.id, task.state, task.id
         )));
     }
-    match master.store().get_result(&task.id).await? {
-        Some(result) => {
-            if result.log_truncated {
-                let _ = writeln!(out, "[earlier output cut off]");
-            }
-            let _ = out.write_all(result.log.as_bytes());
-            if !result.log.is_empty() && !result.log.ends_with('\n') {
-                let _ = writeln!(out);
-            }
-        }
-        None => {
-            let _ = writeln!(out, "[no output stored]");
-        }
+    let Some(output) = master.stored_output(task).await? else {
+        let _ = writeln!(out, "[no output stored]");
+        let _ = print_outcome(task, out);
+        return Ok(());
+    };
+    let mut pieces = std::pin::pin!(output.pieces());
+    let mut ends_in_newline = true;
+    while let Some(piece) = pieces.next().await {
+        let piece = piece?;
+        let _ = out.write_all(&piece);
+        ends_in_newline = piece.ends_with(b"\n");
+    }
+    if !ends_in_newline {
+        let _ = writeln!(out);
     }
     let _ = print_outcome(task, out);
     Ok(())

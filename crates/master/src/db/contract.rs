@@ -166,12 +166,77 @@ pub async fn assignments_and_results(store: Arc<dyn Store>) {
         finished_at: Some(2),
         log: "hello\n".into(),
         log_truncated: false,
+        log_chunks: 0,
+        log_chunk_bytes: 0,
+        log_total_bytes: 0,
     };
     store.put_result(&result).await.unwrap();
     result.attempt = 2;
+    result.log_chunks = 3;
+    result.log_chunk_bytes = 3 << 20;
+    result.log_total_bytes = 5 << 20;
     store.put_result(&result).await.unwrap();
     assert_eq!(store.get_result("t-a").await.unwrap().unwrap(), result);
     assert!(store.get_result("t-b").await.unwrap().is_none());
+}
+
+/// Log chunks: binary data round-trips, pages come in order from any chunk,
+/// a rewritten chunk replaces the old one, and attempts and tasks whose ids
+/// share a prefix stay apart.
+pub async fn log_chunks(store: Arc<dyn Store>) {
+    let chunk = |task_id: &str, attempt: u32, seq: u32, data: Vec<u8>| LogChunkRecord {
+        task_id: task_id.into(),
+        attempt,
+        seq,
+        data,
+    };
+    // Every byte value, and a chunk of the largest size a worker sends.
+    let binary: Vec<u8> = (0..=255u8).cycle().take(1 << 20).collect();
+    for seq in [2, 0, 11, 1] {
+        let data = if seq == 1 {
+            binary.clone()
+        } else {
+            format!("chunk {seq}\n").into_bytes()
+        };
+        store
+            .put_log_chunk(&chunk("t-1", 1, seq, data))
+            .await
+            .unwrap();
+    }
+    store
+        .put_log_chunk(&chunk("t-1", 1, 0, b"chunk 0, again\n".to_vec()))
+        .await
+        .unwrap();
+    store
+        .put_log_chunk(&chunk("t-1", 2, 0, b"second attempt\n".to_vec()))
+        .await
+        .unwrap();
+    store
+        .put_log_chunk(&chunk("t-10", 1, 0, b"another task\n".to_vec()))
+        .await
+        .unwrap();
+
+    let all = store.log_chunks("t-1", 1, 0, 100).await.unwrap();
+    let seqs: Vec<u32> = all.iter().map(|c| c.seq).collect();
+    assert_eq!(seqs, [0, 1, 2, 11], "t-1 attempt 1 only, in order");
+    assert_eq!(all[0].data, b"chunk 0, again\n", "the rewrite won");
+    assert_eq!(all[1].data, binary, "binary data round-trips");
+    assert!(all.iter().all(|c| c.task_id == "t-1" && c.attempt == 1));
+    let page = store.log_chunks("t-1", 1, 1, 2).await.unwrap();
+    let seqs: Vec<u32> = page.iter().map(|c| c.seq).collect();
+    assert_eq!(
+        seqs,
+        [1, 2],
+        "a page starts at its chunk and stops at its limit"
+    );
+    let rest = store.log_chunks("t-1", 1, 3, 100).await.unwrap();
+    assert_eq!(rest.len(), 1);
+    assert_eq!(rest[0].seq, 11);
+    let second = store.log_chunks("t-1", 2, 0, 100).await.unwrap();
+    assert_eq!(second.len(), 1);
+    assert_eq!(second[0].data, b"second attempt\n");
+    assert!(store.log_chunks("t-1", 3, 0, 100).await.unwrap().is_empty());
+    assert!(store.log_chunks("t-", 1, 0, 100).await.unwrap().is_empty());
 }
 
 /// Users: put and list.

@@ -6,8 +6,8 @@
 //! blocking pool so they never stall the async core.
 
 use super::{
-    AssignmentRecord, ResultRecord, Store, StoreError, StoreResult, TaskRecord, TaskState,
-    UserRecord, WorkerRecord, Write, assignment_key,
+    AssignmentRecord, LogChunkRecord, ResultRecord, Store, StoreError, StoreResult, TaskRecord,
+    TaskState, UserRecord, WorkerRecord, Write, assignment_key, log_chunk_key,
 };
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, TableHandle};
 use serde::{Serialize, de::DeserializeOwned};
@@ -21,6 +21,8 @@ const WORKER_REGISTRY: Table = TableDefinition::new("WORKER_REGISTRY");
 const TASKS: Table = TableDefinition::new("TASKS");
 const ASSIGNMENTS: Table = TableDefinition::new("ASSIGNMENTS");
 const RESULTS: Table = TableDefinition::new("RESULTS");
+/// Raw output bytes (not JSON), keyed by [`log_chunk_key`].
+const LOG_CHUNKS: Table = TableDefinition::new("LOG_CHUNKS");
 
 /// File name of the embedded store inside the data directory.
 pub const FILE_NAME: &str = "cloudai.redb";
@@ -46,7 +48,14 @@ impl EmbeddedStore {
         let db =
             Database::create(&path).map_err(|e| opening(format!("{}: {e}", path.display())))?;
         let txn = db.begin_write().map_err(|e| opening(e.to_string()))?;
-        for table in [USERS, WORKER_REGISTRY, TASKS, ASSIGNMENTS, RESULTS] {
+        for table in [
+            USERS,
+            WORKER_REGISTRY,
+            TASKS,
+            ASSIGNMENTS,
+            RESULTS,
+            LOG_CHUNKS,
+        ] {
             txn.open_table(table).map_err(|e| opening(e.to_string()))?;
         }
         txn.commit().map_err(|e| opening(e.to_string()))?;
@@ -330,6 +339,65 @@ impl Store for EmbeddedStore {
             .await
     }
 
+    async fn put_log_chunk(&self, chunk: &LogChunkRecord) -> StoreResult<()> {
+        let key = log_chunk_key(&chunk.task_id, chunk.attempt, chunk.seq);
+        let data = chunk.data.clone();
+        self.blocking("saving a log chunk", move |db| {
+            let txn = db.begin_write().map_err(|e| e.to_string())?;
+            txn.open_table(LOG_CHUNKS)
+                .map_err(|e| e.to_string())?
+                .insert(key.as_str(), data.as_slice())
+                .map_err(|e| e.to_string())?;
+            txn.commit().map_err(|e| e.to_string())
+        })
+        .await
+    }
+
+    async fn log_chunks(
+        &self,
+        task_id: &str,
+        attempt: u32,
+        from_seq: u32,
+        limit: usize,
+    ) -> StoreResult<Vec<LogChunkRecord>> {
+        let prefix = format!("{}/", assignment_key(task_id, attempt));
+        let start = log_chunk_key(task_id, attempt, from_seq);
+        let rows: Vec<(String, Vec<u8>)> = self
+            .blocking("reading log chunks", move |db| {
+                let txn = db.begin_read().map_err(|e| e.to_string())?;
+                let table = txn.open_table(LOG_CHUNKS).map_err(|e| e.to_string())?;
+                let mut rows = Vec::new();
+                for entry in table.range(start.as_str()..).map_err(|e| e.to_string())? {
+                    let (key, value) = entry.map_err(|e| e.to_string())?;
+                    if rows.len() == limit || !key.value().starts_with(prefix.as_str()) {
+                        break;
+                    }
+                    rows.push((key.value().to_string(), value.value().to_vec()));
+                }
+                Ok(rows)
+            })
+            .await?;
+        rows.into_iter()
+            .map(|(key, data)| {
+                let seq = key
+                    .rsplit('/')
+                    .next()
+                    .and_then(|n| n.parse().ok())
+                    .ok_or_else(|| StoreError::Corrupt {
+                        collection: "LOG_CHUNKS",
+                        id: key.clone(),
+                        message: "the key does not end in a chunk number".into(),
+                    })?;
+                Ok(LogChunkRecord {
+                    task_id: task_id.to_string(),
+                    attempt,
+                    seq,
+                    data,
+                })
+            })
+            .collect()
+    }
+
     async fn put_user(&self, user: &UserRecord) -> StoreResult<()> {
         self.put("saving a user", USERS, user.name.clone(), user)
             .await
@@ -385,6 +453,12 @@ mod tests {
     async fn conditional_updates_with_records() {
         let (_dir, store) = fresh();
         contract::conditional_updates_with_records(store).await;
+    }
+
+    #[tokio::test]
+    async fn log_chunks() {
+        let (_dir, store) = fresh();
+        contract::log_chunks(store).await;
     }
 
     #[tokio::test]

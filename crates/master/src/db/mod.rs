@@ -1,7 +1,8 @@
 //! Persistent state: the [`Store`] trait, the records it keeps, and its backends.
 //!
 //! Collections follow DESIGN.md: `USERS`, `WORKER_REGISTRY`, `TASKS`,
-//! `ASSIGNMENTS` and `RESULTS`. Nothing outside this module knows which backend
+//! `ASSIGNMENTS` and `RESULTS`, plus `LOG_CHUNKS` for whole task outputs too
+//! large for a result. Nothing outside this module knows which backend
 //! runs; the master holds an `Arc<dyn Store>`.
 
 #[cfg(test)]
@@ -15,8 +16,8 @@ pub mod transfer;
 pub use embedded::EmbeddedStore;
 pub use mongo::{MongoStore, redact};
 pub use records::{
-    ApiTokenRecord, AssignmentRecord, GpuRecord, HostRecord, Limits, ResultRecord, TaskRecord,
-    TaskState, UserRecord, WorkerRecord, now_millis,
+    ApiTokenRecord, AssignmentRecord, GpuRecord, HostRecord, Limits, LogChunkRecord, ResultRecord,
+    TaskRecord, TaskState, UserRecord, WorkerRecord, now_millis,
 };
 pub use resilient::ResilientStore;
 
@@ -105,6 +106,20 @@ pub trait Store: Send + Sync + 'static {
     /// The stored result of a task.
     async fn get_result(&self, task_id: &str) -> StoreResult<Option<ResultRecord>>;
 
+    /// Stores one chunk of a task attempt's output, replacing a chunk with the
+    /// same task, attempt and number. Chunks bypass the write journal: a
+    /// caller gets an error rather than a held write, so large outputs never
+    /// pile up in memory while the store is away.
+    async fn put_log_chunk(&self, chunk: &LogChunkRecord) -> StoreResult<()>;
+    /// Up to `limit` chunks of one task attempt numbered `from_seq` on, in order.
+    async fn log_chunks(
+        &self,
+        task_id: &str,
+        attempt: u32,
+        from_seq: u32,
+        limit: usize,
+    ) -> StoreResult<Vec<LogChunkRecord>>;
+
     /// Inserts or replaces a user.
     async fn put_user(&self, user: &UserRecord) -> StoreResult<()>;
     /// All users, by name.
@@ -143,6 +158,12 @@ pub trait Store: Send + Sync + 'static {
 /// assignments sort in attempt order.
 pub(crate) fn assignment_key(task_id: &str, attempt: u32) -> String {
     format!("{task_id}/{attempt:010}")
+}
+
+/// The key of a log chunk: its attempt's [`assignment_key`] and zero-padded
+/// number, so an attempt's chunks sort in order.
+pub(crate) fn log_chunk_key(task_id: &str, attempt: u32, seq: u32) -> String {
+    format!("{}/{seq:010}", assignment_key(task_id, attempt))
 }
 
 impl Write {

@@ -1,14 +1,19 @@
 //! The MongoDB backend (`mongodb` crate): collections `USERS`, `WORKER_REGISTRY`,
-//! `TASKS`, `ASSIGNMENTS` and `RESULTS` of typed serde documents, with the
-//! indexes their queries use. Writes are single-document operations (no
+//! `TASKS`, `ASSIGNMENTS` and `RESULTS` of typed serde documents, and
+//! `LOG_CHUNKS` of output pieces, with the indexes their queries use.
+//! Output bytes are stored as base64 text (`data_base64`), which every
+//! MongoDB wire-protocol server takes: nx-27017, the server CI runs, keeps
+//! documents as JSON and has no binary type. Writes are single-document operations (no
 //! multi-document transactions), idempotent where they can be.
 
 use super::{
-    AssignmentRecord, ResultRecord, Store, StoreError, StoreResult, TaskRecord, TaskState,
-    UserRecord, WorkerRecord, Write,
+    AssignmentRecord, LogChunkRecord, ResultRecord, Store, StoreError, StoreResult, TaskRecord,
+    TaskState, UserRecord, WorkerRecord, Write,
 };
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as BASE64;
 use futures::{StreamExt, TryStreamExt};
-use mongodb::bson::{Bson, doc, to_bson};
+use mongodb::bson::{Bson, Document, doc, to_bson};
 use mongodb::options::IndexOptions;
 use mongodb::{Client, Collection, Database, IndexModel};
 use serde::Serialize;
@@ -108,6 +113,11 @@ impl MongoStore {
         self.db
             .collection::<ResultRecord>("RESULTS")
             .create_index(unique(doc! { "task_id": 1 }))
+            .await
+            .map_err(&indexing)?;
+        self.db
+            .collection::<Document>("LOG_CHUNKS")
+            .create_index(unique(doc! { "task_id": 1, "attempt": 1, "seq": 1 }))
             .await
             .map_err(&indexing)?;
         Ok(())
@@ -288,6 +298,71 @@ impl Store for MongoStore {
             .map_err(failed("reading a result"))
     }
 
+    async fn put_log_chunk(&self, chunk: &LogChunkRecord) -> StoreResult<()> {
+        let filter = doc! {
+            "task_id": &chunk.task_id,
+            "attempt": i64::from(chunk.attempt),
+            "seq": i64::from(chunk.seq),
+        };
+        let mut document = filter.clone();
+        document.insert("data_base64", BASE64.encode(&chunk.data));
+        self.upsert("saving a log chunk", "LOG_CHUNKS", filter, &document)
+            .await
+    }
+
+    async fn log_chunks(
+        &self,
+        task_id: &str,
+        attempt: u32,
+        from_seq: u32,
+        limit: usize,
+    ) -> StoreResult<Vec<LogChunkRecord>> {
+        let reading = failed("reading log chunks");
+        let filter = doc! {
+            "task_id": task_id,
+            "attempt": i64::from(attempt),
+            "seq": { "$gte": i64::from(from_seq) },
+        };
+        let documents: Vec<Document> = self
+            .collection::<Document>("LOG_CHUNKS")
+            .find(filter)
+            .sort(doc! { "seq": 1 })
+            .limit(i64::try_from(limit).unwrap_or(i64::MAX))
+            .await
+            .map_err(&reading)?
+            .try_collect()
+            .await
+            .map_err(&reading)?;
+        documents
+            .into_iter()
+            .map(|document| {
+                let corrupt = |message: String| StoreError::Corrupt {
+                    collection: "LOG_CHUNKS",
+                    id: format!("{task_id}/{attempt}"),
+                    message,
+                };
+                // Servers may hand back a small number as a 32-bit integer.
+                let seq = match document.get("seq") {
+                    Some(Bson::Int32(n)) => u32::try_from(*n).ok(),
+                    Some(Bson::Int64(n)) => u32::try_from(*n).ok(),
+                    _ => None,
+                }
+                .ok_or_else(|| corrupt("no chunk number".into()))?;
+                let data = document
+                    .get_str("data_base64")
+                    .map_err(|e| e.to_string())
+                    .and_then(|text| BASE64.decode(text).map_err(|e| e.to_string()))
+                    .map_err(|e| corrupt(format!("chunk {seq}: {e}")))?;
+                Ok(LogChunkRecord {
+                    task_id: task_id.to_string(),
+                    attempt,
+                    seq,
+                    data,
+                })
+            })
+            .collect()
+    }
+
     async fn put_user(&self, user: &UserRecord) -> StoreResult<()> {
         self.upsert("saving a user", "USERS", doc! { "name": &user.name }, user)
             .await
@@ -373,6 +448,12 @@ mod tests {
     async fn conditional_updates_with_records() {
         let server = server();
         contract::conditional_updates_with_records(store(&server).await).await;
+    }
+
+    #[tokio::test]
+    async fn log_chunks() {
+        let server = server();
+        contract::log_chunks(store(&server).await).await;
     }
 
     #[tokio::test]

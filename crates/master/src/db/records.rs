@@ -308,8 +308,31 @@ pub struct ResultRecord {
     pub finished_at: Option<i64>,
     /// The tail of its combined output (bounded).
     pub log: String,
-    /// Whether earlier output was cut off.
+    /// Whether output older than `log` was cut off from it.
     pub log_truncated: bool,
+    /// Chunks in `LOG_CHUNKS` holding the output from its start (0: none,
+    /// `log` is all there is).
+    #[serde(default)]
+    pub log_chunks: u32,
+    /// Bytes in those chunks.
+    #[serde(default)]
+    pub log_chunk_bytes: u64,
+    /// Bytes of output the task wrote in all (known when chunks were stored).
+    #[serde(default)]
+    pub log_total_bytes: u64,
+}
+
+/// One piece of a task attempt's whole output (`LOG_CHUNKS`), numbered from 0.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogChunkRecord {
+    /// Task it belongs to.
+    pub task_id: String,
+    /// Attempt that wrote it.
+    pub attempt: u32,
+    /// Position in the output, from 0.
+    pub seq: u32,
+    /// The bytes.
+    pub data: Vec<u8>,
 }
 
 /// An API user (`USERS`).

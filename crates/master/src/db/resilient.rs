@@ -12,10 +12,14 @@
 //!
 //! What is lost: writes still held when the master process itself dies during
 //! an outage. Everything else reaches the store.
+//!
+//! Log chunks are the exception to the journal: they go straight to the
+//! backend and fail while it is away (their sender, a worker, keeps them and
+//! retries), so a large output never waits in the master's memory.
 
 use super::{
-    AssignmentRecord, ResultRecord, Store, StoreError, StoreResult, TaskRecord, TaskState,
-    UserRecord, WorkerRecord, Write,
+    AssignmentRecord, LogChunkRecord, ResultRecord, Store, StoreError, StoreResult, TaskRecord,
+    TaskState, UserRecord, WorkerRecord, Write,
 };
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -25,6 +29,8 @@ use tokio::sync::{mpsc, oneshot};
 
 /// How long one backend call may take before it counts as failed.
 const CALL_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long a log chunk (up to 1 MiB) may take to be written or read.
+const LOG_CHUNK_TIMEOUT: Duration = Duration::from_secs(10);
 /// First retry delay after a failed write; doubles up to [`MAX_BACKOFF`].
 const MIN_BACKOFF: Duration = Duration::from_millis(100);
 /// Longest delay between retries.
@@ -189,10 +195,19 @@ impl ResilientStore {
         operation: &'static str,
         call: impl std::future::Future<Output = StoreResult<T>>,
     ) -> StoreResult<T> {
-        tokio::time::timeout(CALL_TIMEOUT, call)
-            .await
-            .unwrap_or_else(|_| Err(timed_out(operation)))
+        within(CALL_TIMEOUT, operation, call).await
     }
+}
+
+/// A backend call that counts as failed after `limit`.
+async fn within<T>(
+    limit: Duration,
+    operation: &'static str,
+    call: impl std::future::Future<Output = StoreResult<T>>,
+) -> StoreResult<T> {
+    tokio::time::timeout(limit, call)
+        .await
+        .unwrap_or_else(|_| Err(timed_out(operation)))
 }
 
 fn timed_out(operation: &'static str) -> StoreError {
@@ -404,6 +419,27 @@ impl Store for ResilientStore {
             .await
     }
 
+    async fn put_log_chunk(&self, chunk: &LogChunkRecord) -> StoreResult<()> {
+        let operation = "saving a log chunk";
+        within(
+            LOG_CHUNK_TIMEOUT,
+            operation,
+            self.backend.put_log_chunk(chunk),
+        )
+        .await
+    }
+
+    async fn log_chunks(
+        &self,
+        task_id: &str,
+        attempt: u32,
+        from_seq: u32,
+        limit: usize,
+    ) -> StoreResult<Vec<LogChunkRecord>> {
+        let call = self.backend.log_chunks(task_id, attempt, from_seq, limit);
+        within(LOG_CHUNK_TIMEOUT, "reading log chunks", call).await
+    }
+
     async fn put_user(&self, user: &UserRecord) -> StoreResult<()> {
         self.write(Write::PutUser(user.clone())).await;
         Ok(())
@@ -474,6 +510,12 @@ mod tests {
     async fn contract_users() {
         let (_dir, store) = wrapped().await;
         contract::users(store).await;
+    }
+
+    #[tokio::test]
+    async fn contract_log_chunks() {
+        let (_dir, store) = wrapped().await;
+        contract::log_chunks(store).await;
     }
 
     /// A backend that fails every call while `down` is set (a unit-test double;
@@ -564,6 +606,22 @@ mod tests {
             self.check()?;
             self.inner.delete_user(name).await
         }
+        async fn put_log_chunk(&self, chunk: &LogChunkRecord) -> StoreResult<()> {
+            self.check()?;
+            self.inner.put_log_chunk(chunk).await
+        }
+        async fn log_chunks(
+            &self,
+            task_id: &str,
+            attempt: u32,
+            from_seq: u32,
+            limit: usize,
+        ) -> StoreResult<Vec<LogChunkRecord>> {
+            self.check()?;
+            self.inner
+                .log_chunks(task_id, attempt, from_seq, limit)
+                .await
+        }
     }
 
     fn with_state(task: &TaskRecord, state: TaskState) -> TaskRecord {
@@ -607,8 +665,20 @@ mod tests {
             finished_at: Some(3),
             log: "done\n".into(),
             log_truncated: false,
+            log_chunks: 0,
+            log_chunk_bytes: 0,
+            log_total_bytes: 0,
         };
         store.put_result(&result).await.unwrap();
+        // Log chunks are not held: their sender hears of the outage and retries.
+        let chunk = LogChunkRecord {
+            task_id: "t-1".into(),
+            attempt: 1,
+            seq: 0,
+            data: b"done\n".to_vec(),
+        };
+        let refused = store.put_log_chunk(&chunk).await.unwrap_err().to_string();
+        assert!(refused.contains("backend down"), "{refused}");
         // Reads are served from memory; the finished task cannot run again.
         assert_eq!(
             store.get_task("t-1").await.unwrap().unwrap().state,
@@ -640,5 +710,6 @@ mod tests {
             TaskState::Completed
         );
         assert_eq!(inner.get_result("t-1").await.unwrap(), Some(result));
+        assert!(inner.log_chunks("t-1", 1, 0, 8).await.unwrap().is_empty());
     }
 }

@@ -3,16 +3,23 @@
 //! an empty store. Both go through the [`Store`] trait, so any backend can be
 //! the source or the target.
 //!
-//! One line per record: `{"collection":"TASKS","record":{...}}`.
+//! One line per record: `{"collection":"TASKS","record":{...}}`. A task's
+//! stored output chunks follow its result, their bytes in base64.
 
 use super::{
-    AssignmentRecord, ResultRecord, Store, StoreError, TaskRecord, UserRecord, WorkerRecord,
+    AssignmentRecord, LogChunkRecord, ResultRecord, Store, StoreError, TaskRecord, UserRecord,
+    WorkerRecord,
 };
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as BASE64;
 use serde::{Deserialize, Serialize};
 use std::io::{BufRead, Write};
 
-/// Longest line `import` accepts (a task result carries a bounded log tail).
+/// Longest line `import` accepts (a task result carries a bounded log tail,
+/// a log chunk at most 1 MiB in base64).
 pub const MAX_LINE_BYTES: usize = 16 << 20;
+/// Log chunks read from the store at once while exporting.
+const CHUNK_PAGE: usize = 16;
 
 /// One exported record, tagged with its collection.
 #[derive(Debug, Serialize, Deserialize)]
@@ -28,6 +35,42 @@ enum Line {
     Assignment(AssignmentRecord),
     #[serde(rename = "RESULTS")]
     Result(ResultRecord),
+    #[serde(rename = "LOG_CHUNKS")]
+    LogChunk(ChunkLine),
+}
+
+/// A [`LogChunkRecord`] with its bytes in base64.
+#[derive(Debug, Serialize, Deserialize)]
+struct ChunkLine {
+    task_id: String,
+    attempt: u32,
+    seq: u32,
+    data: String,
+}
+
+impl From<LogChunkRecord> for ChunkLine {
+    fn from(chunk: LogChunkRecord) -> Self {
+        Self {
+            data: BASE64.encode(&chunk.data),
+            task_id: chunk.task_id,
+            attempt: chunk.attempt,
+            seq: chunk.seq,
+        }
+    }
+}
+
+impl ChunkLine {
+    fn into_record(self) -> Result<LogChunkRecord, String> {
+        let data = BASE64
+            .decode(&self.data)
+            .map_err(|e| format!("log chunk data: {e}"))?;
+        Ok(LogChunkRecord {
+            task_id: self.task_id,
+            attempt: self.attempt,
+            seq: self.seq,
+            data,
+        })
+    }
 }
 
 /// Records moved, per collection.
@@ -43,14 +86,16 @@ pub struct Counts {
     pub assignments: usize,
     /// `RESULTS` records.
     pub results: usize,
+    /// `LOG_CHUNKS` records.
+    pub log_chunks: usize,
 }
 
 impl std::fmt::Display for Counts {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "{} users, {} workers, {} tasks, {} assignments, {} results",
-            self.users, self.workers, self.tasks, self.assignments, self.results
+            "{} users, {} workers, {} tasks, {} assignments, {} results, {} log chunks",
+            self.users, self.workers, self.tasks, self.assignments, self.results, self.log_chunks
         )
     }
 }
@@ -108,8 +153,22 @@ pub async fn export(
             counts.assignments += 1;
         }
         if let Some(result) = result {
+            let (task_id, attempt, chunks) =
+                (result.task_id.clone(), result.attempt, result.log_chunks);
             write(Line::Result(result))?;
             counts.results += 1;
+            let mut next = 0;
+            while next < chunks {
+                let page = store
+                    .log_chunks(&task_id, attempt, next, CHUNK_PAGE)
+                    .await?;
+                let Some(last) = page.last() else { break };
+                next = last.seq + 1;
+                for chunk in page {
+                    write(Line::LogChunk(chunk.into()))?;
+                    counts.log_chunks += 1;
+                }
+            }
         }
         if counts.tasks % 1000 == 0 {
             progress(&counts);
@@ -184,6 +243,16 @@ pub async fn import(
                 store.put_result(&result).await?;
                 counts.results += 1;
             }
+            Line::LogChunk(chunk) => {
+                let chunk = chunk
+                    .into_record()
+                    .map_err(|message| TransferError::Malformed {
+                        line: number,
+                        message,
+                    })?;
+                store.put_log_chunk(&chunk).await?;
+                counts.log_chunks += 1;
+            }
         }
     }
     Ok(counts)
@@ -216,6 +285,36 @@ mod tests {
                 .unwrap();
         }
         store
+            .put_result(&ResultRecord {
+                task_id: "t-2".into(),
+                worker_id: "w1".into(),
+                attempt: 1,
+                state: TaskState::Completed,
+                exit_code: Some(0),
+                error: None,
+                oom_killed: false,
+                started_at: Some(1),
+                finished_at: Some(2),
+                log: "tail\n".into(),
+                log_truncated: true,
+                log_chunks: 20,
+                log_chunk_bytes: 40,
+                log_total_bytes: 40,
+            })
+            .await
+            .unwrap();
+        for seq in 0..20 {
+            store
+                .put_log_chunk(&LogChunkRecord {
+                    task_id: "t-2".into(),
+                    attempt: 1,
+                    seq,
+                    data: vec![0, 0xff],
+                })
+                .await
+                .unwrap();
+        }
+        store
             .put_user(&UserRecord {
                 name: "ops".into(),
                 role: "operator".into(),
@@ -234,7 +333,7 @@ mod tests {
         let exported = export(&source, &mut file, |_| {}).await.unwrap();
         assert_eq!(
             exported.to_string(),
-            "1 users, 1 workers, 3 tasks, 3 assignments, 0 results"
+            "1 users, 1 workers, 3 tasks, 3 assignments, 1 results, 20 log chunks"
         );
 
         let target_dir = tempfile::tempdir().unwrap();
@@ -246,6 +345,10 @@ mod tests {
             source.list_tasks().await.unwrap()
         );
         assert_eq!(target.list_assignments("t-2").await.unwrap().len(), 1);
+        assert_eq!(
+            target.log_chunks("t-2", 1, 0, 100).await.unwrap(),
+            source.log_chunks("t-2", 1, 0, 100).await.unwrap()
+        );
 
         // A second import would overwrite a cluster: refused.
         let again = import(&target, file.as_slice(), |_| {}).await.unwrap_err();
