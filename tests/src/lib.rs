@@ -448,6 +448,8 @@ pub struct WorkerOptions {
     pub token: Option<String>,
     /// `--insecure`.
     pub insecure: bool,
+    /// Further flags.
+    pub extra: Vec<String>,
 }
 
 /// A running `cloudai-worker`.
@@ -521,6 +523,7 @@ impl Worker {
         if options.insecure {
             command.arg("--insecure");
         }
+        command.args(&options.extra);
         command
     }
 
@@ -547,6 +550,11 @@ impl Worker {
     /// Registers a new worker on `master` and starts it with its join token
     /// (or plainly with `--insecure`), waiting until the master sees it active.
     pub fn join(master: &mut Master, prefix: &str, dir: &Path) -> Worker {
+        Self::join_with(master, prefix, dir, &[])
+    }
+
+    /// [`Worker::join`] with further flags.
+    pub fn join_with(master: &mut Master, prefix: &str, dir: &Path, extra: &[&str]) -> Worker {
         let id = unique(prefix);
         let port = free_port();
         let token = master.register(&id, &format!("127.0.0.1:{port}"));
@@ -555,6 +563,7 @@ impl Worker {
             master: Some(master.grpc_addr.clone()),
             insecure: token.is_none(),
             token,
+            extra: extra.iter().map(|s| s.to_string()).collect(),
         };
         let worker = Worker::start(&id, dir, &options);
         master.poll("workers", &[&id, "active"], WAIT);

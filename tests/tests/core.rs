@@ -390,3 +390,100 @@ fn gpu_requests_without_free_gpus_are_refused_or_wait_with_a_reason() {
     );
     master.expect(&format!("cancel {task}"), "cancelled");
 }
+
+/// The first difference between two long texts, for a readable failure.
+fn first_difference(got: &str, want: &str) -> String {
+    let at = got
+        .bytes()
+        .zip(want.bytes())
+        .position(|(a, b)| a != b)
+        .unwrap_or(got.len().min(want.len()));
+    let around = |text: &str| {
+        let start = at.saturating_sub(40);
+        String::from_utf8_lossy(&text.as_bytes()[start..(at + 80).min(text.len())]).into_owned()
+    };
+    format!(
+        "{} bytes, expected {}; first difference at byte {at}:\n got: {:?}\nwant: {:?}",
+        got.len(),
+        want.len(),
+        around(got),
+        around(want)
+    )
+}
+
+/// Output past the tail a result carries (256 KiB from the worker, 1 MiB kept
+/// by the master) is uploaded and stored whole in chunks: `logs` and
+/// `/api/tasks/{id}/log` give it back from its first line. A worker with a
+/// lower `--max-log-upload` keeps the start and the end and the gap is named.
+#[test]
+fn a_large_output_is_stored_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut master = Master::start(&dir.path().join("master"), &MasterOptions::default());
+    let whole = Worker::join(&mut master, "wlog", dir.path());
+    let limited = Worker::join_with(
+        &mut master,
+        "wcap",
+        dir.path(),
+        &["--max-log-upload", "300k"],
+    );
+    let lines = 200_000;
+    let expected: String = (1..=lines).map(|n| format!("{n}\n")).collect();
+    assert!(expected.len() > 1 << 20, "more than any tail holds");
+    let command = format!("-- seq 1 {lines}");
+    let full = master.submit(&format!("task {} {TEST_IMAGE} {command}", whole.id));
+    let capped = master.submit(&format!("task {} {TEST_IMAGE} {command}", limited.id));
+    master.poll("tasks", &[&full, "completed"], WAIT);
+    master.poll("tasks", &[&capped, "completed"], WAIT);
+
+    let viewer = master.api_token("viewer");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let (status, body) =
+        runtime.block_on(master.http_get(&format!("/api/tasks/{full}/log"), Some(&viewer)));
+    assert_eq!(status, 200, "{body}");
+    assert!(body == expected, "{}", first_difference(&body, &expected));
+    let (status, view) =
+        runtime.block_on(master.http_get(&format!("/api/tasks/{full}"), Some(&viewer)));
+    assert_eq!(status, 200, "{view}");
+    let view: serde_json::Value = serde_json::from_str(&view).unwrap();
+    assert_eq!(view["full_log"], true, "{view}");
+    assert_eq!(view["log_bytes"], expected.len(), "{view}");
+
+    // The REPL prints the same output, every line in order, then the outcome.
+    let from = master.send(&format!("logs {full}"));
+    master.wait_from(from, &format!("task {full} completed"), WAIT);
+    let printed = master.output();
+    let start = printed[from..]
+        .iter()
+        .position(|line| line == "1")
+        .expect("the first line of the output")
+        + from;
+    let numbers: Vec<&str> = printed[start..start + lines]
+        .iter()
+        .map(String::as_str)
+        .collect();
+    let wanted: Vec<String> = (1..=lines).map(|n| n.to_string()).collect();
+    assert!(
+        numbers == wanted,
+        "`logs` printed the output out of order or with gaps"
+    );
+    assert!(
+        !printed[from..].iter().any(|l| l.contains("cut off")),
+        "nothing was cut"
+    );
+
+    // Capped at 300 KiB: the start up to the limit, a note, the 256 KiB tail.
+    let (status, body) =
+        runtime.block_on(master.http_get(&format!("/api/tasks/{capped}/log"), Some(&viewer)));
+    assert_eq!(status, 200, "{body}");
+    let (head, tail) = (300 * 1024, 256 * 1024);
+    let gap = expected.len() - head - tail;
+    let want = format!(
+        "{}\n[{gap} bytes of output not kept: the worker uploads at most its --max-log-upload]\n{}",
+        &expected[..head],
+        &expected[expected.len() - tail..]
+    );
+    assert!(body == want, "{}", first_difference(&body, &want));
+}

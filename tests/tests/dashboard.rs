@@ -289,6 +289,37 @@ async fn the_dashboard_shows_the_cluster_live() {
         .await;
     browser.shot("04-task-finished").await;
 
+    // A finished task with more output than its tail offers the whole output.
+    let large = master.submit(&format!("task {} {TEST_IMAGE} -- seq 1 100000", worker.id));
+    master.poll("tasks", &[&large, "completed"], WAIT);
+    let row = format!("#tasks tbody tr[data-task-id=\"{large}\"]");
+    browser
+        .wait_for(
+            "the large task completed in the table",
+            &format!("const r = document.querySelector('{row}'); return r && r.dataset.state === 'completed'"),
+        )
+        .await;
+    browser
+        .client()
+        .find(Locator::Css(&row))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let status = browser
+        .wait_for(
+            "the download button of the whole output",
+            "return !document.querySelector('#task-log-download').hidden \
+             && document.querySelector('#task-log-status').textContent",
+        )
+        .await;
+    assert!(
+        status.as_str().unwrap().contains("of 575 KiB"),
+        "the status names the whole size (588,895 bytes): {status}"
+    );
+    browser.shot("04b-large-output").await;
+
     // A killed worker turns inactive on the page.
     doomed.kill9();
     browser
@@ -395,7 +426,12 @@ async fn the_dashboard_api_checks_tokens_and_input() {
     assert_eq!(status, 200);
     assert!(script.contains("/ws/telemetry"));
 
-    for path in ["/api/cluster", "/api/tasks", "/api/tasks/t-1"] {
+    for path in [
+        "/api/cluster",
+        "/api/tasks",
+        "/api/tasks/t-1",
+        "/api/tasks/t-1/log",
+    ] {
         let (status, body) = master.http_get(path, None).await;
         assert_eq!(status, 401, "{path}: {body}");
     }
@@ -422,6 +458,11 @@ async fn the_dashboard_api_checks_tokens_and_input() {
     let one: Value = serde_json::from_str(&body).unwrap();
     assert_eq!(one["task"]["state"], "queued");
     assert_eq!(one["log"], Value::Null);
+    let (status, body) = master
+        .http_get(&format!("/api/tasks/{task}/log"), token)
+        .await;
+    assert_eq!(status, 409, "{body}");
+    assert!(body.contains("stored when it ends"), "{body}");
 
     for (path, status, needle) in [
         ("/api/tasks?state=sleeping", 400, "unknown state 'sleeping'"),
@@ -432,6 +473,7 @@ async fn the_dashboard_api_checks_tokens_and_input() {
         ),
         ("/api/tasks?worker=bad%20id", 400, "worker"),
         ("/api/tasks/t-nope", 404, "no task 't-nope'"),
+        ("/api/tasks/t-nope/log", 404, "no task 't-nope'"),
     ] {
         let (got, body) = master.http_get(path, token).await;
         assert_eq!(got, status, "{path}: {body}");

@@ -1,7 +1,9 @@
 //! The master on MongoDB (an `nx-27017` wire-protocol server): the core loop
 //! works, what the REPL shows is what a separate client reads from the five
-//! collections, and history survives a master restart.
+//! collections (and `LOG_CHUNKS`), and history survives a master restart.
 
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as BASE64;
 use cloudai_e2e::{Master, MasterOptions, MongoServer, TEST_IMAGE, WAIT, Worker, free_port};
 use futures::TryStreamExt;
 use mongodb::bson::{Document, doc};
@@ -94,15 +96,30 @@ async fn a_store_outage_mid_task_loses_nothing() {
     let mut mongo = MongoServer::start(&dir.path().join("mongo"));
     let mut master = Master::start(&dir.path().join("master"), &on_mongodb(&mongo));
     let worker = Worker::join(&mut master, "mo", dir.path());
+    // A large output (more than a result's tail) finishes first: its upload
+    // fails while the store is down and is retried, without holding up the
+    // other task's result.
+    let lines = 100_000;
+    let large = master.submit(&format!(
+        "task {} {TEST_IMAGE} -- sh -c 'sleep 2; seq 1 {lines}'",
+        worker.id
+    ));
     let task = master.submit(&format!(
         "task {} {TEST_IMAGE} -- sh -c 'echo started; sleep 4; echo survived-outage'",
         worker.id
     ));
     master.poll("tasks", &[&task, "running"], WAIT);
+    master.poll("tasks", &[&large, "running"], WAIT);
 
     mongo.stop();
     // The task finishes while the store is down; the REPL still answers.
     master.poll("tasks", &[&task, "completed"], WAIT);
+    worker.wait_log(&format!("cannot upload the output of {large}"), WAIT);
+    let row = master.poll("tasks", &[&large], WAIT);
+    assert!(
+        row.contains("running"),
+        "its result waits for its output: {row}"
+    );
     master.poll("status", &["store:", "UNREACHABLE", "held in memory"], WAIT);
     let from = master.send(&format!("logs {task}"));
     master.wait_from(from, "survived-outage", WAIT);
@@ -115,6 +132,30 @@ async fn a_store_outage_mid_task_loses_nothing() {
     // Its result was written after the outage.
     let result = read_one(&mongo.uri, "RESULTS", "task_id", &task).await;
     assert!(result.get_str("log").unwrap().contains("survived-outage"));
+
+    // Once the store is back the large output is uploaded and stored whole.
+    master.poll("tasks", &[&large, "completed"], WAIT);
+    let mut chunks: Vec<Document> = read_all(&mongo.uri, "LOG_CHUNKS")
+        .await
+        .into_iter()
+        .filter(|c| c.get_str("task_id") == Ok(large.as_str()))
+        .collect();
+    chunks.sort_by_key(|c| c.get_i32("seq").unwrap());
+    let mut stored = Vec::new();
+    for chunk in &chunks {
+        let data = chunk.get_str("data_base64").unwrap();
+        stored.extend(BASE64.decode(data).expect("base64 chunk data"));
+    }
+    let expected: String = (1..=lines).map(|n| format!("{n}\n")).collect();
+    assert!(
+        stored == expected.as_bytes(),
+        "LOG_CHUNKS holds {} bytes in {} chunks, expected {}",
+        stored.len(),
+        chunks.len(),
+        expected.len()
+    );
+    let result = read_one(&mongo.uri, "RESULTS", "task_id", &large).await;
+    assert_eq!(result.get_i32("log_chunks").unwrap() as usize, chunks.len());
 }
 
 /// Moving a cluster from the embedded store to MongoDB with `export` and

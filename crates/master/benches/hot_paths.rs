@@ -1,18 +1,19 @@
 //! Micro-benchmarks of the master's hot paths: placement against 1k/10k
 //! workers, telemetry event JSON encoding, the heartbeat handler's work, and
 //! durable store writes per backend (embedded, single and batched, through the
-//! master's journal; MongoDB on an `nx-27017` server).
+//! master's journal; MongoDB on an `nx-27017` server), and log chunk writes
+//! and reads by chunk size.
 //! Run: `cargo bench -p cloudai-master --bench hot_paths`.
 
 use cloudai_master::db::{
-    EmbeddedStore, MongoStore, ResilientStore, Store, TaskRecord, TaskState, Write,
+    EmbeddedStore, LogChunkRecord, MongoStore, ResilientStore, Store, TaskRecord, TaskState, Write,
 };
 use cloudai_master::events::{Envelope, Event, GpuSample, Metrics};
 use cloudai_master::placement::{Candidate, Demand, Policy, place};
 use cloudai_master::scheduler::PlacementMode;
 use cloudai_master::{Master, Settings};
 use cloudai_proto::v1::Heartbeat;
-use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
+use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use std::hint::black_box;
 use std::sync::Arc;
 use std::time::Duration;
@@ -274,6 +275,55 @@ fn mongodb_writes(c: &mut Criterion) {
                 .unwrap()
         })
     });
+    log_chunk_benches(c, "mongodb_nx27017", &store, &runtime);
+}
+
+/// Chunk sizes the log benchmarks compare.
+const CHUNK_SIZES: [(usize, &str); 3] = [(64 << 10, "64k"), (256 << 10, "256k"), (1 << 20, "1m")];
+
+/// Writing (durably) and reading log chunks of each size on `store`.
+fn log_chunk_benches(
+    c: &mut Criterion,
+    name: &str,
+    store: &dyn Store,
+    runtime: &tokio::runtime::Runtime,
+) {
+    let mut group = c.benchmark_group(format!("{name}_log_chunks"));
+    for (size, label) in CHUNK_SIZES {
+        group.throughput(Throughput::Bytes(size as u64));
+        let mut chunk = LogChunkRecord {
+            task_id: format!("t-{label}"),
+            attempt: 1,
+            seq: 0,
+            data: (0..size).map(|i| b'a' + (i % 26) as u8).collect(),
+        };
+        group.bench_function(BenchmarkId::new("put", label), |b| {
+            b.iter(|| {
+                chunk.seq += 1;
+                runtime.block_on(store.put_log_chunk(&chunk)).unwrap()
+            })
+        });
+        group.bench_function(BenchmarkId::new("read_8", label), |b| {
+            b.iter(|| {
+                let page = runtime
+                    .block_on(store.log_chunks(&chunk.task_id, 1, 1, 8))
+                    .unwrap();
+                black_box(page)
+            })
+        });
+    }
+    group.finish();
+}
+
+fn embedded_log_chunks(c: &mut Criterion) {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let store = EmbeddedStore::open(dir.path()).unwrap();
+    log_chunk_benches(c, "embedded", &store, &runtime);
 }
 
 criterion_group!(
@@ -283,6 +333,7 @@ criterion_group!(
     heartbeat_ingest,
     store_writes,
     store_batches,
+    embedded_log_chunks,
     mongodb_writes
 );
 criterion_main!(benches);

@@ -276,7 +276,14 @@ async fn forward_logs(master: &Master, task: TaskRecord, socket: &mut WebSocket)
         TaskState::Assigned | TaskState::Running => {}
         state if state.is_terminal() => {
             if let Ok(Some(result)) = master.store().get_result(&task_id).await {
-                let data = if result.log_truncated {
+                let data = if result.log_chunks > 0 {
+                    format!(
+                        "[the last {} of {} bytes; the whole output: /api/tasks/{task_id}/log]\n{}",
+                        result.log.len(),
+                        result.log_total_bytes,
+                        result.log
+                    )
+                } else if result.log_truncated {
                     format!("[earlier output cut off]\n{}", result.log)
                 } else {
                     result.log

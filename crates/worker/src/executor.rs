@@ -2,6 +2,7 @@
 //! inspect, stop, remove, and finding this worker's own containers.
 
 use crate::logs::LogBuffer;
+use crate::spool::Spool;
 use bollard::Docker;
 use bollard::container::LogOutput;
 use bollard::models::{ContainerCreateBody, DeviceRequest, HostConfig};
@@ -13,6 +14,7 @@ use cloudai_proto::v1::{LogChunk, LogStream, Task};
 use futures::StreamExt;
 use std::collections::HashMap;
 use std::time::{Duration, SystemTime};
+use tokio_util::sync::CancellationToken;
 
 /// Label holding the task id on every CloudAI container.
 pub const LABEL_TASK: &str = "cloudai.task_id";
@@ -171,8 +173,17 @@ impl Executor {
         Ok(name)
     }
 
-    /// Copies the container's output into `buffer` until the container stops.
-    pub async fn collect_logs(&self, name: &str, task_id: &str, buffer: &LogBuffer) {
+    /// Copies the container's output into `buffer` (and `spool`, when given)
+    /// until Docker ends the stream, after the container stopped and all its
+    /// output was delivered, or until `stop` is cancelled.
+    pub async fn collect_logs(
+        &self,
+        name: &str,
+        task_id: &str,
+        buffer: &LogBuffer,
+        mut spool: Option<Spool>,
+        stop: CancellationToken,
+    ) {
         let options = LogsOptions {
             follow: true,
             stdout: true,
@@ -180,7 +191,12 @@ impl Executor {
             ..Default::default()
         };
         let mut logs = self.docker.logs(name, Some(options));
-        while let Some(item) = logs.next().await {
+        loop {
+            let item = tokio::select! {
+                _ = stop.cancelled() => break,
+                item = logs.next() => item,
+            };
+            let Some(item) = item else { break };
             let (stream, message) = match item {
                 Ok(LogOutput::StdOut { message }) | Ok(LogOutput::Console { message }) => {
                     (LogStream::Stdout, message)
@@ -192,6 +208,9 @@ impl Executor {
                     break;
                 }
             };
+            if let Some(spool) = spool.as_mut() {
+                spool.write(&message).await;
+            }
             buffer.push(LogChunk {
                 task_id: task_id.to_string(),
                 stream: stream as i32,
@@ -199,34 +218,9 @@ impl Executor {
                 timestamp: Some(cloudai_proto::timestamp(SystemTime::now())),
             });
         }
-    }
-
-    /// The whole combined output of a stopped container, in order, as Docker
-    /// kept it (stdout and stderr interleaved).
-    pub fn read_logs(
-        &self,
-        name: &str,
-    ) -> impl futures::Stream<Item = Result<Vec<u8>, String>> + Send + 'static {
-        let options = LogsOptions {
-            follow: false,
-            stdout: true,
-            stderr: true,
-            ..Default::default()
-        };
-        self.docker
-            .logs(name, Some(options))
-            .filter_map(|item| async move {
-                match item {
-                    Ok(LogOutput::StdOut { message })
-                    | Ok(LogOutput::StdErr { message })
-                    | Ok(LogOutput::Console { message }) => Some(Ok(message.to_vec())),
-                    Ok(LogOutput::StdIn { .. }) => None,
-                    Err(error) => Some(Err(format!(
-                        "cannot read the container's output: {}",
-                        docker_message(error)
-                    ))),
-                }
-            })
+        if let Some(spool) = spool {
+            spool.finish().await;
+        }
     }
 
     /// Waits for the container to stop.

@@ -18,6 +18,7 @@ pub mod log_upload;
 pub mod logs;
 pub mod runner;
 pub mod server;
+pub mod spool;
 
 pub use config::WorkerConfig;
 

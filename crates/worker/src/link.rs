@@ -1,7 +1,7 @@
 //! The worker's side of `MasterService`: registration, heartbeats and result delivery.
 
 use crate::log_upload::{self, UploadError};
-use crate::{PendingReport, Worker};
+use crate::{PendingReport, Worker, spool};
 use cloudai_common::host::Sampler;
 use cloudai_proto::v1::master_service_client::MasterServiceClient;
 use cloudai_proto::v1::{Heartbeat, RegisterWorkerRequest};
@@ -293,91 +293,134 @@ async fn send_heartbeat(worker: &Worker, heartbeat: Heartbeat) -> Result<(), Sta
     Ok(())
 }
 
-/// Delivers results in order, retrying with backoff until the master
-/// acknowledges; then removes the container. Undelivered results survive a
+/// A result waiting for delivery, with its retry schedule.
+struct Queued {
+    report: PendingReport,
+    /// Whether its whole output still has to be uploaded first.
+    upload: bool,
+    /// Not before this instant (after a failed try).
+    retry_at: Option<tokio::time::Instant>,
+    backoff: Duration,
+}
+
+/// How one try at a result ended.
+enum Try {
+    /// The master acknowledged it.
+    Delivered,
+    /// The master refused it for good.
+    Refused(String),
+    /// The master (or its store) did not answer; try again later.
+    Later(String),
+}
+
+/// Delivers results (uploading whole outputs first where the tail misses
+/// part), retrying with backoff until the master acknowledges; then removes
+/// the container. A result that must wait goes to the back of the queue, so
+/// one stuck upload does not hold the others. Undelivered results survive a
 /// worker restart because their containers are only removed after delivery.
 pub async fn run_reporter(worker: Worker, mut queue: mpsc::UnboundedReceiver<PendingReport>) {
-    let mut pending: VecDeque<PendingReport> = VecDeque::new();
+    let mut pending: VecDeque<Queued> = VecDeque::new();
     loop {
         if pending.is_empty() {
             tokio::select! {
                 _ = worker.shutdown_token().cancelled() => return,
                 next = queue.recv() => match next {
-                    Some(report) => pending.push_back(report),
+                    Some(report) => pending.push_back(queued(&worker, report)),
                     None => return,
                 },
             }
         }
         while let Ok(report) = queue.try_recv() {
-            pending.push_back(report);
+            pending.push_back(queued(&worker, report));
         }
-        let Some(mut report) = pending.front().cloned() else {
+        let Some(mut item) = pending.pop_front() else {
             continue;
         };
-        let mut backoff = Duration::from_millis(100);
-        let mut upload = needs_upload(&worker, &report);
-        loop {
-            if let (true, Some(container)) = (upload, report.container.as_deref()) {
-                let uploaded = tokio::select! {
-                    _ = worker.shutdown_token().cancelled() => return,
-                    uploaded = log_upload::upload(&worker, container, &mut report.result) => uploaded,
-                };
-                match uploaded {
-                    Ok(()) => upload = false,
-                    Err(UploadError::GiveUp(reason)) => {
-                        tracing::warn!(task_id = %report.result.task_id, %reason, "reporting the result with the tail of its output only");
-                        upload = false;
-                    }
-                    Err(UploadError::Retry(status)) => {
-                        worker.link().report_problem(format!(
-                            "cannot upload the output of {}: {}",
-                            report.result.task_id,
-                            status.message()
-                        ));
-                        tokio::select! {
-                            _ = worker.shutdown_token().cancelled() => return,
-                            _ = tokio::time::sleep(backoff) => {}
-                        }
-                        backoff = (backoff * 2).min(MAX_REPORT_BACKOFF);
-                        continue;
-                    }
-                }
-            }
-            match deliver(&worker, &report).await {
-                Ok(()) => break,
-                Err(status)
-                    if matches!(
-                        status.code(),
-                        Code::NotFound | Code::FailedPrecondition | Code::InvalidArgument
-                    ) =>
-                {
-                    tracing::warn!(task_id = %report.result.task_id, reason = %status.message(), "the master refused the result; dropping it");
-                    break;
-                }
-                Err(status) => {
-                    worker.link().report_problem(format!(
-                        "cannot deliver the result of {}: {}",
-                        report.result.task_id,
-                        status.message()
-                    ));
-                    tokio::select! {
-                        _ = worker.shutdown_token().cancelled() => return,
-                        _ = tokio::time::sleep(backoff) => {}
-                    }
-                    backoff = (backoff * 2).min(MAX_REPORT_BACKOFF);
-                }
+        if let Some(at) = item.retry_at {
+            tokio::select! {
+                _ = worker.shutdown_token().cancelled() => return,
+                _ = tokio::time::sleep_until(at) => {}
             }
         }
-        pending.pop_front();
-        if let Some(container) = &report.container {
+        let outcome = tokio::select! {
+            // Nothing is lost: the container stays until its result is delivered.
+            _ = worker.shutdown_token().cancelled() => return,
+            outcome = try_once(&worker, &mut item) => outcome,
+        };
+        let task_id = item.report.result.task_id.clone();
+        match outcome {
+            Try::Delivered => {}
+            Try::Refused(reason) => {
+                tracing::warn!(%task_id, %reason, "the master refused the result; dropping it");
+            }
+            Try::Later(problem) => {
+                worker.link().report_problem(problem);
+                item.retry_at = Some(tokio::time::Instant::now() + item.backoff);
+                item.backoff = (item.backoff * 2).min(MAX_REPORT_BACKOFF);
+                pending.push_back(item);
+                continue;
+            }
+        }
+        if let Some(container) = &item.report.container {
             worker.executor().remove(container).await;
         }
-        worker.forget(&report.result.task_id);
+        let result = &item.report.result;
+        spool::remove(&spool::path(
+            &worker.config().data_dir,
+            &task_id,
+            result.attempt,
+        ))
+        .await;
+        worker.forget(&task_id);
     }
 }
 
-/// Whether the result's tail misses part of the output and the container
-/// still holds all of it.
+fn queued(worker: &Worker, report: PendingReport) -> Queued {
+    Queued {
+        upload: needs_upload(worker, &report),
+        report,
+        retry_at: None,
+        backoff: Duration::from_millis(100),
+    }
+}
+
+/// Uploads the whole output if it still has to be, then delivers the result.
+async fn try_once(worker: &Worker, item: &mut Queued) -> Try {
+    let task_id = item.report.result.task_id.clone();
+    if item.upload {
+        match log_upload::upload(worker, &mut item.report.result).await {
+            Ok(()) => item.upload = false,
+            Err(UploadError::GiveUp(reason)) => {
+                tracing::warn!(%task_id, %reason, "reporting the result with the tail of its output only");
+                item.upload = false;
+            }
+            Err(UploadError::Retry(status)) => {
+                return Try::Later(format!(
+                    "cannot upload the output of {task_id}: {}",
+                    status.message()
+                ));
+            }
+        }
+    }
+    match deliver(worker, &item.report).await {
+        Ok(()) => Try::Delivered,
+        Err(status)
+            if matches!(
+                status.code(),
+                Code::NotFound | Code::FailedPrecondition | Code::InvalidArgument
+            ) =>
+        {
+            Try::Refused(status.message().to_string())
+        }
+        Err(status) => Try::Later(format!(
+            "cannot deliver the result of {task_id}: {}",
+            status.message()
+        )),
+    }
+}
+
+/// Whether the result's tail misses part of the output (spooled while the
+/// container ran).
 fn needs_upload(worker: &Worker, report: &PendingReport) -> bool {
     report.result.log_truncated
         && report.result.log_chunks == 0

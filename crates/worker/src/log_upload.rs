@@ -1,16 +1,13 @@
 //! Uploading a finished task's whole output to the master (`UploadTaskLog`)
-//! when the log tail in its result does not hold all of it.
-//!
-//! The output is read back from Docker, which keeps it until the worker
-//! removes the container, and that happens only after the master acknowledged
-//! the result: nothing is spooled twice, and a worker restarted before the
-//! upload still finds the output of the container it adopts.
+//! when the log tail in its result does not hold all of it: the output
+//! spooled while the task ran ([`crate::spool`]), in numbered parts.
 
-use crate::Worker;
+use crate::{Worker, spool};
 use cloudai_proto::v1::{TaskLogPart, TaskResult};
 use futures::{Stream, StreamExt};
 use std::time::Duration;
 use tokio::sync::mpsc;
+use tokio_util::io::ReaderStream;
 use tonic::{Code, Status};
 
 /// Bytes per uploaded part (the master stores each as one chunk).
@@ -37,13 +34,9 @@ struct Target {
     attempt: u32,
 }
 
-/// Uploads the output of `container` for `result`'s task and records in the
-/// result what was stored: its chunks, their bytes, and the total.
-pub async fn upload(
-    worker: &Worker,
-    container: &str,
-    result: &mut TaskResult,
-) -> Result<(), UploadError> {
+/// Uploads the spooled output of `result`'s task and records in the result
+/// what was stored: its chunks, their bytes, and the total.
+pub async fn upload(worker: &Worker, result: &mut TaskResult) -> Result<(), UploadError> {
     let limit = worker.config().max_log_upload;
     let client = worker
         .link()
@@ -56,8 +49,16 @@ pub async fn upload(
         worker_id: result.worker_id.clone(),
         attempt: result.attempt,
     };
+    let path = spool::path(&worker.config().data_dir, &target.task_id, target.attempt);
+    let file = tokio::fs::File::open(&path).await.map_err(|e| {
+        UploadError::GiveUp(format!(
+            "its output was not spooled ({}: {e})",
+            path.display()
+        ))
+    })?;
+    let output = ReaderStream::with_capacity(file, PART_BYTES)
+        .map(|read| read.map_err(|e| format!("reading the spooled output: {e}")));
     let (parts, receiver) = mpsc::channel(4);
-    let output = worker.executor().read_logs(container);
     let reader = tokio::spawn(async move { send_parts(output, limit, &target, parts).await });
     let mut request = tonic::Request::new(tokio_stream::wrappers::ReceiverStream::new(receiver));
     let expected_mib = result.log_total_bytes.min(limit) >> 20;
@@ -106,8 +107,8 @@ fn classify(status: Status) -> UploadError {
 /// Cuts `output` into numbered parts of [`PART_BYTES`] and sends them, up to
 /// `limit` bytes in all; returns the bytes sent. Stops early (without error)
 /// when the receiver is gone: the upload failed, and its error says why.
-async fn send_parts(
-    output: impl Stream<Item = Result<Vec<u8>, String>>,
+async fn send_parts<B: AsRef<[u8]>>(
+    output: impl Stream<Item = Result<B, String>>,
     limit: u64,
     target: &Target,
     parts: mpsc::Sender<TaskLogPart>,
@@ -128,6 +129,7 @@ async fn send_parts(
             break;
         };
         let piece = piece?;
+        let piece = piece.as_ref();
         let mut piece = &piece[..piece.len().min(usize::try_from(room).unwrap_or(usize::MAX))];
         room -= piece.len() as u64;
         while !piece.is_empty() {
@@ -215,10 +217,10 @@ mod tests {
     #[tokio::test]
     async fn a_read_error_is_returned() {
         let (sender, _receiver) = mpsc::channel(10);
-        let output = futures::stream::iter([Ok(vec![1u8; 10]), Err("docker went away".into())]);
+        let output = futures::stream::iter([Ok(vec![1u8; 10]), Err("disk went away".into())]);
         let error = send_parts(output, u64::MAX, &target(), sender)
             .await
             .unwrap_err();
-        assert_eq!(error, "docker went away");
+        assert_eq!(error, "disk went away");
     }
 }

@@ -3,6 +3,7 @@
 
 use crate::Worker;
 use crate::logs::LogBuffer;
+use crate::spool::{self, Spool};
 use cloudai_proto::v1::{Task, TaskResult, TaskStatus};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
@@ -165,14 +166,21 @@ pub async fn supervise(
         .running
         .store(true, std::sync::atomic::Ordering::SeqCst);
     worker.heartbeat_soon();
-    let logs = {
-        let (executor, name, task_id, buffer) = (
+    let spool = open_spool(&worker, &task_id, handle.attempt).await;
+    let stop_following = CancellationToken::new();
+    let mut logs = {
+        let (executor, name, task_id, buffer, stop) = (
             executor.clone(),
             name.clone(),
             task_id.clone(),
             handle.logs.clone(),
+            stop_following.clone(),
         );
-        tokio::spawn(async move { executor.collect_logs(&name, &task_id, &buffer).await })
+        tokio::spawn(async move {
+            executor
+                .collect_logs(&name, &task_id, &buffer, spool, stop)
+                .await
+        })
     };
     let timeout = async {
         if timeout_seconds == 0 {
@@ -202,8 +210,26 @@ pub async fn supervise(
     handle
         .running
         .store(false, std::sync::atomic::Ordering::SeqCst);
-    // Docker closes the log stream once the container stops; don't wait forever on it.
-    let _ = tokio::time::timeout(Duration::from_secs(5), logs).await;
+    // Docker ends the log stream once it delivered all the output, which for a
+    // large output can be well after the container stopped: wait while the
+    // output keeps coming, not forever.
+    let mut seen = handle.logs.total_bytes();
+    while tokio::time::timeout(LOG_DRAIN_PATIENCE, &mut logs)
+        .await
+        .is_err()
+    {
+        let now = handle.logs.total_bytes();
+        if now == seen {
+            tracing::warn!(
+                task_id,
+                "the container's output stalled after it stopped; not waiting for more"
+            );
+            stop_following.cancel();
+            let _ = logs.await;
+            break;
+        }
+        seen = now;
+    }
     handle.logs.close();
     let report = match executor.outcome(&name).await {
         Ok(outcome) => {
@@ -249,6 +275,28 @@ pub async fn supervise(
     tracing::info!(task_id, status = report.status().as_str_name(), exit_code = ?report.exit_code, "task finished");
     worker.queue_result(report, Some(name));
     worker.heartbeat_soon();
+}
+
+/// How long the output may pause, once the container stopped, before the
+/// worker stops waiting for the rest of it.
+const LOG_DRAIN_PATIENCE: Duration = Duration::from_secs(5);
+
+/// The file the task's output is spooled to, for the upload (none with
+/// `--max-log-upload 0`, or when it cannot be created: the result then
+/// carries the tail only).
+async fn open_spool(worker: &Worker, task_id: &str, attempt: u32) -> Option<Spool> {
+    let limit = worker.config().max_log_upload;
+    if limit == 0 {
+        return None;
+    }
+    let path = spool::path(&worker.config().data_dir, task_id, attempt);
+    match Spool::create(path.clone(), limit).await {
+        Ok(spool) => Some(spool),
+        Err(error) => {
+            tracing::warn!(task_id, path = %path.display(), %error, "cannot spool the task's output; its result will carry the tail only");
+            None
+        }
+    }
 }
 
 fn status_for(reason: Option<StopReason>) -> TaskStatus {
@@ -299,6 +347,8 @@ fn result(
 pub async fn reconcile(worker: &Worker) -> Result<usize, String> {
     let containers = worker.executor().own_containers(worker.id()).await?;
     let count = containers.len();
+    let kept: Vec<String> = containers.iter().map(|c| c.task_id.clone()).collect();
+    spool::remove_stale(&worker.config().data_dir, &kept).await;
     for container in containers {
         let handle = Arc::new(TaskHandle::new(container.attempt));
         if !worker.adopt(&container.task_id, handle.clone()) {

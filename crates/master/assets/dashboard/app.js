@@ -469,6 +469,16 @@ function renderDetails(task) {
   $('#task-view').dataset.state = task.state;
 }
 
+// A finished task's stored tail; when earlier output was cut, from its first whole line.
+function storedTail(answer) {
+  const log = answer.log || '';
+  if (!answer.log_truncated) return log;
+  const newline = log.indexOf('\n');
+  const whole = newline >= 0 && newline < 4096 ? log.slice(newline + 1) : log;
+  const note = answer.full_log ? '[earlier output: “Download the whole output” above]' : '[earlier output cut off]';
+  return `${note}\n${whole}`;
+}
+
 async function openTask(id) {
   closeLogSocket();
   app.selected = id;
@@ -489,7 +499,7 @@ async function openTask(id) {
     $('#task-log-status').textContent = answer.log == null ? '(none stored)'
       : answer.full_log ? `(stored: the last ${bytes(answer.log.length)} of ${bytes(answer.log_bytes)})` : '(stored)';
     $('#task-log-download').hidden = !answer.full_log;
-    $('#task-log').textContent = (answer.log_truncated ? '[earlier output cut off]\n' : '') + (answer.log || '');
+    $('#task-log').textContent = storedTail(answer);
     return;
   }
   if (answer.task.state !== 'assigned' && answer.task.state !== 'running') {
