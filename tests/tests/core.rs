@@ -324,8 +324,9 @@ fn restarted_worker_adopts_its_running_container() {
     let mut master = Master::start(&dir.path().join("master"), &MasterOptions::default());
     let mut worker = Worker::join(&mut master, "wa", dir.path());
     let id = worker.id.clone();
+    // More output than a result's tail, written after the worker is gone.
     let task = master.submit(&format!(
-        "task {id} {TEST_IMAGE} -- sh -c 'echo first; sleep 3; echo adopted-done'"
+        "task {id} {TEST_IMAGE} -- sh -c 'echo first; sleep 3; seq 1 60000; echo adopted-done'"
     ));
     master.poll("tasks", &[&task, "running"], WAIT);
     worker.kill9();
@@ -335,6 +336,18 @@ fn restarted_worker_adopts_its_running_container() {
     master.poll("tasks", &[&task, "completed", "busybox"], WAIT);
     let from = master.send(&format!("logs {task}"));
     master.wait_from(from, "adopted-done", WAIT);
+    // The adopting worker followed the output from its start: all of it is stored.
+    let numbers: String = (1..=60_000).map(|n| format!("{n}\n")).collect();
+    let expected = format!("first\n{numbers}adopted-done\n");
+    let viewer = master.api_token("viewer");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let (status, body) =
+        runtime.block_on(master.http_get(&format!("/api/tasks/{task}/log"), Some(&viewer)));
+    assert_eq!(status, 200, "{body}");
+    assert!(body == expected, "{}", first_difference(&body, &expected));
 }
 
 #[test]
