@@ -142,7 +142,11 @@ pub const COMMANDS: &[(&str, &str, &str)] = &[
         "monitor <task>",
         "follow a running task's output until it ends; print a finished task's stored output",
     ),
-    ("logs", "logs <task>", "print a task's stored output"),
+    (
+        "logs",
+        "logs <task>",
+        "print a finished task's whole stored output",
+    ),
     (
         "cancel",
         "cancel <task>",
