@@ -25,6 +25,41 @@ pub const LABEL_ATTEMPT: &str = "cloudai.attempt";
 /// Label holding the task timeout in seconds.
 pub const LABEL_TIMEOUT: &str = "cloudai.timeout_seconds";
 
+/// How [`Executor::collect_logs`] reads a container's output.
+#[derive(Debug, Clone)]
+pub enum LogRead {
+    /// From the start, following until Docker ends the stream (after the
+    /// container stopped and all its output was delivered) or the token is
+    /// cancelled.
+    Follow(CancellationToken),
+    /// What Docker holds now, without its first `skip` bytes (collected before).
+    Rest {
+        /// Bytes to leave out.
+        skip: u64,
+    },
+}
+
+/// What [`Executor::collect_logs`] hands back.
+pub struct Collected {
+    /// The spool it wrote to.
+    pub spool: Option<Spool>,
+    /// Docker's timestamp of the last piece read (RFC 3339, nanoseconds).
+    pub last_timestamp: Option<String>,
+}
+
+/// Splits Docker's `2026-11-27T12:00:00.123456789Z ` prefix (logs read with
+/// `timestamps`) from a piece of output.
+fn split_timestamp(message: &[u8]) -> (Option<&str>, &[u8]) {
+    let prefix = &message[..message.len().min(40)];
+    match prefix.iter().position(|&b| b == b' ') {
+        Some(space) => match std::str::from_utf8(&message[..space]) {
+            Ok(timestamp) if timestamp.ends_with('Z') => (Some(timestamp), &message[space + 1..]),
+            _ => (None, message),
+        },
+        None => (None, message),
+    }
+}
+
 /// A container's final state.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Outcome {
@@ -174,23 +209,29 @@ impl Executor {
     }
 
     /// Copies the container's output into `buffer` (and `spool`, when given)
-    /// until Docker ends the stream, after the container stopped and all its
-    /// output was delivered, or until `stop` is cancelled.
+    /// as `read` says. Hands the spool back, for more output or for
+    /// [`Spool::finish`], with Docker's timestamp of the last piece read.
     pub async fn collect_logs(
         &self,
         name: &str,
         task_id: &str,
         buffer: &LogBuffer,
+        read: LogRead,
         mut spool: Option<Spool>,
-        stop: CancellationToken,
-    ) {
+    ) -> Collected {
+        let (follow, mut skip, stop) = match read {
+            LogRead::Follow(stop) => (true, 0, stop),
+            LogRead::Rest { skip } => (false, skip, CancellationToken::new()),
+        };
         let options = LogsOptions {
-            follow: true,
+            follow,
             stdout: true,
             stderr: true,
+            timestamps: true,
             ..Default::default()
         };
         let mut logs = self.docker.logs(name, Some(options));
+        let mut last_timestamp = None;
         loop {
             let item = tokio::select! {
                 _ = stop.cancelled() => break,
@@ -208,19 +249,55 @@ impl Executor {
                     break;
                 }
             };
+            let (timestamp, message) = split_timestamp(&message);
+            if timestamp.is_some() {
+                last_timestamp = timestamp.map(str::to_string);
+            }
+            let skipped = usize::try_from(skip)
+                .unwrap_or(usize::MAX)
+                .min(message.len());
+            skip -= skipped as u64;
+            let data = &message[skipped..];
+            if data.is_empty() {
+                continue;
+            }
             if let Some(spool) = spool.as_mut() {
-                spool.write(&message).await;
+                spool.write(data).await;
             }
             buffer.push(LogChunk {
                 task_id: task_id.to_string(),
                 stream: stream as i32,
-                data: message.to_vec(),
+                data: data.to_vec(),
                 timestamp: Some(cloudai_proto::timestamp(SystemTime::now())),
             });
         }
-        if let Some(spool) = spool {
-            spool.finish().await;
+        Collected {
+            spool,
+            last_timestamp,
         }
+    }
+
+    /// Docker's timestamp of the last piece of a container's output (read
+    /// from the end of its log: cheap whatever the output's size).
+    pub async fn last_log_timestamp(&self, name: &str) -> Option<String> {
+        let options = LogsOptions {
+            stdout: true,
+            stderr: true,
+            timestamps: true,
+            tail: "1".into(),
+            ..Default::default()
+        };
+        let mut logs = self.docker.logs(name, Some(options));
+        let mut last = None;
+        while let Some(Ok(item)) = logs.next().await {
+            if let LogOutput::StdOut { message }
+            | LogOutput::StdErr { message }
+            | LogOutput::Console { message } = item
+            {
+                last = split_timestamp(&message).0.map(str::to_string);
+            }
+        }
+        last
     }
 
     /// Waits for the container to stop.
@@ -343,6 +420,19 @@ fn gpu_requests(device_ids: &[String], count: i32) -> Option<Vec<DeviceRequest>>
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn docker_timestamps_are_split_from_the_output() {
+        let (timestamp, data) = split_timestamp(b"2026-11-27T12:00:00.123456789Z hello world\n");
+        assert_eq!(timestamp, Some("2026-11-27T12:00:00.123456789Z"));
+        assert_eq!(data, b"hello world\n");
+        // Output that merely contains a space is left whole.
+        assert_eq!(
+            split_timestamp(b"no stamp here"),
+            (None, &b"no stamp here"[..])
+        );
+        assert_eq!(split_timestamp(b""), (None, &b""[..]));
+    }
 
     #[test]
     fn gpu_requests_prefer_exact_devices() {

@@ -2,6 +2,7 @@
 //! (with timeout and cancel), inspect, and queue the result.
 
 use crate::Worker;
+use crate::executor::{Collected, LogRead};
 use crate::logs::LogBuffer;
 use crate::spool::{self, Spool};
 use cloudai_proto::v1::{Task, TaskResult, TaskStatus};
@@ -168,7 +169,7 @@ pub async fn supervise(
     worker.heartbeat_soon();
     let spool = open_spool(&worker, &task_id, handle.attempt).await;
     let stop_following = CancellationToken::new();
-    let mut logs = {
+    let logs = {
         let (executor, name, task_id, buffer, stop) = (
             executor.clone(),
             name.clone(),
@@ -178,7 +179,7 @@ pub async fn supervise(
         );
         tokio::spawn(async move {
             executor
-                .collect_logs(&name, &task_id, &buffer, spool, stop)
+                .collect_logs(&name, &task_id, &buffer, LogRead::Follow(stop), spool)
                 .await
         })
     };
@@ -213,22 +214,9 @@ pub async fn supervise(
     // Docker ends the log stream once it delivered all the output, which for a
     // large output can be well after the container stopped: wait while the
     // output keeps coming, not forever.
-    let mut seen = handle.logs.total_bytes();
-    while tokio::time::timeout(LOG_DRAIN_PATIENCE, &mut logs)
-        .await
-        .is_err()
-    {
-        let now = handle.logs.total_bytes();
-        if now == seen {
-            tracing::warn!(
-                task_id,
-                "the container's output stalled after it stopped; not waiting for more"
-            );
-            stop_following.cancel();
-            let _ = logs.await;
-            break;
-        }
-        seen = now;
+    let spool = drain_output(&worker, &task_id, &name, &handle, logs, stop_following).await;
+    if let Some(spool) = spool {
+        spool.finish().await;
     }
     handle.logs.close();
     let report = match executor.outcome(&name).await {
@@ -277,9 +265,54 @@ pub async fn supervise(
     worker.heartbeat_soon();
 }
 
-/// How long the output may pause, once the container stopped, before the
-/// worker stops waiting for the rest of it.
+/// How long the followed output may pause, once the container stopped,
+/// before the worker reads the rest of it without following.
 const LOG_DRAIN_PATIENCE: Duration = Duration::from_secs(5);
+
+/// Waits until the follower has all of a stopped container's output and
+/// hands back the spool. Docker ends the followed stream once it delivered
+/// everything, which for a large output is well after the container exited,
+/// so the worker waits as long as output keeps coming. But Docker's follow
+/// can also end early, or stall, at a container's end under load: when the
+/// last piece collected is not the last piece of the container's log, the
+/// rest is read without following, skipping what was already collected.
+async fn drain_output(
+    worker: &Worker,
+    task_id: &str,
+    name: &str,
+    handle: &TaskHandle,
+    mut follower: tokio::task::JoinHandle<Collected>,
+    stop_following: CancellationToken,
+) -> Option<Spool> {
+    let mut seen = handle.logs.total_bytes();
+    let followed = loop {
+        match tokio::time::timeout(LOG_DRAIN_PATIENCE, &mut follower).await {
+            Ok(done) => break done.ok(),
+            Err(_) if handle.logs.total_bytes() != seen => seen = handle.logs.total_bytes(),
+            Err(_) => {
+                stop_following.cancel();
+                break follower.await.ok();
+            }
+        }
+    };
+    let followed = followed?;
+    let last = worker.executor().last_log_timestamp(name).await;
+    if last.is_none() || last == followed.last_timestamp {
+        return followed.spool;
+    }
+    let collected = handle.logs.total_bytes();
+    tracing::info!(
+        task_id,
+        collected,
+        "Docker ended the followed output early; reading the rest"
+    );
+    let rest = LogRead::Rest { skip: collected };
+    worker
+        .executor()
+        .collect_logs(name, task_id, &handle.logs, rest, followed.spool)
+        .await
+        .spool
+}
 
 /// The file the task's output is spooled to, for the upload (none with
 /// `--max-log-upload 0`, or when it cannot be created: the result then
