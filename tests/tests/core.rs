@@ -4,7 +4,7 @@ use cloudai_e2e::{
     Master, MasterOptions, TEST_IMAGE, WAIT, Worker, WorkerOptions, free_port, unique, word_after,
 };
 use cloudai_proto::v1::master_service_client::MasterServiceClient;
-use cloudai_proto::v1::{Heartbeat, RegisterWorkerRequest, WorkerInfo};
+use cloudai_proto::v1::{Heartbeat, RegisterWorkerRequest, TaskLogPart, WorkerInfo};
 use std::time::Duration;
 use tonic::Code;
 
@@ -125,6 +125,51 @@ fn unknown_worker_is_refused_with_the_register_command() {
         }))
         .unwrap_err();
     assert_eq!(status.code(), Code::InvalidArgument);
+}
+
+/// `UploadTaskLog` checks every upload before storing anything: an empty one,
+/// an unknown task, a task of another worker, a task that already ended.
+/// (Without TLS; with it, the caller must also hold the worker's certificate.)
+#[test]
+fn uploads_of_task_output_are_checked() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut master = Master::start(&dir.path().join("master"), &insecure());
+    let (runtime, client) = grpc(&master.grpc_addr);
+    let part = |task_id: &str, worker_id: &str| TaskLogPart {
+        task_id: task_id.into(),
+        worker_id: worker_id.into(),
+        attempt: 1,
+        seq: 0,
+        data: b"output\n".to_vec(),
+    };
+    let upload = |parts: Vec<TaskLogPart>| {
+        runtime
+            .block_on(client.clone().upload_task_log(futures::stream::iter(parts)))
+            .expect_err("refused")
+    };
+    let status = upload(vec![]);
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+
+    // A registered worker that registers but serves nothing: its task fails at once.
+    let address = format!("127.0.0.1:{}", free_port());
+    master.register("up", &address);
+    runtime
+        .block_on(client.clone().register_worker(RegisterWorkerRequest {
+            info: Some(info("up", &address)),
+            task_ids: vec![],
+        }))
+        .expect("a registered worker is accepted");
+    let line = master.expect(&format!("task up {TEST_IMAGE} -- true"), "failed to start");
+    let task = word_after(&line, "task ").to_string();
+    master.poll("tasks", &[&task, "failed"], WAIT);
+    let status = upload(vec![part("t-nope", "up")]);
+    assert_eq!(status.code(), Code::NotFound, "{status:?}");
+    let status = upload(vec![part(&task, "ghost")]);
+    assert_eq!(status.code(), Code::FailedPrecondition, "{status:?}");
+    assert!(status.message().contains("belongs to worker"), "{status:?}");
+    let status = upload(vec![part(&task, "up")]);
+    assert_eq!(status.code(), Code::FailedPrecondition, "{status:?}");
+    assert!(status.message().contains("already failed"), "{status:?}");
 }
 
 #[test]
@@ -449,10 +494,16 @@ fn a_large_output_is_stored_whole() {
         .map(|_| master.submit(&format!("task {} {TEST_IMAGE} {command}", whole.id)))
         .collect();
     let capped = master.submit(&format!("task {} {TEST_IMAGE} {command}", limited.id));
-    for task in &full {
+    // Output ending in a 40 KB line without a newline: Docker splits it into
+    // pieces with one timestamp, and the worker reads the log's end again
+    // after following it (nothing may come twice).
+    let open_end = master.submit(&format!(
+        "task {} {TEST_IMAGE} -- sh -c 'seq 1 {lines}; head -c 40000 /dev/zero | tr \"\\0\" x'",
+        whole.id
+    ));
+    for task in full.iter().chain([&capped, &open_end]) {
         master.poll("tasks", &[task, "completed"], WAIT);
     }
-    master.poll("tasks", &[&capped, "completed"], WAIT);
 
     let viewer = master.api_token("viewer");
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -469,6 +520,11 @@ fn a_large_output_is_stored_whole() {
             first_difference(&body, &expected)
         );
     }
+    let (status, body) =
+        runtime.block_on(master.http_get(&format!("/api/tasks/{open_end}/log"), Some(&viewer)));
+    assert_eq!(status, 200, "{body}");
+    let want = format!("{expected}{}", "x".repeat(40_000));
+    assert!(body == want, "{}", first_difference(&body, &want));
     let full = &full[0];
     let (status, view) =
         runtime.block_on(master.http_get(&format!("/api/tasks/{full}"), Some(&viewer)));

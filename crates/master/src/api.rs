@@ -199,13 +199,10 @@ pub async fn task(
     } else {
         None
     };
-    let log_bytes = result.as_ref().map(|r| {
-        if r.log_chunks > 0 {
-            r.log_total_bytes
-        } else {
-            r.log.len() as u64
-        }
-    });
+    // Workers report the whole size; results stored before they did, only the tail.
+    let log_bytes = result
+        .as_ref()
+        .map(|r| r.log_total_bytes.max(r.log.len() as u64));
     Ok(Json(json!({
         "task": TaskView::of(&master, task),
         "log": result.as_ref().map(|r| r.log.as_str()),

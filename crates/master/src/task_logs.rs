@@ -47,6 +47,12 @@ impl Master {
                 task.id, task.worker_id, first.worker_id
             )));
         }
+        if task.state.is_terminal() {
+            return Err(MasterError::FailedPrecondition(format!(
+                "task '{}' is already {}; its output is no longer taken",
+                task.id, task.state
+            )));
+        }
         if task.attempt != first.attempt {
             return Err(MasterError::FailedPrecondition(format!(
                 "task '{}' is on attempt {}, not {}",
@@ -79,6 +85,17 @@ impl Master {
         }
         tracing::debug!(task_id = %task.id, chunks = summary.chunks, bytes = summary.bytes, "task output stored");
         Ok(summary)
+    }
+
+    /// Removes the stored output of attempts before `task`'s current one (their
+    /// results were replaced, so nothing reads them any more). A failure is
+    /// logged: it leaves unreachable chunks, never a wrong answer.
+    pub(crate) async fn drop_earlier_outputs(&self, task: &TaskRecord) {
+        for attempt in 1..task.attempt {
+            if let Err(error) = self.store().delete_log_chunks(&task.id, attempt).await {
+                tracing::warn!(task_id = %task.id, attempt, %error, "cannot remove an earlier attempt's output");
+            }
+        }
     }
 
     /// The stored output of a finished task, or `None` when nothing was stored.

@@ -317,6 +317,12 @@ impl Master {
         if task.state.is_terminal() {
             return Ok(task);
         }
+        if result.attempt != 0 && result.attempt != task.attempt {
+            return Err(MasterError::FailedPrecondition(format!(
+                "a report of attempt {} of task '{}', which is on attempt {}",
+                result.attempt, task.id, task.attempt
+            )));
+        }
         let (log, cut) = bounded_log(&result.log_tail);
         let log_truncated = cut || result.log_truncated;
         let started_at = result
@@ -346,6 +352,7 @@ impl Master {
                 log_total_bytes: result.log_total_bytes,
             })
             .await?;
+        self.drop_earlier_outputs(&task).await;
         if state == TaskState::Failed && task.attempt <= task.max_retries {
             let why = error.clone().unwrap_or_else(|| "failed".into());
             if let Some(requeued) = self.retry_or_fail(&task.id, &why).await? {

@@ -32,30 +32,58 @@ pub enum LogRead {
     /// container stopped and all its output was delivered) or the token is
     /// cancelled.
     Follow(CancellationToken),
-    /// What Docker holds now, without its first `skip` bytes (collected before).
-    Rest {
-        /// Bytes to leave out.
-        skip: u64,
-    },
+    /// What Docker holds now after `mark` (from the start when `None`), without following.
+    After(Option<LogMark>),
+}
+
+/// Where a read of a container's output stopped: Docker's timestamp of the
+/// last piece and how many bytes carried that same timestamp (the pieces of
+/// a line longer than 16 KiB share one).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LogMark {
+    /// Nanoseconds since the epoch.
+    pub nanos: i128,
+    /// Bytes read with exactly that timestamp.
+    pub bytes_at: u64,
+    /// The last piece did not end a line (more pieces of it may follow).
+    pub line_open: bool,
+}
+
+impl LogMark {
+    /// Advances the mark over a piece read with `nanos`.
+    fn passed(mark: Option<LogMark>, nanos: i128, piece: &[u8]) -> LogMark {
+        let before = mark.filter(|m| m.nanos == nanos).map_or(0, |m| m.bytes_at);
+        LogMark {
+            nanos,
+            bytes_at: before + piece.len() as u64,
+            line_open: !piece.ends_with(b"\n"),
+        }
+    }
 }
 
 /// What [`Executor::collect_logs`] hands back.
 pub struct Collected {
     /// The spool it wrote to.
     pub spool: Option<Spool>,
-    /// Docker's timestamp of the last piece read (RFC 3339, nanoseconds).
-    pub last_timestamp: Option<String>,
+    /// Where the read stopped (`None`: nothing with a timestamp was read).
+    pub mark: Option<LogMark>,
 }
 
-/// Splits Docker's `2026-11-27T12:00:00.123456789Z ` prefix (logs read with
-/// `timestamps`) from a piece of output.
-fn split_timestamp(message: &[u8]) -> (Option<&str>, &[u8]) {
-    let prefix = &message[..message.len().min(40)];
-    match prefix.iter().position(|&b| b == b' ') {
-        Some(space) => match std::str::from_utf8(&message[..space]) {
-            Ok(timestamp) if timestamp.ends_with('Z') => (Some(timestamp), &message[space + 1..]),
-            _ => (None, message),
-        },
+/// Splits Docker's RFC 3339 timestamp prefix (`2026-11-27T12:00:00.123456789Z `,
+/// or with an offset for log drivers that keep local time; logs read with
+/// `timestamps`) from a piece of output, as nanoseconds since the epoch.
+fn split_timestamp(message: &[u8]) -> (Option<i128>, &[u8]) {
+    let prefix = &message[..message.len().min(48)];
+    let Some(space) = prefix.iter().position(|&b| b == b' ') else {
+        return (None, message);
+    };
+    let parsed = std::str::from_utf8(&message[..space])
+        .ok()
+        .and_then(|text| {
+            time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339).ok()
+        });
+    match parsed {
+        Some(at) => (Some(at.unix_timestamp_nanos()), &message[space + 1..]),
         None => (None, message),
     }
 }
@@ -210,7 +238,7 @@ impl Executor {
 
     /// Copies the container's output into `buffer` (and `spool`, when given)
     /// as `read` says. Hands the spool back, for more output or for
-    /// [`Spool::finish`], with Docker's timestamp of the last piece read.
+    /// [`Spool::finish`], with the mark of the last piece read.
     pub async fn collect_logs(
         &self,
         name: &str,
@@ -219,19 +247,23 @@ impl Executor {
         read: LogRead,
         mut spool: Option<Spool>,
     ) -> Collected {
-        let (follow, mut skip, stop) = match read {
-            LogRead::Follow(stop) => (true, 0, stop),
-            LogRead::Rest { skip } => (false, skip, CancellationToken::new()),
+        let (follow, after, stop) = match read {
+            LogRead::Follow(stop) => (true, None, stop),
+            LogRead::After(mark) => (false, mark, CancellationToken::new()),
         };
         let options = LogsOptions {
             follow,
             stdout: true,
             stderr: true,
             timestamps: true,
+            // Docker's `since` is in whole seconds; the mark sorts out the rest.
+            since: after.map_or(0, |m| {
+                i32::try_from(m.nanos.div_euclid(1_000_000_000)).unwrap_or(0)
+            }),
             ..Default::default()
         };
         let mut logs = self.docker.logs(name, Some(options));
-        let mut last_timestamp = None;
+        let mut mark = None;
         loop {
             let item = tokio::select! {
                 _ = stop.cancelled() => break,
@@ -249,15 +281,18 @@ impl Executor {
                     break;
                 }
             };
-            let (timestamp, message) = split_timestamp(&message);
-            if timestamp.is_some() {
-                last_timestamp = timestamp.map(str::to_string);
-            }
-            let skipped = usize::try_from(skip)
-                .unwrap_or(usize::MAX)
-                .min(message.len());
-            skip -= skipped as u64;
-            let data = &message[skipped..];
+            let (nanos, message) = split_timestamp(&message);
+            let seen = nanos.map(|n| LogMark::passed(mark, n, message));
+            mark = seen.or(mark);
+            let data = match (after, seen) {
+                // Read before: older than the mark, or within its bytes.
+                (Some(after), Some(seen)) if seen.nanos < after.nanos => continue,
+                (Some(after), Some(seen)) if seen.nanos == after.nanos => {
+                    let new = seen.bytes_at.saturating_sub(after.bytes_at);
+                    &message[message.len() - (new as usize).min(message.len())..]
+                }
+                _ => message,
+            };
             if data.is_empty() {
                 continue;
             }
@@ -271,15 +306,13 @@ impl Executor {
                 timestamp: Some(cloudai_proto::timestamp(SystemTime::now())),
             });
         }
-        Collected {
-            spool,
-            last_timestamp,
-        }
+        Collected { spool, mark }
     }
 
-    /// Docker's timestamp of the last piece of a container's output (read
-    /// from the end of its log: cheap whatever the output's size).
-    pub async fn last_log_timestamp(&self, name: &str) -> Option<String> {
+    /// Docker's timestamp of the last piece of a container's output, in
+    /// nanoseconds since the epoch (read from the end of its log: cheap
+    /// whatever the output's size).
+    pub async fn last_log_time(&self, name: &str) -> Option<i128> {
         let options = LogsOptions {
             stdout: true,
             stderr: true,
@@ -294,7 +327,7 @@ impl Executor {
             | LogOutput::StdErr { message }
             | LogOutput::Console { message } = item
             {
-                last = split_timestamp(&message).0.map(str::to_string);
+                last = split_timestamp(&message).0;
             }
         }
         last
@@ -423,15 +456,28 @@ mod tests {
 
     #[test]
     fn docker_timestamps_are_split_from_the_output() {
-        let (timestamp, data) = split_timestamp(b"2026-11-27T12:00:00.123456789Z hello world\n");
-        assert_eq!(timestamp, Some("2026-11-27T12:00:00.123456789Z"));
+        let (nanos, data) = split_timestamp(b"2026-11-27T12:00:00.123456789Z hello world\n");
+        assert_eq!(nanos, Some(1_795_780_800_123_456_789));
         assert_eq!(data, b"hello world\n");
+        // Log drivers that keep local time: the same instant.
+        let (local, _) = split_timestamp(b"2026-11-27T13:00:00.123456789+01:00 x");
+        assert_eq!(local, nanos);
         // Output that merely contains a space is left whole.
         assert_eq!(
             split_timestamp(b"no stamp here"),
             (None, &b"no stamp here"[..])
         );
         assert_eq!(split_timestamp(b""), (None, &b""[..]));
+    }
+
+    #[test]
+    fn a_mark_counts_the_bytes_of_its_timestamp() {
+        let first = LogMark::passed(None, 5, b"0123");
+        assert_eq!((first.bytes_at, first.line_open), (4, true));
+        let same = LogMark::passed(Some(first), 5, b"45\n");
+        assert_eq!((same.nanos, same.bytes_at, same.line_open), (5, 7, false));
+        let next = LogMark::passed(Some(same), 6, b"x");
+        assert_eq!((next.nanos, next.bytes_at), (6, 1));
     }
 
     #[test]

@@ -17,6 +17,9 @@ use tonic::{Code, Status};
 const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 /// Longest pause between attempts to deliver a result.
 const MAX_REPORT_BACKOFF: Duration = Duration::from_secs(5);
+/// How long an upload of a whole output may keep failing before the result
+/// is delivered with its tail only (so a task never stays unfinished).
+const UPLOAD_PATIENCE: Duration = Duration::from_secs(15 * 60);
 
 /// What the worker knows about its master.
 pub struct LinkState {
@@ -298,6 +301,8 @@ struct Queued {
     report: PendingReport,
     /// Whether its whole output still has to be uploaded first.
     upload: bool,
+    /// When its upload first failed.
+    upload_failing_since: Option<tokio::time::Instant>,
     /// Not before this instant (after a failed try).
     retry_at: Option<tokio::time::Instant>,
     backoff: Duration,
@@ -315,8 +320,8 @@ enum Try {
 
 /// Delivers results (uploading whole outputs first where the tail misses
 /// part), retrying with backoff until the master acknowledges; then removes
-/// the container. A result that must wait goes to the back of the queue, so
-/// one stuck upload does not hold the others. Undelivered results survive a
+/// the container. The result due first goes next, so one that waits for a
+/// retry does not hold up the others (uploads still go one at a time). Undelivered results survive a
 /// worker restart because their containers are only removed after delivery.
 pub async fn run_reporter(worker: Worker, mut queue: mpsc::UnboundedReceiver<PendingReport>) {
     let mut pending: VecDeque<Queued> = VecDeque::new();
@@ -333,15 +338,32 @@ pub async fn run_reporter(worker: Worker, mut queue: mpsc::UnboundedReceiver<Pen
         while let Ok(report) = queue.try_recv() {
             pending.push_back(queued(&worker, report));
         }
-        let Some(mut item) = pending.pop_front() else {
+        // The result due first; new ones are due at once, in arrival order.
+        let now = tokio::time::Instant::now();
+        let Some((index, due)) = pending
+            .iter()
+            .map(|item| item.retry_at.unwrap_or(now))
+            .enumerate()
+            .min_by_key(|&(_, due)| due)
+        else {
             continue;
         };
-        if let Some(at) = item.retry_at {
+        if due > now {
             tokio::select! {
                 _ = worker.shutdown_token().cancelled() => return,
-                _ = tokio::time::sleep_until(at) => {}
+                _ = tokio::time::sleep_until(due) => {}
+                next = queue.recv() => {
+                    match next {
+                        Some(report) => pending.push_back(queued(&worker, report)),
+                        None => return,
+                    }
+                    continue;
+                }
             }
         }
+        let Some(mut item) = pending.remove(index) else {
+            continue;
+        };
         let outcome = tokio::select! {
             // Nothing is lost: the container stays until its result is delivered.
             _ = worker.shutdown_token().cancelled() => return,
@@ -378,6 +400,7 @@ pub async fn run_reporter(worker: Worker, mut queue: mpsc::UnboundedReceiver<Pen
 fn queued(worker: &Worker, report: PendingReport) -> Queued {
     Queued {
         upload: needs_upload(worker, &report),
+        upload_failing_since: None,
         report,
         retry_at: None,
         backoff: Duration::from_millis(100),
@@ -395,10 +418,17 @@ async fn try_once(worker: &Worker, item: &mut Queued) -> Try {
                 item.upload = false;
             }
             Err(UploadError::Retry(status)) => {
-                return Try::Later(format!(
-                    "cannot upload the output of {task_id}: {}",
-                    status.message()
-                ));
+                let since = *item
+                    .upload_failing_since
+                    .get_or_insert_with(tokio::time::Instant::now);
+                if since.elapsed() < UPLOAD_PATIENCE {
+                    return Try::Later(format!(
+                        "cannot upload the output of {task_id}: {}",
+                        status.message()
+                    ));
+                }
+                tracing::warn!(%task_id, reason = %status.message(), "the whole output could not be uploaded for {} minutes; reporting the result with the tail of its output only", UPLOAD_PATIENCE.as_secs() / 60);
+                item.upload = false;
             }
         }
     }

@@ -14,9 +14,10 @@ use tonic::{Code, Status};
 pub const PART_BYTES: usize = 256 * 1024;
 /// Most output the master accepts for one task attempt.
 pub const MAX_UPLOAD_BYTES: u64 = 1 << 30;
-/// Time allowed for an upload: this much, plus [`TIME_PER_MIB`] per MiB sent.
-const BASE_TIMEOUT: Duration = Duration::from_secs(30);
-const TIME_PER_MIB: Duration = Duration::from_secs(1);
+/// Time allowed for an upload: this much, plus [`TIME_PER_MIB`] per MiB sent
+/// (so links down to about 100 KiB/s get through).
+const BASE_TIMEOUT: Duration = Duration::from_secs(60);
+const TIME_PER_MIB: Duration = Duration::from_secs(10);
 
 /// Why an upload did not happen.
 #[derive(Debug)]
@@ -61,9 +62,18 @@ pub async fn upload(worker: &Worker, result: &mut TaskResult) -> Result<(), Uplo
     let (parts, receiver) = mpsc::channel(4);
     let reader = tokio::spawn(async move { send_parts(output, limit, &target, parts).await });
     let mut request = tonic::Request::new(tokio_stream::wrappers::ReceiverStream::new(receiver));
-    let expected_mib = result.log_total_bytes.min(limit) >> 20;
-    request.set_timeout(BASE_TIMEOUT + TIME_PER_MIB * expected_mib as u32);
-    let answer = client.upload_task_log(request).await;
+    let expected_mib = (result.log_total_bytes.min(limit) >> 20) as u32;
+    let allowed = BASE_TIMEOUT + TIME_PER_MIB * expected_mib;
+    request.set_timeout(allowed);
+    // The header tells the master; the client enforces it itself.
+    let answer = tokio::time::timeout(allowed, client.upload_task_log(request))
+        .await
+        .unwrap_or_else(|_| {
+            Err(Status::deadline_exceeded(format!(
+                "no answer within {}s",
+                allowed.as_secs()
+            )))
+        });
     let read = reader
         .await
         .map_err(|e| UploadError::GiveUp(format!("reading the output failed: {e}")))?;
@@ -92,14 +102,11 @@ fn classify(status: Status) -> UploadError {
         Code::Unimplemented => {
             UploadError::GiveUp("the master does not take whole outputs (older version)".into())
         }
-        Code::NotFound
-        | Code::FailedPrecondition
-        | Code::InvalidArgument
-        | Code::PermissionDenied
-        | Code::Unauthenticated => UploadError::GiveUp(format!(
-            "the master refused the output: {}",
-            status.message()
-        )),
+        // The same refusals that make the reporter drop a result; anything
+        // else (authentication during a certificate renewal included) passes.
+        Code::NotFound | Code::FailedPrecondition | Code::InvalidArgument => UploadError::GiveUp(
+            format!("the master refused the output: {}", status.message()),
+        ),
         _ => UploadError::Retry(status),
     }
 }

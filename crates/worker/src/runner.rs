@@ -273,9 +273,10 @@ const LOG_DRAIN_PATIENCE: Duration = Duration::from_secs(5);
 /// hands back the spool. Docker ends the followed stream once it delivered
 /// everything, which for a large output is well after the container exited,
 /// so the worker waits as long as output keeps coming. But Docker's follow
-/// can also end early, or stall, at a container's end under load: when the
-/// last piece collected is not the last piece of the container's log, the
-/// rest is read without following, skipping what was already collected.
+/// can also end early, or stall, at a container's end under load: unless
+/// the last piece collected is the last entry of the container's log (same
+/// timestamp, and a finished line), the rest is read without following,
+/// after the mark of what was already collected.
 async fn drain_output(
     worker: &Worker,
     task_id: &str,
@@ -296,17 +297,22 @@ async fn drain_output(
         }
     };
     let followed = followed?;
-    let last = worker.executor().last_log_timestamp(name).await;
-    if last.is_none() || last == followed.last_timestamp {
+    // Without timestamps to compare there is nothing to check.
+    let Some(last) = worker.executor().last_log_time(name).await else {
+        return followed.spool;
+    };
+    if followed
+        .mark
+        .is_some_and(|mark| mark.nanos == last && !mark.line_open)
+    {
         return followed.spool;
     }
-    let collected = handle.logs.total_bytes();
     tracing::info!(
         task_id,
-        collected,
-        "Docker ended the followed output early; reading the rest"
+        collected = handle.logs.total_bytes(),
+        "the followed output may have ended early; reading the rest"
     );
-    let rest = LogRead::Rest { skip: collected };
+    let rest = LogRead::After(followed.mark);
     worker
         .executor()
         .collect_logs(name, task_id, &handle.logs, rest, followed.spool)

@@ -95,8 +95,9 @@ pub async fn remove_stale(data_dir: &Path, held: &[String]) {
         return;
     };
     while let Ok(Some(entry)) = entries.next_entry().await {
+        // `<task_id>.<attempt>.log`; ids may contain dots themselves.
         let name = entry.file_name().to_string_lossy().into_owned();
-        let task_id = name.split('.').next().unwrap_or_default();
+        let task_id = name.rsplitn(3, '.').nth(2).unwrap_or_default();
         if !held.iter().any(|id| id == task_id) {
             remove(&entry.path()).await;
         }
@@ -123,15 +124,16 @@ mod tests {
     #[tokio::test]
     async fn stale_outputs_are_removed() {
         let dir = tempfile::tempdir().unwrap();
-        for task in ["t-held", "t-gone"] {
+        for task in ["t-held", "t-gone", "t.dotted"] {
             Spool::create(path(dir.path(), task, 1), 10)
                 .await
                 .unwrap()
                 .finish()
                 .await;
         }
-        remove_stale(dir.path(), &["t-held".to_string()]).await;
+        remove_stale(dir.path(), &["t-held".to_string(), "t.dotted".to_string()]).await;
         assert!(path(dir.path(), "t-held", 1).exists());
+        assert!(path(dir.path(), "t.dotted", 1).exists());
         assert!(!path(dir.path(), "t-gone", 1).exists());
     }
 }

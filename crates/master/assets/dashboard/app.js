@@ -497,7 +497,7 @@ async function openTask(id) {
   renderDetails(answer.task);
   if (FINAL.has(answer.task.state)) {
     $('#task-log-status').textContent = answer.log == null ? '(none stored)'
-      : answer.full_log ? `(stored: the last ${bytes(answer.log.length)} of ${bytes(answer.log_bytes)})` : '(stored)';
+      : answer.full_log ? `(stored: the last ${bytes(new TextEncoder().encode(answer.log).length)} of ${bytes(answer.log_bytes)})` : '(stored)';
     $('#task-log-download').hidden = !answer.full_log;
     $('#task-log').textContent = storedTail(answer);
     return;

@@ -181,8 +181,8 @@ pub async fn assignments_and_results(store: Arc<dyn Store>) {
 }
 
 /// Log chunks: binary data round-trips, pages come in order from any chunk,
-/// a rewritten chunk replaces the old one, and attempts and tasks whose ids
-/// share a prefix stay apart.
+/// a rewritten chunk replaces the old one, attempts and tasks whose ids share
+/// a prefix stay apart, also when one attempt's chunks are deleted.
 pub async fn log_chunks(store: Arc<dyn Store>) {
     let chunk = |task_id: &str, attempt: u32, seq: u32, data: Vec<u8>| LogChunkRecord {
         task_id: task_id.into(),
@@ -237,6 +237,13 @@ pub async fn log_chunks(store: Arc<dyn Store>) {
     assert_eq!(second[0].data, b"second attempt\n");
     assert!(store.log_chunks("t-1", 3, 0, 100).await.unwrap().is_empty());
     assert!(store.log_chunks("t-", 1, 0, 100).await.unwrap().is_empty());
+
+    // Deleting one attempt's chunks leaves the other attempt and task alone.
+    assert_eq!(store.delete_log_chunks("t-1", 1).await.unwrap(), 4);
+    assert!(store.log_chunks("t-1", 1, 0, 100).await.unwrap().is_empty());
+    assert_eq!(store.log_chunks("t-1", 2, 0, 100).await.unwrap().len(), 1);
+    assert_eq!(store.log_chunks("t-10", 1, 0, 100).await.unwrap().len(), 1);
+    assert_eq!(store.delete_log_chunks("t-1", 1).await.unwrap(), 0);
 }
 
 /// Users: put and list.

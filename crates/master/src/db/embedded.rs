@@ -353,6 +353,30 @@ impl Store for EmbeddedStore {
         .await
     }
 
+    async fn delete_log_chunks(&self, task_id: &str, attempt: u32) -> StoreResult<u64> {
+        // Every key of the attempt: from its chunk 0 up to (not including)
+        // the attempt key followed by '0', the character after '/'.
+        let start = log_chunk_key(task_id, attempt, 0);
+        let end = format!("{}0", assignment_key(task_id, attempt));
+        self.blocking("deleting log chunks", move |db| {
+            let txn = db.begin_write().map_err(|e| e.to_string())?;
+            let mut removed = 0;
+            {
+                let mut table = txn.open_table(LOG_CHUNKS).map_err(|e| e.to_string())?;
+                let extracted = table
+                    .extract_from_if(start.as_str()..end.as_str(), |_, _| true)
+                    .map_err(|e| e.to_string())?;
+                for entry in extracted {
+                    entry.map_err(|e| e.to_string())?;
+                    removed += 1;
+                }
+            }
+            txn.commit().map_err(|e| e.to_string())?;
+            Ok(removed)
+        })
+        .await
+    }
+
     async fn log_chunks(
         &self,
         task_id: &str,

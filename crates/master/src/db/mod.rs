@@ -111,6 +111,8 @@ pub trait Store: Send + Sync + 'static {
     /// caller gets an error rather than a held write, so large outputs never
     /// pile up in memory while the store is away.
     async fn put_log_chunk(&self, chunk: &LogChunkRecord) -> StoreResult<()>;
+    /// Removes every chunk of one task attempt; returns how many there were.
+    async fn delete_log_chunks(&self, task_id: &str, attempt: u32) -> StoreResult<u64>;
     /// Up to `limit` chunks of one task attempt numbered `from_seq` on, in order.
     async fn log_chunks(
         &self,

@@ -310,6 +310,15 @@ impl Store for MongoStore {
             .await
     }
 
+    async fn delete_log_chunks(&self, task_id: &str, attempt: u32) -> StoreResult<u64> {
+        let result = self
+            .collection::<Document>("LOG_CHUNKS")
+            .delete_many(doc! { "task_id": task_id, "attempt": i64::from(attempt) })
+            .await
+            .map_err(failed("deleting log chunks"))?;
+        Ok(result.deleted_count)
+    }
+
     async fn log_chunks(
         &self,
         task_id: &str,

@@ -429,6 +429,11 @@ impl Store for ResilientStore {
         .await
     }
 
+    async fn delete_log_chunks(&self, task_id: &str, attempt: u32) -> StoreResult<u64> {
+        let call = self.backend.delete_log_chunks(task_id, attempt);
+        within(LOG_CHUNK_TIMEOUT, "deleting log chunks", call).await
+    }
+
     async fn log_chunks(
         &self,
         task_id: &str,
@@ -609,6 +614,10 @@ mod tests {
         async fn put_log_chunk(&self, chunk: &LogChunkRecord) -> StoreResult<()> {
             self.check()?;
             self.inner.put_log_chunk(chunk).await
+        }
+        async fn delete_log_chunks(&self, task_id: &str, attempt: u32) -> StoreResult<u64> {
+            self.check()?;
+            self.inner.delete_log_chunks(task_id, attempt).await
         }
         async fn log_chunks(
             &self,
