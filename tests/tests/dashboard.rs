@@ -87,6 +87,17 @@ impl Browser {
         self.client.as_ref().unwrap()
     }
 
+    /// Clicks the element `css` selects.
+    async fn click(&self, css: &str) {
+        self.client()
+            .find(Locator::Css(css))
+            .await
+            .unwrap_or_else(|e| panic!("{css}: {e}"))
+            .click()
+            .await
+            .unwrap_or_else(|e| panic!("clicking {css}: {e}"));
+    }
+
     /// Saves a screenshot as `<step>.png`.
     async fn shot(&self, step: &str) {
         let png = self.client().screenshot().await.expect("a screenshot");
@@ -289,27 +300,30 @@ async fn the_dashboard_shows_the_cluster_live() {
         .await;
     browser.shot("04-task-finished").await;
 
-    // A finished task with more output than its tail offers the whole output.
-    let large = master.submit(&format!("task {} {TEST_IMAGE} -- seq 1 100000", worker.id));
-    master.poll("tasks", &[&large, "completed"], WAIT);
+    // A task with more output than its tail, followed live (the page keeps up
+    // with its 100,000 lines), offers the whole output once it ended.
+    let large = master.submit(&format!(
+        "task {} {TEST_IMAGE} -- sh -c 'sleep 5; seq 1 100000'",
+        worker.id
+    ));
     let row = format!("#tasks tbody tr[data-task-id=\"{large}\"]");
     browser
         .wait_for(
-            "the large task completed in the table",
-            &format!("const r = document.querySelector('{row}'); return r && r.dataset.state === 'completed'"),
+            "the large task running in the table",
+            &format!("const r = document.querySelector('{row}'); return r && r.dataset.state === 'running'"),
         )
         .await;
+    browser.click(&row).await;
     browser
-        .client()
-        .find(Locator::Css(&row))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+        .wait_for(
+            "the large task followed live",
+            "return document.querySelector('#task-log-status').textContent === '(live)'",
+        )
+        .await;
+    // When it ends the view turns to the stored output, which offers the whole.
     let status = browser
         .wait_for(
-            "the download button of the whole output",
+            "the download button once the task ended",
             "return !document.querySelector('#task-log-download').hidden \
              && document.querySelector('#task-log-status').textContent",
         )

@@ -23,6 +23,9 @@ const app = {
   selected: null,              // task id shown in the task view
   selectedState: null,
   logSocket: null,
+  pendingLog: '',              // live output not drawn yet
+  pendingCut: false,           // earlier pending output was dropped
+  logTimer: null,
   refreshTimer: null,
 };
 
@@ -435,6 +438,7 @@ function scheduleRefresh() {
 // ---------- task view ----------
 
 function closeLogSocket() {
+  forgetPendingLog();
   if (app.logSocket) {
     app.logSocket.onclose = null;
     app.logSocket.close();
@@ -442,13 +446,34 @@ function closeLogSocket() {
   }
 }
 
+// Live output comes in many small messages: they are gathered and drawn at
+// most ten times a second, so a task that writes fast never freezes the page.
 function appendLog(text) {
+  app.pendingLog += text;
+  if (app.pendingLog.length > LOG_LIMIT) {
+    app.pendingLog = app.pendingLog.slice(-LOG_LIMIT);
+    app.pendingCut = true;
+  }
+  if (!app.logTimer) app.logTimer = setTimeout(drawLog, 100);
+}
+
+function drawLog() {
+  app.logTimer = null;
   const pre = $('#task-log');
   const follow = pre.scrollTop + pre.clientHeight >= pre.scrollHeight - 4;
-  let all = pre.textContent + text;
-  if (all.length > LOG_LIMIT) all = `[earlier output not shown]\n${all.slice(all.length - LOG_LIMIT)}`;
+  let all = pre.textContent + app.pendingLog;
+  if (app.pendingCut || all.length > LOG_LIMIT) all = `[earlier output not shown]\n${all.slice(-LOG_LIMIT)}`;
+  app.pendingLog = '';
+  app.pendingCut = false;
   pre.textContent = all;
   if (follow) pre.scrollTop = pre.scrollHeight;
+}
+
+function forgetPendingLog() {
+  clearTimeout(app.logTimer);
+  app.logTimer = null;
+  app.pendingLog = '';
+  app.pendingCut = false;
 }
 
 function renderDetails(task) {
