@@ -494,11 +494,11 @@ fn a_large_output_is_stored_whole() {
         .map(|_| master.submit(&format!("task {} {TEST_IMAGE} {command}", whole.id)))
         .collect();
     let capped = master.submit(&format!("task {} {TEST_IMAGE} {command}", limited.id));
-    // Output ending in a 40 KB line without a newline: Docker splits it into
-    // pieces with one timestamp, and the worker reads the log's end again
-    // after following it (nothing may come twice).
+    // Output ending in a 48 KiB line without a newline: Docker cuts it into
+    // three full 16 KiB pieces with one timestamp, so the worker cannot tell
+    // more did not follow and reads the log's end again (nothing may come twice).
     let open_end = master.submit(&format!(
-        "task {} {TEST_IMAGE} -- sh -c 'seq 1 {lines}; head -c 40000 /dev/zero | tr \"\\0\" x'",
+        "task {} {TEST_IMAGE} -- sh -c 'seq 1 {lines}; head -c 49152 /dev/zero | tr \"\\0\" x'",
         whole.id
     ));
     for task in full.iter().chain([&capped, &open_end]) {
@@ -523,7 +523,7 @@ fn a_large_output_is_stored_whole() {
     let (status, body) =
         runtime.block_on(master.http_get(&format!("/api/tasks/{open_end}/log"), Some(&viewer)));
     assert_eq!(status, 200, "{body}");
-    let want = format!("{expected}{}", "x".repeat(40_000));
+    let want = format!("{expected}{}", "x".repeat(49_152));
     assert!(body == want, "{}", first_difference(&body, &want));
     let full = &full[0];
     let (status, view) =

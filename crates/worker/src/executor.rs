@@ -36,17 +36,23 @@ pub enum LogRead {
     After(Option<LogMark>),
 }
 
+/// Size of the pieces Docker cuts a line into when it has no newline within
+/// them; every piece but a line's last is exactly this long, and they all
+/// carry the line's timestamp.
+pub const DOCKER_PIECE_BYTES: usize = 16 * 1024;
+
 /// Where a read of a container's output stopped: Docker's timestamp of the
 /// last piece and how many bytes carried that same timestamp (the pieces of
-/// a line longer than 16 KiB share one).
+/// a line longer than [`DOCKER_PIECE_BYTES`] share one).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LogMark {
     /// Nanoseconds since the epoch.
     pub nanos: i128,
     /// Bytes read with exactly that timestamp.
     pub bytes_at: u64,
-    /// The last piece did not end a line (more pieces of it may follow).
-    pub line_open: bool,
+    /// The last piece may be followed by more of its line: a full piece
+    /// without a newline.
+    pub may_continue: bool,
 }
 
 impl LogMark {
@@ -56,7 +62,7 @@ impl LogMark {
         LogMark {
             nanos,
             bytes_at: before + piece.len() as u64,
-            line_open: !piece.ends_with(b"\n"),
+            may_continue: piece.len() >= DOCKER_PIECE_BYTES && !piece.ends_with(b"\n"),
         }
     }
 }
@@ -472,12 +478,20 @@ mod tests {
 
     #[test]
     fn a_mark_counts_the_bytes_of_its_timestamp() {
-        let first = LogMark::passed(None, 5, b"0123");
-        assert_eq!((first.bytes_at, first.line_open), (4, true));
+        let full_piece = vec![b'x'; DOCKER_PIECE_BYTES];
+        let first = LogMark::passed(None, 5, &full_piece);
+        assert_eq!((first.bytes_at, first.may_continue), (16_384, true));
         let same = LogMark::passed(Some(first), 5, b"45\n");
-        assert_eq!((same.nanos, same.bytes_at, same.line_open), (5, 7, false));
+        assert_eq!(
+            (same.nanos, same.bytes_at, same.may_continue),
+            (5, 16_387, false)
+        );
+        // A short piece without a newline is the last of its line.
         let next = LogMark::passed(Some(same), 6, b"x");
-        assert_eq!((next.nanos, next.bytes_at), (6, 1));
+        assert_eq!(
+            (next.nanos, next.bytes_at, next.may_continue),
+            (6, 1, false)
+        );
     }
 
     #[test]

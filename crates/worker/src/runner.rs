@@ -275,8 +275,8 @@ const LOG_DRAIN_PATIENCE: Duration = Duration::from_secs(5);
 /// so the worker waits as long as output keeps coming. But Docker's follow
 /// can also end early, or stall, at a container's end under load: unless
 /// the last piece collected is the last entry of the container's log (same
-/// timestamp, and a finished line), the rest is read without following,
-/// after the mark of what was already collected.
+/// timestamp, and not a full piece of a longer line), the rest is read
+/// without following, after the mark of what was already collected.
 async fn drain_output(
     worker: &Worker,
     task_id: &str,
@@ -303,7 +303,7 @@ async fn drain_output(
     };
     if followed
         .mark
-        .is_some_and(|mark| mark.nanos == last && !mark.line_open)
+        .is_some_and(|mark| mark.nanos == last && !mark.may_continue)
     {
         return followed.spool;
     }
