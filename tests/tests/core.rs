@@ -389,10 +389,7 @@ fn restarted_worker_adopts_its_running_container() {
         .enable_all()
         .build()
         .unwrap();
-    let (status, body) =
-        runtime.block_on(master.http_get(&format!("/api/tasks/{task}/log"), Some(&viewer)));
-    assert_eq!(status, 200, "{body}");
-    assert!(body == expected, "{}", first_difference(&body, &expected));
+    assert_stored_output(&master, &runtime, &viewer, &task, &expected);
 }
 
 #[test]
@@ -469,6 +466,20 @@ fn first_difference(got: &str, want: &str) -> String {
     )
 }
 
+/// Asserts that `GET /api/tasks/{task}/log` answers exactly `want`.
+fn assert_stored_output(
+    master: &Master,
+    runtime: &tokio::runtime::Runtime,
+    token: &str,
+    task: &str,
+    want: &str,
+) {
+    let (status, body) =
+        runtime.block_on(master.http_get(&format!("/api/tasks/{task}/log"), Some(token)));
+    assert_eq!(status, 200, "{task}: {body}");
+    assert!(body == want, "{task}: {}", first_difference(&body, want));
+}
+
 /// Output past the tail a result carries (256 KiB from the worker, 1 MiB kept
 /// by the master) is uploaded and stored whole in chunks: `logs` and
 /// `/api/tasks/{id}/log` give it back from its first line. A worker with a
@@ -511,20 +522,10 @@ fn a_large_output_is_stored_whole() {
         .build()
         .unwrap();
     for task in &full {
-        let (status, body) =
-            runtime.block_on(master.http_get(&format!("/api/tasks/{task}/log"), Some(&viewer)));
-        assert_eq!(status, 200, "{body}");
-        assert!(
-            body == expected,
-            "{task}: {}",
-            first_difference(&body, &expected)
-        );
+        assert_stored_output(&master, &runtime, &viewer, task, &expected);
     }
-    let (status, body) =
-        runtime.block_on(master.http_get(&format!("/api/tasks/{open_end}/log"), Some(&viewer)));
-    assert_eq!(status, 200, "{body}");
     let want = format!("{expected}{}", "x".repeat(49_152));
-    assert!(body == want, "{}", first_difference(&body, &want));
+    assert_stored_output(&master, &runtime, &viewer, &open_end, &want);
     let full = &full[0];
     let (status, view) =
         runtime.block_on(master.http_get(&format!("/api/tasks/{full}"), Some(&viewer)));
@@ -557,9 +558,6 @@ fn a_large_output_is_stored_whole() {
     );
 
     // Capped at 300 KiB: the start up to the limit, a note, the 256 KiB tail.
-    let (status, body) =
-        runtime.block_on(master.http_get(&format!("/api/tasks/{capped}/log"), Some(&viewer)));
-    assert_eq!(status, 200, "{body}");
     let (head, tail) = (300 * 1024, 256 * 1024);
     let gap = expected.len() - head - tail;
     let want = format!(
@@ -567,5 +565,5 @@ fn a_large_output_is_stored_whole() {
         &expected[..head],
         &expected[expected.len() - tail..]
     );
-    assert!(body == want, "{}", first_difference(&body, &want));
+    assert_stored_output(&master, &runtime, &viewer, &capped, &want);
 }

@@ -193,6 +193,15 @@ fn store_writes(c: &mut Criterion) {
     });
 }
 
+/// The runtime the store benchmarks drive their calls on.
+fn two_thread_runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
 /// `n` new tasks as one batch of writes.
 fn task_batch(prefix: &str, round: u64, n: usize) -> Vec<Write> {
     (0..n)
@@ -209,11 +218,7 @@ fn task_batch(prefix: &str, round: u64, n: usize) -> Vec<Write> {
 /// Group commit: 64 tasks in one `write_batch` (one fsync), and one task
 /// through the master's journal (`ResilientStore` over the embedded store).
 fn store_batches(c: &mut Criterion) {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let runtime = two_thread_runtime();
     let dir = tempfile::tempdir().unwrap();
     let store = EmbeddedStore::open(dir.path()).unwrap();
     let mut round = 0;
@@ -250,11 +255,7 @@ fn mongodb_writes(c: &mut Criterion) {
         return;
     }
     let server = cloudai_e2e::MongoServer::temporary();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let runtime = two_thread_runtime();
     let store = runtime
         .block_on(MongoStore::connect(&server.uri, "bench"))
         .expect("connect to nx-27017");
@@ -316,11 +317,7 @@ fn log_chunk_benches(
 }
 
 fn embedded_log_chunks(c: &mut Criterion) {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let runtime = two_thread_runtime();
     let dir = tempfile::tempdir().unwrap();
     let store = EmbeddedStore::open(dir.path()).unwrap();
     log_chunk_benches(c, "embedded", &store, &runtime);

@@ -7,6 +7,7 @@
 use crate::cluster::Master;
 use crate::db::{LogChunkRecord, ResultRecord, TaskRecord};
 use crate::error::{MasterError, MasterResult};
+use crate::tasks::{check_attempt, check_holder};
 use cloudai_common::validate;
 use cloudai_proto::v1::TaskLogPart;
 use futures::{Stream, StreamExt, TryStreamExt};
@@ -41,24 +42,14 @@ impl Master {
     {
         validate::id("task_id", &first.task_id)?;
         let task = self.task(&first.task_id).await?;
-        if task.worker_id.as_deref() != Some(first.worker_id.as_str()) {
-            return Err(MasterError::FailedPrecondition(format!(
-                "task '{}' belongs to worker {:?}, not {}",
-                task.id, task.worker_id, first.worker_id
-            )));
-        }
+        check_holder(&task, &first.worker_id)?;
         if task.state.is_terminal() {
             return Err(MasterError::FailedPrecondition(format!(
                 "task '{}' is already {}; its output is no longer taken",
                 task.id, task.state
             )));
         }
-        if task.attempt != first.attempt {
-            return Err(MasterError::FailedPrecondition(format!(
-                "task '{}' is on attempt {}, not {}",
-                task.id, task.attempt, first.attempt
-            )));
-        }
+        check_attempt(&task, first.attempt)?;
         let mut summary = UploadSummary::default();
         let mut parts = futures::stream::iter([Ok(first.clone())]).chain(rest);
         while let Some(part) = parts.next().await {
@@ -185,16 +176,6 @@ enum TailPlan {
 }
 
 impl StoredOutput {
-    /// The result the output belongs to.
-    pub fn result(&self) -> &ResultRecord {
-        &self.result
-    }
-
-    /// Whether chunks beyond the result's tail were stored.
-    pub fn has_chunks(&self) -> bool {
-        self.result.log_chunks > 0
-    }
-
     /// The output in order as byte pieces: the stored chunks (read a page at
     /// a time, when needed), then the part of the tail past them, with a note
     /// where output was not kept.

@@ -308,20 +308,13 @@ impl Master {
                 result.task_id
             )));
         };
-        if task.worker_id.as_deref() != Some(result.worker_id.as_str()) {
-            return Err(MasterError::FailedPrecondition(format!(
-                "task '{}' belongs to worker {:?}, not {}",
-                task.id, task.worker_id, result.worker_id
-            )));
-        }
+        check_holder(&task, &result.worker_id)?;
         if task.state.is_terminal() {
             return Ok(task);
         }
-        if result.attempt != 0 && result.attempt != task.attempt {
-            return Err(MasterError::FailedPrecondition(format!(
-                "a report of attempt {} of task '{}', which is on attempt {}",
-                result.attempt, task.id, task.attempt
-            )));
+        // 0: a worker that does not say which attempt it ran.
+        if result.attempt != 0 {
+            check_attempt(&task, result.attempt)?;
         }
         let (log, cut) = bounded_log(&result.log_tail);
         let log_truncated = cut || result.log_truncated;
@@ -498,6 +491,28 @@ impl Master {
 }
 
 /// The last `MAX_STORED_LOG_BYTES` of a log as text, and whether it was cut.
+/// Refuses a worker's word on a task it does not hold (given away after a loss).
+pub(crate) fn check_holder(task: &TaskRecord, worker_id: &str) -> MasterResult<()> {
+    if task.worker_id.as_deref() == Some(worker_id) {
+        return Ok(());
+    }
+    Err(MasterError::FailedPrecondition(format!(
+        "task '{}' belongs to worker {:?}, not {worker_id}",
+        task.id, task.worker_id
+    )))
+}
+
+/// Refuses a worker's word on another attempt than the task's current one.
+pub(crate) fn check_attempt(task: &TaskRecord, attempt: u32) -> MasterResult<()> {
+    if task.attempt == attempt {
+        return Ok(());
+    }
+    Err(MasterError::FailedPrecondition(format!(
+        "task '{}' is on attempt {}, not {attempt}",
+        task.id, task.attempt
+    )))
+}
+
 fn bounded_log(bytes: &[u8]) -> (String, bool) {
     let start = bytes.len().saturating_sub(MAX_STORED_LOG_BYTES);
     (

@@ -91,7 +91,7 @@ impl LinkState {
         Duration::from_millis(self.interval_ms.load(Ordering::SeqCst).max(50))
     }
 
-    pub(crate) fn client(&self) -> Result<Option<MasterServiceClient<Channel>>, String> {
+    fn client(&self) -> Result<Option<MasterServiceClient<Channel>>, String> {
         let Some(address) = self.master() else {
             return Ok(None);
         };
@@ -458,11 +458,18 @@ fn needs_upload(worker: &Worker, report: &PendingReport) -> bool {
         && worker.config().max_log_upload > 0
 }
 
+/// The master's client for result delivery: `InvalidArgument` for a bad
+/// address, `Unavailable` while none is known.
+pub(crate) fn master_client(worker: &Worker) -> Result<MasterServiceClient<Channel>, Status> {
+    worker
+        .link()
+        .client()
+        .map_err(Status::invalid_argument)?
+        .ok_or_else(|| Status::unavailable("no master address known yet"))
+}
+
 async fn deliver(worker: &Worker, report: &PendingReport) -> Result<(), Status> {
-    let Some(mut client) = worker.link().client().map_err(Status::invalid_argument)? else {
-        return Err(Status::unavailable("no master address known yet"));
-    };
-    client
+    master_client(worker)?
         .report_task_completion(request(report.result.clone()))
         .await?;
     tracing::info!(task_id = %report.result.task_id, "result delivered to the master");

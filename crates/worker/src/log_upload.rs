@@ -2,7 +2,7 @@
 //! when the log tail in its result does not hold all of it: the output
 //! spooled while the task ran ([`crate::spool`]), in numbered parts.
 
-use crate::{Worker, spool};
+use crate::{Worker, link, spool};
 use cloudai_proto::v1::{TaskLogPart, TaskResult};
 use futures::{Stream, StreamExt};
 use std::time::Duration;
@@ -39,12 +39,7 @@ struct Target {
 /// what was stored: its chunks, their bytes, and the total.
 pub async fn upload(worker: &Worker, result: &mut TaskResult) -> Result<(), UploadError> {
     let limit = worker.config().max_log_upload;
-    let client = worker
-        .link()
-        .client()
-        .map_err(UploadError::GiveUp)?
-        .ok_or_else(|| UploadError::Retry(Status::unavailable("no master address known yet")));
-    let mut client = client?;
+    let mut client = link::master_client(worker).map_err(classify)?;
     let target = Target {
         task_id: result.task_id.clone(),
         worker_id: result.worker_id.clone(),
@@ -105,7 +100,7 @@ fn classify(status: Status) -> UploadError {
         // The same refusals that make the reporter drop a result; anything
         // else (authentication during a certificate renewal included) passes.
         Code::NotFound | Code::FailedPrecondition | Code::InvalidArgument => UploadError::GiveUp(
-            format!("the master refused the output: {}", status.message()),
+            format!("the output cannot be uploaded: {}", status.message()),
         ),
         _ => UploadError::Retry(status),
     }
