@@ -65,7 +65,8 @@ impl From<&cloudai_proto::v1::Heartbeat> for Metrics {
             sampled_at: hb
                 .timestamp
                 .as_ref()
-                .map_or(0, cloudai_proto::timestamp_millis),
+                .and_then(cloudai_proto::timestamp_millis)
+                .unwrap_or(0),
             cpu_percent: hb.cpu_percent,
             cpu_count: hb.cpu_count,
             load_average_1m: hb.load_average_1m,

@@ -66,13 +66,13 @@ pub struct Choice {
 
 impl Candidate {
     fn free_cpu(&self) -> i64 {
-        self.nano_cpus - self.reserved_nano_cpus
+        self.nano_cpus.saturating_sub(self.reserved_nano_cpus)
     }
 
     fn free_memory(&self) -> i64 {
-        let reserved = self.memory_bytes - self.reserved_memory_bytes;
+        let reserved = self.memory_bytes.saturating_sub(self.reserved_memory_bytes);
         match self.live_memory_used {
-            Some(used) => reserved.min(self.memory_bytes - used),
+            Some(used) => reserved.min(self.memory_bytes.saturating_sub(used)),
             None => reserved,
         }
     }
@@ -150,13 +150,17 @@ impl Candidate {
             n if n < 0 => self.gpus.len(),
             n => n as usize,
         };
-        let cpu = ratio(self.free_cpu() - demand.nano_cpus.max(0), self.nano_cpus);
+        let cpu = ratio(
+            self.free_cpu().saturating_sub(demand.nano_cpus.max(0)),
+            self.nano_cpus,
+        );
         let memory = ratio(
-            self.free_memory() - demand.memory_bytes.max(0),
+            self.free_memory()
+                .saturating_sub(demand.memory_bytes.max(0)),
             self.memory_bytes,
         );
         let gpu = ratio(
-            self.free_gpu_count() as i64 - gpus as i64,
+            (self.free_gpu_count() as i64).saturating_sub(gpus as i64),
             self.gpus.len() as i64,
         );
         cpu + memory + gpu
