@@ -2,6 +2,8 @@
 //! `cloudai-worker` binaries, drive the master's REPL through a pipe, wait on
 //! output with timeouts, and clean up processes and containers.
 
+pub mod proxy;
+
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
@@ -248,8 +250,12 @@ pub struct MasterOptions {
     pub inactivity: &'static str,
     /// Re-invitation interval.
     pub reinvite: &'static str,
+    /// Disconnect window (`--disconnect-window`).
+    pub disconnect: &'static str,
     /// Run without TLS (`--insecure`).
     pub insecure: bool,
+    /// Open-file limit of the master process (soft and hard), when set.
+    pub open_files: Option<u64>,
     /// Further flags.
     pub extra: Vec<&'static str>,
 }
@@ -262,7 +268,9 @@ impl Default for MasterOptions {
             heartbeat: "500ms",
             inactivity: "3s",
             reinvite: "1s",
+            disconnect: "8s",
             insecure: false,
+            open_files: None,
             extra: Vec::new(),
         }
     }
@@ -273,7 +281,17 @@ impl Master {
     pub fn start(data_dir: &Path, options: &MasterOptions) -> Master {
         let log_path = data_dir.join(format!("master-{}.log", unique("run")));
         std::fs::create_dir_all(data_dir).unwrap();
-        let mut command = Command::new(binary("cloudai-master"));
+        let mut command = match options.open_files {
+            // util-linux's prlimit runs the master under that limit.
+            Some(limit) => {
+                let mut command = Command::new("prlimit");
+                command
+                    .arg(format!("--nofile={limit}:{limit}"))
+                    .arg(binary("cloudai-master"));
+                command
+            }
+            None => Command::new(binary("cloudai-master")),
+        };
         if options.insecure {
             command.arg("--insecure");
         }
@@ -293,6 +311,7 @@ impl Master {
             .args(["--heartbeat-interval", options.heartbeat])
             .args(["--inactivity-timeout", options.inactivity])
             .args(["--reinvite-interval", options.reinvite])
+            .args(["--disconnect-window", options.disconnect])
             .args(&options.extra)
             .env("RUST_LOG", "info")
             .env("NO_COLOR", "1")

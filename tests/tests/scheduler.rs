@@ -133,8 +133,10 @@ fn without_retries_a_lost_task_fails() {
     master.poll("tasks", &[&task, "running"], WAIT);
     doomed.kill9();
     cloudai_e2e::remove_containers(&doomed.id);
+    // Silent: unknown first (it might still run), failed once the window passed.
+    master.poll("tasks", &[&task, "unknown"], Duration::from_secs(30));
     let row = master.poll("tasks", &[&task, "failed"], Duration::from_secs(60));
-    assert!(row.contains("went silent"), "{row}");
+    assert!(row.contains("silent past the disconnect window"), "{row}");
 }
 
 #[test]

@@ -4,11 +4,13 @@
 //! - [`units`]: human sizes and durations (`512m`, `2g`, `90s`);
 //! - [`validate`]: checks of everything a client sends (ids, addresses, images, limits);
 //! - [`logging`]: the `tracing` subscriber both binaries install;
+//! - [`net`]: connection limits and idle timeouts for the servers;
 //! - [`signals`]: Ctrl-C / SIGTERM handling;
 //! - [`tls`]: identities, fingerprints, PEM, private files, the pinned-CA join client.
 
 pub mod host;
 pub mod logging;
+pub mod net;
 pub mod signals;
 pub mod tls;
 pub mod units;

@@ -58,6 +58,8 @@ pub fn spawn(spec: &MasterSpec<'_>) -> anyhow::Result<SpawnedMaster> {
         .args(["--heartbeat-interval", &format!("{interval}ms")])
         .args(["--inactivity-timeout", &format!("{inactivity}ms")])
         .args(["--reinvite-interval", "1h"])
+        // Every simulated worker and WebSocket client comes from loopback.
+        .args(["--max-connections-per-ip", "65536"])
         .arg("--data-dir")
         .arg(data.path())
         .args(spec.extra)

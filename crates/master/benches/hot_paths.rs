@@ -106,6 +106,7 @@ fn settings() -> Settings {
     Settings {
         heartbeat_interval: Duration::from_secs(5),
         inactivity_timeout: Duration::from_secs(30),
+        disconnect_window: Duration::from_secs(60),
         reinvite_interval: Duration::from_secs(3600),
         advertise_addr: String::new(),
         join_token_ttl: Duration::from_secs(3600),

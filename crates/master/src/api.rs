@@ -49,6 +49,8 @@ pub struct TaskView {
     exit_code: Option<i32>,
     error: Option<String>,
     oom_killed: bool,
+    /// Results of earlier attempts that arrived after the task was run again.
+    late_results: Vec<crate::db::LateResult>,
     /// Why a queued task is still waiting, when the scheduler knows.
     waiting_reason: Option<String>,
 }
@@ -76,6 +78,7 @@ impl TaskView {
             exit_code: task.exit_code,
             error: task.error,
             oom_killed: task.oom_killed,
+            late_results: task.late_results,
         }
     }
 }

@@ -61,6 +61,9 @@ pub struct Settings {
     pub heartbeat_interval: Duration,
     /// Silence that makes a worker inactive.
     pub inactivity_timeout: Duration,
+    /// How long a cut-off worker keeps its tasks running; the master reruns
+    /// them only after this and `disconnect::STOP_MARGIN` have passed.
+    pub disconnect_window: Duration,
     /// Interval of invitations to workers not heard from.
     pub reinvite_interval: Duration,
     /// Address sent in invitations (empty: the worker uses the caller's IP).
@@ -422,7 +425,10 @@ impl Master {
             .iter()
             .filter(|(id, t)| {
                 t.worker_id.as_deref() == Some(worker_id)
-                    && matches!(t.state, TaskState::Assigned | TaskState::Running)
+                    && matches!(
+                        t.state,
+                        TaskState::Assigned | TaskState::Running | TaskState::Unknown
+                    )
                     && !held.contains(id)
             })
             .map(|(id, _)| id.clone())

@@ -49,6 +49,31 @@ pub struct MasterConfig {
     #[arg(long, env = "CLOUDAI_INACTIVITY_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
     pub inactivity_timeout: Duration,
 
+    /// How long a worker may lose the master before it stops its tasks'
+    /// containers (their output is kept and uploaded later). A silent worker's
+    /// tasks are `unknown` meanwhile and are rerun elsewhere only after this
+    /// window and a margin for the stop (10s) have passed, so no two attempts
+    /// of a task ever run at once. Longer: tasks ride out longer network cuts;
+    /// shorter: tasks of a dead worker are rerun sooner.
+    #[arg(long, env = "CLOUDAI_DISCONNECT_WINDOW", default_value = "60s", value_parser = parse_duration)]
+    pub disconnect_window: Duration,
+
+    /// Most open connections on the gRPC and HTTP ports together; lowered to
+    /// three quarters of the open-file limit when that is smaller.
+    #[arg(long, env = "CLOUDAI_MAX_CONNECTIONS", default_value_t = 8192)]
+    pub max_connections: usize,
+
+    /// Most open connections from one IP address (workers behind one NAT
+    /// address share it).
+    #[arg(long, env = "CLOUDAI_MAX_CONNECTIONS_PER_IP", default_value_t = 1024)]
+    pub max_connections_per_ip: usize,
+
+    /// A connection with no traffic either way for this long is closed (TLS
+    /// handshakes, idle HTTP keep-alive; gRPC and WebSocket peers are pinged
+    /// well within it).
+    #[arg(long, env = "CLOUDAI_IDLE_TIMEOUT", default_value = "60s", value_parser = parse_duration)]
+    pub idle_timeout: Duration,
+
     /// How often the master re-invites registered workers it has not heard from.
     #[arg(long, env = "CLOUDAI_REINVITE_INTERVAL", default_value = "5s", value_parser = parse_duration)]
     pub reinvite_interval: Duration,
@@ -146,6 +171,21 @@ impl MasterConfig {
         if self.worker_cert_validity < Duration::from_secs(10) {
             return Err("--worker-cert-validity must be at least 10s".into());
         }
+        if self.disconnect_window < self.inactivity_timeout {
+            return Err(
+                "--disconnect-window must be at least --inactivity-timeout (a worker is inactive first, then its tasks are given up)"
+                    .into(),
+            );
+        }
+        if self.disconnect_window > MAX_DISCONNECT_WINDOW {
+            return Err("--disconnect-window must be at most 7d".into());
+        }
+        if self.max_connections == 0 || self.max_connections_per_ip == 0 {
+            return Err("--max-connections and --max-connections-per-ip must be at least 1".into());
+        }
+        if self.idle_timeout < Duration::from_secs(1) {
+            return Err("--idle-timeout must be at least 1s".into());
+        }
         if self.reinvite_interval < Duration::from_millis(50) {
             return Err("--reinvite-interval must be at least 50ms".into());
         }
@@ -167,6 +207,9 @@ impl MasterConfig {
             .collect()
     }
 }
+
+/// Longest `--disconnect-window`.
+const MAX_DISCONNECT_WINDOW: Duration = Duration::from_secs(7 * 24 * 3600);
 
 fn parse_preregistration(entry: &str) -> Result<(String, String), String> {
     let (id, address) = entry

@@ -76,16 +76,19 @@ pub fn task_status(state: TaskState) -> TaskStatus {
         TaskState::Cancelled => TaskStatus::Cancelled,
         TaskState::TimedOut => TaskStatus::TimedOut,
         TaskState::Lost => TaskStatus::Lost,
+        TaskState::Unknown => TaskStatus::Unknown,
     }
 }
 
-/// Stored state of a reported final status; `None` for non-final statuses.
-pub fn final_state(status: TaskStatus) -> Option<TaskState> {
+/// Stored state of the outcome a worker reports: a final state, or `Lost`
+/// for an attempt that did not run to its end; `None` for other statuses.
+pub fn reported_state(status: TaskStatus) -> Option<TaskState> {
     match status {
         TaskStatus::Completed => Some(TaskState::Completed),
         TaskStatus::Failed => Some(TaskState::Failed),
         TaskStatus::Cancelled => Some(TaskState::Cancelled),
         TaskStatus::TimedOut => Some(TaskState::TimedOut),
+        TaskStatus::Lost => Some(TaskState::Lost),
         _ => None,
     }
 }

@@ -1,7 +1,9 @@
-//! HTTPS/WSS for the HTTP server: a listener that completes TLS handshakes in
-//! their own tasks (a slow client never blocks the accept loop) and hands
-//! finished connections to axum.
+//! Listeners for the HTTP server: connections admitted by the master's
+//! [`ConnectionGate`] (capped, closed when idle), and for HTTPS/WSS TLS
+//! handshakes completed in their own tasks (a slow client never blocks the
+//! accept loop) before axum gets the connection.
 
+use cloudai_common::net::{ConnectionGate, Guarded};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,7 +18,7 @@ pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A TLS listener for `axum::serve`.
 pub struct TlsListener {
-    ready: mpsc::Receiver<(TlsStream<TcpStream>, SocketAddr)>,
+    ready: mpsc::Receiver<(TlsStream<Guarded<TcpStream>>, SocketAddr)>,
     local: SocketAddr,
 }
 
@@ -24,6 +26,7 @@ impl TlsListener {
     /// Starts accepting on `listener` with `config` until `shutdown`.
     pub fn new(
         listener: TcpListener,
+        gate: Arc<ConnectionGate>,
         config: rustls::ServerConfig,
         shutdown: CancellationToken,
     ) -> std::io::Result<Self> {
@@ -34,14 +37,7 @@ impl TlsListener {
             loop {
                 let (stream, peer) = tokio::select! {
                     _ = shutdown.cancelled() => return,
-                    accepted = listener.accept() => match accepted {
-                        Ok(pair) => pair,
-                        Err(error) => {
-                            tracing::debug!(%error, "accept failed");
-                            tokio::time::sleep(Duration::from_millis(50)).await;
-                            continue;
-                        }
-                    },
+                    accepted = gate.accept(&listener) => accepted,
                 };
                 let (acceptor, tx) = (acceptor.clone(), tx.clone());
                 tokio::spawn(async move {
@@ -60,7 +56,7 @@ impl TlsListener {
 }
 
 impl axum::serve::Listener for TlsListener {
-    type Io = TlsStream<TcpStream>;
+    type Io = TlsStream<Guarded<TcpStream>>;
     type Addr = SocketAddr;
 
     async fn accept(&mut self) -> (Self::Io, Self::Addr) {
@@ -76,6 +72,32 @@ impl axum::serve::Listener for TlsListener {
     }
 }
 
+/// A plain (`--insecure`) listener whose connections pass the gate.
+pub struct PlainListener {
+    listener: TcpListener,
+    gate: Arc<ConnectionGate>,
+}
+
+impl PlainListener {
+    /// Accepts on `listener` within `gate`'s limits.
+    pub fn new(listener: TcpListener, gate: Arc<ConnectionGate>) -> Self {
+        Self { listener, gate }
+    }
+}
+
+impl axum::serve::Listener for PlainListener {
+    type Io = Guarded<TcpStream>;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        self.gate.accept(&self.listener).await
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        self.listener.local_addr()
+    }
+}
+
 /// The client's address, as axum connect info for both plain and TLS listeners.
 #[derive(Debug, Clone, Copy)]
 pub struct Peer(pub SocketAddr);
@@ -86,8 +108,10 @@ impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, TlsL
     }
 }
 
-impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, TcpListener>> for Peer {
-    fn connect_info(stream: axum::serve::IncomingStream<'_, TcpListener>) -> Self {
+impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, PlainListener>>
+    for Peer
+{
+    fn connect_info(stream: axum::serve::IncomingStream<'_, PlainListener>) -> Self {
         Peer(*stream.remote_addr())
     }
 }

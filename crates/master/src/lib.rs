@@ -21,6 +21,7 @@ pub mod config;
 pub mod convert;
 pub mod dashboard;
 pub mod db;
+mod disconnect;
 pub mod error;
 pub mod events;
 pub mod http;
@@ -29,6 +30,7 @@ pub mod metrics;
 pub mod pki;
 pub mod placement;
 pub mod registry;
+mod results;
 pub mod scheduler;
 pub mod security;
 pub mod server;
@@ -43,8 +45,8 @@ pub use cluster::{Master, Settings};
 pub use config::{MasterConfig, StoreCommand};
 
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -110,6 +112,26 @@ async fn write_join_token(
     Ok(())
 }
 
+/// The bounds on connections to both ports, within this process's open-file
+/// limit (raised to its hard limit first).
+fn connection_gate(config: &MasterConfig) -> Arc<cloudai_common::net::ConnectionGate> {
+    let open_files = cloudai_common::net::raise_open_file_limit();
+    let limits = cloudai_common::net::ConnectionLimits {
+        max_total: config.max_connections,
+        max_per_ip: config.max_connections_per_ip,
+        idle_timeout: config.idle_timeout,
+    }
+    .within_file_limit(open_files);
+    tracing::info!(
+        open_files,
+        max_connections = limits.max_total,
+        max_connections_per_ip = limits.max_per_ip,
+        idle_timeout_s = limits.idle_timeout.as_secs(),
+        "connection limits"
+    );
+    cloudai_common::net::ConnectionGate::new(limits)
+}
+
 /// Opens the backend the configuration selects: MongoDB with `--mongodb-uri`,
 /// the embedded store in the data directory otherwise.
 pub async fn open_backend(config: &MasterConfig) -> Result<Arc<dyn db::Store>, db::StoreError> {
@@ -134,6 +156,7 @@ pub async fn start(
     let settings = Settings {
         heartbeat_interval: config.heartbeat_interval,
         inactivity_timeout: config.inactivity_timeout,
+        disconnect_window: config.disconnect_window,
         reinvite_interval: config.reinvite_interval,
         advertise_addr: config.advertise_addr.clone(),
         join_token_ttl: config.join_token_ttl,
@@ -169,6 +192,11 @@ pub async fn start(
     )
     .await?;
     master.load_users().await?;
+    // Every registered worker is watched from the start: tasks placed on one
+    // that never comes back become unknown, then lost, like any other's.
+    for (worker_id, _) in master.registry().not_active() {
+        master.start_telemetry(&worker_id);
+    }
     for (id, address) in config.preregistrations() {
         let Some(existing) = master.registry().get(&id) else {
             master.register_worker(&id, &address).await?;
@@ -184,7 +212,13 @@ pub async fn start(
         }
     }
 
-    let mut builder = tonic::transport::Server::builder().tcp_nodelay(true);
+    let gate = connection_gate(config);
+    let keepalive = (gate.limits().idle_timeout / 3).min(Duration::from_secs(20));
+    let mut builder = tonic::transport::Server::builder()
+        .tcp_nodelay(true)
+        // Pinged well within the idle timeout; a peer that does not answer is dropped.
+        .http2_keepalive_interval(Some(keepalive))
+        .http2_keepalive_timeout(Some(Duration::from_secs(10)));
     if let Some(pki) = &pki {
         builder = builder.tls_config(pki.server_tls())?;
     }
@@ -192,7 +226,7 @@ pub async fn start(
         .add_service(server::MasterGrpc::service(master.clone()))
         .add_service(agent::AgentGrpc::service(master.clone()))
         .serve_with_incoming_shutdown(
-            TcpListenerStream::new(listeners.grpc),
+            cloudai_common::net::incoming(Arc::new(listeners.grpc), gate.clone()),
             shutdown.clone().cancelled_owned(),
         );
     tracker.spawn(async move {
@@ -205,8 +239,12 @@ pub async fn start(
     let stop = shutdown.clone();
     match &pki {
         Some(pki) => {
-            let listener =
-                https::TlsListener::new(listeners.http, pki.https_config()?, shutdown.clone())?;
+            let listener = https::TlsListener::new(
+                listeners.http,
+                gate.clone(),
+                pki.https_config()?,
+                shutdown.clone(),
+            )?;
             tracker.spawn(async move {
                 if let Err(error) = axum::serve(listener, app)
                     .with_graceful_shutdown(stop.cancelled_owned())
@@ -217,8 +255,9 @@ pub async fn start(
             });
         }
         None => {
+            let listener = https::PlainListener::new(listeners.http, gate.clone());
             tracker.spawn(async move {
-                if let Err(error) = axum::serve(listeners.http, app)
+                if let Err(error) = axum::serve(listener, app)
                     .with_graceful_shutdown(stop.cancelled_owned())
                     .await
                 {

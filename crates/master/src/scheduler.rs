@@ -90,12 +90,13 @@ impl Master {
     pub fn candidates(&self) -> Vec<Candidate> {
         let mut reserved: HashMap<String, (i64, i64, HashSet<String>)> = HashMap::new();
         for task in self.active_tasks().values() {
-            if let (Some(worker), TaskState::Assigned | TaskState::Running) =
+            // An unknown task may still run on its silent worker: it keeps its share.
+            if let (Some(worker), TaskState::Assigned | TaskState::Running | TaskState::Unknown) =
                 (&task.worker_id, task.state)
             {
                 let entry = reserved.entry(worker.clone()).or_default();
-                entry.0 += task.nano_cpus;
-                entry.1 += task.memory_bytes;
+                entry.0 = entry.0.saturating_add(task.nano_cpus);
+                entry.1 = entry.1.saturating_add(task.memory_bytes);
                 entry.2.extend(task.gpus.iter().cloned());
             }
         }
@@ -128,12 +129,15 @@ impl Master {
                 Candidate {
                     id: w.record.id.clone(),
                     nano_cpus: i64::from(cpus) * 1_000_000_000,
-                    memory_bytes: memory as i64,
+                    memory_bytes: saturating_i64(memory),
                     gpus,
                     reserved_nano_cpus: reserved_cpu,
                     reserved_memory_bytes: reserved_memory,
                     used_gpus,
-                    live_memory_used: w.latest.as_ref().map(|hb| hb.memory_used_bytes as i64),
+                    live_memory_used: w
+                        .latest
+                        .as_ref()
+                        .map(|hb| saturating_i64(hb.memory_used_bytes)),
                     live_cpu_percent: w.latest.as_ref().map(|hb| hb.cpu_percent),
                 }
             })
@@ -282,6 +286,11 @@ impl Master {
             .unwrap_or_else(|p| p.into_inner())
             .insert(task_id.to_string(), reason);
     }
+}
+
+/// A worker-reported byte count as the signed numbers placement works in.
+fn saturating_i64(bytes: u64) -> i64 {
+    i64::try_from(bytes).unwrap_or(i64::MAX)
 }
 
 #[cfg(test)]

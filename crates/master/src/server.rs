@@ -14,6 +14,9 @@ use tonic::{Request, Response, Status, Streaming};
 /// uploaded log parts included).
 pub const MAX_MESSAGE_BYTES: usize = 4 << 20;
 
+/// Most task ids one heartbeat may list as running or held.
+pub const MAX_HEARTBEAT_TASKS: usize = 10_000;
+
 /// The `MasterService` implementation.
 pub struct MasterGrpc {
     master: Master,
@@ -56,6 +59,7 @@ impl MasterService for MasterGrpc {
             heartbeat_interval_ms: self.master.settings().heartbeat_interval.as_millis() as u64,
             message: "registered".into(),
             stop_task_ids,
+            disconnect_window_ms: self.master.settings().disconnect_window.as_millis() as u64,
         }))
     }
 
@@ -71,6 +75,17 @@ impl MasterService for MasterGrpc {
         let worker_id = heartbeat.worker_id.clone();
         self.master
             .authenticate_worker(&worker_id, certs.as_deref().map(Vec::as_slice), peer)?;
+        for (field, ids) in [
+            ("running_task_ids", &heartbeat.running_task_ids),
+            ("held_task_ids", &heartbeat.held_task_ids),
+        ] {
+            if ids.len() > MAX_HEARTBEAT_TASKS {
+                return Err(Status::invalid_argument(format!(
+                    "{field}: at most {MAX_HEARTBEAT_TASKS} task ids, got {}",
+                    ids.len()
+                )));
+            }
+        }
         let stop_task_ids = self.master.ingest_heartbeat(heartbeat).ok_or_else(|| {
             Status::permission_denied(format!(
                 "worker '{worker_id}' is not registered with this master: run `register {worker_id} <host:port>` on the master"

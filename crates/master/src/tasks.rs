@@ -2,14 +2,12 @@
 
 use crate::cluster::Master;
 use crate::convert;
-use crate::db::{AssignmentRecord, Limits, ResultRecord, TaskRecord, TaskState, Write, now_millis};
+use crate::db::{AssignmentRecord, Limits, TaskRecord, TaskState, Write, now_millis};
 use crate::error::{MasterError, MasterResult};
 use crate::registry::WorkerState;
 use crate::worker_client::CALL_TIMEOUT;
 use cloudai_common::validate;
-use cloudai_proto::v1::{
-    AssignTaskRequest, CancelTaskRequest, LogChunk, StreamTaskLogsRequest, TaskResult, TaskStatus,
-};
+use cloudai_proto::v1::{AssignTaskRequest, CancelTaskRequest, LogChunk, StreamTaskLogsRequest};
 use std::collections::BTreeMap;
 use tokio::sync::broadcast::error::RecvError;
 
@@ -199,8 +197,8 @@ impl Master {
         let address = self.registry().get(&worker_id).map(|w| w.record.address);
         let message = convert::task_message(&task);
         let outcome = async {
-            let address = address.ok_or_else(|| "it was unregistered".to_string())?;
-            let mut client = self.clients().client(&address)?;
+            let address = address.ok_or_else(|| Refusal::Sure("it was unregistered".into()))?;
+            let mut client = self.clients().client(&address).map_err(Refusal::Sure)?;
             let mut request = tonic::Request::new(AssignTaskRequest {
                 task: Some(message),
                 worker_id: worker_id.clone(),
@@ -209,21 +207,29 @@ impl Master {
             let response = client
                 .assign_task(request)
                 .await
-                .map_err(|s| s.message().to_string())?
+                .map_err(Refusal::of)?
                 .into_inner();
             if response.accepted {
                 Ok(())
             } else {
-                Err(response.message)
+                Err(Refusal::Sure(response.message))
             }
         }
         .await;
         match outcome {
             Ok(()) => Ok(task),
-            Err(reason) => {
+            Err(Refusal::Sure(reason)) => {
                 tracing::warn!(task_id = %task.id, worker_id, reason, "assignment failed");
                 let error = format!("worker {worker_id} did not take the task: {reason}");
                 Ok(self.retry_or_fail(&task.id, &error).await?.unwrap_or(task))
+            }
+            Err(Refusal::Unsure(reason)) => {
+                // The worker may have taken it: running it elsewhere too could
+                // run it twice. Its heartbeats (or its silence) settle it.
+                tracing::warn!(task_id = %task.id, worker_id, reason, "no answer to an assignment; the task is unknown until the worker's heartbeat says");
+                let unknown = self.tasks_unknown(&worker_id, vec![task.id.clone()]).await;
+                self.watch_unknown(&worker_id, &unknown);
+                Ok(self.store().get_task(&task.id).await?.unwrap_or(task))
             }
         }
     }
@@ -236,6 +242,14 @@ impl Master {
         error: &str,
     ) -> MasterResult<Option<TaskRecord>> {
         let task = self.task(task_id).await?;
+        // Only a placed (or lost) attempt is retried or failed here: a task
+        // someone else already requeued or ended stays as it is.
+        if !matches!(
+            task.state,
+            TaskState::Assigned | TaskState::Running | TaskState::Unknown | TaskState::Lost
+        ) {
+            return Ok(None);
+        }
         if task.attempt <= task.max_retries {
             let backoff = crate::scheduler::retry_backoff(task.attempt);
             let note = format!(
@@ -268,105 +282,6 @@ impl Master {
             t.error = Some(message.clone())
         })
         .await
-    }
-
-    /// A worker went away (silent past the timeout, or back without its
-    /// containers): its placed tasks are `lost`, then retried or failed.
-    pub(crate) async fn tasks_lost(&self, worker_id: &str, task_ids: Vec<String>, why: &str) {
-        for task_id in task_ids {
-            let error = format!("lost: {why}");
-            tracing::warn!(task_id, worker_id, why, "task lost with its worker");
-            let outcome = async {
-                self.transition(&task_id, TaskState::Lost, |t| t.error = Some(error.clone()))
-                    .await?;
-                self.retry_or_fail(&task_id, &error).await
-            }
-            .await;
-            if let Err(error) = outcome {
-                tracing::error!(task_id, %error, "could not record a lost task");
-            }
-        }
-    }
-
-    /// Stores a worker's final report. Idempotent: a repeated report of a task
-    /// that is already final is acknowledged and changes nothing.
-    pub async fn complete_task(&self, result: TaskResult) -> MasterResult<TaskRecord> {
-        validate::id("task_id", &result.task_id)?;
-        validate::id("worker_id", &result.worker_id)?;
-        let status = TaskStatus::try_from(result.status).map_err(|_| {
-            MasterError::InvalidArgument(format!("status: unknown value {}", result.status))
-        })?;
-        let state = convert::final_state(status).ok_or_else(|| {
-            MasterError::InvalidArgument(format!(
-                "status: {} is not a final state",
-                status.as_str_name()
-            ))
-        })?;
-        let Some(task) = self.store().get_task(&result.task_id).await? else {
-            return Err(MasterError::NotFound(format!(
-                "no task '{}'",
-                result.task_id
-            )));
-        };
-        check_holder(&task, &result.worker_id)?;
-        if task.state.is_terminal() {
-            return Ok(task);
-        }
-        // 0: a worker that does not say which attempt it ran.
-        if result.attempt != 0 {
-            check_attempt(&task, result.attempt)?;
-        }
-        let (log, cut) = bounded_log(&result.log_tail);
-        let log_truncated = cut || result.log_truncated;
-        let started_at = result
-            .started_at
-            .as_ref()
-            .map(cloudai_proto::timestamp_millis);
-        let finished_at = result
-            .finished_at
-            .as_ref()
-            .map(cloudai_proto::timestamp_millis);
-        let error = (!result.error.is_empty()).then(|| result.error.clone());
-        self.store()
-            .put_result(&ResultRecord {
-                task_id: task.id.clone(),
-                worker_id: result.worker_id.clone(),
-                attempt: task.attempt,
-                state,
-                exit_code: result.exit_code,
-                error: error.clone(),
-                oom_killed: result.oom_killed,
-                started_at,
-                finished_at,
-                log,
-                log_truncated,
-                log_chunks: result.log_chunks,
-                log_chunk_bytes: result.log_uploaded_bytes,
-                log_total_bytes: result.log_total_bytes,
-            })
-            .await?;
-        self.drop_earlier_outputs(&task).await;
-        if state == TaskState::Failed && task.attempt <= task.max_retries {
-            let why = error.clone().unwrap_or_else(|| "failed".into());
-            if let Some(requeued) = self.retry_or_fail(&task.id, &why).await? {
-                return Ok(requeued);
-            }
-        }
-        let updated = self
-            .transition(&task.id, state, |t| {
-                t.exit_code = result.exit_code;
-                t.error = error.clone();
-                t.oom_killed = result.oom_killed;
-                if t.started_at.is_none() {
-                    t.started_at = started_at;
-                }
-                t.finished_at = finished_at.or(t.finished_at);
-            })
-            .await?;
-        match updated {
-            Some(task) => Ok(task),
-            None => Ok(self.store().get_task(&task.id).await?.unwrap_or(task)),
-        }
     }
 
     /// One task, or a clear `NotFound`.
@@ -490,7 +405,26 @@ impl Master {
     }
 }
 
-/// The last `MAX_STORED_LOG_BYTES` of a log as text, and whether it was cut.
+/// Why an assignment did not go through.
+enum Refusal {
+    /// The worker surely does not have the task (refused, unreachable).
+    Sure(String),
+    /// The call broke off or ran out of time: the worker may have it.
+    Unsure(String),
+}
+
+impl Refusal {
+    fn of(status: tonic::Status) -> Self {
+        let reason = status.message().to_string();
+        match status.code() {
+            tonic::Code::DeadlineExceeded | tonic::Code::Cancelled | tonic::Code::Unknown => {
+                Refusal::Unsure(reason)
+            }
+            _ => Refusal::Sure(reason),
+        }
+    }
+}
+
 /// Refuses a worker's word on a task it does not hold (given away after a loss).
 pub(crate) fn check_holder(task: &TaskRecord, worker_id: &str) -> MasterResult<()> {
     if task.worker_id.as_deref() == Some(worker_id) {
@@ -513,27 +447,9 @@ pub(crate) fn check_attempt(task: &TaskRecord, attempt: u32) -> MasterResult<()>
     )))
 }
 
-fn bounded_log(bytes: &[u8]) -> (String, bool) {
-    let start = bytes.len().saturating_sub(MAX_STORED_LOG_BYTES);
-    (
-        String::from_utf8_lossy(&bytes[start..]).into_owned(),
-        start > 0,
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn logs_are_bounded_from_the_end() {
-        let (log, cut) = bounded_log(b"hello\n");
-        assert_eq!((log.as_str(), cut), ("hello\n", false));
-        let big = vec![b'a'; MAX_STORED_LOG_BYTES + 10];
-        let (log, cut) = bounded_log(&big);
-        assert_eq!(log.len(), MAX_STORED_LOG_BYTES);
-        assert!(cut);
-    }
 
     #[test]
     fn task_ids_are_short_and_valid() {

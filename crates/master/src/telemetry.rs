@@ -5,15 +5,17 @@
 //! full, and counting it) and takes the worker's pending stop requests: O(1).
 //! The worker's task updates the registry, emits `telemetry` and
 //! `worker_active`/`worker_inactive` events, marks newly running tasks, and
-//! detects silence past the inactivity timeout. A slow or silent worker only
-//! ever delays its own task.
+//! watches for silence: past the inactivity timeout the worker is inactive and
+//! its placed tasks `unknown`; past the disconnect window and its margin they
+//! are lost (see `disconnect.rs`). A slow or silent worker only ever delays its
+//! own task.
 
 use crate::cluster::Master;
 use crate::db::{TaskState, now_millis};
 use crate::events::{Event, Metrics};
 use crate::registry::HeartbeatOutcome;
 use cloudai_proto::v1::Heartbeat;
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
 use tokio::sync::Notify;
 use tokio::time::Instant;
@@ -29,6 +31,8 @@ struct Feed {
     stop: CancellationToken,
     /// Tasks the worker should stop, handed out with the next heartbeat response.
     pending_stops: Mutex<Vec<String>>,
+    /// This worker's tasks in the `unknown` state.
+    unknown: Mutex<HashSet<String>>,
 }
 
 impl Feed {
@@ -38,7 +42,12 @@ impl Feed {
             ready: Notify::new(),
             stop: CancellationToken::new(),
             pending_stops: Mutex::new(Vec::new()),
+            unknown: Mutex::new(HashSet::new()),
         }
+    }
+
+    fn unknown(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
+        self.unknown.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Queues a sample; returns whether an older one had to be dropped.
@@ -152,45 +161,68 @@ impl Master {
         Some(feed.take_stops())
     }
 
+    /// Notes tasks of a worker that are now `unknown`, so its telemetry task
+    /// settles them: by its next heartbeats, or as lost once it stayed silent
+    /// past the disconnect window.
+    pub(crate) fn watch_unknown(&self, worker_id: &str, task_ids: &[String]) {
+        let feed = self.feed(worker_id);
+        feed.unknown().extend(task_ids.iter().cloned());
+    }
+
     async fn run_feed(self, worker_id: String, feed: Arc<Feed>) {
         let timeout = self.settings().inactivity_timeout;
-        let mut deadline = Instant::now() + timeout;
+        let lost_after = self.settings().disconnect_window + crate::disconnect::STOP_MARGIN;
+        // Tasks left unknown by an earlier run of the master.
+        feed.unknown().extend(self.unknown_on(&worker_id));
+        let mut heard = Instant::now();
         let mut watching = true;
+        let mut silent = false;
         loop {
+            let waiting_for_loss = silent && !feed.unknown().is_empty();
             tokio::select! {
                 _ = self.shutdown_token().cancelled() => return,
                 _ = feed.stop.cancelled() => return,
                 _ = feed.ready.notified() => {
                     for heartbeat in feed.drain() {
-                        watching = self.process_heartbeat(&worker_id, &feed, heartbeat);
+                        watching = self.process_heartbeat(&worker_id, &feed, heartbeat).await;
                     }
                     // A heartbeat that raced an unregister re-created this feed: end it.
                     if !self.registry().contains(&worker_id) {
                         self.drop_feed(&worker_id, &feed);
                         return;
                     }
-                    deadline = Instant::now() + timeout;
+                    heard = Instant::now();
+                    silent = false;
                 }
-                _ = tokio::time::sleep_until(deadline), if watching => {
-                    watching = false;
+                _ = tokio::time::sleep_until(heard + timeout), if watching && !silent => {
+                    silent = true;
                     if self.registry().mark_inactive(&worker_id) {
                         tracing::warn!(worker_id, timeout_s = timeout.as_secs_f32(), "worker inactive: no heartbeat within the inactivity timeout");
                         self.emit(Event::WorkerInactive { worker_id: worker_id.clone(), reason: "timeout" });
                     }
                     let placed = self.placed_on(&worker_id);
                     if !placed.is_empty() {
-                        let why = format!("worker {worker_id} went silent");
-                        self.tasks_lost(&worker_id, placed, &why).await;
+                        let unknown = self.tasks_unknown(&worker_id, placed).await;
+                        feed.unknown().extend(unknown);
                     }
+                }
+                _ = tokio::time::sleep_until(heard + lost_after), if waiting_for_loss => {
+                    let unknown: Vec<String> = feed.unknown().drain().collect();
+                    let why = format!(
+                        "worker {worker_id} was silent past the disconnect window ({}s)",
+                        self.settings().disconnect_window.as_secs()
+                    );
+                    self.tasks_lost_if_unknown(&worker_id, unknown, &why).await;
                 }
             }
         }
     }
 
     /// Applies one sample; returns whether the worker should be watched for silence.
-    fn process_heartbeat(&self, worker_id: &str, feed: &Feed, heartbeat: Heartbeat) -> bool {
+    async fn process_heartbeat(&self, worker_id: &str, feed: &Feed, heartbeat: Heartbeat) -> bool {
         let stopping = heartbeat.stopping;
         let running = heartbeat.running_task_ids.clone();
+        let held = heartbeat.held_task_ids.clone();
         let metrics = Metrics::from(&heartbeat);
         let Some(outcome) = self
             .registry()
@@ -216,6 +248,16 @@ impl Master {
             });
         }
         self.mark_started(worker_id, &running);
+        let unknown: Vec<String> = feed.unknown().iter().cloned().collect();
+        if !unknown.is_empty() {
+            let settled = self
+                .settle_unknown(worker_id, unknown, &running, &held)
+                .await;
+            let mut still = feed.unknown();
+            for task_id in settled {
+                still.remove(&task_id);
+            }
+        }
         feed.add_stops(self.unwanted_tasks(worker_id, &running));
         if outcome == HeartbeatOutcome::BecameActive {
             self.wake_scheduler();
@@ -225,7 +267,7 @@ impl Master {
         true
     }
 
-    /// Tasks placed on a worker (assigned or running).
+    /// Tasks placed on a worker (assigned or running) and not yet unknown.
     pub(crate) fn placed_on(&self, worker_id: &str) -> Vec<String> {
         self.active_tasks()
             .iter()

@@ -112,6 +112,9 @@ pub struct OwnContainer {
     pub name: String,
     /// Whether it is still running.
     pub running: bool,
+    /// Whether it was ever started (a container the worker created but did
+    /// not start before it stopped is `created`: it never ran).
+    pub started: bool,
     /// Attempt number from its label.
     pub attempt: u32,
     /// Timeout from its label (0 = none).
@@ -416,9 +419,11 @@ impl Executor {
                     .first()?
                     .trim_start_matches('/')
                     .to_string();
+                let state = c.state.map(|s| s.to_string()).unwrap_or_default();
                 Some(OwnContainer {
                     name,
-                    running: c.state.is_some_and(|s| s.to_string() == "running"),
+                    running: state == "running",
+                    started: state != "created",
                     attempt: labels
                         .get(LABEL_ATTEMPT)
                         .and_then(|a| a.parse().ok())

@@ -10,6 +10,7 @@
 //! [`start`] takes an already-bound listener so tests can bind port 0.
 
 pub mod config;
+pub mod disconnect;
 pub mod executor;
 pub mod gpu;
 pub mod identity;
@@ -180,6 +181,9 @@ impl Worker {
     /// Queues a result for delivery to the master; the task's GPUs are free again.
     pub fn queue_result(&self, result: TaskResult, container: Option<String>) {
         self.gpu_leases().release(&result.task_id);
+        if let Some(handle) = self.task(&result.task_id) {
+            handle.done.store(true, std::sync::atomic::Ordering::SeqCst);
+        }
         if self
             .inner
             .reports
@@ -200,6 +204,17 @@ impl Worker {
     /// Resolves when someone asked for an early heartbeat.
     pub(crate) async fn heartbeat_requested(&self) {
         self.inner.heartbeat_now.notified().await;
+    }
+
+    /// Asks every task still running or starting to stop, with `grace`
+    /// between SIGTERM and SIGKILL; returns how many were asked for the first time.
+    pub fn stop_all(&self, reason: runner::StopReason, grace: std::time::Duration) -> usize {
+        let handles: Vec<Arc<TaskHandle>> = self.tasks().values().cloned().collect();
+        handles
+            .into_iter()
+            .filter(|h| !h.done.load(std::sync::atomic::Ordering::SeqCst) && !h.stop.is_cancelled())
+            .map(|h| h.request_stop_with_grace(reason, grace))
+            .count()
     }
 
     /// Stops tasks the master no longer wants here.
@@ -289,8 +304,14 @@ async fn read_token_file(path: &std::path::Path) -> Result<String, String> {
 /// Serves `WorkerService` on the listener until shutdown, restarting the
 /// server with the new certificate whenever the identity changes.
 async fn serve_grpc(worker: Worker, listener: Arc<TcpListener>) {
+    let limits = cloudai_common::net::ConnectionLimits::default()
+        .within_file_limit(cloudai_common::net::raise_open_file_limit());
+    let gate = cloudai_common::net::ConnectionGate::new(limits);
     loop {
-        let mut builder = tonic::transport::Server::builder().tcp_nodelay(true);
+        let mut builder = tonic::transport::Server::builder()
+            .tcp_nodelay(true)
+            .http2_keepalive_interval(Some(std::time::Duration::from_secs(20)))
+            .http2_keepalive_timeout(Some(std::time::Duration::from_secs(10)));
         if let Some(identity) = worker.identity() {
             builder = match builder.tls_config(identity.server_tls()) {
                 Ok(builder) => builder,
@@ -300,13 +321,7 @@ async fn serve_grpc(worker: Worker, listener: Arc<TcpListener>) {
                 }
             };
         }
-        let incoming = futures::stream::unfold(listener.clone(), |listener| async move {
-            let accepted = listener.accept().await.map(|(stream, _)| {
-                let _ = stream.set_nodelay(true);
-                stream
-            });
-            Some((accepted, listener))
-        });
+        let incoming = cloudai_common::net::incoming(listener.clone(), gate.clone());
         let restart = worker.inner.identity_changed.notified();
         let stop = {
             let shutdown = worker.shutdown_token().clone();
@@ -378,6 +393,7 @@ pub async fn start(
                 config.heartbeat_interval,
                 identity.as_ref().map(identity::Identity::client_tls),
                 Some(config.data_dir.join("master")),
+                Some(config.data_dir.join("master-contact")),
             ),
             identity: Mutex::new(identity),
             identity_changed: Notify::new(),
@@ -403,5 +419,6 @@ pub async fn start(
     tracker.spawn(serve_grpc(worker.clone(), Arc::new(listener)));
     tracker.spawn(link::run_heartbeats(worker.clone()));
     tracker.spawn(link::run_reporter(worker.clone(), report_queue));
+    tracker.spawn(disconnect::run_watchdog(worker.clone()));
     Ok(Running { worker })
 }

@@ -1,5 +1,6 @@
 //! The worker's side of `MasterService`: registration, heartbeats and result delivery.
 
+use crate::disconnect::Contact;
 use crate::log_upload::{self, UploadError};
 use crate::{PendingReport, Worker, spool};
 use cloudai_common::host::Sampler;
@@ -33,6 +34,7 @@ pub struct LinkState {
     interval_ms: AtomicU64,
     registering: tokio::sync::Mutex<()>,
     last_problem: Mutex<String>,
+    contact: Contact,
 }
 
 impl LinkState {
@@ -42,6 +44,7 @@ impl LinkState {
         interval: Duration,
         tls: Option<tonic::transport::ClientTlsConfig>,
         memory: Option<std::path::PathBuf>,
+        contact_file: Option<std::path::PathBuf>,
     ) -> Self {
         let remembered = memory
             .as_ref()
@@ -61,7 +64,13 @@ impl LinkState {
             interval_ms: AtomicU64::new(interval.as_millis() as u64),
             registering: tokio::sync::Mutex::new(()),
             last_problem: Mutex::new(String::new()),
+            contact: Contact::load(contact_file),
         }
+    }
+
+    /// When the master last acknowledged this worker (the disconnect window).
+    pub fn contact(&self) -> &Contact {
+        &self.contact
     }
 
     /// The master's address, if known.
@@ -157,6 +166,7 @@ pub async fn register(worker: &Worker) -> Result<(), Status> {
     };
     let mut info = cloudai_common::host::worker_info(worker.id(), worker.address());
     info.gpus = worker.gpu_inventory().to_vec();
+    let (sent, sent_wall) = (std::time::Instant::now(), SystemTime::now());
     let call = client.register_worker(request(RegisterWorkerRequest {
         info: Some(info),
         task_ids: worker.held_task_ids(),
@@ -168,6 +178,9 @@ pub async fn register(worker: &Worker) -> Result<(), Status> {
                 link.interval_ms
                     .store(response.heartbeat_interval_ms, Ordering::SeqCst);
             }
+            let window = (response.disconnect_window_ms > 0)
+                .then(|| Duration::from_millis(response.disconnect_window_ms));
+            link.contact.record(sent, sent_wall, window);
             link.registered.store(true, Ordering::SeqCst);
             link.clear_problem();
             tracing::info!(master = ?link.master(), worker_id = worker.id(), "registered with the master");
@@ -276,6 +289,7 @@ fn sample(
         memory_total_bytes: sample.memory_total_bytes,
         gpus: worker.gpus().metrics_with_holders(worker.gpu_leases()),
         running_task_ids: worker.running_task_ids(),
+        held_task_ids: worker.held_task_ids(),
         load_average_1m: sample.load_average_1m,
         disk_used_bytes,
         disk_total_bytes,
@@ -287,10 +301,12 @@ async fn send_heartbeat(worker: &Worker, heartbeat: Heartbeat) -> Result<(), Sta
     let Some(mut client) = worker.link().client().map_err(Status::invalid_argument)? else {
         return Ok(());
     };
+    let (sent, sent_wall) = (std::time::Instant::now(), SystemTime::now());
     let response = client
         .send_heartbeat(request(heartbeat))
         .await?
         .into_inner();
+    worker.link().contact.record(sent, sent_wall, None);
     worker.link().clear_problem();
     worker.stop_unwanted(&response.stop_task_ids);
     Ok(())

@@ -17,6 +17,8 @@ pub enum StopReason {
     Cancelled,
     /// It ran past its timeout.
     TimedOut,
+    /// The worker lost the master for longer than the disconnect window.
+    Disconnected,
 }
 
 /// A task the worker holds, from assignment until its result is acknowledged.
@@ -31,6 +33,8 @@ pub struct TaskHandle {
     pub running: std::sync::atomic::AtomicBool,
     /// Attempt number.
     pub attempt: u32,
+    /// Its result is queued for delivery: nothing left to stop.
+    pub done: std::sync::atomic::AtomicBool,
     /// Grace period asked for by the master's cancel, if any.
     grace: Mutex<Option<Duration>>,
 }
@@ -44,6 +48,7 @@ impl TaskHandle {
             reason: Mutex::new(None),
             running: false.into(),
             attempt,
+            done: false.into(),
             grace: Mutex::new(None),
         }
     }
@@ -100,15 +105,17 @@ pub async fn run_new(worker: Worker, mut task: Task, handle: Arc<TaskHandle>) {
         return fail_before_start(&worker, &task, &handle, started_at, error);
     }
     if handle.stop.is_cancelled() {
-        let status = status_for(handle.stop_reason());
+        let reason = handle.stop_reason();
+        let error = reason.map(describe_stop).unwrap_or_default();
+        handle.logs.close();
         return worker.queue_result(
             result(
                 &worker,
                 &task.task_id,
                 &handle,
-                status,
+                status_for(reason),
                 None,
-                String::new(),
+                error,
                 started_at,
             ),
             None,
@@ -341,6 +348,7 @@ async fn open_spool(worker: &Worker, task_id: &str, attempt: u32) -> Option<Spoo
 fn status_for(reason: Option<StopReason>) -> TaskStatus {
     match reason {
         Some(StopReason::TimedOut) => TaskStatus::TimedOut,
+        Some(StopReason::Disconnected) => TaskStatus::Lost,
         _ => TaskStatus::Cancelled,
     }
 }
@@ -349,8 +357,13 @@ fn describe_stop(reason: StopReason) -> String {
     match reason {
         StopReason::Cancelled => "cancelled".into(),
         StopReason::TimedOut => "killed: ran past its timeout".into(),
+        StopReason::Disconnected => DISCONNECTED.into(),
     }
 }
+
+/// Why a task stopped by [`StopReason::Disconnected`] did not finish.
+const DISCONNECTED: &str =
+    "stopped by its worker, which could not reach the master within the disconnect window";
 
 fn result(
     worker: &Worker,
@@ -381,8 +394,13 @@ fn result(
     }
 }
 
+/// Why a container found created but not started is reported as not run.
+const NEVER_STARTED: &str =
+    "never started: the worker stopped between creating the container and starting it";
+
 /// Adopts containers left by an earlier run of this worker: running ones are
-/// supervised again, stopped ones are reported.
+/// supervised again, stopped ones are reported, and ones that never started
+/// are reported as not run (`lost`).
 pub async fn reconcile(worker: &Worker) -> Result<usize, String> {
     let containers = worker.executor().own_containers(worker.id()).await?;
     let count = containers.len();
@@ -391,6 +409,24 @@ pub async fn reconcile(worker: &Worker) -> Result<usize, String> {
     for container in containers {
         let handle = Arc::new(TaskHandle::new(container.attempt));
         if !worker.adopt(&container.task_id, handle.clone()) {
+            continue;
+        }
+        if !container.started {
+            // Docker's wait returns at once for a container that never ran and
+            // inspect says exit code 0: that is no result. The master retries
+            // the attempt by policy.
+            tracing::warn!(task_id = %container.task_id, container = %container.name, "a container from an earlier run was created but never started: reporting the attempt as not run");
+            handle.logs.close();
+            let report = result(
+                worker,
+                &container.task_id,
+                &handle,
+                TaskStatus::Lost,
+                None,
+                NEVER_STARTED.into(),
+                SystemTime::now(),
+            );
+            worker.queue_result(report, Some(container.name));
             continue;
         }
         tracing::info!(task_id = %container.task_id, running = container.running, "adopting a container from an earlier run");

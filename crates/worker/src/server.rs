@@ -112,6 +112,12 @@ impl WorkerService for WorkerGrpc {
         if self.worker.shutdown_token().is_cancelled() {
             return Err(Status::unavailable("this worker is shutting down"));
         }
+        if let Some(window) = self.worker.link().contact().overdue() {
+            return Err(Status::unavailable(format!(
+                "this worker's heartbeats have not reached the master for over {}s (the disconnect window): it takes no task until they do",
+                window.as_secs()
+            )));
+        }
         let handle = Arc::new(TaskHandle::new(task.attempt.max(1)));
         if !self.worker.adopt(&task.task_id, handle.clone()) {
             return Ok(Response::new(AssignTaskResponse {

@@ -10,7 +10,7 @@
 
 const HISTORY = 60;            // samples kept per sparkline
 const LOG_LIMIT = 256 * 1024;  // characters of output kept in the task view
-const STATES = ['queued', 'assigned', 'running', 'completed', 'failed', 'cancelled', 'timed_out', 'lost'];
+const STATES = ['queued', 'assigned', 'running', 'unknown', 'completed', 'failed', 'cancelled', 'timed_out', 'lost'];
 const FINAL = new Set(['completed', 'failed', 'cancelled', 'timed_out']);
 
 const app = {

@@ -16,8 +16,8 @@ pub mod transfer;
 pub use embedded::EmbeddedStore;
 pub use mongo::{MongoStore, redact};
 pub use records::{
-    ApiTokenRecord, AssignmentRecord, GpuRecord, HostRecord, Limits, LogChunkRecord, ResultRecord,
-    TaskRecord, TaskState, UserRecord, WorkerRecord, now_millis,
+    ApiTokenRecord, AssignmentRecord, GpuRecord, HostRecord, LateResult, Limits, LogChunkRecord,
+    MAX_LATE_RESULTS, ResultRecord, TaskRecord, TaskState, UserRecord, WorkerRecord, now_millis,
 };
 pub use resilient::ResilientStore;
 

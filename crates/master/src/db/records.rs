@@ -91,7 +91,8 @@ pub struct GpuRecord {
 }
 
 /// Lifecycle state of a task (DESIGN.md: queued → assigned → running →
-/// completed | failed | cancelled | timed_out; lost on worker loss).
+/// completed | failed | cancelled | timed_out; unknown while its worker is
+/// silent, lost once the worker has surely stopped it).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum TaskState {
@@ -101,6 +102,9 @@ pub enum TaskState {
     Assigned,
     /// Container running.
     Running,
+    /// Its worker went silent while it was placed there: it may still run.
+    /// Nothing else runs it until the disconnect window has surely passed.
+    Unknown,
     /// Exited with code 0.
     Completed,
     /// Exited non-zero, or could not run.
@@ -109,16 +113,18 @@ pub enum TaskState {
     Cancelled,
     /// Killed for exceeding its timeout.
     TimedOut,
-    /// Its worker went away while it ran.
+    /// Its attempt ended without a result: the worker came back without it,
+    /// stopped it after losing the master, or was silent past the window.
     Lost,
 }
 
 impl TaskState {
     /// Every state, in lifecycle order.
-    pub const ALL: [TaskState; 8] = [
+    pub const ALL: [TaskState; 9] = [
         TaskState::Queued,
         TaskState::Assigned,
         TaskState::Running,
+        TaskState::Unknown,
         TaskState::Completed,
         TaskState::Failed,
         TaskState::Cancelled,
@@ -132,6 +138,7 @@ impl TaskState {
             TaskState::Queued => "queued",
             TaskState::Assigned => "assigned",
             TaskState::Running => "running",
+            TaskState::Unknown => "unknown",
             TaskState::Completed => "completed",
             TaskState::Failed => "failed",
             TaskState::Cancelled => "cancelled",
@@ -160,12 +167,18 @@ impl TaskState {
             Queued => matches!(next, Assigned | Failed | Cancelled),
             Assigned => matches!(
                 next,
-                Running | Completed | Failed | Cancelled | TimedOut | Lost | Queued
+                Running | Unknown | Completed | Failed | Cancelled | TimedOut | Lost | Queued
             ),
             // Running -> Queued: a failed attempt retried (max_retries).
             Running => matches!(
                 next,
-                Completed | Failed | Cancelled | TimedOut | Lost | Queued
+                Unknown | Completed | Failed | Cancelled | TimedOut | Lost | Queued
+            ),
+            // The worker is back (the task still runs there, or its result
+            // arrives), or it stays silent past the window (lost).
+            Unknown => matches!(
+                next,
+                Assigned | Running | Completed | Failed | Cancelled | TimedOut | Lost | Queued
             ),
             Lost => matches!(next, Queued | Failed | Completed | Cancelled | TimedOut),
             Completed | Failed | Cancelled | TimedOut => false,
@@ -242,7 +255,30 @@ pub struct TaskRecord {
     /// GPUs (UUIDs) the scheduler gave the current attempt.
     #[serde(default)]
     pub assigned_gpus: Vec<String>,
+    /// Results of earlier attempts that arrived after a later attempt had
+    /// started (kept for the record; they do not change the task).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub late_results: Vec<LateResult>,
 }
+
+/// A worker's result for an attempt the master had already given up on and
+/// run again (`TaskRecord::late_results`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LateResult {
+    /// The attempt it belongs to.
+    pub attempt: u32,
+    /// Worker that ran it.
+    pub worker_id: String,
+    /// The outcome it reports.
+    pub state: TaskState,
+    /// Container exit code, when it ran.
+    pub exit_code: Option<i32>,
+    /// When it arrived (ms since epoch).
+    pub reported_at: i64,
+}
+
+/// Most late results kept per task (the oldest go first).
+pub const MAX_LATE_RESULTS: usize = 8;
 
 impl TaskRecord {
     /// A newly submitted task in the queue: first attempt, no limits, no
@@ -268,6 +304,7 @@ impl TaskRecord {
             error: None,
             oom_killed: false,
             assigned_gpus: Vec::new(),
+            late_results: Vec::new(),
         }
     }
 }
@@ -378,6 +415,14 @@ mod tests {
             "a retried attempt"
         );
         assert!(!TaskState::Completed.can_become(TaskState::Queued));
+        // A silent worker's task is unknown first, never requeued straight away.
+        assert!(TaskState::Running.can_become(TaskState::Unknown));
+        assert!(!TaskState::Unknown.can_become(TaskState::Unknown));
+        assert!(TaskState::Unknown.can_become(TaskState::Running));
+        assert!(TaskState::Unknown.can_become(TaskState::Completed));
+        assert!(TaskState::Unknown.can_become(TaskState::Lost));
+        assert!(!TaskState::Queued.can_become(TaskState::Unknown));
+        assert!(!TaskState::Lost.can_become(TaskState::Unknown));
     }
 
     #[test]
