@@ -484,3 +484,65 @@ async fn the_master_itself_refuses_a_token_for_another_worker() {
     let worker = Worker::start(&a, dir.path(), &options);
     master.poll("workers", &[&worker.id, "active"], WAIT);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn revoking_a_token_ends_its_open_streams() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut master = Master::start(&dir.path().join("master"), &MasterOptions::default());
+    let viewer = master.api_token("viewer");
+    let other = master.api_token("viewer");
+    let mut agent = MasterAgentClient::new(channel(&master, None).await);
+    let request = cloudai_proto::v1::StreamEventsRequest {
+        include_telemetry: false,
+    };
+    let mut events = agent
+        .stream_events(with_token(request, &viewer))
+        .await
+        .expect("a viewer may stream events")
+        .into_inner();
+    let mut kept = agent
+        .stream_events(with_token(request, &other))
+        .await
+        .unwrap()
+        .into_inner();
+    let mut ws = master
+        .websocket("/ws/telemetry", Some(&viewer))
+        .await
+        .expect("a viewer may watch");
+    assert!(matches!(ws.next().await, Some(Ok(Message::Text(_)))));
+
+    let token_id = viewer.split('.').nth(1).unwrap().to_string();
+    master.expect(&format!("token revoke {token_id}"), "revoked");
+
+    let ended = tokio::time::timeout(WAIT, events.message())
+        .await
+        .expect("the event stream ends at once");
+    let status = ended.expect_err("with an error");
+    assert_eq!(status.code(), Code::Unauthenticated, "{status:?}");
+    let closed = tokio::time::timeout(WAIT, async {
+        loop {
+            match ws.next().await {
+                Some(Ok(Message::Close(frame))) => return frame.map(|f| f.reason.to_string()),
+                None | Some(Err(_)) => return None,
+                Some(Ok(_)) => {}
+            }
+        }
+    })
+    .await
+    .expect("the WebSocket closes at once");
+    assert_eq!(closed.as_deref(), Some("the API token was revoked"));
+    // Another user's stream goes on: a submitted task still shows up on it.
+    let operator = master.api_token("operator");
+    agent
+        .submit_task(with_token(
+            SubmitTaskRequest {
+                task: Some(echo_task()),
+                ..Default::default()
+            },
+            &operator,
+        ))
+        .await
+        .unwrap();
+    let next = tokio::time::timeout(WAIT, kept.message()).await.unwrap();
+    assert!(matches!(next, Ok(Some(_))), "{next:?}");
+}

@@ -38,14 +38,19 @@ impl AgentGrpc {
     }
 
     fn authorize<T>(&self, request: &Request<T>, role: Role) -> Result<(), Status> {
-        let token = request
-            .metadata()
-            .get("authorization")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "));
-        self.master.authorize(token, role, request.remote_addr())?;
+        self.master
+            .authorize(bearer(request), role, request.remote_addr())?;
         Ok(())
     }
+}
+
+/// The bearer token of a call, from its `authorization` metadata.
+fn bearer<T>(request: &Request<T>) -> Option<&str> {
+    request
+        .metadata()
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
 }
 
 fn millis_timestamp(millis: i64) -> cloudai_proto::Timestamp {
@@ -329,15 +334,23 @@ impl MasterAgent for AgentGrpc {
         request: Request<StreamEventsRequest>,
     ) -> Result<Response<Self::StreamEventsStream>, Status> {
         self.authorize(&request, Role::Viewer)?;
+        let revoked = self
+            .master
+            .revoked(bearer(&request).map(str::to_string), Role::Viewer);
         let telemetry = request.get_ref().include_telemetry;
         let mut events = self.master.subscribe();
         let master = self.master.clone();
         let (tx, rx) = tokio::sync::mpsc::channel(256);
         tokio::spawn(async move {
+            let mut revoked = std::pin::pin!(revoked);
             loop {
                 let envelope = tokio::select! {
                     _ = master.shutdown_token().cancelled() => return,
                     _ = tx.closed() => return,
+                    _ = &mut revoked => {
+                        let _ = tx.send(Err(Status::unauthenticated("the API token was revoked"))).await;
+                        return;
+                    }
                     next = events.recv() => match next {
                         Ok(envelope) => envelope,
                         Err(RecvError::Lagged(missed)) => {

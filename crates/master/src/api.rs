@@ -16,7 +16,7 @@ use crate::error::MasterError;
 use axum::Json;
 use axum::body::Body;
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade, close_code};
-use axum::extract::{Path, Query, State};
+use axum::extract::{Extension, Path, Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use futures::StreamExt;
@@ -245,11 +245,13 @@ pub async fn task_log(
 pub async fn follow_logs(
     State(master): State<Master>,
     Path(task_id): Path<String>,
+    Extension(credential): Extension<crate::http::Credential>,
     upgrade: WebSocketUpgrade,
 ) -> Result<Response, ApiError> {
     let task = master.task(&task_id).await?;
+    let revoked = master.revoked(credential.0, crate::users::Role::Viewer);
     Ok(upgrade
-        .on_upgrade(move |socket| stream_logs(master, task, socket))
+        .on_upgrade(move |socket| stream_logs(master, task, socket, revoked))
         .into_response())
 }
 
@@ -260,8 +262,20 @@ async fn send(socket: &mut WebSocket, value: Value) -> bool {
         .is_ok()
 }
 
-async fn stream_logs(master: Master, task: TaskRecord, mut socket: WebSocket) {
-    forward_logs(&master, task, &mut socket).await;
+async fn stream_logs(
+    master: Master,
+    task: TaskRecord,
+    mut socket: WebSocket,
+    revoked: impl std::future::Future<Output = ()>,
+) {
+    let revoked_first = tokio::select! {
+        _ = forward_logs(&master, task, &mut socket) => false,
+        _ = revoked => true,
+    };
+    if revoked_first {
+        let _ = socket.send(crate::ws::revoked_frame()).await;
+        return;
+    }
     let close = CloseFrame {
         code: close_code::NORMAL,
         reason: "done".into(),

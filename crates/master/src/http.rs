@@ -53,13 +53,26 @@ fn bearer(request: &Request) -> Option<String> {
         .map(str::to_string)
 }
 
-async fn require_viewer(State(master): State<Master>, request: Request, next: Next) -> Response {
+/// The token a request was admitted with, for streams that must end when it
+/// is revoked (`Master::revoked`).
+#[derive(Debug, Clone)]
+pub struct Credential(pub Option<String>);
+
+async fn require_viewer(
+    State(master): State<Master>,
+    mut request: Request,
+    next: Next,
+) -> Response {
     let peer = request
         .extensions()
         .get::<ConnectInfo<Peer>>()
         .map(|c| c.0.0);
-    match master.authorize(bearer(&request).as_deref(), Role::Viewer, peer) {
-        Ok(_) => next.run(request).await,
+    let token = bearer(&request);
+    match master.authorize(token.as_deref(), Role::Viewer, peer) {
+        Ok(_) => {
+            request.extensions_mut().insert(Credential(token));
+            next.run(request).await
+        }
         Err(error) => api::ApiError::from(error).into_response(),
     }
 }

@@ -56,13 +56,28 @@ pub struct Caller {
 }
 
 /// In-memory index of token ids, loaded from the store and kept in step with it.
-#[derive(Default)]
 pub struct TokenIndex {
     by_id: Mutex<HashMap<String, (String, Role, String)>>,
+    /// Bumped whenever tokens or users change, so open streams re-check theirs.
+    changes: tokio::sync::watch::Sender<u64>,
+}
+
+impl Default for TokenIndex {
+    fn default() -> Self {
+        Self {
+            by_id: Mutex::default(),
+            changes: tokio::sync::watch::Sender::new(0),
+        }
+    }
 }
 
 impl TokenIndex {
     fn rebuild(&self, users: &[UserRecord]) {
+        self.replace(users);
+        self.changes.send_modify(|generation| *generation += 1);
+    }
+
+    fn replace(&self, users: &[UserRecord]) {
         let mut index = self.by_id.lock().unwrap_or_else(|p| p.into_inner());
         index.clear();
         for user in users {
@@ -193,6 +208,36 @@ impl Master {
         Err(MasterError::NotFound(format!(
             "no token with id '{token_id}': `users` lists token ids"
         )))
+    }
+
+    /// Resolves once `token` no longer grants `required`: revoked, or its
+    /// user removed. Streams opened with the token end with it. Never
+    /// resolves with `--insecure` (no tokens).
+    pub fn revoked(
+        &self,
+        token: Option<String>,
+        required: Role,
+    ) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let insecure = self.pki().is_none();
+        let master = self.clone();
+        let mut changes = self.tokens().changes.subscribe();
+        async move {
+            if insecure {
+                return std::future::pending().await;
+            }
+            loop {
+                if changes.changed().await.is_err() {
+                    return std::future::pending().await;
+                }
+                let still = token
+                    .as_deref()
+                    .and_then(|t| master.tokens().lookup(t))
+                    .is_some_and(|caller| caller.role >= required);
+                if !still {
+                    return;
+                }
+            }
+        }
     }
 
     /// Checks a bearer token (header or query) for a required role. With

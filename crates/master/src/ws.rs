@@ -10,8 +10,9 @@
 use crate::cluster::Master;
 use crate::db::{TaskState, now_millis};
 use crate::events::Metrics;
+use crate::http::Credential;
 use axum::extract::ws::{Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
-use axum::extract::{Path, State};
+use axum::extract::{Extension, Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use futures::{SinkExt, StreamExt};
@@ -124,8 +125,12 @@ enum ClientMessage {
 }
 
 /// `GET /ws/telemetry`
-pub async fn all_workers(ws: WebSocketUpgrade, State(master): State<Master>) -> Response {
-    upgrade(ws, master, Selection::all())
+pub async fn all_workers(
+    ws: WebSocketUpgrade,
+    State(master): State<Master>,
+    Extension(credential): Extension<Credential>,
+) -> Response {
+    upgrade(ws, master, Selection::all(), credential)
 }
 
 /// `GET /ws/telemetry/{worker_id}`
@@ -133,14 +138,21 @@ pub async fn one_worker(
     ws: WebSocketUpgrade,
     Path(worker_id): Path<String>,
     State(master): State<Master>,
+    Extension(credential): Extension<Credential>,
 ) -> Response {
     if let Err(error) = cloudai_common::validate::id("worker_id", &worker_id) {
         return (StatusCode::BAD_REQUEST, error.to_string()).into_response();
     }
-    upgrade(ws, master, Selection::only(&worker_id))
+    upgrade(ws, master, Selection::only(&worker_id), credential)
 }
 
-fn upgrade(ws: WebSocketUpgrade, master: Master, selection: Selection) -> Response {
+fn upgrade(
+    ws: WebSocketUpgrade,
+    master: Master,
+    selection: Selection,
+    credential: Credential,
+) -> Response {
+    let revoked = master.revoked(credential.0, crate::users::Role::Viewer);
     ws.max_message_size(MAX_CLIENT_MESSAGE)
         .max_frame_size(MAX_CLIENT_MESSAGE)
         // Small per-connection buffers: a thousand dashboards must not cost
@@ -148,7 +160,15 @@ fn upgrade(ws: WebSocketUpgrade, master: Master, selection: Selection) -> Respon
         // is dropped after SEND_TIMEOUT.)
         .read_buffer_size(READ_BUFFER)
         .write_buffer_size(WRITE_BUFFER)
-        .on_upgrade(move |socket| serve(socket, master, selection))
+        .on_upgrade(move |socket| serve(socket, master, selection, revoked))
+}
+
+/// The close frame of a stream whose token was revoked.
+pub(crate) fn revoked_frame() -> Message {
+    Message::Close(Some(axum::extract::ws::CloseFrame {
+        code: axum::extract::ws::close_code::POLICY,
+        reason: "the API token was revoked".into(),
+    }))
 }
 
 /// Decrements the client gauge however the connection ends.
@@ -174,7 +194,13 @@ fn text(body: &str) -> Message {
     Message::Text(Utf8Bytes::from(body))
 }
 
-async fn serve(socket: WebSocket, master: Master, mut selection: Selection) {
+async fn serve(
+    socket: WebSocket,
+    master: Master,
+    mut selection: Selection,
+    revoked: impl std::future::Future<Output = ()>,
+) {
+    let mut revoked = std::pin::pin!(revoked);
     master.metrics().websocket_clients.inc();
     let _guard = ClientGuard(master.clone());
     // Subscribe before the snapshot so nothing falls between them; events the
@@ -191,6 +217,10 @@ async fn serve(socket: WebSocket, master: Master, mut selection: Selection) {
         tokio::select! {
             _ = master.shutdown_token().cancelled() => {
                 let _ = send(&mut sink, Message::Close(None)).await;
+                return;
+            }
+            _ = &mut revoked => {
+                let _ = send(&mut sink, revoked_frame()).await;
                 return;
             }
             _ = ping.tick() => {
