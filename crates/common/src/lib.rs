@@ -1,5 +1,6 @@
 //! Pieces shared by the CloudAI master and worker.
 //!
+//! - [`grpc`]: conventional status codes for what a client sent;
 //! - [`host`]: system information and live CPU/memory samples (sysinfo);
 //! - [`units`]: human sizes and durations (`512m`, `2g`, `90s`);
 //! - [`validate`]: checks of everything a client sends (ids, addresses, images, limits);
@@ -8,6 +9,7 @@
 //! - [`signals`]: Ctrl-C / SIGTERM handling;
 //! - [`tls`]: identities, fingerprints, PEM, private files, the pinned-CA join client.
 
+pub mod grpc;
 pub mod host;
 pub mod logging;
 pub mod net;

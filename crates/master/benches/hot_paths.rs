@@ -2,7 +2,8 @@
 //! workers, telemetry event JSON encoding, the heartbeat handler's work, and
 //! durable store writes per backend (embedded, single and batched, through the
 //! master's journal; MongoDB on an `nx-27017` server), and log chunk writes
-//! and reads by chunk size.
+//! and reads by chunk size, and reading a connection through the connection
+//! gate's idle-timeout wrapper against a plain socket.
 //! Run: `cargo bench -p cloudai-master --bench hot_paths`.
 
 use cloudai_master::db::{
@@ -324,8 +325,57 @@ fn embedded_log_chunks(c: &mut Criterion) {
     log_chunk_benches(c, "embedded", &store, &runtime);
 }
 
+/// 16 MiB over loopback TCP in 64 KiB writes, read plainly and through the
+/// gate's wrapper (`cloudai_common::net::Guarded`), which every connection to
+/// the master's ports goes through.
+fn connection_io(c: &mut Criterion) {
+    use cloudai_common::net::{ConnectionGate, ConnectionLimits};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    const TOTAL: usize = 16 << 20;
+    let runtime = two_thread_runtime();
+    let gate = ConnectionGate::new(ConnectionLimits::default());
+    let mut group = c.benchmark_group("connection_read_16MiB");
+    group.throughput(Throughput::Bytes(TOTAL as u64));
+    group.sample_size(20);
+    for guarded in [false, true] {
+        let name = if guarded { "guarded" } else { "plain" };
+        group.bench_function(name, |b| {
+            b.iter(|| {
+                runtime.block_on(async {
+                    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+                    let address = listener.local_addr().unwrap();
+                    let sender = tokio::spawn(async move {
+                        let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
+                        let block = vec![7u8; 64 << 10];
+                        for _ in 0..TOTAL / block.len() {
+                            stream.write_all(&block).await.unwrap();
+                        }
+                    });
+                    let mut buf = vec![0u8; 64 << 10];
+                    let mut read = 0;
+                    if guarded {
+                        let (mut stream, _) = gate.accept(&listener).await;
+                        while read < TOTAL {
+                            read += stream.read(&mut buf).await.unwrap();
+                        }
+                    } else {
+                        let (mut stream, _) = listener.accept().await.unwrap();
+                        while read < TOTAL {
+                            read += stream.read(&mut buf).await.unwrap();
+                        }
+                    }
+                    sender.await.unwrap();
+                    black_box(read)
+                })
+            })
+        });
+    }
+    group.finish();
+}
+
 criterion_group!(
     benches,
+    connection_io,
     placement,
     telemetry_json,
     heartbeat_ingest,

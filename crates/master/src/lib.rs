@@ -218,7 +218,10 @@ pub async fn start(
         .tcp_nodelay(true)
         // Pinged well within the idle timeout; a peer that does not answer is dropped.
         .http2_keepalive_interval(Some(keepalive))
-        .http2_keepalive_timeout(Some(Duration::from_secs(10)));
+        .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+        .layer(cloudai_common::grpc::conventional_codes_layer::<
+            tonic::body::Body,
+        >());
     if let Some(pki) = &pki {
         builder = builder.tls_config(pki.server_tls())?;
     }

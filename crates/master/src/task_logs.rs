@@ -57,6 +57,13 @@ impl Master {
                 MasterError::InvalidArgument(format!("upload interrupted: {}", status.message()))
             })?;
             check_part(&first, &part, &summary)?;
+            // Unregistering a worker ends its uploads, not only its next call.
+            if !self.registry().contains(&first.worker_id) {
+                return Err(MasterError::PermissionDenied(format!(
+                    "worker '{}' was unregistered",
+                    first.worker_id
+                )));
+            }
             summary.bytes += part.data.len() as u64;
             if summary.bytes > MAX_TASK_LOG_BYTES {
                 return Err(MasterError::InvalidArgument(format!(

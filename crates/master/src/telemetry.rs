@@ -219,10 +219,16 @@ impl Master {
     }
 
     /// Applies one sample; returns whether the worker should be watched for silence.
-    async fn process_heartbeat(&self, worker_id: &str, feed: &Feed, heartbeat: Heartbeat) -> bool {
+    async fn process_heartbeat(
+        &self,
+        worker_id: &str,
+        feed: &Feed,
+        mut heartbeat: Heartbeat,
+    ) -> bool {
         let stopping = heartbeat.stopping;
         let running = heartbeat.running_task_ids.clone();
-        let held = heartbeat.held_task_ids.clone();
+        // Needed only to settle unknown tasks; the registry keeps the rest.
+        let held = std::mem::take(&mut heartbeat.held_task_ids);
         let metrics = Metrics::from(&heartbeat);
         let Some(outcome) = self
             .registry()

@@ -73,11 +73,6 @@ impl Default for TokenIndex {
 
 impl TokenIndex {
     fn rebuild(&self, users: &[UserRecord]) {
-        self.replace(users);
-        self.changes.send_modify(|generation| *generation += 1);
-    }
-
-    fn replace(&self, users: &[UserRecord]) {
         let mut index = self.by_id.lock().unwrap_or_else(|p| p.into_inner());
         index.clear();
         for user in users {
@@ -91,6 +86,8 @@ impl TokenIndex {
                 );
             }
         }
+        drop(index);
+        self.changes.send_modify(|generation| *generation += 1);
     }
 
     fn lookup(&self, token: &str) -> Option<Caller> {
