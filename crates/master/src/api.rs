@@ -316,9 +316,20 @@ async fn forward_logs(master: &Master, task: TaskRecord, socket: &mut WebSocket)
             return;
         }
     }
+    // Pinged like the telemetry socket, so a quiet task's viewer is neither
+    // closed as idle nor left on a dead connection.
+    let mut ping = tokio::time::interval_at(
+        tokio::time::Instant::now() + crate::ws::PING_INTERVAL,
+        crate::ws::PING_INTERVAL,
+    );
     match master.follow_logs(&task).await {
         Ok(mut stream) => loop {
             tokio::select! {
+                _ = ping.tick() => {
+                    if socket.send(Message::Ping(Default::default())).await.is_err() {
+                        return;
+                    }
+                }
                 chunk = stream.next() => match chunk {
                     Some(Ok(chunk)) => {
                         let data = String::from_utf8_lossy(&chunk.data);
