@@ -413,3 +413,36 @@ fn idle_connections_cannot_starve_the_master() {
     assert_eq!(status, 200, "{body}");
     assert!(!master.log().contains("panicked"), "{}", master.log());
 }
+
+#[test]
+fn an_unregistered_workers_task_is_rerun_only_after_it_stopped() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut master = Master::start(&dir.path().join("master"), &MasterOptions::default());
+    let worker = Worker::join(&mut master, "unreg", dir.path());
+    let spare = Worker::join(&mut master, "spare", dir.path());
+    let since = now_nanos();
+    let task = master.submit(&format!(
+        "task {} {TEST_IMAGE} --retries 1 -- sh -c 'sleep 15; echo done'",
+        worker.id
+    ));
+    wait_state(&master, &task, &["running"], WAIT);
+    master.expect(&format!("unregister {}", worker.id), "unregistered");
+    // Refused from now on, the worker stops its container after the window;
+    // the master reruns the task only after that.
+    let unknown = wait_state(&master, &task, &["unknown"], WAIT);
+    assert_eq!(unknown["attempt"], 1, "{unknown}");
+    worker.wait_log(
+        "no heartbeat reached the master within the disconnect window",
+        Duration::from_secs(30),
+    );
+    let done = wait_state(
+        &master,
+        &task,
+        &["completed", "failed"],
+        Duration::from_secs(90),
+    );
+    assert_eq!(done["state"], "completed", "{done}");
+    assert_eq!(done["attempt"], 2, "{done}");
+    assert_eq!(done["worker_id"], spare.id.as_str(), "{done}");
+    assert_no_overlap(&task, since);
+}

@@ -343,6 +343,7 @@ impl Master {
         self.registry().remove(worker_id);
         self.clients().forget(&entry.record.address);
         self.stop_telemetry(worker_id);
+        self.give_up_after_window(worker_id);
         tracing::info!(worker_id, "worker unregistered");
         self.emit(Event::WorkerUnregistered {
             worker_id: worker_id.to_string(),

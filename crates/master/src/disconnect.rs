@@ -150,6 +150,74 @@ impl Master {
         settled
     }
 
+    /// A worker that is no longer registered (unregistered, or gone from the
+    /// registry across a restart) cannot reach the master any more, so it
+    /// stops its tasks after the window: they are unknown until then, and
+    /// lost after it. Tracked, so shutdown does not wait for the window.
+    pub(crate) fn give_up_after_window(&self, worker_id: &str) {
+        let placed: Vec<String> = self
+            .active_tasks()
+            .iter()
+            .filter(|(_, t)| {
+                t.worker_id.as_deref() == Some(worker_id)
+                    && matches!(
+                        t.state,
+                        TaskState::Assigned | TaskState::Running | TaskState::Unknown
+                    )
+            })
+            .map(|(id, _)| id.clone())
+            .collect();
+        if placed.is_empty() {
+            return;
+        }
+        let (master, worker_id) = (self.clone(), worker_id.to_string());
+        let wait = self.settings().disconnect_window + STOP_MARGIN;
+        self.tracker().spawn(async move {
+            master.tasks_unknown(&worker_id, placed.clone()).await;
+            tokio::select! {
+                _ = master.shutdown_token().cancelled() => return,
+                _ = tokio::time::sleep(wait) => {}
+            }
+            let why = format!("worker {worker_id} is no longer registered");
+            master.tasks_lost_if_unknown(&worker_id, placed, &why).await;
+        });
+    }
+
+    /// Tasks a crash left `lost` (their attempt surely over, not yet retried
+    /// or failed) are retried or failed now.
+    pub(crate) fn finish_lost_left_by_a_crash(&self) {
+        let lost: Vec<String> = self
+            .active_tasks()
+            .iter()
+            .filter(|(_, t)| t.state == TaskState::Lost)
+            .map(|(id, _)| id.clone())
+            .collect();
+        for task_id in lost {
+            let master = self.clone();
+            self.tracker().spawn(async move {
+                let why = "lost before the master restarted";
+                if let Err(error) = master.retry_or_fail(&task_id, why).await {
+                    tracing::error!(task_id, %error, "could not retry a lost task");
+                }
+            });
+        }
+    }
+
+    /// Workers that hold placed tasks but are not registered (unregistered
+    /// while the master was down, or before this run).
+    pub(crate) fn workers_of_orphaned_tasks(&self) -> Vec<String> {
+        let mut workers: Vec<String> = self
+            .active_tasks()
+            .values()
+            .filter(|t| !matches!(t.state, TaskState::Queued | TaskState::Lost))
+            .filter_map(|t| t.worker_id.clone())
+            .filter(|w| !self.registry().contains(w))
+            .collect();
+        workers.sort();
+        workers.dedup();
+        workers
+    }
+
     /// Tasks of a worker that are unknown now (left so by an earlier run).
     pub(crate) fn unknown_on(&self, worker_id: &str) -> Vec<String> {
         self.active_tasks()

@@ -197,6 +197,10 @@ pub async fn start(
     for (worker_id, _) in master.registry().not_active() {
         master.start_telemetry(&worker_id);
     }
+    for worker_id in master.workers_of_orphaned_tasks() {
+        master.give_up_after_window(&worker_id);
+    }
+    master.finish_lost_left_by_a_crash();
     for (id, address) in config.preregistrations() {
         let Some(existing) = master.registry().get(&id) else {
             master.register_worker(&id, &address).await?;
