@@ -52,10 +52,11 @@ pub struct MasterConfig {
     /// How long a worker may lose the master before it stops its tasks'
     /// containers (their output is kept and uploaded later). A silent worker's
     /// tasks are `unknown` meanwhile and are rerun elsewhere only after this
-    /// window and a margin for the stop (10s) have passed, so no two attempts
-    /// of a task ever run at once. Longer: tasks ride out longer network cuts;
-    /// shorter: tasks of a dead worker are rerun sooner.
-    #[arg(long, env = "CLOUDAI_DISCONNECT_WINDOW", default_value = "60s", value_parser = parse_duration)]
+    /// window and a margin for the stop (10s) have passed, so a running worker
+    /// and the master never run one task twice at once (docs/SETUP.md). Longer: tasks ride out longer network cuts;
+    /// shorter: tasks of a dead worker are rerun sooner. Workers also stop their
+    /// tasks when the master itself is away this long.
+    #[arg(long, env = "CLOUDAI_DISCONNECT_WINDOW", default_value = "5m", value_parser = parse_duration)]
     pub disconnect_window: Duration,
 
     /// Most open connections on the gRPC and HTTP ports together; lowered to

@@ -16,7 +16,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// The window until a master announces its own (the master's default).
-pub const DEFAULT_WINDOW: Duration = Duration::from_secs(60);
+pub const DEFAULT_WINDOW: Duration = Duration::from_secs(300);
 /// Longest SIGTERM-to-SIGKILL grace of a stop after a disconnect (the master
 /// allows for it in its margin).
 pub const DISCONNECT_STOP_GRACE: Duration = Duration::from_secs(5);
