@@ -6,13 +6,13 @@
 //! gate's idle-timeout wrapper against a plain socket.
 //! Run: `cargo bench -p cloudai-master --bench hot_paths`.
 
-use cloudai_master::db::{
+use cloudai_master::store::{
     EmbeddedStore, LogChunkRecord, MongoStore, ResilientStore, Store, TaskRecord, TaskState, Write,
 };
-use cloudai_master::events::{Envelope, Event, GpuSample, Metrics};
-use cloudai_master::placement::{Candidate, Demand, Policy, place};
-use cloudai_master::scheduler::PlacementMode;
-use cloudai_master::{Master, Settings};
+use cloudai_master::{
+    Candidate, Demand, Envelope, Event, GpuSample, Master, Metrics, PlacementMode, Policy,
+    Settings, place,
+};
 use cloudai_proto::v1::Heartbeat;
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use std::hint::black_box;

@@ -91,7 +91,7 @@ pub struct MasterConfig {
         value_enum,
         default_value = "binpack"
     )]
-    pub placement_policy: crate::placement::Policy,
+    pub placement_policy: crate::core::placement::Policy,
 
     /// Who places queued tasks: the built-in scheduler, or an external agent
     /// over the MasterAgent API (with the built-in scheduler as fallback).
@@ -101,7 +101,7 @@ pub struct MasterConfig {
         value_enum,
         default_value = "builtin"
     )]
-    pub placement_mode: crate::scheduler::PlacementMode,
+    pub placement_mode: crate::core::scheduler::PlacementMode,
 
     /// In agent mode, how long a queued task waits for the agent before the
     /// built-in scheduler places it.

@@ -1,6 +1,6 @@
 //! The master's error type and its single mapping to gRPC status codes.
 
-use crate::db::StoreError;
+use crate::store::StoreError;
 use cloudai_common::validate::ValidationError;
 
 /// What a master operation can fail with. Messages are written for the

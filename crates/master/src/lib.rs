@@ -1,47 +1,27 @@
 //! The CloudAI master.
 //!
-//! - [`cluster`]: the core handle ([`Master`]) every other part acts through;
-//! - [`registry`]: live worker state; [`tasks`]: submit, place, complete, cancel;
-//! - [`scheduler`]: the queue and its loop; [`placement`]: resource-aware choice;
-//! - [`telemetry`]: one task per worker fed by heartbeats, inactivity detection;
-//! - [`server`]: gRPC `MasterService` handlers; [`http`]: the axum server
-//!   ([`ws`]: WebSocket telemetry, [`metrics`]: Prometheus, [`dashboard`]: the
-//!   web page, [`api`]: its JSON API and live logs);
-//! - [`worker_client`]: the master's side of `WorkerService`;
-//! - [`db`]: the `Store` trait and its backends; [`events`]: cluster events;
-//! - [`cli`]: the operator REPL; [`config`]: flags and environment.
+//! - `core/`: the cluster state and what changes it ([`Master`]: registry,
+//!   tasks and their lifecycle, scheduling and placement, telemetry, events);
+//! - `auth/`: the PKI, worker admission, users and API tokens;
+//! - `api/grpc/` and `api/http/`: transport only (gRPC services; the HTTP
+//!   server with the dashboard, its API, WebSocket telemetry and metrics);
+//! - [`cli`]: the operator REPL; [`store`]: the `Store` trait and its backends;
+//!   [`config`]: flags and environment.
 //!
 //! [`start`] takes already-bound listeners so tests can bind port 0.
 
-pub mod agent;
-pub mod api;
+mod api;
+mod auth;
 pub mod cli;
-pub mod cluster;
 pub mod config;
-pub mod convert;
-pub mod dashboard;
-pub mod db;
-mod disconnect;
+mod core;
 pub mod error;
-pub mod events;
-pub mod http;
-pub mod https;
-pub mod metrics;
-pub mod pki;
-pub mod placement;
-pub mod registry;
-mod results;
-pub mod scheduler;
-pub mod security;
-pub mod server;
-pub mod task_logs;
-pub mod tasks;
-pub mod telemetry;
-pub mod users;
-pub mod worker_client;
-pub mod ws;
+pub mod store;
 
-pub use cluster::{Master, Settings};
+pub use crate::core::cluster::{Master, Settings};
+pub use crate::core::events::{Envelope, Event, GpuSample, Metrics};
+pub use crate::core::placement::{Candidate, Demand, Policy, place};
+pub use crate::core::scheduler::PlacementMode;
 pub use config::{MasterConfig, StoreCommand};
 
 use std::sync::Arc;
@@ -55,7 +35,7 @@ use tokio_util::task::TaskTracker;
 pub enum RunError {
     /// The store could not be opened or read.
     #[error(transparent)]
-    Store(#[from] db::StoreError),
+    Store(#[from] store::StoreError),
     /// Loading state or applying start-up registrations failed.
     #[error(transparent)]
     Master(#[from] error::MasterError),
@@ -134,10 +114,12 @@ fn connection_gate(config: &MasterConfig) -> Arc<cloudai_common::net::Connection
 
 /// Opens the backend the configuration selects: MongoDB with `--mongodb-uri`,
 /// the embedded store in the data directory otherwise.
-pub async fn open_backend(config: &MasterConfig) -> Result<Arc<dyn db::Store>, db::StoreError> {
+pub async fn open_backend(
+    config: &MasterConfig,
+) -> Result<Arc<dyn store::Store>, store::StoreError> {
     Ok(match &config.mongodb_uri {
-        Some(uri) => Arc::new(db::MongoStore::connect(uri, &config.mongodb_database).await?),
-        None => Arc::new(db::EmbeddedStore::open(&config.data_dir)?),
+        Some(uri) => Arc::new(store::MongoStore::connect(uri, &config.mongodb_database).await?),
+        None => Arc::new(store::EmbeddedStore::open(&config.data_dir)?),
     })
 }
 
@@ -149,7 +131,7 @@ pub async fn start(
     shutdown: CancellationToken,
 ) -> Result<Running, RunError> {
     let backend = open_backend(config).await?;
-    let store: Arc<dyn db::Store> = Arc::new(db::ResilientStore::load(backend).await?);
+    let store: Arc<dyn store::Store> = Arc::new(store::ResilientStore::load(backend).await?);
     tracing::info!(store = %store.describe(), "store ready");
     let grpc_port = listeners.grpc.local_addr()?.port();
     let tracker = TaskTracker::new();
@@ -171,13 +153,13 @@ pub async fn start(
         None
     } else {
         cloudai_common::tls::install_crypto_provider();
-        let options = pki::PkiOptions {
+        let options = crate::auth::pki::PkiOptions {
             ca_cert: config.tls_ca_cert.clone(),
             ca_key: config.tls_ca_key.clone(),
             extra_sans: config.tls_sans.clone(),
             worker_cert_validity: config.worker_cert_validity,
         };
-        Some(Arc::new(pki::Pki::load_or_create(
+        Some(Arc::new(crate::auth::pki::Pki::load_or_create(
             &config.data_dir,
             &options,
         )?))
@@ -230,8 +212,12 @@ pub async fn start(
         builder = builder.tls_config(pki.server_tls())?;
     }
     let grpc = builder
-        .add_service(server::MasterGrpc::service(master.clone()))
-        .add_service(agent::AgentGrpc::service(master.clone()))
+        .add_service(crate::api::grpc::worker_api::MasterGrpc::service(
+            master.clone(),
+        ))
+        .add_service(crate::api::grpc::agent_api::AgentGrpc::service(
+            master.clone(),
+        ))
         .serve_with_incoming_shutdown(
             cloudai_common::net::incoming(Arc::new(listeners.grpc), gate.clone()),
             shutdown.clone().cancelled_owned(),
@@ -242,11 +228,12 @@ pub async fn start(
         }
     });
 
-    let app = http::router(master.clone()).into_make_service_with_connect_info::<https::Peer>();
+    let app = crate::api::http::router::router(master.clone())
+        .into_make_service_with_connect_info::<crate::api::http::listener::Peer>();
     let stop = shutdown.clone();
     match &pki {
         Some(pki) => {
-            let listener = https::TlsListener::new(
+            let listener = crate::api::http::listener::TlsListener::new(
                 listeners.http,
                 gate.clone(),
                 pki.https_config()?,
@@ -262,7 +249,8 @@ pub async fn start(
             });
         }
         None => {
-            let listener = https::PlainListener::new(listeners.http, gate.clone());
+            let listener =
+                crate::api::http::listener::PlainListener::new(listeners.http, gate.clone());
             tracker.spawn(async move {
                 if let Err(error) = axum::serve(listener, app)
                     .with_graceful_shutdown(stop.cancelled_owned())

@@ -2,7 +2,7 @@
 
 use anyhow::Context;
 use clap::Parser;
-use cloudai_master::db::transfer;
+use cloudai_master::store::transfer;
 use cloudai_master::{Listeners, MasterConfig, StoreCommand, cli};
 use std::io::IsTerminal;
 use tokio::net::TcpListener;

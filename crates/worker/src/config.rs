@@ -97,10 +97,10 @@ impl WorkerConfig {
         if let Some(master) = &self.master {
             cloudai_common::validate::address("--master", master).map_err(|e| e.to_string())?;
         }
-        if self.max_log_upload > crate::log_upload::MAX_UPLOAD_BYTES {
+        if self.max_log_upload > crate::master_link::log_upload::MAX_UPLOAD_BYTES {
             return Err(format!(
                 "--max-log-upload must be at most {} bytes (1g), the master's limit",
-                crate::log_upload::MAX_UPLOAD_BYTES
+                crate::master_link::log_upload::MAX_UPLOAD_BYTES
             ));
         }
         if self.heartbeat_interval < Duration::from_millis(50) {

@@ -1,33 +1,29 @@
 //! The CloudAI worker.
 //!
 //! - [`Worker`]: the shared handle (tasks held, master link state);
-//! - [`executor`]: Docker over bollard; [`runner`]: one task's life;
-//! - [`gpu`]: NVML GPU discovery and metrics (none without a driver);
-//! - [`identity`]: joining with a token, the worker certificate, renewal;
-//! - [`logs`]: per-task output buffers; [`link`]: registration, heartbeats, reports;
-//! - [`server`]: gRPC `WorkerService` handlers; [`config`]: flags and environment.
+//! - `task/`: one task's life: Docker over bollard (`executor`), the run
+//!   (`runner`), its output in memory (`logs`) and on disk (`spool`);
+//! - `master_link/`: registration, heartbeats, result delivery and uploads,
+//!   the certificate (`identity`) and the disconnect window (`disconnect`);
+//! - [`gpu`]: NVML GPU discovery, metrics and leases (none without a driver);
+//! - `server`: gRPC `WorkerService` handlers; [`config`]: flags and environment.
 //!
 //! [`start`] takes an already-bound listener so tests can bind port 0.
 
 pub mod config;
-pub mod disconnect;
-pub mod executor;
 pub mod gpu;
-pub mod identity;
-pub mod link;
-pub mod log_upload;
-pub mod logs;
-pub mod runner;
-pub mod server;
-pub mod spool;
+mod master_link;
+mod server;
+mod task;
 
 pub use config::WorkerConfig;
 
 use cloudai_proto::v1::TaskResult;
-use executor::Executor;
-use runner::TaskHandle;
+use master_link::{disconnect, identity};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+use task::executor::Executor;
+use task::runner::{self, TaskHandle};
 use tokio::net::TcpListener;
 use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
@@ -62,7 +58,7 @@ struct Inner {
     tasks: Mutex<HashMap<String, Arc<TaskHandle>>>,
     reports: mpsc::UnboundedSender<PendingReport>,
     heartbeat_now: Notify,
-    link: link::LinkState,
+    link: master_link::LinkState,
     /// TLS identity; `None` with --insecure.
     identity: Mutex<Option<identity::Identity>>,
     identity_changed: Notify,
@@ -136,7 +132,7 @@ impl Worker {
     }
 
     /// The link to the master.
-    pub fn link(&self) -> &link::LinkState {
+    pub fn link(&self) -> &master_link::LinkState {
         &self.inner.link
     }
 
@@ -388,7 +384,7 @@ pub async fn start(
     let tracker = TaskTracker::new();
     let worker = Worker {
         inner: Arc::new(Inner {
-            link: link::LinkState::new(
+            link: master_link::LinkState::new(
                 config.master.clone(),
                 config.heartbeat_interval,
                 identity.as_ref().map(identity::Identity::client_tls),
@@ -417,8 +413,8 @@ pub async fn start(
         Err(error) => tracing::warn!(error, "could not look for containers from an earlier run"),
     }
     tracker.spawn(serve_grpc(worker.clone(), Arc::new(listener)));
-    tracker.spawn(link::run_heartbeats(worker.clone()));
-    tracker.spawn(link::run_reporter(worker.clone(), report_queue));
+    tracker.spawn(master_link::run_heartbeats(worker.clone()));
+    tracker.spawn(master_link::run_reporter(worker.clone(), report_queue));
     tracker.spawn(disconnect::run_watchdog(worker.clone()));
     Ok(Running { worker })
 }

@@ -1,7 +1,7 @@
 //! gRPC handlers of `WorkerService`: thin wrappers over [`Worker`].
 
 use crate::Worker;
-use crate::runner::{self, StopReason, TaskHandle};
+use crate::task::runner::{self, StopReason, TaskHandle};
 use cloudai_proto::v1::worker_service_server::{WorkerService, WorkerServiceServer};
 use cloudai_proto::v1::{
     AssignTaskRequest, AssignTaskResponse, CancelTaskRequest, CancelTaskResponse, LogChunk,
@@ -34,7 +34,9 @@ impl WorkerGrpc {
     /// Only the master may call a worker (its certificate carries the master identity).
     fn authorize<T>(&self, request: &Request<T>) -> Result<(), Status> {
         if self.worker.identity().is_none()
-            || crate::identity::is_master(request.peer_certs().as_deref().map(Vec::as_slice))
+            || crate::master_link::identity::is_master(
+                request.peer_certs().as_deref().map(Vec::as_slice),
+            )
         {
             return Ok(());
         }
@@ -85,7 +87,7 @@ impl WorkerService for WorkerGrpc {
         cloudai_common::validate::address("master_address", &master).map_err(invalid)?;
         tracing::info!(master, "invited by a master");
         self.worker.link().set_master(master.clone());
-        crate::link::register(&self.worker).await?;
+        crate::master_link::register(&self.worker).await?;
         Ok(Response::new(MasterRegisterResponse {
             message: format!("worker {} registered with {master}", self.worker.id()),
         }))

@@ -3,7 +3,7 @@
 //! [`ReplHelper`] plugs it into rustyline with live ids from the master.
 
 use super::parse::{COMMANDS, usage};
-use crate::cluster::Master;
+use crate::core::cluster::Master;
 use rustyline::completion::{Completer, Pair};
 use rustyline::highlight::Highlighter;
 use rustyline::hint::Hinter;
@@ -32,7 +32,7 @@ fn candidates_for(words_before: &[&str], workers: &[String], tasks: &[String]) -
         ["unregister" | "join-token"] => workers.to_vec(),
         ["monitor" | "logs" | "cancel"] => tasks.to_vec(),
         ["tasks"] => vec!["--state".into()],
-        ["tasks", "--state"] => crate::db::TaskState::ALL
+        ["tasks", "--state"] => crate::store::TaskState::ALL
             .iter()
             .map(|s| s.as_str().to_string())
             .collect(),

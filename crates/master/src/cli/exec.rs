@@ -2,9 +2,9 @@
 
 use super::parse::{COMMANDS, Command, usage};
 use super::views;
-use crate::cluster::Master;
-use crate::db::{TaskRecord, TaskState};
+use crate::core::cluster::Master;
 use crate::error::{MasterError, MasterResult};
+use crate::store::{TaskRecord, TaskState};
 use cloudai_common::units::format_duration;
 use futures::StreamExt;
 use std::io::Write;

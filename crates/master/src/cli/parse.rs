@@ -1,7 +1,7 @@
 //! The REPL's command parser: a pure function from a line to a [`Command`].
 
-use crate::db::{Limits, TaskState};
-use crate::tasks::{Placement, TaskRequest};
+use crate::core::tasks::{Placement, TaskRequest};
+use crate::store::{Limits, TaskState};
 use cloudai_common::units::{parse_duration, parse_size};
 use std::collections::BTreeMap;
 
@@ -409,11 +409,11 @@ fn parse_task(args: &[String]) -> Result<TaskRequest, String> {
                 request.max_retries = text
                     .parse()
                     .ok()
-                    .filter(|n| *n <= crate::tasks::MAX_RETRIES)
+                    .filter(|n| *n <= crate::core::tasks::MAX_RETRIES)
                     .ok_or_else(|| {
                         format!(
                             "--retries: '{text}' is not a count from 0 to {}",
-                            crate::tasks::MAX_RETRIES
+                            crate::core::tasks::MAX_RETRIES
                         )
                     })?;
             }

@@ -5,7 +5,7 @@
 use super::complete::ReplHelper;
 use super::exec::{Flow, execute};
 use super::parse::parse;
-use crate::cluster::Master;
+use crate::core::cluster::Master;
 use rustyline::Editor;
 use rustyline::error::ReadlineError;
 use rustyline::history::DefaultHistory;

@@ -1,10 +1,10 @@
 //! What the REPL draws: aligned tables (comfy-table), usage bars, and colour
 //! when stdout is a terminal and `NO_COLOR` is unset.
 
-use crate::cluster::Master;
-use crate::db::{TaskRecord, TaskState, now_millis};
+use crate::core::cluster::Master;
+use crate::core::registry::WorkerState;
 use crate::error::{MasterError, MasterResult};
-use crate::registry::WorkerState;
+use crate::store::{TaskRecord, TaskState, now_millis};
 use cloudai_common::units::{format_bytes, format_duration};
 use comfy_table::{CellAlignment, Table, presets};
 use std::io::IsTerminal;

@@ -10,9 +10,9 @@
 //! Task environments are never sent: they may hold secrets, and a viewer token
 //! is meant for screens.
 
-use crate::cluster::Master;
-use crate::db::{Limits, TaskRecord, TaskState};
+use crate::core::cluster::Master;
 use crate::error::MasterError;
+use crate::store::{Limits, TaskRecord, TaskState};
 use axum::Json;
 use axum::body::Body;
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade, close_code};
@@ -50,7 +50,7 @@ pub struct TaskView {
     error: Option<String>,
     oom_killed: bool,
     /// Results of earlier attempts that arrived after the task was run again.
-    late_results: Vec<crate::db::LateResult>,
+    late_results: Vec<crate::store::LateResult>,
     /// Why a queued task is still waiting, when the scheduler knows.
     waiting_reason: Option<String>,
 }
@@ -93,8 +93,8 @@ impl From<MasterError> for ApiError {
     }
 }
 
-impl From<crate::db::StoreError> for ApiError {
-    fn from(error: crate::db::StoreError) -> Self {
+impl From<crate::store::StoreError> for ApiError {
+    fn from(error: crate::store::StoreError) -> Self {
         Self(error.into())
     }
 }
@@ -245,11 +245,11 @@ pub async fn task_log(
 pub async fn follow_logs(
     State(master): State<Master>,
     Path(task_id): Path<String>,
-    Extension(credential): Extension<crate::http::Credential>,
+    Extension(credential): Extension<crate::api::http::router::Credential>,
     upgrade: WebSocketUpgrade,
 ) -> Result<Response, ApiError> {
     let task = master.task(&task_id).await?;
-    let revoked = master.revoked(credential.0, crate::users::Role::Viewer);
+    let revoked = master.revoked(credential.0, crate::auth::users::Role::Viewer);
     Ok(upgrade
         .on_upgrade(move |socket| stream_logs(master, task, socket, revoked))
         .into_response())
@@ -273,7 +273,9 @@ async fn stream_logs(
         _ = revoked => true,
     };
     if revoked_first {
-        let _ = socket.send(crate::ws::revoked_frame()).await;
+        let _ = socket
+            .send(crate::api::http::telemetry_ws::revoked_frame())
+            .await;
         return;
     }
     let close = CloseFrame {
@@ -319,8 +321,8 @@ async fn forward_logs(master: &Master, task: TaskRecord, socket: &mut WebSocket)
     // Pinged like the telemetry socket, so a quiet task's viewer is neither
     // closed as idle nor left on a dead connection.
     let mut ping = tokio::time::interval_at(
-        tokio::time::Instant::now() + crate::ws::PING_INTERVAL,
-        crate::ws::PING_INTERVAL,
+        tokio::time::Instant::now() + crate::api::http::telemetry_ws::PING_INTERVAL,
+        crate::api::http::telemetry_ws::PING_INTERVAL,
     );
     match master.follow_logs(&task).await {
         Ok(mut stream) => loop {

@@ -7,10 +7,10 @@
 //! client that does not take a frame within [`SEND_TIMEOUT`] or answers no ping
 //! within [`DEAD_AFTER`] is dropped. No client can delay another.
 
-use crate::cluster::Master;
-use crate::db::{TaskState, now_millis};
-use crate::events::Metrics;
-use crate::http::Credential;
+use crate::api::http::router::Credential;
+use crate::core::cluster::Master;
+use crate::core::events::Metrics;
+use crate::store::{TaskState, now_millis};
 use axum::extract::ws::{Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
 use axum::extract::{Extension, Path, State};
 use axum::http::StatusCode;
@@ -152,7 +152,7 @@ fn upgrade(
     selection: Selection,
     credential: Credential,
 ) -> Response {
-    let revoked = master.revoked(credential.0, crate::users::Role::Viewer);
+    let revoked = master.revoked(credential.0, crate::auth::users::Role::Viewer);
     ws.max_message_size(MAX_CLIENT_MESSAGE)
         .max_frame_size(MAX_CLIENT_MESSAGE)
         // Small per-connection buffers: a thousand dashboards must not cost
@@ -296,7 +296,7 @@ struct SnapshotWorker {
     worker_id: String,
     state: &'static str,
     address: String,
-    host: Option<crate::db::HostRecord>,
+    host: Option<crate::store::HostRecord>,
     last_heartbeat_ms_ago: Option<u64>,
     metrics: Option<Metrics>,
 }

@@ -8,11 +8,11 @@
 //! attempt has started, an earlier attempt's result is recorded beside the task
 //! and changes nothing.
 
-use crate::cluster::Master;
-use crate::convert;
-use crate::db::{LateResult, MAX_LATE_RESULTS, ResultRecord, TaskRecord, TaskState, now_millis};
+use crate::core::cluster::Master;
+use crate::core::convert;
+use crate::core::tasks::{MAX_STORED_LOG_BYTES, check_attempt, check_holder};
 use crate::error::{MasterError, MasterResult};
-use crate::tasks::{MAX_STORED_LOG_BYTES, check_attempt, check_holder};
+use crate::store::{LateResult, MAX_LATE_RESULTS, ResultRecord, TaskRecord, TaskState, now_millis};
 use cloudai_common::validate;
 use cloudai_proto::v1::{TaskResult, TaskStatus};
 
@@ -130,7 +130,7 @@ impl Master {
             "late result accepted: the task had been given up as lost and no other attempt ran");
         self.index_task(&corrected);
         self.metrics().count_transition(corrected.state);
-        self.emit(crate::events::Event::TaskState {
+        self.emit(crate::core::events::Event::TaskState {
             task_id: corrected.id.clone(),
             state: corrected.state,
             worker_id: corrected.worker_id.clone(),

@@ -9,9 +9,9 @@ use axum::http::header;
 use axum::response::IntoResponse;
 use axum::routing::get;
 
-const INDEX: &str = include_str!("../assets/dashboard/index.html");
-const SCRIPT: &str = include_str!("../assets/dashboard/app.js");
-const STYLE: &str = include_str!("../assets/dashboard/app.css");
+const INDEX: &str = include_str!("../../../assets/dashboard/index.html");
+const SCRIPT: &str = include_str!("../../../assets/dashboard/app.js");
+const STYLE: &str = include_str!("../../../assets/dashboard/app.css");
 
 /// Only the page's own script, style and connections back to the master.
 const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'; style-src 'self'; \

@@ -1,8 +1,8 @@
 //! Container runtime over bollard: pull, create with limits, start, logs, wait,
 //! inspect, stop, remove, and finding this worker's own containers.
 
-use crate::logs::LogBuffer;
-use crate::spool::Spool;
+use crate::task::logs::LogBuffer;
+use crate::task::spool::Spool;
 use bollard::Docker;
 use bollard::container::LogOutput;
 use bollard::models::{ContainerCreateBody, DeviceRequest, HostConfig};

@@ -5,10 +5,10 @@
 //! shown once when created; only the SHA-256 of the secret is stored. The REPL
 //! on the master's own terminal is the local admin and needs no token.
 
-use crate::cluster::Master;
-use crate::db::{ApiTokenRecord, UserRecord, now_millis};
+use crate::auth::admission::random_secret;
+use crate::core::cluster::Master;
 use crate::error::{MasterError, MasterResult};
-use crate::security::random_secret;
+use crate::store::{ApiTokenRecord, UserRecord, now_millis};
 use cloudai_common::tls;
 use std::collections::HashMap;
 use std::net::SocketAddr;

@@ -4,10 +4,10 @@
 //! a finished task's output gives the chunks in order, then whatever of the
 //! tail lies past them.
 
-use crate::cluster::Master;
-use crate::db::{LogChunkRecord, ResultRecord, TaskRecord};
+use crate::core::cluster::Master;
+use crate::core::tasks::{check_attempt, check_holder};
 use crate::error::{MasterError, MasterResult};
-use crate::tasks::{check_attempt, check_holder};
+use crate::store::{LogChunkRecord, ResultRecord, TaskRecord};
 use cloudai_common::validate;
 use cloudai_proto::v1::TaskLogPart;
 use futures::{Stream, StreamExt, TryStreamExt};
@@ -243,7 +243,7 @@ impl StoredOutput {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::db::TaskState;
+    use crate::store::TaskState;
 
     fn result(log: &str, chunks: u32, chunk_bytes: u64, total: u64) -> ResultRecord {
         ResultRecord {

@@ -10,10 +10,10 @@
 //! are lost (see `disconnect.rs`). A slow or silent worker only ever delays its
 //! own task.
 
-use crate::cluster::Master;
-use crate::db::{TaskState, now_millis};
-use crate::events::{Event, Metrics};
-use crate::registry::HeartbeatOutcome;
+use crate::core::cluster::Master;
+use crate::core::events::{Event, Metrics};
+use crate::core::registry::HeartbeatOutcome;
+use crate::store::{TaskState, now_millis};
 use cloudai_proto::v1::Heartbeat;
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -171,7 +171,7 @@ impl Master {
 
     async fn run_feed(self, worker_id: String, feed: Arc<Feed>) {
         let timeout = self.settings().inactivity_timeout;
-        let lost_after = self.settings().disconnect_window + crate::disconnect::STOP_MARGIN;
+        let lost_after = self.settings().disconnect_window + crate::core::disconnect::STOP_MARGIN;
         // Tasks left unknown by an earlier run of the master.
         feed.unknown().extend(self.unknown_on(&worker_id));
         let mut heard = Instant::now();

@@ -3,9 +3,9 @@
 //! Counters and histograms are updated where things happen (O(1), atomic);
 //! gauges that describe current state are computed when scraped.
 
-use crate::cluster::Master;
-use crate::db::TaskState;
-use crate::registry::WorkerState;
+use crate::core::cluster::Master;
+use crate::core::registry::WorkerState;
+use crate::store::TaskState;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;

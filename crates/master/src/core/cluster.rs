@@ -1,12 +1,12 @@
 //! The master's core handle: store, live registry, task index, worker clients and
 //! events. The REPL, the gRPC handlers and background loops all act through it.
 
-use crate::db::{Store, TaskRecord, TaskState, WorkerRecord, now_millis};
+use crate::core::events::{EVENT_CAPACITY, Envelope, Event};
+use crate::core::registry::{Registry, WorkerState};
+use crate::core::telemetry::Telemetry;
+use crate::core::worker_client::{CALL_TIMEOUT, WorkerClients};
 use crate::error::{MasterError, MasterResult};
-use crate::events::{EVENT_CAPACITY, Envelope, Event};
-use crate::registry::{Registry, WorkerState};
-use crate::telemetry::Telemetry;
-use crate::worker_client::{CALL_TIMEOUT, WorkerClients};
+use crate::store::{Store, TaskRecord, TaskState, WorkerRecord, now_millis};
 use cloudai_common::validate;
 use cloudai_proto::v1::{MasterRegisterRequest, RegisterWorkerRequest};
 use std::collections::HashMap;
@@ -71,9 +71,9 @@ pub struct Settings {
     /// Lifetime of join tokens.
     pub join_token_ttl: Duration,
     /// Placement policy of the built-in scheduler.
-    pub policy: crate::placement::Policy,
+    pub policy: crate::core::placement::Policy,
     /// Who places queued tasks.
-    pub placement_mode: crate::scheduler::PlacementMode,
+    pub placement_mode: crate::core::scheduler::PlacementMode,
     /// In agent mode, how long a queued task waits for the agent.
     pub agent_timeout: Duration,
 }
@@ -95,12 +95,12 @@ struct Inner {
     /// Sequence number of the last event (the lock keeps sends in sequence order).
     last_seq: Mutex<u64>,
     telemetry: Telemetry,
-    metrics: crate::metrics::MasterMetrics,
+    metrics: crate::core::metrics::MasterMetrics,
     /// The cluster PKI; `None` with `--insecure`.
-    pki: Option<Arc<crate::pki::Pki>>,
-    limiter: crate::security::AuthLimiter,
-    tokens: crate::users::TokenIndex,
-    scheduler: crate::scheduler::SchedulerState,
+    pki: Option<Arc<crate::auth::pki::Pki>>,
+    limiter: crate::auth::admission::AuthLimiter,
+    tokens: crate::auth::users::TokenIndex,
+    scheduler: crate::core::scheduler::SchedulerState,
     /// Ids of the last finished tasks (bounded), for REPL completion.
     recent: Mutex<std::collections::VecDeque<String>>,
     /// Port of the gRPC server, for invitations.
@@ -115,7 +115,7 @@ impl Master {
     pub async fn load(
         settings: Settings,
         store: Arc<dyn Store>,
-        pki: Option<Arc<crate::pki::Pki>>,
+        pki: Option<Arc<crate::auth::pki::Pki>>,
         grpc_port: u16,
         shutdown: CancellationToken,
         tracker: TaskTracker,
@@ -142,11 +142,11 @@ impl Master {
                 events,
                 last_seq: Mutex::new(0),
                 telemetry: Telemetry::default(),
-                metrics: crate::metrics::MasterMetrics::default(),
+                metrics: crate::core::metrics::MasterMetrics::default(),
                 pki,
-                limiter: crate::security::AuthLimiter::default(),
-                tokens: crate::users::TokenIndex::default(),
-                scheduler: crate::scheduler::SchedulerState::default(),
+                limiter: crate::auth::admission::AuthLimiter::default(),
+                tokens: crate::auth::users::TokenIndex::default(),
+                scheduler: crate::core::scheduler::SchedulerState::default(),
                 recent: Mutex::new(std::collections::VecDeque::new()),
                 grpc_port,
                 started: Instant::now(),
@@ -211,24 +211,24 @@ impl Master {
     }
 
     /// The cluster PKI (`None` with `--insecure`).
-    pub fn pki(&self) -> Option<&Arc<crate::pki::Pki>> {
+    pub fn pki(&self) -> Option<&Arc<crate::auth::pki::Pki>> {
         self.inner.pki.as_ref()
     }
 
-    pub(crate) fn limiter(&self) -> &crate::security::AuthLimiter {
+    pub(crate) fn limiter(&self) -> &crate::auth::admission::AuthLimiter {
         &self.inner.limiter
     }
 
-    pub(crate) fn tokens(&self) -> &crate::users::TokenIndex {
+    pub(crate) fn tokens(&self) -> &crate::auth::users::TokenIndex {
         &self.inner.tokens
     }
 
-    pub(crate) fn scheduler(&self) -> &crate::scheduler::SchedulerState {
+    pub(crate) fn scheduler(&self) -> &crate::core::scheduler::SchedulerState {
         &self.inner.scheduler
     }
 
     /// Prometheus metric handles.
-    pub fn metrics(&self) -> &crate::metrics::MasterMetrics {
+    pub fn metrics(&self) -> &crate::core::metrics::MasterMetrics {
         &self.inner.metrics
     }
 
@@ -504,7 +504,7 @@ impl Master {
         task_id: &str,
         next: TaskState,
         update: impl Fn(&mut TaskRecord),
-        also: impl Fn(&TaskRecord) -> Vec<crate::db::Write>,
+        also: impl Fn(&TaskRecord) -> Vec<crate::store::Write>,
     ) -> MasterResult<Option<TaskRecord>> {
         // A concurrent writer may win between read and conditional write: re-read and retry.
         for _ in 0..8 {

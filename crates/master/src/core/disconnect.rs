@@ -13,8 +13,8 @@
 //! settles its unknown tasks with its heartbeat: still running, still held, or
 //! gone (lost at once: it no longer has them).
 
-use crate::cluster::Master;
-use crate::db::TaskState;
+use crate::core::cluster::Master;
+use crate::store::TaskState;
 use std::time::Duration;
 
 /// Time the master allows, past the disconnect window, for a cut-off worker
@@ -103,7 +103,7 @@ impl Master {
         running: &[String],
         held: &[String],
     ) -> Vec<String> {
-        let now = crate::db::now_millis();
+        let now = crate::store::now_millis();
         let proof_age = ABSENCE_PROOF_AGE.as_millis() as i64;
         let mut settled = Vec::new();
         let mut gone = Vec::new();

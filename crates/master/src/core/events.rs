@@ -3,7 +3,7 @@
 //! views, agents). Each event is encoded to JSON at most once, however many
 //! clients receive it.
 
-use crate::db::TaskState;
+use crate::store::TaskState;
 use serde::Serialize;
 use std::sync::{Arc, OnceLock};
 

@@ -3,10 +3,10 @@
 //! With TLS on, `/api/*`, `/ws/*` and `/metrics` need an API token (viewer or above) in
 //! `Authorization: Bearer <token>` or, for browsers' WebSockets, `?token=`.
 
-use crate::cluster::Master;
-use crate::https::Peer;
-use crate::users::Role;
-use crate::{api, dashboard, ws};
+use crate::api::http::listener::Peer;
+use crate::api::http::{dashboard, rest as api, telemetry_ws as ws};
+use crate::auth::users::Role;
+use crate::core::cluster::Master;
 use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{StatusCode, header};
 use axum::middleware::{self, Next};

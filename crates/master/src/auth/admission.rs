@@ -6,9 +6,9 @@
 //! certificate is bound to its registration by fingerprint, so `unregister`
 //! revokes it at once.
 
-use crate::cluster::Master;
-use crate::db::now_millis;
+use crate::core::cluster::Master;
 use crate::error::{MasterError, MasterResult};
+use crate::store::now_millis;
 use cloudai_common::tls::{self, JoinToken};
 use cloudai_proto::v1::CertificateResponse;
 use ring::rand::SecureRandom;
@@ -160,8 +160,8 @@ impl Master {
     /// certificate to the registration (fingerprint, expiry) and persists it.
     async fn issue_certificate(
         &self,
-        pki: &crate::pki::Pki,
-        mut record: crate::db::WorkerRecord,
+        pki: &crate::auth::pki::Pki,
+        mut record: crate::store::WorkerRecord,
         csr_der: &[u8],
     ) -> MasterResult<CertificateResponse> {
         let host = record

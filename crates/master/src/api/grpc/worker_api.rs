@@ -1,6 +1,6 @@
 //! gRPC handlers of `MasterService`: thin wrappers that validate and delegate to [`Master`].
 
-use crate::cluster::Master;
+use crate::core::cluster::Master;
 use cloudai_proto::v1::master_service_server::{MasterService, MasterServiceServer};
 use cloudai_proto::v1::{
     CertificateResponse, Heartbeat, HeartbeatResponse, JoinClusterRequest, RegisterWorkerRequest,

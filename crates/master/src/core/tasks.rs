@@ -1,11 +1,11 @@
 //! Task operations on the master: submit and place, complete, inspect, follow, cancel.
 
-use crate::cluster::Master;
-use crate::convert;
-use crate::db::{AssignmentRecord, Limits, TaskRecord, TaskState, Write, now_millis};
+use crate::core::cluster::Master;
+use crate::core::convert;
+use crate::core::registry::WorkerState;
+use crate::core::worker_client::CALL_TIMEOUT;
 use crate::error::{MasterError, MasterResult};
-use crate::registry::WorkerState;
-use crate::worker_client::CALL_TIMEOUT;
+use crate::store::{AssignmentRecord, Limits, TaskRecord, TaskState, Write, now_millis};
 use cloudai_common::validate;
 use cloudai_proto::v1::{AssignTaskRequest, CancelTaskRequest, LogChunk, StreamTaskLogsRequest};
 use std::collections::BTreeMap;
@@ -95,7 +95,7 @@ impl Master {
 
     /// Emits the `task_state` event of a newly stored task.
     fn announce(&self, task: &TaskRecord) {
-        self.emit(crate::events::Event::TaskState {
+        self.emit(crate::core::events::Event::TaskState {
             task_id: task.id.clone(),
             state: task.state,
             worker_id: task.worker_id.clone(),
@@ -124,7 +124,7 @@ impl Master {
         }
         let candidate = self.candidates().into_iter().find(|c| c.id == worker_id);
         let candidates: Vec<_> = candidate.into_iter().collect();
-        crate::placement::place(&crate::scheduler::demand(task), &candidates, self.settings().policy)
+        crate::core::placement::place(&crate::core::scheduler::demand(task), &candidates, self.settings().policy)
             .map(|choice| choice.gpus)
             .map_err(|reason| {
                 MasterError::FailedPrecondition(format!(
@@ -251,7 +251,7 @@ impl Master {
             return Ok(None);
         }
         if task.attempt <= task.max_retries {
-            let backoff = crate::scheduler::retry_backoff(task.attempt);
+            let backoff = crate::core::scheduler::retry_backoff(task.attempt);
             let note = format!(
                 "attempt {} failed ({error}); retrying in {}s",
                 task.attempt,
@@ -299,7 +299,9 @@ impl Master {
     pub async fn wait_until_final(
         &self,
         task_id: &str,
-        events: &mut tokio::sync::broadcast::Receiver<std::sync::Arc<crate::events::Envelope>>,
+        events: &mut tokio::sync::broadcast::Receiver<
+            std::sync::Arc<crate::core::events::Envelope>,
+        >,
         deadline: tokio::time::Instant,
     ) -> MasterResult<Option<TaskRecord>> {
         loop {
@@ -311,7 +313,7 @@ impl Master {
                 loop {
                     match events.recv().await {
                         Ok(envelope) => {
-                            if let crate::events::Event::TaskState {
+                            if let crate::core::events::Event::TaskState {
                                 task_id: id, state, ..
                             } = &envelope.event
                                 && id == task_id

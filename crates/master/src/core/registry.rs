@@ -4,7 +4,7 @@
 //! it is held, and every operation is O(1) in the number of workers except the
 //! listings.
 
-use crate::db::WorkerRecord;
+use crate::store::WorkerRecord;
 use cloudai_proto::v1::{Heartbeat, WorkerInfo};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -130,7 +130,7 @@ impl Registry {
     ) -> Option<WorkerRecord> {
         let mut workers = self.lock();
         let entry = workers.get_mut(&info.worker_id)?;
-        entry.record.host = Some(crate::convert::host_record(&info));
+        entry.record.host = Some(crate::core::convert::host_record(&info));
         entry.record.last_seen_at = Some(now_millis);
         entry.state = WorkerState::Active;
         entry.info = Some(info);

@@ -3,14 +3,14 @@
 //! Every call needs an API token (`authorization: Bearer <token>` metadata):
 //! viewer for reads, operator for changes.
 
-use crate::cluster::Master;
-use crate::convert;
-use crate::db::{Limits, TaskRecord, TaskState};
+use crate::auth::users::Role;
+use crate::core::cluster::Master;
+use crate::core::convert;
+use crate::core::events::Event;
+use crate::core::registry::{WorkerEntry, WorkerState as LiveState};
+use crate::core::tasks::{Placement, TaskRequest};
 use crate::error::MasterError;
-use crate::events::Event;
-use crate::registry::{WorkerEntry, WorkerState as LiveState};
-use crate::tasks::{Placement, TaskRequest};
-use crate::users::Role;
+use crate::store::{Limits, TaskRecord, TaskState};
 use cloudai_proto::v1::cluster_event::Event as Wire;
 use cloudai_proto::v1::master_agent_server::{MasterAgent, MasterAgentServer};
 use cloudai_proto::v1::{
@@ -33,8 +33,8 @@ impl AgentGrpc {
     /// A tonic service over `master`, with message size limits.
     pub fn service(master: Master) -> MasterAgentServer<Self> {
         MasterAgentServer::new(Self { master })
-            .max_decoding_message_size(crate::server::MAX_MESSAGE_BYTES)
-            .max_encoding_message_size(crate::server::MAX_MESSAGE_BYTES)
+            .max_decoding_message_size(crate::api::grpc::worker_api::MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(crate::api::grpc::worker_api::MAX_MESSAGE_BYTES)
     }
 
     fn authorize<T>(&self, request: &Request<T>, role: Role) -> Result<(), Status> {
@@ -137,7 +137,7 @@ impl MasterAgent for AgentGrpc {
         self.authorize(&request, Role::Viewer)?;
         // Free resources as the scheduler sees them: reservations of placed
         // tasks, live memory use and GPUs held per telemetry all count.
-        let candidates: HashMap<String, crate::placement::Candidate> = self
+        let candidates: HashMap<String, crate::core::placement::Candidate> = self
             .master
             .candidates()
             .into_iter()

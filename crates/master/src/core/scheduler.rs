@@ -1,6 +1,6 @@
 //! The built-in scheduler: a persistent priority queue (queued tasks in the
 //! store, ordered by priority then age) drained by one loop that places each
-//! task with [`crate::placement`]. It wakes on every submit, completion and
+//! task with [`crate::core::placement`]. It wakes on every submit, completion and
 //! worker change, and once a second; tasks that fit nowhere wait with a
 //! reason and are placed as soon as capacity frees up.
 //!
@@ -8,10 +8,10 @@
 //! `--agent-timeout`, then places it itself, so a dead agent never stalls the
 //! cluster.
 
-use crate::cluster::Master;
-use crate::db::{TaskRecord, TaskState, now_millis};
-use crate::placement::{self, Candidate, Demand};
-use crate::registry::WorkerState;
+use crate::core::cluster::Master;
+use crate::core::placement::{self, Candidate, Demand};
+use crate::core::registry::WorkerState;
+use crate::store::{TaskRecord, TaskState, now_millis};
 use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 use std::time::Duration;

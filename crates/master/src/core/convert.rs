@@ -1,6 +1,6 @@
 //! Conversions between protobuf messages and stored records, in one place.
 
-use crate::db::{GpuRecord, HostRecord, Limits, TaskRecord, TaskState};
+use crate::store::{GpuRecord, HostRecord, TaskRecord, TaskState};
 use cloudai_proto::v1::{ResourceLimits, Task, TaskStatus, WorkerInfo};
 
 /// Host facts worth persisting from a registration.
@@ -24,16 +24,6 @@ pub fn host_record(info: &WorkerInfo) -> HostRecord {
             })
             .collect(),
         version: info.version.clone(),
-    }
-}
-
-/// Stored limits from protobuf limits.
-pub fn limits_record(limits: &ResourceLimits) -> Limits {
-    Limits {
-        nano_cpus: limits.nano_cpus,
-        memory_bytes: limits.memory_bytes,
-        gpu_count: limits.gpu_count,
-        gpu_device_ids: limits.gpu_device_ids.clone(),
     }
 }
 

@@ -2,9 +2,9 @@
 //! (with timeout and cancel), inspect, and queue the result.
 
 use crate::Worker;
-use crate::executor::{Collected, LogRead};
-use crate::logs::LogBuffer;
-use crate::spool::{self, Spool};
+use crate::task::executor::{Collected, LogRead};
+use crate::task::logs::LogBuffer;
+use crate::task::spool::{self, Spool};
 use cloudai_proto::v1::{Task, TaskResult, TaskStatus};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};

@@ -1,8 +1,10 @@
 //! Uploading a finished task's whole output to the master (`UploadTaskLog`)
 //! when the log tail in its result does not hold all of it: the output
-//! spooled while the task ran ([`crate::spool`]), in numbered parts.
+//! spooled while the task ran ([`crate::task::spool`]), in numbered parts.
 
-use crate::{Worker, link, spool};
+use crate::Worker;
+use crate::master_link::master_client;
+use crate::task::spool;
 use cloudai_proto::v1::{TaskLogPart, TaskResult};
 use futures::{Stream, StreamExt};
 use std::time::Duration;
@@ -39,7 +41,7 @@ struct Target {
 /// what was stored: its chunks, their bytes, and the total.
 pub async fn upload(worker: &Worker, result: &mut TaskResult) -> Result<(), UploadError> {
     let limit = worker.config().max_log_upload;
-    let mut client = link::master_client(worker).map_err(classify)?;
+    let mut client = master_client(worker).map_err(classify)?;
     let target = Target {
         task_id: result.task_id.clone(),
         worker_id: result.worker_id.clone(),

@@ -1,0 +1,5 @@
+//! The master's gRPC services: `MasterService` for workers (`worker_api`) and
+//! `MasterAgent` for external schedulers (`agent_api`).
+
+pub(crate) mod agent_api;
+pub(crate) mod worker_api;

@@ -1,0 +1,10 @@
+//! The HTTP port: the axum router and its token check (`router`), the
+//! listeners behind the connection gate and TLS (`listener`), the dashboard's
+//! JSON API and live logs (`rest`), WebSocket telemetry (`telemetry_ws`) and
+//! the dashboard page itself (`dashboard`).
+
+pub(crate) mod dashboard;
+pub(crate) mod listener;
+pub(crate) mod rest;
+pub(crate) mod router;
+pub(crate) mod telemetry_ws;
