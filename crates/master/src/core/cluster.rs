@@ -4,7 +4,7 @@
 use crate::core::events::{EVENT_CAPACITY, Envelope, Event};
 use crate::core::registry::{Registry, WorkerState};
 use crate::core::telemetry::Telemetry;
-use crate::core::worker_client::{CALL_TIMEOUT, WorkerClients};
+use crate::core::worker_client::{WorkerCalls, WorkerClients};
 use crate::error::{MasterError, MasterResult};
 use crate::store::{Store, TaskRecord, TaskState, WorkerRecord, now_millis};
 use cloudai_common::validate;
@@ -90,7 +90,7 @@ struct Inner {
     registry: Registry,
     /// Non-final tasks by id (std mutex: never held across `.await`).
     active: Mutex<HashMap<String, ActiveTask>>,
-    clients: WorkerClients,
+    clients: Arc<dyn WorkerCalls>,
     events: broadcast::Sender<Arc<Envelope>>,
     /// Sequence number of the last event (the lock keeps sends in sequence order).
     last_seq: Mutex<u64>,
@@ -111,11 +111,26 @@ struct Inner {
 }
 
 impl Master {
-    /// Loads the registry and the non-final tasks from the store.
+    /// Loads the registry and the non-final tasks from the store; workers
+    /// are called over gRPC (mutual TLS with the PKI).
     pub async fn load(
         settings: Settings,
         store: Arc<dyn Store>,
         pki: Option<Arc<crate::auth::pki::Pki>>,
+        grpc_port: u16,
+        shutdown: CancellationToken,
+        tracker: TaskTracker,
+    ) -> MasterResult<Self> {
+        let workers = Arc::new(WorkerClients::new(pki.as_ref().map(|p| p.client_tls())));
+        Self::load_with(settings, store, pki, workers, grpc_port, shutdown, tracker).await
+    }
+
+    /// [`Self::load`] with the given way of calling workers (a fake in tests).
+    pub(crate) async fn load_with(
+        settings: Settings,
+        store: Arc<dyn Store>,
+        pki: Option<Arc<crate::auth::pki::Pki>>,
+        clients: Arc<dyn WorkerCalls>,
         grpc_port: u16,
         shutdown: CancellationToken,
         tracker: TaskTracker,
@@ -138,7 +153,7 @@ impl Master {
                 store,
                 registry,
                 active: Mutex::new(active),
-                clients: WorkerClients::new(pki.as_ref().map(|p| p.client_tls())),
+                clients,
                 events,
                 last_seq: Mutex::new(0),
                 telemetry: Telemetry::default(),
@@ -247,8 +262,8 @@ impl Master {
             .send(Arc::new(Envelope::new(*seq, now_millis(), event)));
     }
 
-    pub(crate) fn clients(&self) -> &WorkerClients {
-        &self.inner.clients
+    pub(crate) fn clients(&self) -> &dyn WorkerCalls {
+        self.inner.clients.as_ref()
     }
 
     pub(crate) fn tracker(&self) -> &TaskTracker {
@@ -355,22 +370,20 @@ impl Master {
 
     /// Calls the worker's `MasterRegister`, asking it to register back.
     pub async fn invite(&self, worker_id: &str, address: &str) -> Result<(), String> {
-        let mut client = self.clients().client(address)?;
         let master_address = if self.settings().advertise_addr.is_empty() {
             format!(":{}", self.inner.grpc_port)
         } else {
             self.settings().advertise_addr.clone()
         };
-        let mut request = tonic::Request::new(MasterRegisterRequest {
+        let request = MasterRegisterRequest {
             worker_id: worker_id.to_string(),
             master_address,
-        });
-        request.set_timeout(CALL_TIMEOUT);
-        match tokio::time::timeout(CALL_TIMEOUT, client.master_register(request)).await {
-            Ok(Ok(_)) => Ok(()),
-            Ok(Err(status)) => Err(status.message().to_string()),
-            Err(_) => Err("no answer within 10s".to_string()),
-        }
+        };
+        self.clients()
+            .master_register(address, request)
+            .await
+            .map(|_| ())
+            .map_err(|status| status.message().to_string())
     }
 
     /// Handles a worker's `RegisterWorker`: only pre-registered ids, from the

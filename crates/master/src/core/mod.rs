@@ -16,6 +16,8 @@ pub(crate) mod cluster;
 pub(crate) mod convert;
 pub(crate) mod disconnect;
 pub(crate) mod events;
+#[cfg(test)]
+mod lifecycle_tests;
 pub(crate) mod metrics;
 pub(crate) mod placement;
 pub(crate) mod registry;

@@ -43,8 +43,8 @@ pub struct SchedulerState {
     wake: Notify,
     /// Why each queued task is still waiting.
     waiting: Mutex<HashMap<String, String>>,
-    /// Retry backoff: not before this time (ms since epoch).
-    hold: Mutex<HashMap<String, i64>>,
+    /// Retry backoff: not before this instant (monotonic, tokio's clock).
+    hold: Mutex<HashMap<String, tokio::time::Instant>>,
 }
 
 /// Backoff before retry `attempt` + 1: 1s, 2s, 4s … capped at 60s.
@@ -78,12 +78,12 @@ impl Master {
             .cloned()
     }
 
-    pub(crate) fn hold_until(&self, task_id: &str, until_millis: i64) {
+    pub(crate) fn hold_until(&self, task_id: &str, until: tokio::time::Instant) {
         self.scheduler()
             .hold
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .insert(task_id.to_string(), until_millis);
+            .insert(task_id.to_string(), until);
     }
 
     /// Active workers with their capacity, reservations and live load.
@@ -195,8 +195,9 @@ impl Master {
                 .get(&task_id)
                 .copied();
             let reason = match held {
-                Some(until) if until > now => {
-                    Some(format!("retrying in {}s", (until - now + 999) / 1000))
+                Some(until) if until > tokio::time::Instant::now() => {
+                    let left = until - tokio::time::Instant::now();
+                    Some(format!("retrying in {}s", left.as_millis().div_ceil(1000)))
                 }
                 _ if self.settings().placement_mode == PlacementMode::Agent
                     && now - queued_at < agent_window =>

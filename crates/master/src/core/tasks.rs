@@ -3,11 +3,11 @@
 use crate::core::cluster::Master;
 use crate::core::convert;
 use crate::core::registry::WorkerState;
-use crate::core::worker_client::CALL_TIMEOUT;
+use crate::core::worker_client::LogStream;
 use crate::error::{MasterError, MasterResult};
 use crate::store::{AssignmentRecord, Limits, TaskRecord, TaskState, Write, now_millis};
 use cloudai_common::validate;
-use cloudai_proto::v1::{AssignTaskRequest, CancelTaskRequest, LogChunk, StreamTaskLogsRequest};
+use cloudai_proto::v1::{AssignTaskRequest, CancelTaskRequest, StreamTaskLogsRequest};
 use std::collections::BTreeMap;
 use tokio::sync::broadcast::error::RecvError;
 
@@ -198,17 +198,15 @@ impl Master {
         let message = convert::task_message(&task);
         let outcome = async {
             let address = address.ok_or_else(|| Refusal::Sure("it was unregistered".into()))?;
-            let mut client = self.clients().client(&address).map_err(Refusal::Sure)?;
-            let mut request = tonic::Request::new(AssignTaskRequest {
+            let request = AssignTaskRequest {
                 task: Some(message),
                 worker_id: worker_id.clone(),
-            });
-            request.set_timeout(CALL_TIMEOUT);
-            let response = client
-                .assign_task(request)
+            };
+            let response = self
+                .clients()
+                .assign_task(&address, request)
                 .await
-                .map_err(Refusal::of)?
-                .into_inner();
+                .map_err(Refusal::of)?;
             if response.accepted {
                 Ok(())
             } else {
@@ -272,7 +270,7 @@ impl Master {
                     backoff_s = backoff.as_secs(),
                     "task requeued for a retry"
                 );
-                self.hold_until(task_id, now_millis() + backoff.as_millis() as i64);
+                self.hold_until(task_id, tokio::time::Instant::now() + backoff);
                 self.wake_scheduler();
                 return Ok(requeued);
             }
@@ -336,7 +334,7 @@ impl Master {
     }
 
     /// Opens the live log stream of a task that is assigned or running.
-    pub async fn follow_logs(&self, task: &TaskRecord) -> MasterResult<tonic::Streaming<LogChunk>> {
+    pub async fn follow_logs(&self, task: &TaskRecord) -> MasterResult<LogStream> {
         let worker_id = task.worker_id.clone().unwrap_or_default();
         let address = self
             .registry()
@@ -345,20 +343,14 @@ impl Master {
             .ok_or_else(|| {
                 MasterError::NotFound(format!("task '{}' has no registered worker", task.id))
             })?;
-        let mut client = self
-            .clients()
-            .client(&address)
-            .map_err(MasterError::Unavailable)?;
-        let stream = client
-            .stream_task_logs(StreamTaskLogsRequest {
-                task_id: task.id.clone(),
-                follow: true,
-            })
+        let request = StreamTaskLogsRequest {
+            task_id: task.id.clone(),
+            follow: true,
+        };
+        self.clients()
+            .stream_task_logs(&address, request)
             .await
-            .map_err(|s| {
-                MasterError::Unavailable(format!("worker {worker_id}: {}", s.message()))
-            })?;
-        Ok(stream.into_inner())
+            .map_err(|s| MasterError::Unavailable(format!("worker {worker_id}: {}", s.message())))
     }
 
     /// Cancels a task: queued tasks at once, placed ones through their worker.
@@ -374,19 +366,16 @@ impl Master {
             && task.state != TaskState::Queued
             && let Some(worker) = self.registry().get(&worker_id)
         {
-            let mut request = tonic::Request::new(CancelTaskRequest {
+            let request = CancelTaskRequest {
                 task_id: task_id.to_string(),
                 grace_period_seconds: 0,
                 reason: "cancelled".into(),
-            });
-            request.set_timeout(CALL_TIMEOUT);
-            let reached = match self.clients().client(&worker.record.address) {
-                Ok(mut client) => client
-                    .cancel_task(request)
-                    .await
-                    .map(|r| r.into_inner().found),
-                Err(e) => Err(tonic::Status::unavailable(e)),
             };
+            let reached = self
+                .clients()
+                .cancel_task(&worker.record.address, request)
+                .await
+                .map(|r| r.found);
             match reached {
                 // The worker stops the container and reports `cancelled` itself.
                 Ok(true) => return Ok(task),

@@ -8,12 +8,16 @@
 #[cfg(test)]
 pub mod contract;
 mod embedded;
+#[cfg(test)]
+mod memory;
 mod mongo;
 mod records;
 mod resilient;
 pub mod transfer;
 
 pub use embedded::EmbeddedStore;
+#[cfg(test)]
+pub(crate) use memory::MemoryStore;
 pub use mongo::{MongoStore, redact};
 pub use records::{
     ApiTokenRecord, AssignmentRecord, GpuRecord, HostRecord, LateResult, Limits, LogChunkRecord,
