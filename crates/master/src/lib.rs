@@ -50,6 +50,10 @@ pub enum RunError {
     Listener(#[from] std::io::Error),
 }
 
+/// How long a stopping master waits for an unreachable store to take the
+/// writes it holds.
+pub const DRAIN_LIMIT: Duration = Duration::from_secs(10);
+
 /// The master's two listeners, already bound.
 pub struct Listeners {
     /// gRPC (workers, agents).
@@ -66,11 +70,20 @@ pub struct Running {
 }
 
 impl Running {
-    /// Waits until shutdown has been requested and every server and loop has stopped.
+    /// Waits until shutdown has been requested, every server and loop has
+    /// stopped, and the store holds every write it acknowledged (for at most
+    /// [`DRAIN_LIMIT`] while the store is unreachable; what is left is logged).
     pub async fn wait(self) {
         self.master.shutdown_token().cancelled().await;
         self.tracker.close();
         self.tracker.wait().await;
+        let held = self.master.store().drain(DRAIN_LIMIT).await;
+        if held > 0 {
+            tracing::error!(
+                held,
+                "stopping with writes the store never took (it stayed unreachable): they are lost"
+            );
+        }
     }
 }
 

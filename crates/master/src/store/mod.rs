@@ -149,6 +149,13 @@ pub trait Store: Send + Sync + 'static {
         Ok(true)
     }
 
+    /// Waits, for at most `limit`, until every write this store accepted is
+    /// stored; returns how many are still held (at shutdown). Backends store
+    /// each write before it returns: nothing to wait for.
+    async fn drain(&self, _limit: std::time::Duration) -> usize {
+        0
+    }
+
     /// Applies `writes` in order, all durable when it returns. Backends that
     /// can commit several writes at once override it (the embedded store: one
     /// commit, one fsync); by default the writes are applied one by one.

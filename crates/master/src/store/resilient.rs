@@ -11,7 +11,8 @@
 //! no state transition depends on reaching the store.
 //!
 //! What is lost: writes still held when the master process itself dies during
-//! an outage. Everything else reaches the store.
+//! an outage. On a graceful stop the master waits for them (`Store::drain`,
+//! 10 s) and logs how many it could not store. Everything else reaches the store.
 //!
 //! Log chunks are the exception to the journal: they go straight to the
 //! backend and fail while it is away (their sender, a worker, keeps them and
@@ -307,6 +308,14 @@ impl Store for ResilientStore {
             });
         }
         self.read("checking health", self.backend.health()).await
+    }
+
+    async fn drain(&self, limit: Duration) -> usize {
+        let deadline = tokio::time::Instant::now() + limit;
+        while self.pending_writes() > 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        self.pending_writes()
     }
 
     async fn put_worker(&self, worker: &WorkerRecord) -> StoreResult<()> {
@@ -638,6 +647,32 @@ mod tests {
             state,
             ..task.clone()
         }
+    }
+
+    #[tokio::test]
+    async fn a_stop_waits_for_held_writes() {
+        let (_dir, inner) = embedded();
+        let flaky = Arc::new(Flaky {
+            inner: inner.clone(),
+            down: AtomicBool::new(false),
+        });
+        let store = ResilientStore::load(flaky.clone()).await.unwrap();
+        flaky.down.store(true, Ordering::SeqCst);
+        store
+            .put_task(&TaskRecord::queued("t-held", "busybox", 1))
+            .await
+            .unwrap();
+        assert_eq!(store.pending_writes(), 1);
+        // Still down: the drain gives up after its limit and says so.
+        assert_eq!(store.drain(Duration::from_millis(200)).await, 1);
+        // Back while the master waits: the write is stored before it stops.
+        let back = flaky.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            back.down.store(false, Ordering::SeqCst);
+        });
+        assert_eq!(store.drain(Duration::from_secs(20)).await, 0);
+        assert!(inner.get_task("t-held").await.unwrap().is_some());
     }
 
     #[tokio::test]
