@@ -20,7 +20,12 @@ pub struct LinkProxy {
 impl LinkProxy {
     /// Starts relaying connections on a free local port to `target`.
     pub fn start(target: SocketAddr) -> LinkProxy {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind the proxy");
+        Self::start_on("127.0.0.1:0".parse().unwrap(), target)
+    }
+
+    /// Starts relaying connections on `listen` to `target`.
+    pub fn start_on(listen: SocketAddr, target: SocketAddr) -> LinkProxy {
+        let listener = TcpListener::bind(listen).expect("bind the proxy");
         let address = listener.local_addr().unwrap().to_string();
         let cut = Arc::new(AtomicBool::new(false));
         let stopped = Arc::new(AtomicBool::new(false));

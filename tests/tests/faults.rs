@@ -1,6 +1,6 @@
 //! Integrity under crashes and cuts: no result is invented or thrown away, and
 //! no two attempts of a task run at once. Real binaries, real dockerd; a
-//! worker is partitioned by a relay between it and the master that stops
+//! worker is partitioned by relays on both directions of its link that stop
 //! moving bytes (`cloudai_e2e::proxy`), and Docker's own event log says when
 //! each container really started and stopped.
 
@@ -228,43 +228,68 @@ fn a_worker_killed_mid_dispatch_invents_no_result() {
     );
 }
 
-/// A master whose invitations and workers go through `proxy`, with this
-/// disconnect window.
-fn master_behind(dir: &std::path::Path, window: &'static str) -> (Master, LinkProxy) {
-    let grpc_port = free_port();
-    let proxy = LinkProxy::start(format!("127.0.0.1:{grpc_port}").parse().unwrap());
-    let advertise: &'static str =
-        Box::leak(format!("--advertise-addr={}", proxy.address).into_boxed_str());
+/// A master with this disconnect window.
+fn master_with(dir: &std::path::Path, window: &'static str) -> Master {
     let options = MasterOptions {
-        grpc_port,
         disconnect: window,
-        extra: vec![advertise],
         ..MasterOptions::default()
     };
-    (Master::start(&dir.join("master"), &options), proxy)
+    Master::start(&dir.join("master"), &options)
 }
 
-/// A worker whose link to the master goes through `proxy`.
-fn join_behind(master: &mut Master, proxy: &LinkProxy, dir: &std::path::Path) -> Worker {
+/// Both directions of one worker's link, relayed so they can be cut together.
+struct Partition {
+    to_master: LinkProxy,
+    to_worker: LinkProxy,
+}
+
+impl Partition {
+    fn cut(&self) {
+        self.to_master.cut();
+        self.to_worker.cut();
+    }
+
+    fn heal(&self) {
+        self.to_master.heal();
+        self.to_worker.heal();
+    }
+}
+
+/// A worker whose link to the master, both ways, goes through relays: it
+/// calls the master through one, and listens on 127.0.0.2 behind the other,
+/// which holds the address the master knows it by (127.0.0.1:<port>).
+fn join_behind(master: &mut Master, dir: &std::path::Path) -> (Worker, Partition) {
     let id = unique("cut");
     let port = free_port();
+    let to_master = LinkProxy::start(master.grpc_addr.parse().unwrap());
+    let to_worker = LinkProxy::start_on(
+        format!("127.0.0.1:{port}").parse().unwrap(),
+        format!("127.0.0.2:{port}").parse().unwrap(),
+    );
     let token = master.register(&id, &format!("127.0.0.1:{port}"));
     let options = WorkerOptions {
         port,
-        master: Some(proxy.address.clone()),
+        master: Some(to_master.address.clone()),
         token,
+        extra: vec!["--listen-host".into(), "127.0.0.2".into()],
         ..WorkerOptions::default()
     };
     let worker = Worker::start(&id, dir, &options);
     master.poll("workers", &[&id, "active"], WAIT);
-    worker
+    (
+        worker,
+        Partition {
+            to_master,
+            to_worker,
+        },
+    )
 }
 
 #[test]
 fn a_result_from_a_cut_off_worker_is_kept_and_the_task_not_rerun() {
     let dir = tempfile::tempdir().unwrap();
-    let (mut master, proxy) = master_behind(dir.path(), "30s");
-    let worker = join_behind(&mut master, &proxy, dir.path());
+    let mut master = master_with(dir.path(), "30s");
+    let (worker, proxy) = join_behind(&mut master, dir.path());
     let _spare = Worker::join(&mut master, "spare", dir.path());
     let since = now_nanos();
     let task = master.submit(&format!(
@@ -297,8 +322,8 @@ fn a_result_from_a_cut_off_worker_is_kept_and_the_task_not_rerun() {
 #[test]
 fn a_cut_longer_than_the_window_never_runs_a_task_twice() {
     let dir = tempfile::tempdir().unwrap();
-    let (mut master, proxy) = master_behind(dir.path(), "5s");
-    let worker = join_behind(&mut master, &proxy, dir.path());
+    let mut master = master_with(dir.path(), "5s");
+    let (worker, proxy) = join_behind(&mut master, dir.path());
     let spare = Worker::join(&mut master, "spare", dir.path());
     let since = now_nanos();
     let task = master.submit(&format!(

@@ -1,5 +1,6 @@
 //! TLS helpers shared by the master and workers: identities, fingerprints,
-//! PEM handling, file permissions, and the pinned-CA client used to join.
+//! PEM handling, file permissions, the gRPC channel each side opens to the
+//! other ([`lazy_channel`]), and the pinned-CA client used to join.
 //!
 //! Identities are URI subject alternative names in certificates the cluster CA
 //! issues: [`MASTER_IDENTITY`] for the master, [`worker_identity`] for workers.
@@ -219,6 +220,30 @@ impl ServerCertVerifier for PinnedCaVerifier {
 
 /// A lazily connected gRPC channel to `address` (host:port) that trusts only a
 /// master whose CA has the given fingerprint. Used once, to join a cluster.
+/// How long a connection to the peer may take to open.
+pub const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// A lazily connected gRPC channel to a peer at `address` (`host:port`):
+/// mutual TLS with `tls`, plaintext without (`--insecure`). It reconnects by
+/// itself; the error names the peer (`what`).
+pub fn lazy_channel(
+    what: &str,
+    address: &str,
+    tls: Option<tonic::transport::ClientTlsConfig>,
+) -> Result<Channel, TlsError> {
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let mut endpoint = Endpoint::from_shared(format!("{scheme}://{address}"))
+        .map_err(|e| TlsError(format!("invalid {what} address '{address}': {e}")))?
+        .connect_timeout(CONNECT_TIMEOUT)
+        .tcp_nodelay(true);
+    if let Some(tls) = tls {
+        endpoint = endpoint
+            .tls_config(tls)
+            .map_err(|e| TlsError(format!("TLS set-up for the {what} at '{address}': {e}")))?;
+    }
+    Ok(endpoint.connect_lazy())
+}
+
 pub fn pinned_channel(address: &str, ca_fingerprint: &str) -> Result<Channel, TlsError> {
     install_crypto_provider();
     let provider = Arc::new(rustls::crypto::ring::default_provider());

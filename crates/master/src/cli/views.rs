@@ -66,10 +66,10 @@ fn table(headers: &[&str], right_aligned: &[usize]) -> Table {
 /// `status`: the cluster in a few lines.
 pub async fn status(master: &Master, colour: bool) -> MasterResult<String> {
     let (pending, active, inactive) = master.registry().counts();
-    let tasks = master.store().list_tasks().await?;
-    let by_state: Vec<String> = TaskState::ALL
-        .iter()
-        .map(|state| (state, tasks.iter().filter(|t| t.state == *state).count()))
+    let by_state: Vec<String> = master
+        .task_counts()
+        .await?
+        .into_iter()
         .filter(|(_, n)| *n > 0)
         .map(|(state, n)| format!("{n} {state}"))
         .collect();

@@ -152,22 +152,18 @@ impl Master {
                 })
                 .set(count as i64);
         }
-        let mut by_state = std::collections::HashMap::new();
-        for task in self.active_tasks().values() {
-            *by_state.entry(task.state).or_insert(0i64) += 1;
-        }
-        for state in TaskState::ALL.into_iter().filter(|s| !s.is_terminal()) {
-            let count = by_state.get(&state).copied().unwrap_or(0);
+        let active = self.active_counts();
+        for (state, count) in &active {
             metrics
                 .tasks
                 .get_or_create(&StateLabel {
                     state: state.as_str().to_string(),
                 })
-                .set(count);
+                .set(*count as i64);
         }
         metrics
             .queue_depth
-            .set(by_state.get(&TaskState::Queued).copied().unwrap_or(0));
+            .set(active.get(&TaskState::Queued).copied().unwrap_or(0) as i64);
         let mut text = String::new();
         if let Err(error) = prometheus_client::encoding::text::encode(&mut text, &metrics.registry)
         {

@@ -282,6 +282,21 @@ impl Master {
         .await
     }
 
+    /// Unfinished tasks by state, every unfinished state listed (from memory).
+    pub fn active_counts(&self) -> BTreeMap<TaskState, usize> {
+        let states: Vec<TaskState> = self.active_tasks().values().map(|t| t.state).collect();
+        count_states(
+            states,
+            TaskState::ALL.into_iter().filter(|s| !s.is_terminal()),
+        )
+    }
+
+    /// All tasks by state, every state listed.
+    pub async fn task_counts(&self) -> MasterResult<BTreeMap<TaskState, usize>> {
+        let tasks = self.store().list_tasks().await?;
+        Ok(count_states(tasks.iter().map(|t| t.state), TaskState::ALL))
+    }
+
     /// One task, or a clear `NotFound`.
     pub async fn task(&self, task_id: &str) -> MasterResult<TaskRecord> {
         validate::id("task id", task_id)?;
@@ -394,6 +409,18 @@ impl Master {
             MasterError::FailedPrecondition(format!("task '{task_id}' could not be cancelled"))
         })
     }
+}
+
+/// How many of `states` are in each state; every state of `listed` appears.
+fn count_states(
+    states: impl IntoIterator<Item = TaskState>,
+    listed: impl IntoIterator<Item = TaskState>,
+) -> BTreeMap<TaskState, usize> {
+    let mut counts: BTreeMap<TaskState, usize> = listed.into_iter().map(|s| (s, 0)).collect();
+    for state in states {
+        *counts.entry(state).or_default() += 1;
+    }
+    counts
 }
 
 /// Why an assignment did not go through.

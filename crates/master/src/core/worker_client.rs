@@ -13,7 +13,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tonic::Status;
-use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
+use tonic::transport::{Channel, ClientTlsConfig};
 
 /// A task's live output from its worker.
 pub type LogStream = BoxStream<'static, Result<LogChunk, Status>>;
@@ -111,8 +111,6 @@ impl WorkerCalls for WorkerClients {
     }
 }
 
-/// How long the master waits to connect to a worker.
-pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 /// How long a unary call to a worker may take.
 pub const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -139,17 +137,8 @@ impl WorkerClients {
         if let Some(channel) = channels.get(address) {
             return Ok(WorkerServiceClient::new(channel.clone()));
         }
-        let scheme = if self.tls.is_some() { "https" } else { "http" };
-        let mut endpoint = Endpoint::from_shared(format!("{scheme}://{address}"))
-            .map_err(|e| format!("invalid worker address '{address}': {e}"))?
-            .connect_timeout(CONNECT_TIMEOUT)
-            .tcp_nodelay(true);
-        if let Some(tls) = &self.tls {
-            endpoint = endpoint
-                .tls_config(tls.clone())
-                .map_err(|e| format!("TLS set-up for '{address}': {e}"))?;
-        }
-        let channel = endpoint.connect_lazy();
+        let channel = cloudai_common::tls::lazy_channel("worker", address, self.tls.clone())
+            .map_err(|e| e.to_string())?;
         channels.insert(address.to_string(), channel.clone());
         Ok(WorkerServiceClient::new(channel))
     }

@@ -20,7 +20,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 use tonic::Status;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 /// How long one call to the master may take.
 const CALL_TIMEOUT: Duration = Duration::from_secs(10);
@@ -114,17 +114,8 @@ impl LinkState {
             return Ok(Some(client.clone()));
         }
         let tls = self.tls.lock().unwrap_or_else(|p| p.into_inner()).clone();
-        let scheme = if tls.is_some() { "https" } else { "http" };
-        let mut endpoint = Endpoint::from_shared(format!("{scheme}://{address}"))
-            .map_err(|e| format!("invalid master address '{address}': {e}"))?
-            .connect_timeout(Duration::from_secs(3))
-            .tcp_nodelay(true);
-        if let Some(tls) = tls {
-            endpoint = endpoint
-                .tls_config(tls)
-                .map_err(|e| format!("TLS set-up for the master: {e}"))?;
-        }
-        let channel = endpoint.connect_lazy();
+        let channel = cloudai_common::tls::lazy_channel("master", &address, tls)
+            .map_err(|e| e.to_string())?;
         let client = MasterServiceClient::new(channel);
         *cached = Some((address, client.clone()));
         Ok(Some(client))

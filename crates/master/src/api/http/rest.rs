@@ -118,27 +118,63 @@ impl IntoResponse for ApiError {
     }
 }
 
-/// `GET /api/cluster`.
-pub async fn cluster(State(master): State<Master>) -> Result<Json<Value>, ApiError> {
-    let (pending, active, inactive) = master.registry().counts();
-    let tasks = master.store().list_tasks().await?;
-    let mut by_state: BTreeMap<&'static str, usize> =
-        TaskState::ALL.iter().map(|s| (s.as_str(), 0)).collect();
-    for task in &tasks {
-        *by_state.entry(task.state.as_str()).or_default() += 1;
+/// What `/healthz` and `/api/cluster` both say about the master.
+#[derive(Debug, Serialize)]
+pub struct Health {
+    version: &'static str,
+    uptime_seconds: u64,
+    workers: WorkerCounts,
+    store: String,
+    store_healthy: bool,
+    store_error: Option<String>,
+    tls: bool,
+}
+
+#[derive(Debug, Serialize)]
+struct WorkerCounts {
+    pending: usize,
+    active: usize,
+    inactive: usize,
+}
+
+impl Health {
+    /// The master's health now (a cheap round trip to the store).
+    pub async fn of(master: &Master) -> Self {
+        let (pending, active, inactive) = master.registry().counts();
+        let store = master.store_health().await;
+        Self {
+            version: cloudai_common::VERSION,
+            uptime_seconds: master.uptime().as_secs(),
+            workers: WorkerCounts {
+                pending,
+                active,
+                inactive,
+            },
+            store: master.store().describe(),
+            store_healthy: store.is_ok(),
+            store_error: store.err(),
+            tls: master.pki().is_some(),
+        }
     }
-    let store = master.store_health().await;
-    Ok(Json(json!({
-        "version": cloudai_common::VERSION,
-        "uptime_seconds": master.uptime().as_secs(),
-        "workers": { "pending": pending, "active": active, "inactive": inactive },
-        "tasks": by_state,
-        "queue_depth": by_state.get("queued").copied().unwrap_or(0),
-        "store": master.store().describe(),
-        "store_healthy": store.is_ok(),
-        "store_error": store.err(),
-        "tls": master.pki().is_some(),
-    })))
+
+    /// Whether the store answers.
+    pub fn healthy(&self) -> bool {
+        self.store_healthy
+    }
+}
+
+/// `GET /api/cluster`: [`Health`] with the tasks by state.
+pub async fn cluster(State(master): State<Master>) -> Result<Json<Value>, ApiError> {
+    let by_state: BTreeMap<&'static str, usize> = master
+        .task_counts()
+        .await?
+        .into_iter()
+        .map(|(state, n)| (state.as_str(), n))
+        .collect();
+    let mut body = serde_json::to_value(Health::of(&master).await).unwrap_or_default();
+    body["queue_depth"] = json!(by_state.get("queued").copied().unwrap_or(0));
+    body["tasks"] = json!(by_state);
+    Ok(Json(body))
 }
 
 /// Filters of `GET /api/tasks`.

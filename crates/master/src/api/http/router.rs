@@ -87,22 +87,16 @@ async fn metrics(State(master): State<Master>) -> impl IntoResponse {
     )
 }
 
+/// `GET /healthz`: open, for load balancers and probes; 503 while the store
+/// does not answer.
 async fn healthz(State(master): State<Master>) -> (StatusCode, Json<Value>) {
-    let (pending, active, inactive) = master.registry().counts();
-    let store = master.store_health().await;
-    let status = if store.is_ok() {
+    let health = api::Health::of(&master).await;
+    let status = if health.healthy() {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
-    let body = Json(json!({
-        "status": if store.is_ok() { "ok" } else { "degraded" },
-        "store": master.store().describe(),
-        "store_healthy": store.is_ok(),
-        "store_error": store.err(),
-        "tls": master.pki().is_some(),
-        "uptime_seconds": master.uptime().as_secs(),
-        "workers": { "pending": pending, "active": active, "inactive": inactive },
-    }));
-    (status, body)
+    let mut body = serde_json::to_value(&health).unwrap_or_default();
+    body["status"] = json!(if health.healthy() { "ok" } else { "degraded" });
+    (status, Json(body))
 }

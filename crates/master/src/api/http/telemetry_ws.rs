@@ -10,7 +10,7 @@
 use crate::api::http::router::Credential;
 use crate::core::cluster::Master;
 use crate::core::events::Metrics;
-use crate::store::{TaskState, now_millis};
+use crate::store::now_millis;
 use axum::extract::ws::{Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
 use axum::extract::{Extension, Path, State};
 use axum::http::StatusCode;
@@ -329,13 +329,11 @@ pub fn snapshot(master: &Master, selection: &Selection, seq: u64) -> String {
             metrics: w.latest.as_ref().map(Metrics::from),
         })
         .collect();
-    let mut active_tasks: HashMap<&'static str, u64> = HashMap::new();
-    for task in master.active_tasks().values() {
-        *active_tasks.entry(task.state.as_str()).or_default() += 1;
-    }
-    for state in TaskState::ALL.into_iter().filter(|s| !s.is_terminal()) {
-        active_tasks.entry(state.as_str()).or_default();
-    }
+    let active_tasks: HashMap<&'static str, u64> = master
+        .active_counts()
+        .into_iter()
+        .map(|(state, n)| (state.as_str(), n as u64))
+        .collect();
     let snapshot = Snapshot {
         r#type: "snapshot",
         seq,
