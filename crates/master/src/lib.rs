@@ -251,6 +251,7 @@ pub async fn start(
                 gate.clone(),
                 pki.https_config()?,
                 shutdown.clone(),
+                tracker.clone(),
             )?;
             tracker.spawn(async move {
                 if let Err(error) = axum::serve(listener, app)

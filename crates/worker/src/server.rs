@@ -182,7 +182,7 @@ impl WorkerService for WorkerGrpc {
         let (tx, rx) = mpsc::channel(64);
         let task_id = request.task_id.clone();
         let shutdown = self.worker.shutdown_token().clone();
-        tokio::spawn(async move {
+        self.worker.tracker().spawn(async move {
             for chunk in subscription.backlog {
                 if tx.send(Ok(chunk)).await.is_err() {
                     return;

@@ -1,9 +1,38 @@
 //! The store contract: one suite every backend must pass. Each check takes a
-//! fresh store; `persistence` also takes a way to reopen it.
+//! fresh store; `persistence` also takes a way to reopen it. [`contract_tests!`]
+//! turns the checks into one `#[tokio::test]` each for a backend.
 
 use super::*;
 use std::collections::BTreeMap;
 use std::sync::Arc;
+
+/// One `#[tokio::test]` per contract check (all but `persistence`, whose
+/// reopening is the backend's own) for the backend that `$fresh` makes:
+/// an `async` expression giving `(guard, Arc<dyn Store>)`, the guard kept
+/// alive for the test (a temporary directory, a test server).
+macro_rules! contract_tests {
+    ($fresh:expr) => {
+        $crate::store::contract::contract_tests!(@each $fresh;
+            workers, tasks, assignments_and_results, batches,
+            conditional_updates_with_records, log_chunks, users);
+
+        #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+        async fn contract_concurrent_writers() {
+            let (_guard, store) = $fresh.await;
+            $crate::store::contract::concurrent_writers(store).await;
+        }
+    };
+    (@each $fresh:expr; $($check:ident),*) => {
+        $(
+            #[tokio::test]
+            async fn $check() {
+                let (_guard, store) = $fresh.await;
+                $crate::store::contract::$check(store).await;
+            }
+        )*
+    };
+}
+pub(crate) use contract_tests;
 
 fn task(id: &str, created_at: i64, state: TaskState) -> TaskRecord {
     TaskRecord {

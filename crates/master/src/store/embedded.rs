@@ -443,53 +443,7 @@ mod tests {
         (dir, store)
     }
 
-    #[tokio::test]
-    async fn workers() {
-        let (_dir, store) = fresh();
-        contract::workers(store).await;
-    }
-
-    #[tokio::test]
-    async fn tasks() {
-        let (_dir, store) = fresh();
-        contract::tasks(store).await;
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-    async fn concurrent_writers() {
-        let (_dir, store) = fresh();
-        contract::concurrent_writers(store).await;
-    }
-
-    #[tokio::test]
-    async fn assignments_and_results() {
-        let (_dir, store) = fresh();
-        contract::assignments_and_results(store).await;
-    }
-
-    #[tokio::test]
-    async fn batches() {
-        let (_dir, store) = fresh();
-        contract::batches(store).await;
-    }
-
-    #[tokio::test]
-    async fn conditional_updates_with_records() {
-        let (_dir, store) = fresh();
-        contract::conditional_updates_with_records(store).await;
-    }
-
-    #[tokio::test]
-    async fn log_chunks() {
-        let (_dir, store) = fresh();
-        contract::log_chunks(store).await;
-    }
-
-    #[tokio::test]
-    async fn users() {
-        let (_dir, store) = fresh();
-        contract::users(store).await;
-    }
+    super::super::contract::contract_tests!(async { fresh() });
 
     #[tokio::test]
     async fn persistence() {

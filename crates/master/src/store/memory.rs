@@ -169,22 +169,9 @@ impl Store for MemoryStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::contract;
     use std::sync::Arc;
 
-    fn fresh() -> Arc<dyn Store> {
-        Arc::new(MemoryStore::default())
-    }
-
-    #[tokio::test]
-    async fn passes_the_store_contract() {
-        contract::workers(fresh()).await;
-        contract::tasks(fresh()).await;
-        contract::concurrent_writers(fresh()).await;
-        contract::assignments_and_results(fresh()).await;
-        contract::batches(fresh()).await;
-        contract::conditional_updates_with_records(fresh()).await;
-        contract::log_chunks(fresh()).await;
-        contract::users(fresh()).await;
-    }
+    super::super::contract::contract_tests!(async {
+        ((), Arc::new(MemoryStore::default()) as Arc<dyn Store>)
+    });
 }

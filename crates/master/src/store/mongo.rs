@@ -423,53 +423,11 @@ mod tests {
         )
     }
 
-    #[tokio::test]
-    async fn workers() {
+    super::super::contract::contract_tests!(async {
         let server = server();
-        contract::workers(store(&server).await).await;
-    }
-
-    #[tokio::test]
-    async fn tasks() {
-        let server = server();
-        contract::tasks(store(&server).await).await;
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-    async fn concurrent_writers() {
-        let server = server();
-        contract::concurrent_writers(store(&server).await).await;
-    }
-
-    #[tokio::test]
-    async fn assignments_and_results() {
-        let server = server();
-        contract::assignments_and_results(store(&server).await).await;
-    }
-
-    #[tokio::test]
-    async fn batches() {
-        let server = server();
-        contract::batches(store(&server).await).await;
-    }
-
-    #[tokio::test]
-    async fn conditional_updates_with_records() {
-        let server = server();
-        contract::conditional_updates_with_records(store(&server).await).await;
-    }
-
-    #[tokio::test]
-    async fn log_chunks() {
-        let server = server();
-        contract::log_chunks(store(&server).await).await;
-    }
-
-    #[tokio::test]
-    async fn users() {
-        let server = server();
-        contract::users(store(&server).await).await;
-    }
+        let store = store(&server).await;
+        (server, store)
+    });
 
     #[tokio::test]
     async fn persistence() {

@@ -470,7 +470,7 @@ impl Store for ResilientStore {
 
 #[cfg(test)]
 mod tests {
-    use super::super::{EmbeddedStore, contract};
+    use super::super::EmbeddedStore;
     use super::*;
 
     fn embedded() -> (tempfile::TempDir, Arc<dyn Store>) {
@@ -484,53 +484,7 @@ mod tests {
         (dir, Arc::new(ResilientStore::load(backend).await.unwrap()))
     }
 
-    #[tokio::test]
-    async fn contract_workers() {
-        let (_dir, store) = wrapped().await;
-        contract::workers(store).await;
-    }
-
-    #[tokio::test]
-    async fn contract_tasks() {
-        let (_dir, store) = wrapped().await;
-        contract::tasks(store).await;
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-    async fn contract_concurrent_writers() {
-        let (_dir, store) = wrapped().await;
-        contract::concurrent_writers(store).await;
-    }
-
-    #[tokio::test]
-    async fn contract_assignments_and_results() {
-        let (_dir, store) = wrapped().await;
-        contract::assignments_and_results(store).await;
-    }
-
-    #[tokio::test]
-    async fn contract_batches() {
-        let (_dir, store) = wrapped().await;
-        contract::batches(store).await;
-    }
-
-    #[tokio::test]
-    async fn contract_conditional_updates_with_records() {
-        let (_dir, store) = wrapped().await;
-        contract::conditional_updates_with_records(store).await;
-    }
-
-    #[tokio::test]
-    async fn contract_users() {
-        let (_dir, store) = wrapped().await;
-        contract::users(store).await;
-    }
-
-    #[tokio::test]
-    async fn contract_log_chunks() {
-        let (_dir, store) = wrapped().await;
-        contract::log_chunks(store).await;
-    }
+    super::super::contract::contract_tests!(wrapped());
 
     /// A backend that fails every call while `down` is set (a unit-test double;
     /// the end-to-end proof stops a real MongoDB server, tests/tests/mongo.rs).

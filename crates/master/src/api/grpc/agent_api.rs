@@ -341,7 +341,7 @@ impl MasterAgent for AgentGrpc {
         let mut events = self.master.subscribe();
         let master = self.master.clone();
         let (tx, rx) = tokio::sync::mpsc::channel(256);
-        tokio::spawn(async move {
+        self.master.tracker().spawn(async move {
             let mut revoked = std::pin::pin!(revoked);
             loop {
                 let envelope = tokio::select! {

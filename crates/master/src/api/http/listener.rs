@@ -12,6 +12,7 @@ use tokio::sync::mpsc;
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 /// Longest time a client may take to finish the TLS handshake.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -29,18 +30,20 @@ impl TlsListener {
         gate: Arc<ConnectionGate>,
         config: rustls::ServerConfig,
         shutdown: CancellationToken,
+        tracker: TaskTracker,
     ) -> std::io::Result<Self> {
         let local = listener.local_addr()?;
         let acceptor = TlsAcceptor::from(Arc::new(config));
         let (tx, ready) = mpsc::channel(64);
-        tokio::spawn(async move {
+        let handshakes = tracker.clone();
+        tracker.spawn(async move {
             loop {
                 let (stream, peer) = tokio::select! {
                     _ = shutdown.cancelled() => return,
                     accepted = gate.accept(&listener) => accepted,
                 };
                 let (acceptor, tx) = (acceptor.clone(), tx.clone());
-                tokio::spawn(async move {
+                handshakes.spawn(async move {
                     match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
                         Ok(Ok(tls)) => {
                             let _ = tx.send((tls, peer)).await;

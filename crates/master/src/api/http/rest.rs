@@ -101,20 +101,9 @@ impl From<crate::store::StoreError> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let status = match &self.0 {
-            MasterError::NotFound(_) => StatusCode::NOT_FOUND,
-            MasterError::InvalidArgument(_) => StatusCode::BAD_REQUEST,
-            MasterError::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
-            MasterError::PermissionDenied(_) => StatusCode::FORBIDDEN,
-            MasterError::ResourceExhausted(_) => StatusCode::TOO_MANY_REQUESTS,
-            MasterError::FailedPrecondition(_) => StatusCode::CONFLICT,
-            MasterError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
-            _ => StatusCode::INTERNAL_SERVER_ERROR,
-        };
-        if status == StatusCode::INTERNAL_SERVER_ERROR {
-            tracing::error!(error = %self.0, "dashboard API request failed");
-        }
-        (status, Json(json!({ "error": self.0.to_string() }))).into_response()
+        let status =
+            StatusCode::from_u16(self.0.code().http()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        (status, Json(json!({ "error": self.0.client_message() }))).into_response()
     }
 }
 
