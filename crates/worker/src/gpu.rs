@@ -123,7 +123,7 @@ impl Leases {
         device_ids: &[String],
         count: i32,
         gpus: &[GpuInfo],
-    ) -> Result<Vec<String>, String> {
+    ) -> Result<Vec<String>, GpuError> {
         let mut held = self.lock();
         let chosen = choose(device_ids, count, gpus, &held)?;
         for uuid in &chosen {
@@ -143,6 +143,17 @@ impl Leases {
     }
 }
 
+/// A GPU request this worker cannot meet, said for the task's error.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct GpuError(pub String);
+
+impl From<String> for GpuError {
+    fn from(message: String) -> Self {
+        Self(message)
+    }
+}
+
 /// Picks GPUs for a request: exact devices (UUID or index) win over a count;
 /// `count` -1 means all of them. Fails clearly when the request cannot be met.
 pub fn choose(
@@ -150,14 +161,14 @@ pub fn choose(
     count: i32,
     gpus: &[GpuInfo],
     held: &std::collections::HashMap<String, String>,
-) -> Result<Vec<String>, String> {
+) -> Result<Vec<String>, GpuError> {
     if device_ids.is_empty() && count == 0 {
         return Ok(Vec::new());
     }
     if gpus.is_empty() {
-        return Err(
+        return Err(GpuError(
             "the task asks for GPUs but this worker has none (no NVIDIA driver found)".into(),
-        );
+        ));
     }
     let busy = |uuid: &str| {
         held.get(uuid)
@@ -177,7 +188,7 @@ pub fn choose(
                     )
                 })?;
             if let Some(reason) = busy(&gpu.uuid) {
-                return Err(reason);
+                return Err(GpuError(reason));
             }
             if !chosen.contains(&gpu.uuid) {
                 chosen.push(gpu.uuid.clone());
@@ -187,7 +198,7 @@ pub fn choose(
     }
     if count < 0 {
         if let Some(reason) = gpus.iter().find_map(|g| busy(&g.uuid)) {
-            return Err(format!("the task asks for all GPUs but {reason}"));
+            return Err(GpuError(format!("the task asks for all GPUs but {reason}")));
         }
         return Ok(gpus.iter().map(|g| g.uuid.clone()).collect());
     }
@@ -197,11 +208,11 @@ pub fn choose(
         .collect();
     free.sort_by_key(|g| g.index);
     if free.len() < count as usize {
-        return Err(format!(
+        return Err(GpuError(format!(
             "the task needs {count} GPUs; {} of {} are free",
             free.len(),
             gpus.len()
-        ));
+        )));
     }
     Ok(free
         .into_iter()
@@ -236,7 +247,7 @@ mod lease_tests {
     #[test]
     fn no_gpus_is_a_clear_error() {
         let error = choose(&[], 1, &[], &HashMap::new()).unwrap_err();
-        assert!(error.contains("has none"), "{error}");
+        assert!(error.0.contains("has none"), "{error}");
     }
 
     #[test]
@@ -244,10 +255,11 @@ mod lease_tests {
         let held = HashMap::from([("GPU-0".to_string(), "t-a".to_string())]);
         assert_eq!(choose(&[], 2, &gpus(4), &held).unwrap(), ["GPU-1", "GPU-2"]);
         let error = choose(&[], 4, &gpus(4), &held).unwrap_err();
-        assert!(error.contains("3 of 4 are free"), "{error}");
+        assert!(error.0.contains("3 of 4 are free"), "{error}");
         assert!(
             choose(&[], -1, &gpus(4), &held)
                 .unwrap_err()
+                .0
                 .contains("held by task t-a")
         );
         assert_eq!(
@@ -266,11 +278,13 @@ mod lease_tests {
         assert!(
             choose(&["1".into()], 1, &gpus(3), &held)
                 .unwrap_err()
+                .0
                 .contains("held by task t-a")
         );
         assert!(
             choose(&["GPU-9".into()], 1, &gpus(3), &held)
                 .unwrap_err()
+                .0
                 .contains("not on this worker")
         );
     }

@@ -231,14 +231,14 @@ impl Worker {
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
     /// Docker is not reachable.
-    #[error("{0}")]
-    Docker(String),
+    #[error(transparent)]
+    Docker(#[from] task::executor::DockerError),
     /// The worker has no certificate and no join token.
     #[error("{0}")]
     NotJoined(String),
-    /// Joining the cluster failed.
-    #[error("{0}")]
-    Join(String),
+    /// Joining the cluster, or the stored certificate, failed.
+    #[error(transparent)]
+    Join(#[from] identity::IdentityError),
     /// The listener has no local address.
     #[error("listener: {0}")]
     Listener(#[from] std::io::Error),
@@ -284,13 +284,14 @@ async fn obtain_identity(
 }
 
 /// Reads a join token file, waiting up to 60s for it to appear.
-async fn read_token_file(path: &std::path::Path) -> Result<String, String> {
+async fn read_token_file(path: &std::path::Path) -> Result<String, identity::IdentityError> {
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
     loop {
         match std::fs::read_to_string(path) {
             Ok(text) if !text.trim().is_empty() => return Ok(text.trim().to_string()),
             _ if tokio::time::Instant::now() >= deadline => {
-                return Err(format!("no join token in {} after 60s", path.display()));
+                let message = format!("no join token in {} after 60s", path.display());
+                return Err(identity::IdentityError(message));
             }
             _ => tokio::time::sleep(std::time::Duration::from_millis(200)).await,
         }
@@ -410,7 +411,7 @@ pub async fn start(
     match runner::reconcile(&worker).await {
         Ok(0) => {}
         Ok(count) => tracing::info!(count, "found containers from an earlier run"),
-        Err(error) => tracing::warn!(error, "could not look for containers from an earlier run"),
+        Err(error) => tracing::warn!(%error, "could not look for containers from an earlier run"),
     }
     tracker.spawn(serve_grpc(worker.clone(), Arc::new(listener)));
     tracker.spawn(master_link::run_heartbeats(worker.clone()));

@@ -68,7 +68,7 @@ async fn renew_if_due(worker: &Worker) {
         Ok(renewed) => {
             if let Err(error) = renewed.save(&worker.config().data_dir) {
                 tracing::error!(
-                    error,
+                    %error,
                     "cannot store the renewed certificate; keeping the old one"
                 );
                 return;
@@ -77,7 +77,7 @@ async fn renew_if_due(worker: &Worker) {
             worker.link().set_tls(renewed.client_tls());
             worker.set_identity(renewed);
         }
-        Err(error) => worker.link().report_problem(error),
+        Err(error) => worker.link().report_problem(error.to_string()),
     }
 }
 
@@ -109,7 +109,11 @@ fn sample(
 }
 
 async fn send_heartbeat(worker: &Worker, heartbeat: Heartbeat) -> Result<(), Status> {
-    let Some(mut client) = worker.link().client().map_err(Status::invalid_argument)? else {
+    let Some(mut client) = worker
+        .link()
+        .client()
+        .map_err(|e| Status::invalid_argument(e.to_string()))?
+    else {
         return Ok(());
     };
     let (sent, sent_wall) = (std::time::Instant::now(), SystemTime::now());

@@ -38,7 +38,7 @@ fn now_secs() -> i64 {
 }
 
 /// A new key and a CSR for it: (key PEM, CSR DER).
-pub fn new_key_and_csr() -> Result<(String, Vec<u8>), String> {
+pub fn new_key_and_csr() -> Result<(String, Vec<u8>), IdentityError> {
     let key = KeyPair::generate().map_err(|e| format!("cannot generate a key: {e}"))?;
     let csr = CertificateParams::default()
         .serialize_request(&key)
@@ -48,7 +48,7 @@ pub fn new_key_and_csr() -> Result<(String, Vec<u8>), String> {
 
 impl Identity {
     /// Loads the stored identity, if the worker has joined.
-    pub fn load(data_dir: &Path) -> Result<Option<Identity>, String> {
+    pub fn load(data_dir: &Path) -> Result<Option<Identity>, IdentityError> {
         let (cert, key, ca) = files(data_dir);
         if !cert.exists() {
             return Ok(None);
@@ -64,11 +64,11 @@ impl Identity {
     }
 
     /// Stores the identity (owner-only files).
-    pub fn save(&self, data_dir: &Path) -> Result<(), String> {
+    pub fn save(&self, data_dir: &Path) -> Result<(), IdentityError> {
         let (cert, key, ca) = files(data_dir);
         tls::write_private(&key, &self.key_pem).map_err(|e| e.to_string())?;
         tls::write_private(&cert, &self.cert_pem).map_err(|e| e.to_string())?;
-        tls::write_private(&ca, &self.ca_pem).map_err(|e| e.to_string())
+        tls::write_private(&ca, &self.ca_pem).map_err(|e| IdentityError(e.to_string()))
     }
 
     fn from_response(key_pem: String, response: CertificateResponse) -> Identity {
@@ -120,6 +120,17 @@ impl Identity {
     }
 }
 
+/// A problem with the worker's key, certificate or join, said for the operator.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct IdentityError(pub String);
+
+impl From<String> for IdentityError {
+    fn from(message: String) -> Self {
+        Self(message)
+    }
+}
+
 /// Why joining failed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum JoinError {
@@ -135,16 +146,15 @@ pub async fn join_patiently(
     worker_id: &str,
     token: &str,
     patience: std::time::Duration,
-) -> Result<Identity, String> {
+) -> Result<Identity, IdentityError> {
     let deadline = tokio::time::Instant::now() + patience;
     loop {
         match join(master, worker_id, token).await {
             Ok(identity) => return Ok(identity),
-            Err(JoinError::Refused(message)) => return Err(message),
+            Err(JoinError::Refused(message)) => return Err(IdentityError(message)),
             Err(JoinError::Unreachable(message)) if tokio::time::Instant::now() >= deadline => {
-                return Err(format!(
-                    "cannot reach the master at {master} to join: {message}"
-                ));
+                let message = format!("cannot reach the master at {master} to join: {message}");
+                return Err(IdentityError(message));
             }
             Err(JoinError::Unreachable(message)) => {
                 tracing::info!(master, reason = %message, "master not reachable yet; retrying the join");
@@ -171,7 +181,7 @@ pub async fn join(master: &str, worker_id: &str, token: &str) -> Result<Identity
     }
     let channel =
         tls::pinned_channel(master, &parsed.ca_fingerprint).map_err(|e| refused(e.to_string()))?;
-    let (key_pem, csr_der) = new_key_and_csr().map_err(refused)?;
+    let (key_pem, csr_der) = new_key_and_csr().map_err(|e| refused(e.0))?;
     let request = JoinClusterRequest {
         worker_id: worker_id.to_string(),
         token: token.trim().to_string(),
@@ -196,7 +206,7 @@ pub async fn join(master: &str, worker_id: &str, token: &str) -> Result<Identity
 pub async fn renew(
     client: &mut MasterServiceClient<Channel>,
     worker_id: &str,
-) -> Result<Identity, String> {
+) -> Result<Identity, IdentityError> {
     let (key_pem, csr_der) = new_key_and_csr()?;
     let response = client
         .renew_certificate(RenewCertificateRequest {

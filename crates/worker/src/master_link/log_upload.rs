@@ -54,8 +54,7 @@ pub async fn upload(worker: &Worker, result: &mut TaskResult) -> Result<(), Uplo
             path.display()
         ))
     })?;
-    let output = ReaderStream::with_capacity(file, PART_BYTES)
-        .map(|read| read.map_err(|e| format!("reading the spooled output: {e}")));
+    let output = ReaderStream::with_capacity(file, PART_BYTES);
     let (parts, receiver) = mpsc::channel(4);
     let reader = tokio::spawn(async move { send_parts(output, limit, &target, parts).await });
     let mut request = tonic::Request::new(tokio_stream::wrappers::ReceiverStream::new(receiver));
@@ -78,7 +77,7 @@ pub async fn upload(worker: &Worker, result: &mut TaskResult) -> Result<(), Uplo
         Ok(response) => response.into_inner(),
         Err(status) => return Err(classify(status)),
     };
-    let sent = read.map_err(UploadError::GiveUp)?;
+    let sent = read.map_err(|e| UploadError::GiveUp(format!("reading the spooled output: {e}")))?;
     if sent != stored.bytes {
         return Err(UploadError::Retry(Status::data_loss(format!(
             "the master stored {} of {sent} bytes",
@@ -112,11 +111,11 @@ fn classify(status: Status) -> UploadError {
 /// `limit` bytes in all; returns the bytes sent. Stops early (without error)
 /// when the receiver is gone: the upload failed, and its error says why.
 async fn send_parts<B: AsRef<[u8]>>(
-    output: impl Stream<Item = Result<B, String>>,
+    output: impl Stream<Item = std::io::Result<B>>,
     limit: u64,
     target: &Target,
     parts: mpsc::Sender<TaskLogPart>,
-) -> Result<u64, String> {
+) -> std::io::Result<u64> {
     let mut output = std::pin::pin!(output);
     let mut buffer: Vec<u8> = Vec::with_capacity(PART_BYTES);
     let (mut seq, mut sent) = (0u32, 0u64);
@@ -221,10 +220,13 @@ mod tests {
     #[tokio::test]
     async fn a_read_error_is_returned() {
         let (sender, _receiver) = mpsc::channel(10);
-        let output = futures::stream::iter([Ok(vec![1u8; 10]), Err("disk went away".into())]);
+        let output = futures::stream::iter([
+            Ok(vec![1u8; 10]),
+            Err(std::io::Error::other("disk went away")),
+        ]);
         let error = send_parts(output, u64::MAX, &target(), sender)
             .await
             .unwrap_err();
-        assert_eq!(error, "disk went away");
+        assert_eq!(error.to_string(), "disk went away");
     }
 }

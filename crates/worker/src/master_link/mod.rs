@@ -103,7 +103,9 @@ impl LinkState {
         Duration::from_millis(self.interval_ms.load(Ordering::SeqCst).max(50))
     }
 
-    fn client(&self) -> Result<Option<MasterServiceClient<Channel>>, String> {
+    fn client(
+        &self,
+    ) -> Result<Option<MasterServiceClient<Channel>>, cloudai_common::tls::TlsError> {
         let Some(address) = self.master() else {
             return Ok(None);
         };
@@ -114,8 +116,7 @@ impl LinkState {
             return Ok(Some(client.clone()));
         }
         let tls = self.tls.lock().unwrap_or_else(|p| p.into_inner()).clone();
-        let channel = cloudai_common::tls::lazy_channel("master", &address, tls)
-            .map_err(|e| e.to_string())?;
+        let channel = cloudai_common::tls::lazy_channel("master", &address, tls)?;
         let client = MasterServiceClient::new(channel);
         *cached = Some((address, client.clone()));
         Ok(Some(client))
@@ -155,7 +156,10 @@ fn request<T>(message: T) -> tonic::Request<T> {
 pub async fn register(worker: &Worker) -> Result<(), Status> {
     let link = worker.link();
     let _one_at_a_time = link.registering.lock().await;
-    let Some(mut client) = link.client().map_err(Status::invalid_argument)? else {
+    let Some(mut client) = link
+        .client()
+        .map_err(|e| Status::invalid_argument(e.to_string()))?
+    else {
         return Err(Status::failed_precondition("no master address known yet"));
     };
     let mut info = cloudai_common::host::worker_info(worker.id(), worker.address());

@@ -186,7 +186,7 @@ pub(crate) fn master_client(worker: &Worker) -> Result<MasterServiceClient<Chann
     worker
         .link()
         .client()
-        .map_err(Status::invalid_argument)?
+        .map_err(|e| Status::invalid_argument(e.to_string()))?
         .ok_or_else(|| Status::unavailable("no master address known yet"))
 }
 

@@ -121,6 +121,17 @@ pub struct OwnContainer {
     pub timeout_seconds: u64,
 }
 
+/// A Docker operation that failed, said for the task's error or the log.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct DockerError(pub String);
+
+impl From<String> for DockerError {
+    fn from(message: String) -> Self {
+        Self(message)
+    }
+}
+
 /// Docker access for the worker.
 #[derive(Clone)]
 pub struct Executor {
@@ -144,7 +155,7 @@ fn docker_message(error: bollard::errors::Error) -> String {
 impl Executor {
     /// Connects to the local Docker daemon (`DOCKER_HOST` or the unix socket) and
     /// agrees on an API version.
-    pub async fn connect() -> Result<Self, String> {
+    pub async fn connect() -> Result<Self, DockerError> {
         let docker = Docker::connect_with_local_defaults()
             .map_err(|e| format!("cannot reach Docker: {e}"))?
             .negotiate_version()
@@ -165,17 +176,15 @@ impl Executor {
     }
 
     /// Pulls `image` unless it is already present.
-    pub async fn ensure_image(&self, image: &str, timeout: Duration) -> Result<(), String> {
+    pub async fn ensure_image(&self, image: &str, timeout: Duration) -> Result<(), DockerError> {
         match self.docker.inspect_image(image).await {
             Ok(_) => return Ok(()),
             Err(bollard::errors::Error::DockerResponseServerError {
                 status_code: 404, ..
             }) => {}
             Err(e) => {
-                return Err(format!(
-                    "cannot inspect image '{image}': {}",
-                    docker_message(e)
-                ));
+                let message = format!("cannot inspect image '{image}': {}", docker_message(e));
+                return Err(DockerError(message));
             }
         }
         tracing::info!(image, "pulling image");
@@ -190,20 +199,21 @@ impl Executor {
             }
             Ok::<(), String>(())
         };
-        match tokio::time::timeout(timeout, pull).await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(message)) => Err(format!(
-                "image '{image}' is not on this worker and could not be pulled: {message}"
-            )),
-            Err(_) => Err(format!(
+        let failure = match tokio::time::timeout(timeout, pull).await {
+            Ok(Ok(())) => return Ok(()),
+            Ok(Err(message)) => {
+                format!("image '{image}' is not on this worker and could not be pulled: {message}")
+            }
+            Err(_) => format!(
                 "pulling image '{image}' took longer than {}s",
                 timeout.as_secs()
-            )),
-        }
+            ),
+        };
+        Err(DockerError(failure))
     }
 
     /// Creates and starts the task's container with its limits and labels.
-    pub async fn start(&self, task: &Task, worker_id: &str) -> Result<String, String> {
+    pub async fn start(&self, task: &Task, worker_id: &str) -> Result<String, DockerError> {
         let name = container_name(&task.task_id, task.attempt.max(1));
         let limits = task.limits.clone().unwrap_or_default();
         let device_requests = gpu_requests(&limits.gpu_device_ids, limits.gpu_count);
@@ -240,7 +250,8 @@ impl Executor {
             .map_err(|e| format!("cannot create the container: {}", docker_message(e)))?;
         if let Err(e) = self.docker.start_container(&name, None).await {
             self.remove(&name).await;
-            return Err(format!("cannot start the container: {}", docker_message(e)));
+            let message = format!("cannot start the container: {}", docker_message(e));
+            return Err(DockerError(message));
         }
         Ok(name)
     }
@@ -351,7 +362,7 @@ impl Executor {
     }
 
     /// Exit code and OOM flag of a stopped container.
-    pub async fn outcome(&self, name: &str) -> Result<Outcome, String> {
+    pub async fn outcome(&self, name: &str) -> Result<Outcome, DockerError> {
         let info = self
             .docker
             .inspect_container(name, None)
@@ -393,7 +404,7 @@ impl Executor {
     }
 
     /// This worker's containers, running or stopped.
-    pub async fn own_containers(&self, worker_id: &str) -> Result<Vec<OwnContainer>, String> {
+    pub async fn own_containers(&self, worker_id: &str) -> Result<Vec<OwnContainer>, DockerError> {
         let filters = HashMap::from([(
             "label".to_string(),
             vec![format!("{LABEL_WORKER}={worker_id}")],

@@ -95,14 +95,16 @@ pub async fn run_new(worker: Worker, mut task: Task, handle: Arc<TaskHandle>) {
             limits.gpu_device_ids = uuids;
             task.limits = Some(limits);
         }
-        Err(error) => return fail_before_start(&worker, &task, &handle, started_at, error),
+        Err(error) => {
+            return fail_before_start(&worker, &task, &handle, started_at, error.to_string());
+        }
     }
     let executor = worker.executor();
     if let Err(error) = executor
         .ensure_image(&task.image, worker.config().pull_timeout)
         .await
     {
-        return fail_before_start(&worker, &task, &handle, started_at, error);
+        return fail_before_start(&worker, &task, &handle, started_at, error.to_string());
     }
     if handle.stop.is_cancelled() {
         let reason = handle.stop_reason();
@@ -123,7 +125,9 @@ pub async fn run_new(worker: Worker, mut task: Task, handle: Arc<TaskHandle>) {
     }
     let name = match executor.start(&task, worker.id()).await {
         Ok(name) => name,
-        Err(error) => return fail_before_start(&worker, &task, &handle, started_at, error),
+        Err(error) => {
+            return fail_before_start(&worker, &task, &handle, started_at, error.to_string());
+        }
     };
     tracing::info!(task_id = %task.task_id, container = %name, "task container started");
     supervise(
@@ -263,7 +267,7 @@ pub async fn supervise(
             &handle,
             TaskStatus::Failed,
             None,
-            error,
+            error.to_string(),
             started_at,
         ),
     };
@@ -401,7 +405,7 @@ const NEVER_STARTED: &str =
 /// Adopts containers left by an earlier run of this worker: running ones are
 /// supervised again, stopped ones are reported, and ones that never started
 /// are reported as not run (`lost`).
-pub async fn reconcile(worker: &Worker) -> Result<usize, String> {
+pub async fn reconcile(worker: &Worker) -> Result<usize, crate::task::executor::DockerError> {
     let containers = worker.executor().own_containers(worker.id()).await?;
     let count = containers.len();
     let kept: Vec<String> = containers.iter().map(|c| c.task_id.clone()).collect();
