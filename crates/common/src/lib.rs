@@ -2,6 +2,7 @@
 //!
 //! - [`grpc`]: conventional status codes for what a client sent;
 //! - [`host`]: system information and live CPU/memory samples (sysinfo);
+//! - [`resources`]: what a task asks of a host (`GpuRequest`);
 //! - [`units`]: human sizes and durations (`512m`, `2g`, `90s`);
 //! - [`validate`]: checks of everything a client sends (ids, addresses, images, limits);
 //! - [`logging`]: the `tracing` subscriber both binaries install;
@@ -13,6 +14,7 @@ pub mod grpc;
 pub mod host;
 pub mod logging;
 pub mod net;
+pub mod resources;
 pub mod signals;
 pub mod tls;
 pub mod units;

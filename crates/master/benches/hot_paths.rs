@@ -44,8 +44,7 @@ fn placement(c: &mut Criterion) {
     let demand = Demand {
         nano_cpus: 2 * CPU,
         memory_bytes: 16 << 30,
-        gpu_count: 2,
-        gpu_ids: vec![],
+        gpus: cloudai_common::resources::GpuRequest::Count(2),
     };
     let mut group = c.benchmark_group("placement");
     for n in [1_000, 10_000] {

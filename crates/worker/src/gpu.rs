@@ -1,6 +1,7 @@
 //! GPU discovery and metrics through NVML. Without an NVIDIA driver the probe
 //! reports no GPUs (one info line in the log), never an error.
 
+use cloudai_common::resources::GpuRequest;
 use cloudai_proto::v1::{GpuInfo, GpuMetrics};
 use nvml_wrapper::Nvml;
 use nvml_wrapper::enum_wrappers::device::TemperatureSensor;
@@ -120,12 +121,11 @@ impl Leases {
     pub fn acquire(
         &self,
         task_id: &str,
-        device_ids: &[String],
-        count: i32,
+        request: &GpuRequest,
         gpus: &[GpuInfo],
     ) -> Result<Vec<String>, GpuError> {
         let mut held = self.lock();
-        let chosen = choose(device_ids, count, gpus, &held)?;
+        let chosen = choose(request, gpus, &held)?;
         for uuid in &chosen {
             held.insert(uuid.clone(), task_id.to_string());
         }
@@ -154,18 +154,15 @@ impl From<String> for GpuError {
     }
 }
 
-/// Picks GPUs for a request: exact devices (UUID or index) win over a count;
-/// `count` -1 means all of them. Fails clearly when the request cannot be met.
+/// Picks GPUs for a request: exact devices (UUID or index), all of them, or
+/// a count of free ones, lowest index first. Fails clearly when the request
+/// cannot be met.
 pub fn choose(
-    device_ids: &[String],
-    count: i32,
+    request: &GpuRequest,
     gpus: &[GpuInfo],
     held: &std::collections::HashMap<String, String>,
 ) -> Result<Vec<String>, GpuError> {
-    if device_ids.is_empty() && count == 0 {
-        return Ok(Vec::new());
-    }
-    if gpus.is_empty() {
+    if *request != GpuRequest::None && gpus.is_empty() {
         return Err(GpuError(
             "the task asks for GPUs but this worker has none (no NVIDIA driver found)".into(),
         ));
@@ -174,40 +171,23 @@ pub fn choose(
         held.get(uuid)
             .map(|task| format!("GPU {uuid} is held by task {task}"))
     };
-    if !device_ids.is_empty() {
-        let mut chosen = Vec::new();
-        for wanted in device_ids {
-            let gpu = gpus
-                .iter()
-                .find(|g| g.uuid == *wanted || g.index.to_string() == *wanted)
-                .ok_or_else(|| {
-                    let have: Vec<&str> = gpus.iter().map(|g| g.uuid.as_str()).collect();
-                    format!(
-                        "GPU '{wanted}' is not on this worker (it has {})",
-                        have.join(", ")
-                    )
-                })?;
-            if let Some(reason) = busy(&gpu.uuid) {
-                return Err(GpuError(reason));
+    let count = match request {
+        GpuRequest::None => return Ok(Vec::new()),
+        GpuRequest::Exact(device_ids) => return choose_exact(device_ids, gpus, busy),
+        GpuRequest::All => {
+            if let Some(reason) = gpus.iter().find_map(|g| busy(&g.uuid)) {
+                return Err(GpuError(format!("the task asks for all GPUs but {reason}")));
             }
-            if !chosen.contains(&gpu.uuid) {
-                chosen.push(gpu.uuid.clone());
-            }
+            return Ok(gpus.iter().map(|g| g.uuid.clone()).collect());
         }
-        return Ok(chosen);
-    }
-    if count < 0 {
-        if let Some(reason) = gpus.iter().find_map(|g| busy(&g.uuid)) {
-            return Err(GpuError(format!("the task asks for all GPUs but {reason}")));
-        }
-        return Ok(gpus.iter().map(|g| g.uuid.clone()).collect());
-    }
+        GpuRequest::Count(n) => *n as usize,
+    };
     let mut free: Vec<&GpuInfo> = gpus
         .iter()
         .filter(|g| !held.contains_key(&g.uuid))
         .collect();
     free.sort_by_key(|g| g.index);
-    if free.len() < count as usize {
+    if free.len() < count {
         return Err(GpuError(format!(
             "the task needs {count} GPUs; {} of {} are free",
             free.len(),
@@ -216,9 +196,37 @@ pub fn choose(
     }
     Ok(free
         .into_iter()
-        .take(count as usize)
+        .take(count)
         .map(|g| g.uuid.clone())
         .collect())
+}
+
+/// Exact devices, by UUID or index, each free.
+fn choose_exact(
+    device_ids: &[String],
+    gpus: &[GpuInfo],
+    busy: impl Fn(&str) -> Option<String>,
+) -> Result<Vec<String>, GpuError> {
+    let mut chosen = Vec::new();
+    for wanted in device_ids {
+        let gpu = gpus
+            .iter()
+            .find(|g| g.uuid == *wanted || g.index.to_string() == *wanted)
+            .ok_or_else(|| {
+                let have: Vec<&str> = gpus.iter().map(|g| g.uuid.as_str()).collect();
+                format!(
+                    "GPU '{wanted}' is not on this worker (it has {})",
+                    have.join(", ")
+                )
+            })?;
+        if let Some(reason) = busy(&gpu.uuid) {
+            return Err(GpuError(reason));
+        }
+        if !chosen.contains(&gpu.uuid) {
+            chosen.push(gpu.uuid.clone());
+        }
+    }
+    Ok(chosen)
 }
 
 #[cfg(test)]
@@ -239,31 +247,34 @@ mod lease_tests {
     #[test]
     fn nothing_asked_nothing_given() {
         assert_eq!(
-            choose(&[], 0, &[], &HashMap::new()).unwrap(),
+            choose(&GpuRequest::of(0, &[]), &[], &HashMap::new()).unwrap(),
             Vec::<String>::new()
         );
     }
 
     #[test]
     fn no_gpus_is_a_clear_error() {
-        let error = choose(&[], 1, &[], &HashMap::new()).unwrap_err();
+        let error = choose(&GpuRequest::of(1, &[]), &[], &HashMap::new()).unwrap_err();
         assert!(error.0.contains("has none"), "{error}");
     }
 
     #[test]
     fn counts_take_free_gpus_in_index_order() {
         let held = HashMap::from([("GPU-0".to_string(), "t-a".to_string())]);
-        assert_eq!(choose(&[], 2, &gpus(4), &held).unwrap(), ["GPU-1", "GPU-2"]);
-        let error = choose(&[], 4, &gpus(4), &held).unwrap_err();
+        assert_eq!(
+            choose(&GpuRequest::of(2, &[]), &gpus(4), &held).unwrap(),
+            ["GPU-1", "GPU-2"]
+        );
+        let error = choose(&GpuRequest::of(4, &[]), &gpus(4), &held).unwrap_err();
         assert!(error.0.contains("3 of 4 are free"), "{error}");
         assert!(
-            choose(&[], -1, &gpus(4), &held)
+            choose(&GpuRequest::of(-1, &[]), &gpus(4), &held)
                 .unwrap_err()
                 .0
                 .contains("held by task t-a")
         );
         assert_eq!(
-            choose(&[], -1, &gpus(2), &HashMap::new()).unwrap(),
+            choose(&GpuRequest::of(-1, &[]), &gpus(2), &HashMap::new()).unwrap(),
             ["GPU-0", "GPU-1"]
         );
     }
@@ -272,17 +283,22 @@ mod lease_tests {
     fn exact_devices_by_uuid_or_index() {
         let held = HashMap::from([("GPU-1".to_string(), "t-a".to_string())]);
         assert_eq!(
-            choose(&["GPU-2".into(), "0".into()], 2, &gpus(3), &held).unwrap(),
+            choose(
+                &GpuRequest::of(2, &["GPU-2".into(), "0".into()]),
+                &gpus(3),
+                &held
+            )
+            .unwrap(),
             ["GPU-2", "GPU-0"]
         );
         assert!(
-            choose(&["1".into()], 1, &gpus(3), &held)
+            choose(&GpuRequest::of(1, &["1".into()]), &gpus(3), &held)
                 .unwrap_err()
                 .0
                 .contains("held by task t-a")
         );
         assert!(
-            choose(&["GPU-9".into()], 1, &gpus(3), &held)
+            choose(&GpuRequest::of(1, &["GPU-9".into()]), &gpus(3), &held)
                 .unwrap_err()
                 .0
                 .contains("not on this worker")
@@ -293,11 +309,20 @@ mod lease_tests {
     fn leases_never_share_a_gpu() {
         let leases = Leases::default();
         let all = gpus(2);
-        assert_eq!(leases.acquire("t-1", &[], 1, &all).unwrap(), ["GPU-0"]);
-        assert_eq!(leases.acquire("t-2", &[], 1, &all).unwrap(), ["GPU-1"]);
-        assert!(leases.acquire("t-3", &[], 1, &all).is_err());
+        assert_eq!(
+            leases.acquire("t-1", &GpuRequest::Count(1), &all).unwrap(),
+            ["GPU-0"]
+        );
+        assert_eq!(
+            leases.acquire("t-2", &GpuRequest::Count(1), &all).unwrap(),
+            ["GPU-1"]
+        );
+        assert!(leases.acquire("t-3", &GpuRequest::Count(1), &all).is_err());
         assert_eq!(leases.holder("GPU-1").as_deref(), Some("t-2"));
         leases.release("t-1");
-        assert_eq!(leases.acquire("t-3", &[], 1, &all).unwrap(), ["GPU-0"]);
+        assert_eq!(
+            leases.acquire("t-3", &GpuRequest::Count(1), &all).unwrap(),
+            ["GPU-0"]
+        );
     }
 }

@@ -5,6 +5,7 @@
 //! cross-checked with live telemetry (memory actually in use). One call scans
 //! the candidates once: O(workers).
 
+use cloudai_common::resources::GpuRequest;
 use std::collections::HashSet;
 
 /// How to choose among workers that fit.
@@ -26,10 +27,8 @@ pub struct Demand {
     pub nano_cpus: i64,
     /// Memory in bytes (0: no reservation).
     pub memory_bytes: i64,
-    /// GPUs by count; -1 means all of a worker's GPUs.
-    pub gpu_count: i32,
-    /// Exact GPUs (UUIDs) wanted; wins over the count.
-    pub gpu_ids: Vec<String>,
+    /// GPUs.
+    pub gpus: GpuRequest,
 }
 
 /// One active worker as the scheduler sees it.
@@ -102,32 +101,27 @@ impl Candidate {
         if demand.memory_bytes > 0 && self.free_memory() < demand.memory_bytes {
             return false;
         }
-        if !demand.gpu_ids.is_empty() {
-            return demand.gpu_ids.iter().all(|id| {
+        match &demand.gpus {
+            GpuRequest::None => true,
+            GpuRequest::Exact(ids) => ids.iter().all(|id| {
                 self.resolve(id)
                     .is_some_and(|uuid| !self.used_gpus.contains(uuid))
-            });
-        }
-        match demand.gpu_count {
-            0 => true,
-            n if n < 0 => !self.gpus.is_empty() && self.used_gpus.is_empty(),
-            n => self.free_gpu_count() >= n as usize,
+            }),
+            GpuRequest::All => !self.gpus.is_empty() && self.used_gpus.is_empty(),
+            GpuRequest::Count(n) => self.free_gpu_count() >= *n as usize,
         }
     }
 
     /// The GPUs this candidate gives a demand that fits.
     fn gpus_for(&self, demand: &Demand) -> Vec<String> {
-        if !demand.gpu_ids.is_empty() {
-            return demand
-                .gpu_ids
+        match &demand.gpus {
+            GpuRequest::None => Vec::new(),
+            GpuRequest::Exact(ids) => ids
                 .iter()
                 .filter_map(|id| self.resolve(id).cloned())
-                .collect();
-        }
-        match demand.gpu_count {
-            0 => Vec::new(),
-            n if n < 0 => self.gpus.clone(),
-            n => self.free_gpus().take(n as usize).cloned().collect(),
+                .collect(),
+            GpuRequest::All => self.gpus.clone(),
+            GpuRequest::Count(n) => self.free_gpus().take(*n as usize).cloned().collect(),
         }
     }
 
@@ -145,10 +139,11 @@ impl Candidate {
                 0.0
             }
         };
-        let gpus = match demand.gpu_count {
-            _ if !demand.gpu_ids.is_empty() => demand.gpu_ids.len(),
-            n if n < 0 => self.gpus.len(),
-            n => n as usize,
+        let gpus = match &demand.gpus {
+            GpuRequest::None => 0,
+            GpuRequest::Exact(ids) => ids.len(),
+            GpuRequest::All => self.gpus.len(),
+            GpuRequest::Count(n) => *n as usize,
         };
         let cpu = ratio(
             self.free_cpu().saturating_sub(demand.nano_cpus.max(0)),
@@ -205,28 +200,23 @@ fn why_not(demand: &Demand, candidates: &[Candidate]) -> String {
     if candidates.is_empty() {
         return "no active worker".into();
     }
-    if !demand.gpu_ids.is_empty() {
-        return format!(
-            "GPUs {} are not free on any one worker",
-            demand.gpu_ids.join(", ")
-        );
-    }
-    if demand.gpu_count != 0 {
-        let wanted = if demand.gpu_count < 0 {
-            "all GPUs free".to_string()
-        } else {
-            format!("{} free GPUs", demand.gpu_count)
-        };
-        if !candidates.iter().any(|c| {
-            c.fit(&Demand {
-                nano_cpus: 0,
-                memory_bytes: 0,
-                ..demand.clone()
-            })
-            .is_some()
-        }) {
-            return format!("no worker with {wanted}");
+    let wanted = match &demand.gpus {
+        GpuRequest::Exact(ids) => {
+            return format!("GPUs {} are not free on any one worker", ids.join(", "));
         }
+        GpuRequest::None => None,
+        GpuRequest::All => Some("all GPUs free".to_string()),
+        GpuRequest::Count(n) => Some(format!("{n} free GPUs")),
+    };
+    let gpus_only = Demand {
+        nano_cpus: 0,
+        memory_bytes: 0,
+        ..demand.clone()
+    };
+    if let Some(wanted) = wanted
+        && !candidates.iter().any(|c| c.fit(&gpus_only).is_some())
+    {
+        return format!("no worker with {wanted}");
     }
     if demand.nano_cpus > 0 && !candidates.iter().any(|c| c.free_cpu() >= demand.nano_cpus) {
         return format!("no worker with {} free CPUs", demand.nano_cpus as f64 / 1e9);
@@ -265,8 +255,7 @@ mod tests {
         Demand {
             nano_cpus: cpus * CPU,
             memory_bytes: gib * GIB,
-            gpu_count: gpus,
-            gpu_ids: vec![],
+            gpus: GpuRequest::of(gpus, &[]),
         }
     }
 
@@ -355,7 +344,7 @@ mod tests {
     fn exact_gpus_by_index_resolve_to_uuids() {
         let w = worker("a", 4, 8, 2);
         let by_index = Demand {
-            gpu_ids: vec!["1".into()],
+            gpus: GpuRequest::Exact(vec!["1".into()]),
             ..Demand::default()
         };
         assert_eq!(
@@ -370,7 +359,7 @@ mod tests {
         assert_eq!(
             place(
                 &Demand {
-                    gpu_ids: vec!["a-gpu1".into()],
+                    gpus: GpuRequest::Exact(vec!["a-gpu1".into()]),
                     ..Demand::default()
                 },
                 std::slice::from_ref(&w),
@@ -384,7 +373,7 @@ mod tests {
         assert!(
             place(
                 &Demand {
-                    gpu_ids: vec!["a-gpu1".into()],
+                    gpus: GpuRequest::Exact(vec!["a-gpu1".into()]),
                     ..Demand::default()
                 },
                 &[w],

@@ -57,8 +57,7 @@ pub fn demand(task: &TaskRecord) -> Demand {
     Demand {
         nano_cpus: task.limits.nano_cpus,
         memory_bytes: task.limits.memory_bytes,
-        gpu_count: task.limits.gpu_count,
-        gpu_ids: task.limits.gpu_device_ids.clone(),
+        gpus: task.limits.gpus(),
     }
 }
 

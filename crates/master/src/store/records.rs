@@ -213,6 +213,13 @@ pub struct Limits {
     pub gpu_device_ids: Vec<String>,
 }
 
+impl Limits {
+    /// The GPU request these limits carry (stored as count and ids).
+    pub fn gpus(&self) -> cloudai_common::resources::GpuRequest {
+        cloudai_common::resources::GpuRequest::of(self.gpu_count, &self.gpu_device_ids)
+    }
+}
+
 /// A submitted task and its current state (`TASKS`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TaskRecord {

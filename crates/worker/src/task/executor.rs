@@ -10,6 +10,7 @@ use bollard::query_parameters::{
     CreateContainerOptions, CreateImageOptions, ListContainersOptions, LogsOptions,
     RemoveContainerOptions, StopContainerOptions,
 };
+use cloudai_common::resources::GpuRequest;
 use cloudai_proto::v1::{LogChunk, LogStream, Task};
 use futures::StreamExt;
 use std::collections::HashMap;
@@ -216,7 +217,8 @@ impl Executor {
     pub async fn start(&self, task: &Task, worker_id: &str) -> Result<String, DockerError> {
         let name = container_name(&task.task_id, task.attempt.max(1));
         let limits = task.limits.clone().unwrap_or_default();
-        let device_requests = gpu_requests(&limits.gpu_device_ids, limits.gpu_count);
+        let device_requests =
+            gpu_requests(&GpuRequest::of(limits.gpu_count, &limits.gpu_device_ids));
         let labels = HashMap::from([
             (LABEL_TASK.to_string(), task.task_id.clone()),
             (LABEL_WORKER.to_string(), worker_id.to_string()),
@@ -451,25 +453,21 @@ impl Executor {
 }
 
 /// Docker device requests for a GPU limit: exact devices win over a count.
-fn gpu_requests(device_ids: &[String], count: i32) -> Option<Vec<DeviceRequest>> {
-    let capabilities = Some(vec![vec!["gpu".to_string()]]);
-    if !device_ids.is_empty() {
-        return Some(vec![DeviceRequest {
-            driver: Some("nvidia".into()),
-            device_ids: Some(device_ids.to_vec()),
-            capabilities,
-            ..Default::default()
-        }]);
-    }
-    match count {
-        0 => None,
-        n => Some(vec![DeviceRequest {
-            driver: Some("nvidia".into()),
-            count: Some(i64::from(n)),
-            capabilities,
-            ..Default::default()
-        }]),
-    }
+fn gpu_requests(request: &GpuRequest) -> Option<Vec<DeviceRequest>> {
+    let (device_ids, count) = match request {
+        GpuRequest::None => return None,
+        GpuRequest::Exact(ids) => (Some(ids.clone()), None),
+        // Docker's own "all": -1.
+        GpuRequest::All => (None, Some(-1)),
+        GpuRequest::Count(n) => (None, Some(i64::from(*n))),
+    };
+    Some(vec![DeviceRequest {
+        driver: Some("nvidia".into()),
+        device_ids,
+        count,
+        capabilities: Some(vec![vec!["gpu".to_string()]]),
+        ..Default::default()
+    }])
 }
 
 #[cfg(test)]
@@ -512,10 +510,12 @@ mod tests {
 
     #[test]
     fn gpu_requests_prefer_exact_devices() {
-        assert!(gpu_requests(&[], 0).is_none());
-        let all = gpu_requests(&[], -1).unwrap();
+        assert!(gpu_requests(&GpuRequest::None).is_none());
+        let all = gpu_requests(&GpuRequest::All).unwrap();
         assert_eq!(all[0].count, Some(-1));
-        let exact = gpu_requests(&["GPU-1".into()], 1).unwrap();
+        let two = gpu_requests(&GpuRequest::Count(2)).unwrap();
+        assert_eq!((two[0].count, two[0].device_ids.as_ref()), (Some(2), None));
+        let exact = gpu_requests(&GpuRequest::Exact(vec!["GPU-1".into()])).unwrap();
         assert_eq!(
             exact[0].device_ids.as_deref(),
             Some(&["GPU-1".to_string()][..])

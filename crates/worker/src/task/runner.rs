@@ -5,6 +5,7 @@ use crate::Worker;
 use crate::task::executor::{Collected, LogRead};
 use crate::task::logs::LogBuffer;
 use crate::task::spool::{self, Spool};
+use cloudai_common::resources::GpuRequest;
 use cloudai_proto::v1::{Task, TaskResult, TaskStatus};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
@@ -84,8 +85,7 @@ pub async fn run_new(worker: Worker, mut task: Task, handle: Arc<TaskHandle>) {
     let mut limits = task.limits.clone().unwrap_or_default();
     match worker.gpu_leases().acquire(
         &task.task_id,
-        &limits.gpu_device_ids,
-        limits.gpu_count,
+        &GpuRequest::of(limits.gpu_count, &limits.gpu_device_ids),
         worker.gpu_inventory(),
     ) {
         Ok(uuids) if uuids.is_empty() => {}
