@@ -2,8 +2,8 @@
 # The whole test suite, from a clean checkout: installs and starts what the
 # tests need when missing (dockerd, the offline test image, nx-27017, Chromium and
 # chromedriver), builds every binary and test once, then runs them all with
-# cargo-nextest (cargo test as fallback), and the core end-to-end suite a second
-# time with the master on MongoDB.
+# cargo-nextest (cargo test as fallback), the core end-to-end suite a second
+# time with the master on MongoDB, and a short run of every fuzz target.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -38,3 +38,6 @@ else
   cargo test --workspace --locked --no-fail-fast
   CLOUDAI_TEST_STORE=mongodb cargo test -p cloudai-e2e --test core --locked --no-fail-fast
 fi
+
+echo "==> fuzz targets, a short run each (scripts/fuzz.sh)"
+bash scripts/fuzz.sh

@@ -71,7 +71,9 @@ pub fn parse_duration(text: &str) -> Result<Duration, UnitError> {
             "d" => value * 86_400.0,
             _ => return Err(bad()),
         };
-        total += Duration::try_from_secs_f64(seconds).map_err(|_| bad())?;
+        // Parts can each be in range and still overflow together.
+        let part = Duration::try_from_secs_f64(seconds).map_err(|_| bad())?;
+        total = total.checked_add(part).ok_or_else(bad)?;
         rest = next;
     }
     Ok(total)
@@ -132,6 +134,19 @@ mod tests {
         assert!(parse_duration("abc").is_err());
         assert!(parse_duration("5x").is_err());
         assert!(parse_duration("-5s").is_err());
+    }
+
+    #[test]
+    fn durations_that_overflow_together_are_refused() {
+        // Found by the units_and_validation fuzz target: each part fits in a
+        // Duration, their sum does not (it panicked on `+=`).
+        let part = "10000000000000000000s";
+        assert!(parse_duration(part).is_ok());
+        let error = parse_duration(&format!("{part}{part}")).unwrap_err();
+        assert!(error.to_string().contains("invalid duration"), "{error}");
+        let found = std::fs::read("../../fuzz/regressions/units_and_validation/duration-overflow")
+            .expect("the fuzzer's input is kept");
+        assert!(parse_duration(&String::from_utf8_lossy(&found)).is_err());
     }
 
     #[test]

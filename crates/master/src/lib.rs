@@ -16,6 +16,8 @@ pub mod cli;
 pub mod config;
 mod core;
 pub mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod store;
 
 pub use crate::core::cluster::{Master, Settings};

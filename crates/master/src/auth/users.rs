@@ -72,7 +72,7 @@ impl Default for TokenIndex {
 }
 
 impl TokenIndex {
-    fn rebuild(&self, users: &[UserRecord]) {
+    pub(crate) fn rebuild(&self, users: &[UserRecord]) {
         let mut index = self.by_id.lock().unwrap_or_else(|p| p.into_inner());
         index.clear();
         for user in users {
@@ -90,7 +90,7 @@ impl TokenIndex {
         self.changes.send_modify(|generation| *generation += 1);
     }
 
-    fn lookup(&self, token: &str) -> Option<Caller> {
+    pub(crate) fn lookup(&self, token: &str) -> Option<Caller> {
         let mut parts = token.trim().splitn(3, '.');
         if parts.next()? != "cat1" {
             return None;

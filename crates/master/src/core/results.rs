@@ -199,7 +199,11 @@ impl Master {
 }
 
 /// The stored form of a worker's report for `task`'s current attempt.
-fn result_record(task: &TaskRecord, result: &TaskResult, state: TaskState) -> ResultRecord {
+pub(crate) fn result_record(
+    task: &TaskRecord,
+    result: &TaskResult,
+    state: TaskState,
+) -> ResultRecord {
     let (log, cut) = bounded_log(&result.log_tail);
     ResultRecord {
         task_id: task.id.clone(),

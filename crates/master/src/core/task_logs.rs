@@ -110,7 +110,11 @@ impl Master {
 }
 
 /// A part must continue the upload `first` started, in order and bounded.
-fn check_part(first: &TaskLogPart, part: &TaskLogPart, so_far: &UploadSummary) -> MasterResult<()> {
+pub(crate) fn check_part(
+    first: &TaskLogPart,
+    part: &TaskLogPart,
+    so_far: &UploadSummary,
+) -> MasterResult<()> {
     if (&part.task_id, &part.worker_id, part.attempt)
         != (&first.task_id, &first.worker_id, first.attempt)
     {

@@ -24,7 +24,7 @@ const CHUNK_PAGE: usize = 16;
 /// One exported record, tagged with its collection.
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(tag = "collection", content = "record")]
-enum Line {
+pub(crate) enum Line {
     #[serde(rename = "USERS")]
     User(UserRecord),
     #[serde(rename = "WORKER_REGISTRY")]
@@ -41,7 +41,7 @@ enum Line {
 
 /// A [`LogChunkRecord`] with its bytes in base64.
 #[derive(Debug, Serialize, Deserialize)]
-struct ChunkLine {
+pub(crate) struct ChunkLine {
     task_id: String,
     attempt: u32,
     seq: u32,
@@ -60,7 +60,7 @@ impl From<LogChunkRecord> for ChunkLine {
 }
 
 impl ChunkLine {
-    fn into_record(self) -> Result<LogChunkRecord, String> {
+    pub(crate) fn into_record(self) -> Result<LogChunkRecord, String> {
         let data = BASE64
             .decode(&self.data)
             .map_err(|e| format!("log chunk data: {e}"))?;
@@ -180,6 +180,14 @@ pub async fn export(
 
 /// Loads records written by [`export`] into `store`, which must hold no
 /// workers, tasks or users yet; `progress` is called every 1,000 tasks.
+/// One line of an export, or the error naming its number.
+pub(crate) fn parse_line(number: usize, text: &str) -> Result<Line, TransferError> {
+    serde_json::from_str(text).map_err(|e| TransferError::Malformed {
+        line: number,
+        message: e.to_string(),
+    })
+}
+
 pub async fn import(
     store: &dyn Store,
     input: impl BufRead,
@@ -215,10 +223,7 @@ pub async fn import(
         if buffer.trim().is_empty() {
             continue;
         }
-        let line: Line = serde_json::from_str(&buffer).map_err(|e| TransferError::Malformed {
-            line: number,
-            message: e.to_string(),
-        })?;
+        let line = parse_line(number, &buffer)?;
         match line {
             Line::User(user) => {
                 store.put_user(&user).await?;

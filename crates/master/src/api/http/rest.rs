@@ -174,31 +174,38 @@ pub struct TaskFilter {
     limit: Option<usize>,
 }
 
+impl TaskFilter {
+    /// The state, worker and limit asked for, each checked.
+    pub(crate) fn check(self) -> Result<(Option<TaskState>, Option<String>, usize), MasterError> {
+        let state = match self.state.as_deref().filter(|s| !s.is_empty()) {
+            Some(name) => Some(TaskState::parse(name).ok_or_else(|| {
+                MasterError::InvalidArgument(format!(
+                    "unknown state '{name}'; one of: {}",
+                    TaskState::ALL.map(|s| s.as_str()).join(", ")
+                ))
+            })?),
+            None => None,
+        };
+        let worker = self.worker.filter(|w| !w.is_empty());
+        if let Some(worker) = &worker {
+            cloudai_common::validate::id("worker", worker)?;
+        }
+        let limit = self.limit.unwrap_or(200);
+        if !(1..=MAX_TASKS_LISTED).contains(&limit) {
+            return Err(MasterError::InvalidArgument(format!(
+                "limit must be between 1 and {MAX_TASKS_LISTED}"
+            )));
+        }
+        Ok((state, worker, limit))
+    }
+}
+
 /// `GET /api/tasks`.
 pub async fn tasks(
     State(master): State<Master>,
     Query(filter): Query<TaskFilter>,
 ) -> Result<Json<Value>, ApiError> {
-    let state = match filter.state.as_deref().filter(|s| !s.is_empty()) {
-        Some(name) => Some(TaskState::parse(name).ok_or_else(|| {
-            MasterError::InvalidArgument(format!(
-                "unknown state '{name}'; one of: {}",
-                TaskState::ALL.map(|s| s.as_str()).join(", ")
-            ))
-        })?),
-        None => None,
-    };
-    let worker = filter.worker.filter(|w| !w.is_empty());
-    if let Some(worker) = &worker {
-        cloudai_common::validate::id("worker", worker).map_err(MasterError::from)?;
-    }
-    let limit = filter.limit.unwrap_or(200);
-    if !(1..=MAX_TASKS_LISTED).contains(&limit) {
-        return Err(MasterError::InvalidArgument(format!(
-            "limit must be between 1 and {MAX_TASKS_LISTED}"
-        ))
-        .into());
-    }
+    let (state, worker, limit) = filter.check()?;
     let mut tasks = master.store().list_tasks().await?;
     tasks.retain(|t| {
         state.is_none_or(|s| t.state == s)

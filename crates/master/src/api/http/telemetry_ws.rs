@@ -118,7 +118,7 @@ impl Selection {
 /// A message from a client.
 #[derive(Debug, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
-enum ClientMessage {
+pub(crate) enum ClientMessage {
     Subscribe { workers: Vec<String> },
     Unsubscribe { workers: Vec<String> },
     Ping,
