@@ -26,7 +26,8 @@ fi
 run() {
   local target=$1
   shift
-  mkdir -p "corpus/$target"
+  # git keeps no empty folder: a target without seeds starts from nothing.
+  mkdir -p "corpus/$target" "seeds/$target"
   cargo +nightly fuzz run "$target" "corpus/$target" "seeds/$target" -- "$@"
 }
 
