@@ -2,7 +2,7 @@
 //! in it. The API layers (`api/`) and the REPL (`cli/`) call into it.
 //!
 //! - `cluster`: the `Master` handle (store, registry, task index, events,
-//!   worker clients) and worker registration;
+//!   worker clients); `workers`: worker registration and re-invites;
 //! - `registry`: live worker state; `telemetry`: one task per worker fed by
 //!   heartbeats; `disconnect`: silent workers' tasks (unknown, then lost);
 //! - `tasks`: submit, place, dispatch, retry, cancel; `results`: a worker's
@@ -27,3 +27,4 @@ pub(crate) mod task_logs;
 pub(crate) mod tasks;
 pub(crate) mod telemetry;
 pub(crate) mod worker_client;
+pub(crate) mod workers;
