@@ -57,11 +57,7 @@ fn wait_state(master: &Master, task_id: &str, states: &[&str], timeout: Duration
 /// (nanoseconds, action, container name) of the start and die events of a
 /// task's containers since `since` (Unix nanoseconds), from Docker's event log.
 fn container_events(task_id: &str, since: u128) -> Vec<(u128, String, String)> {
-    let until = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-        + 1;
+    let until = now_nanos() / 1_000_000_000 + 1;
     let out = Command::new("docker")
         .args(["events", "--since", &(since / 1_000_000_000).to_string()])
         .args(["--until", &until.to_string()])

@@ -284,6 +284,26 @@ impl<S: AsyncRead + Unpin> AsyncRead for Guarded<S> {
     }
 }
 
+impl<S> Guarded<S> {
+    /// A write's outcome: bytes moved count as progress; not ready, the
+    /// idle deadline decides.
+    fn written(
+        &mut self,
+        cx: &mut Context<'_>,
+        outcome: Poll<io::Result<usize>>,
+    ) -> Poll<io::Result<usize>> {
+        match outcome {
+            Poll::Ready(result) => {
+                if matches!(result, Ok(n) if n > 0) {
+                    self.last_progress = Instant::now();
+                }
+                Poll::Ready(result)
+            }
+            Poll::Pending => self.poll_idle(cx),
+        }
+    }
+}
+
 impl<S: AsyncWrite + Unpin> AsyncWrite for Guarded<S> {
     fn poll_write(
         self: Pin<&mut Self>,
@@ -291,15 +311,8 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Guarded<S> {
         data: &[u8],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
-        match Pin::new(&mut this.inner).poll_write(cx, data) {
-            Poll::Ready(result) => {
-                if matches!(result, Ok(n) if n > 0) {
-                    this.last_progress = Instant::now();
-                }
-                Poll::Ready(result)
-            }
-            Poll::Pending => this.poll_idle(cx),
-        }
+        let outcome = Pin::new(&mut this.inner).poll_write(cx, data);
+        this.written(cx, outcome)
     }
 
     fn poll_write_vectored(
@@ -308,15 +321,8 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Guarded<S> {
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
-        match Pin::new(&mut this.inner).poll_write_vectored(cx, bufs) {
-            Poll::Ready(result) => {
-                if matches!(result, Ok(n) if n > 0) {
-                    this.last_progress = Instant::now();
-                }
-                Poll::Ready(result)
-            }
-            Poll::Pending => this.poll_idle(cx),
-        }
+        let outcome = Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
+        this.written(cx, outcome)
     }
 
     fn is_write_vectored(&self) -> bool {

@@ -278,6 +278,15 @@ impl Master {
     }
 
     /// Ids of recently finished tasks (for completion), newest last.
+    /// Ids of the unfinished tasks on a worker that are in one of `states`.
+    pub(crate) fn tasks_on(&self, worker_id: &str, states: &[TaskState]) -> Vec<String> {
+        self.active_tasks()
+            .iter()
+            .filter(|(_, t)| t.worker_id.as_deref() == Some(worker_id) && states.contains(&t.state))
+            .map(|(id, _)| id.clone())
+            .collect()
+    }
+
     pub fn recent_task_ids(&self) -> Vec<String> {
         self.inner
             .recent
@@ -341,26 +350,32 @@ impl Master {
                 .update_task_if_then(&task, &[current.state], &also(&task))
                 .await?
             {
-                self.index_task(&task);
-                self.metrics().count_transition(next);
-                if next.is_terminal() || next == TaskState::Queued {
-                    // Capacity freed or a task to place.
-                    self.wake_scheduler();
-                }
-                tracing::info!(task_id, from = %current.state, to = %next, worker_id = ?task.worker_id, "task state");
-                self.emit(Event::TaskState {
-                    task_id: task.id.clone(),
-                    state: next,
-                    worker_id: task.worker_id.clone(),
-                    exit_code: task.exit_code,
-                    error: task.error.clone(),
-                });
+                self.changed_state(current.state, &task);
                 return Ok(Some(task));
             }
         }
         Err(MasterError::FailedPrecondition(format!(
             "task '{task_id}' is changing too fast to update; try again"
         )))
+    }
+
+    /// What follows a stored state change: the index, the metrics, the
+    /// scheduler (capacity freed or a task to place), the log and the event.
+    pub(crate) fn changed_state(&self, from: TaskState, task: &TaskRecord) {
+        let next = task.state;
+        self.index_task(task);
+        self.metrics().count_transition(next);
+        if next.is_terminal() || next == TaskState::Queued {
+            self.wake_scheduler();
+        }
+        tracing::info!(task_id = %task.id, from = %from, to = %next, worker_id = ?task.worker_id, "task state");
+        self.emit(Event::TaskState {
+            task_id: task.id.clone(),
+            state: next,
+            worker_id: task.worker_id.clone(),
+            exit_code: task.exit_code,
+            error: task.error.clone(),
+        });
     }
 
     /// Keeps the in-memory index of non-final tasks in step with a stored record.

@@ -23,6 +23,10 @@ use std::time::Duration;
 /// once-a-second check.
 pub const STOP_MARGIN: Duration = Duration::from_secs(10);
 
+/// The states of a task its worker may still hold.
+pub(crate) const HELD_THERE: [TaskState; 3] =
+    [TaskState::Assigned, TaskState::Running, TaskState::Unknown];
+
 /// How long a task must have been unknown before a heartbeat that does not
 /// hold it proves the worker lost it: longer than an assignment can be in
 /// flight (its 10 s deadline, twice).
@@ -155,18 +159,7 @@ impl Master {
     /// stops its tasks after the window: they are unknown until then, and
     /// lost after it. Tracked, so shutdown does not wait for the window.
     pub(crate) fn give_up_after_window(&self, worker_id: &str) {
-        let placed: Vec<String> = self
-            .active_tasks()
-            .iter()
-            .filter(|(_, t)| {
-                t.worker_id.as_deref() == Some(worker_id)
-                    && matches!(
-                        t.state,
-                        TaskState::Assigned | TaskState::Running | TaskState::Unknown
-                    )
-            })
-            .map(|(id, _)| id.clone())
-            .collect();
+        let placed = self.tasks_on(worker_id, &HELD_THERE);
         if placed.is_empty() {
             return;
         }
@@ -209,23 +202,12 @@ impl Master {
         let mut workers: Vec<String> = self
             .active_tasks()
             .values()
-            .filter(|t| !matches!(t.state, TaskState::Queued | TaskState::Lost))
+            .filter(|t| HELD_THERE.contains(&t.state))
             .filter_map(|t| t.worker_id.clone())
             .filter(|w| !self.registry().contains(w))
             .collect();
         workers.sort();
         workers.dedup();
         workers
-    }
-
-    /// Tasks of a worker that are unknown now (left so by an earlier run).
-    pub(crate) fn unknown_on(&self, worker_id: &str) -> Vec<String> {
-        self.active_tasks()
-            .iter()
-            .filter(|(_, t)| {
-                t.state == TaskState::Unknown && t.worker_id.as_deref() == Some(worker_id)
-            })
-            .map(|(id, _)| id.clone())
-            .collect()
     }
 }

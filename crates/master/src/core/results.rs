@@ -128,15 +128,7 @@ impl Master {
         }
         tracing::warn!(task_id = %task.id, worker_id = %record.worker_id, state = %record.state,
             "late result accepted: the task had been given up as lost and no other attempt ran");
-        self.index_task(&corrected);
-        self.metrics().count_transition(corrected.state);
-        self.emit(crate::core::events::Event::TaskState {
-            task_id: corrected.id.clone(),
-            state: corrected.state,
-            worker_id: corrected.worker_id.clone(),
-            exit_code: corrected.exit_code,
-            error: corrected.error.clone(),
-        });
+        self.changed_state(TaskState::Failed, &corrected);
         Ok(corrected)
     }
 

@@ -21,6 +21,9 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+/// The states of a task placed on a worker and not yet unknown.
+const PLACED: [TaskState; 2] = [TaskState::Assigned, TaskState::Running];
+
 /// Samples queued per worker before the oldest is dropped.
 pub const FEED_CAPACITY: usize = 8;
 
@@ -173,7 +176,8 @@ impl Master {
         let timeout = self.settings().inactivity_timeout;
         let lost_after = self.settings().disconnect_window + crate::core::disconnect::STOP_MARGIN;
         // Tasks left unknown by an earlier run of the master.
-        feed.unknown().extend(self.unknown_on(&worker_id));
+        feed.unknown()
+            .extend(self.tasks_on(&worker_id, &[TaskState::Unknown]));
         let mut heard = Instant::now();
         let mut watching = true;
         let mut silent = false;
@@ -200,7 +204,7 @@ impl Master {
                         tracing::warn!(worker_id, timeout_s = timeout.as_secs_f32(), "worker inactive: no heartbeat within the inactivity timeout");
                         self.emit(Event::WorkerInactive { worker_id: worker_id.clone(), reason: "timeout" });
                     }
-                    let placed = self.placed_on(&worker_id);
+                    let placed = self.tasks_on(&worker_id, &PLACED);
                     if !placed.is_empty() {
                         let unknown = self.tasks_unknown(&worker_id, placed).await;
                         feed.unknown().extend(unknown);
@@ -271,18 +275,6 @@ impl Master {
         // A stopping worker is watched too: if it does not come back within the
         // inactivity timeout, its tasks are lost.
         true
-    }
-
-    /// Tasks placed on a worker (assigned or running) and not yet unknown.
-    pub(crate) fn placed_on(&self, worker_id: &str) -> Vec<String> {
-        self.active_tasks()
-            .iter()
-            .filter(|(_, t)| {
-                t.worker_id.as_deref() == Some(worker_id)
-                    && matches!(t.state, TaskState::Assigned | TaskState::Running)
-            })
-            .map(|(id, _)| id.clone())
-            .collect()
     }
 
     /// Moves tasks the worker reports as running from `assigned` to `running`.

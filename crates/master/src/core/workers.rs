@@ -6,7 +6,7 @@ use crate::core::cluster::Master;
 use crate::core::events::Event;
 use crate::core::registry::WorkerState;
 use crate::error::{MasterError, MasterResult};
-use crate::store::{TaskState, WorkerRecord, now_millis};
+use crate::store::{WorkerRecord, now_millis};
 use cloudai_common::validate;
 use cloudai_proto::v1::{MasterRegisterRequest, RegisterWorkerRequest};
 use std::net::SocketAddr;
@@ -151,19 +151,8 @@ impl Master {
     /// Tasks placed on a worker that (re-)registers without them were lost with
     /// its containers: they become `lost`, then are retried or failed.
     fn fail_missing_tasks(&self, worker_id: &str, held: &[String]) {
-        let missing: Vec<String> = self
-            .active_tasks()
-            .iter()
-            .filter(|(id, t)| {
-                t.worker_id.as_deref() == Some(worker_id)
-                    && matches!(
-                        t.state,
-                        TaskState::Assigned | TaskState::Running | TaskState::Unknown
-                    )
-                    && !held.contains(id)
-            })
-            .map(|(id, _)| id.clone())
-            .collect();
+        let mut missing = self.tasks_on(worker_id, &crate::core::disconnect::HELD_THERE);
+        missing.retain(|id| !held.contains(id));
         if missing.is_empty() {
             return;
         }

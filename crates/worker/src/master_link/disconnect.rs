@@ -47,7 +47,7 @@ impl Contact {
             .and_then(|text| parse(&text));
         let (at, window) = match remembered {
             Some((at_ms, window)) => {
-                let ago = now_ms().saturating_sub(at_ms).max(0) as u64;
+                let ago = unix_ms(SystemTime::now()).saturating_sub(at_ms).max(0) as u64;
                 let at = now.checked_sub(Duration::from_millis(ago)).unwrap_or(now);
                 (at, window)
             }
@@ -86,10 +86,7 @@ impl Contact {
             (save, state.window)
         };
         if let (true, Some(path)) = (save, &self.file) {
-            let at_ms = sent_wall
-                .duration_since(UNIX_EPOCH)
-                .map_or(0, |d| d.as_millis() as i64);
-            let text = format!("{at_ms} {}\n", window.as_millis());
+            let text = format!("{} {}\n", unix_ms(sent_wall), window.as_millis());
             if let Err(error) = std::fs::write(path, text) {
                 tracing::warn!(path = %path.display(), %error, "cannot remember the last contact with the master");
             }
@@ -103,9 +100,9 @@ impl Contact {
     }
 }
 
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
+/// Milliseconds since the Unix epoch (0 before it).
+fn unix_ms(at: SystemTime) -> i64 {
+    at.duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64)
 }
 
@@ -149,7 +146,11 @@ mod tests {
     fn a_remembered_contact_counts_from_its_time() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("master-contact");
-        std::fs::write(&path, format!("{} 5000\n", now_ms() - 60_000)).unwrap();
+        std::fs::write(
+            &path,
+            format!("{} 5000\n", unix_ms(SystemTime::now()) - 60_000),
+        )
+        .unwrap();
         let contact = Contact::load(Some(path.clone()));
         assert_eq!(contact.overdue(), Some(Duration::from_secs(5)));
         contact.record(
