@@ -10,8 +10,8 @@ use cloudai_master::store::{
     EmbeddedStore, LogChunkRecord, MongoStore, ResilientStore, Store, TaskRecord, TaskState, Write,
 };
 use cloudai_master::{
-    Candidate, Demand, Envelope, Event, GpuSample, Master, Metrics, PlacementMode, Policy,
-    Settings, place,
+    Candidate, Demand, Envelope, Event, GpuSample, Metrics, PlacementMode, Policy, Runtime,
+    Services, Settings, place,
 };
 use cloudai_proto::v1::Heartbeat;
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
@@ -127,19 +127,17 @@ fn heartbeat_ingest(c: &mut Criterion) {
     let dir = tempfile::tempdir().unwrap();
     let store: Arc<dyn Store> = Arc::new(EmbeddedStore::open(dir.path()).unwrap());
     let master = runtime.block_on(async {
-        let master = Master::load(
-            settings(),
-            store,
-            None,
-            0,
-            CancellationToken::new(),
-            TaskTracker::new(),
-        )
-        .await
-        .unwrap();
+        let tasks = Runtime {
+            shutdown: CancellationToken::new(),
+            tracker: TaskTracker::new(),
+        };
+        let master = Services::load(settings(), store, None, 0, tasks)
+            .await
+            .unwrap();
         for i in 0..1000 {
             master
-                .register_worker(&format!("w{i:04}"), "127.0.0.1:1")
+                .workers()
+                .register(&format!("w{i:04}"), "127.0.0.1:1")
                 .await
                 .unwrap();
         }
@@ -159,7 +157,7 @@ fn heartbeat_ingest(c: &mut Criterion) {
     c.bench_function("heartbeat_ingest_1k_workers", |b| {
         b.iter(|| {
             next = (next + 1) % beats.len();
-            black_box(master.ingest_heartbeat(beats[next].clone()))
+            black_box(master.telemetry().ingest_heartbeat(beats[next].clone()))
         })
     });
 }

@@ -101,7 +101,7 @@ pub struct MasterConfig {
         value_enum,
         default_value = "builtin"
     )]
-    pub placement_mode: crate::core::scheduler::PlacementMode,
+    pub placement_mode: crate::core::placement::PlacementMode,
 
     /// In agent mode, how long a queued task waits for the agent before the
     /// built-in scheduler places it.

@@ -1,12 +1,14 @@
 //! The CloudAI master.
 //!
-//! - `core/`: the cluster state and what changes it ([`Master`]: registry,
-//!   tasks and their lifecycle, scheduling and placement, telemetry, events);
+//! - `core/`: the cluster state and what changes it, as services with narrow
+//!   handles (task lifecycle, telemetry, workers, tasks, scheduler, events);
 //! - `auth/`: the PKI, worker admission, users and API tokens;
 //! - `api/grpc/` and `api/http/`: transport only (gRPC services; the HTTP
 //!   server with the dashboard, its API, WebSocket telemetry and metrics);
 //! - [`cli`]: the operator REPL; [`store`]: the `Store` trait and its backends;
 //!   [`config`]: flags and environment.
+//!
+//! - `services`: builds the services once and hands each adapter its handles.
 //!
 //! [`start`] takes already-bound listeners so tests can bind port 0.
 
@@ -18,12 +20,16 @@ mod core;
 pub mod error;
 #[doc(hidden)]
 pub mod fuzzing;
+mod services;
 pub mod store;
 
-pub use crate::core::cluster::{Master, Settings};
 pub use crate::core::events::{Envelope, Event, GpuSample, Metrics};
+pub use crate::core::placement::PlacementMode;
 pub use crate::core::placement::{Candidate, Demand, Policy, place};
-pub use crate::core::scheduler::PlacementMode;
+pub use crate::core::runtime::{Runtime, Settings};
+pub use crate::core::telemetry::Telemetry;
+pub use crate::core::workers::{Registration, Workers};
+pub use crate::services::Services;
 pub use config::{MasterConfig, StoreCommand};
 
 use std::sync::Arc;
@@ -64,10 +70,10 @@ pub struct Listeners {
     pub http: TcpListener,
 }
 
-/// A started master: its handle and the task tracker of its servers and loops.
+/// A started master: its services and the task tracker of its servers and loops.
 pub struct Running {
-    /// The core handle.
-    pub master: Master,
+    /// The services, for the REPL.
+    pub services: Services,
     tracker: TaskTracker,
 }
 
@@ -76,10 +82,10 @@ impl Running {
     /// stopped, and the store holds every write it acknowledged (for at most
     /// [`DRAIN_LIMIT`] while the store is unreachable; what is left is logged).
     pub async fn wait(self) {
-        self.master.shutdown_token().cancelled().await;
+        self.services.shutdown_token().cancelled().await;
         self.tracker.close();
         self.tracker.wait().await;
-        let held = self.master.store().drain(DRAIN_LIMIT).await;
+        let held = self.services.store.drain(DRAIN_LIMIT).await;
         if held > 0 {
             tracing::error!(
                 held,
@@ -92,11 +98,11 @@ impl Running {
 /// Writes a fresh join token for a start-up registration to
 /// `<data-dir>/join-tokens/<id>.token` (owner-only), for `--join-token-file`.
 async fn write_join_token(
-    master: &Master,
+    auth: &auth::Auth,
     config: &MasterConfig,
     worker_id: &str,
 ) -> Result<(), RunError> {
-    if let Some(token) = master.issue_join_token(worker_id).await? {
+    if let Some(token) = auth.issue_join_token(worker_id).await? {
         let path = config
             .data_dir
             .join("join-tokens")
@@ -179,29 +185,29 @@ pub async fn start(
             &options,
         )?))
     };
-    let master = Master::load(
-        settings,
-        store,
-        pki.clone(),
-        grpc_port,
-        shutdown.clone(),
-        tracker.clone(),
-    )
-    .await?;
-    master.load_users().await?;
+    let runtime = core::runtime::Runtime {
+        shutdown: shutdown.clone(),
+        tracker: tracker.clone(),
+    };
+    let services = Services::load(settings, store, pki.clone(), grpc_port, runtime).await?;
+    let (lifecycle, workers) = (&services.lifecycle, &services.workers);
     // Every registered worker is watched from the start: tasks placed on one
     // that never comes back become unknown, then lost, like any other's.
-    for (worker_id, _) in master.registry().not_active() {
-        master.start_telemetry(&worker_id);
+    for (worker_id, _) in workers.registry().not_active() {
+        services.telemetry.start(&worker_id);
     }
-    for worker_id in master.workers_of_orphaned_tasks() {
-        master.give_up_after_window(&worker_id);
+    for worker_id in lifecycle.workers_of_orphaned_tasks(workers.registry()) {
+        lifecycle.give_up_after_window(&worker_id);
     }
-    master.finish_lost_left_by_a_crash();
+    lifecycle.finish_lost_left_by_a_crash();
     for (id, address) in config.preregistrations() {
-        let Some(existing) = master.registry().get(&id) else {
-            master.register_worker(&id, &address).await?;
-            write_join_token(&master, config, &id).await?;
+        let Some(existing) = workers.registry().get(&id) else {
+            workers.register(&id, &address).await?;
+            if services.auth.pki().is_some() {
+                write_join_token(&services.auth, config, &id).await?;
+            } else if let Err(reason) = workers.invite(&id, &address).await {
+                tracing::info!(worker_id = %id, reason, "worker not reachable yet; it is accepted when it starts");
+            }
             continue;
         };
         if existing.record.address != address {
@@ -209,7 +215,7 @@ pub async fn start(
                 "--register ignored: the worker is already registered at another address (unregister it first)");
         } else if existing.record.cert_fingerprint.is_none() {
             // Registered but never joined (e.g. the token expired): a fresh token.
-            write_join_token(&master, config, &id).await?;
+            write_join_token(&services.auth, config, &id).await?;
         }
     }
 
@@ -227,12 +233,8 @@ pub async fn start(
         builder = builder.tls_config(pki.server_tls())?;
     }
     let grpc = builder
-        .add_service(crate::api::grpc::worker_api::MasterGrpc::service(
-            master.clone(),
-        ))
-        .add_service(crate::api::grpc::agent_api::AgentGrpc::service(
-            master.clone(),
-        ))
+        .add_service(crate::api::grpc::worker_api::MasterGrpc::service(&services))
+        .add_service(crate::api::grpc::agent_api::AgentGrpc::service(&services))
         .serve_with_incoming_shutdown(
             cloudai_common::net::incoming(Arc::new(listeners.grpc), gate.clone()),
             shutdown.clone().cancelled_owned(),
@@ -243,7 +245,7 @@ pub async fn start(
         }
     });
 
-    let app = crate::api::http::router::router(master.clone())
+    let app = crate::api::http::router::router(&services)
         .into_make_service_with_connect_info::<crate::api::http::listener::Peer>();
     let stop = shutdown.clone();
     match &pki {
@@ -278,7 +280,7 @@ pub async fn start(
         }
     }
 
-    tracker.spawn(master.clone().run_reinvites());
-    tracker.spawn(master.clone().run_scheduler());
-    Ok(Running { master, tracker })
+    tracker.spawn(services.workers.clone().run_reinvites());
+    tracker.spawn(services.scheduler.clone().run());
+    Ok(Running { services, tracker })
 }

@@ -93,13 +93,13 @@ async fn serve(config: MasterConfig, handle: tokio::runtime::Handle) -> anyhow::
     println!(
         "cloudai-master {}: gRPC on {grpc_addr}, HTTP on {http_addr}, store: {}",
         cloudai_common::VERSION,
-        running.master.store().describe()
+        running.services.vitals_store_description()
     );
     // At an interactive REPL, Ctrl-C stops the command being run (a live view),
     // not the master; SIGTERM, `exit` and Ctrl-D stop the master.
     let interactive = !config.no_repl && std::io::stdin().is_terminal();
     if !config.no_repl {
-        cli::repl::spawn(running.master.clone(), handle, config.data_dir.clone())?;
+        cli::repl::spawn(running.services.clone(), handle, config.data_dir.clone())?;
     }
     tokio::spawn(async move {
         let stop = async {

@@ -6,7 +6,7 @@
 //! certificate is bound to its registration by fingerprint, so `unregister`
 //! revokes it at once.
 
-use crate::core::cluster::Master;
+use crate::auth::Auth;
 use crate::error::{MasterError, MasterResult};
 use crate::store::now_millis;
 use cloudai_common::tls::{self, JoinToken};
@@ -75,7 +75,7 @@ fn hash(secret: &str) -> String {
     tls::fingerprint(secret.as_bytes())
 }
 
-impl Master {
+impl Auth {
     /// Issues a fresh join token for a registered worker (replacing any unused one).
     pub async fn issue_join_token(&self, worker_id: &str) -> MasterResult<Option<String>> {
         let Some(pki) = self.pki() else {
@@ -93,7 +93,7 @@ impl Master {
         };
         record.join_token_hash = Some(hash(&token.secret));
         record.join_token_expires_at =
-            Some(now_millis() + self.settings().join_token_ttl.as_millis() as i64);
+            Some(now_millis() + self.join_token_ttl().as_millis() as i64);
         self.store().put_worker(&record).await?;
         self.registry().update_record(record);
         Ok(Some(token.to_string()))

@@ -5,8 +5,8 @@
 //! shown once when created; only the SHA-256 of the secret is stored. The REPL
 //! on the master's own terminal is the local admin and needs no token.
 
+use crate::auth::Auth;
 use crate::auth::admission::random_secret;
-use crate::core::cluster::Master;
 use crate::error::{MasterError, MasterResult};
 use crate::store::{ApiTokenRecord, UserRecord, now_millis};
 use cloudai_common::tls;
@@ -105,22 +105,15 @@ impl TokenIndex {
     }
 }
 
-impl Master {
-    /// Loads the token index from the store (at start).
-    pub async fn load_users(&self) -> MasterResult<()> {
-        let users = self.store().list_users().await?;
-        self.tokens().rebuild(&users);
-        Ok(())
-    }
-
-    async fn reindex_users(&self) -> MasterResult<Vec<UserRecord>> {
+impl Auth {
+    pub(super) async fn reindex_users(&self) -> MasterResult<Vec<UserRecord>> {
         let users = self.store().list_users().await?;
         self.tokens().rebuild(&users);
         Ok(users)
     }
 
-    /// Adds a user with a role.
-    pub async fn add_user(&self, name: &str, role: &str) -> MasterResult<String> {
+    /// Adds a user with a role; returns the role.
+    pub async fn add_user(&self, name: &str, role: &str) -> MasterResult<Role> {
         cloudai_common::validate::id("user name", name)?;
         let role = Role::parse(role).ok_or_else(|| {
             MasterError::InvalidArgument(format!(
@@ -146,14 +139,11 @@ impl Master {
         };
         self.store().put_user(&user).await?;
         tracing::info!(user = name, role = role.as_str(), "user added");
-        Ok(format!(
-            "user {name} added as {}; `token create {name}` makes an API token",
-            role.as_str()
-        ))
+        Ok(role)
     }
 
     /// Removes a user and every token of theirs.
-    pub async fn remove_user(&self, name: &str) -> MasterResult<String> {
+    pub async fn remove_user(&self, name: &str) -> MasterResult<()> {
         if !self.store().delete_user(name).await? {
             return Err(MasterError::NotFound(format!(
                 "no user '{name}': `users` lists them"
@@ -161,7 +151,7 @@ impl Master {
         }
         self.reindex_users().await?;
         tracing::info!(user = name, "user removed");
-        Ok(format!("user {name} removed; their tokens no longer work"))
+        Ok(())
     }
 
     /// All users.
@@ -190,7 +180,7 @@ impl Master {
         Ok(format!("cat1.{id}.{secret}"))
     }
 
-    /// Revokes one API token by its id.
+    /// Revokes one API token by its id; returns the name of its user.
     pub async fn revoke_token(&self, token_id: &str) -> MasterResult<String> {
         for mut user in self.store().list_users().await? {
             let before = user.tokens.len();
@@ -199,7 +189,7 @@ impl Master {
                 self.store().put_user(&user).await?;
                 self.reindex_users().await?;
                 tracing::info!(user = %user.name, token_id, "API token revoked");
-                return Ok(format!("token {token_id} of {} revoked", user.name));
+                return Ok(user.name);
             }
         }
         Err(MasterError::NotFound(format!(
@@ -216,7 +206,7 @@ impl Master {
         required: Role,
     ) -> impl std::future::Future<Output = ()> + Send + 'static {
         let insecure = self.pki().is_none();
-        let master = self.clone();
+        let auth = self.clone();
         let mut changes = self.tokens().changes.subscribe();
         async move {
             if insecure {
@@ -228,7 +218,7 @@ impl Master {
                 }
                 let still = token
                     .as_deref()
-                    .and_then(|t| master.tokens().lookup(t))
+                    .and_then(|t| auth.tokens().lookup(t))
                     .is_some_and(|caller| caller.role >= required);
                 if !still {
                     return;

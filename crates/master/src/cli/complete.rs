@@ -3,7 +3,7 @@
 //! [`ReplHelper`] plugs it into rustyline with live ids from the master.
 
 use super::parse::{COMMANDS, usage};
-use crate::core::cluster::Master;
+use crate::services::Services;
 use rustyline::completion::{Completer, Pair};
 use rustyline::highlight::Highlighter;
 use rustyline::hint::Hinter;
@@ -86,14 +86,14 @@ pub fn hint(line: &str) -> Option<String> {
 
 /// The rustyline helper: completion, hints, and dim hint styling.
 pub struct ReplHelper {
-    master: Master,
+    services: Services,
     colour: bool,
 }
 
 impl ReplHelper {
     /// A helper reading ids from `master`.
-    pub fn new(master: Master, colour: bool) -> Self {
-        Self { master, colour }
+    pub fn new(services: Services, colour: bool) -> Self {
+        Self { services, colour }
     }
 }
 
@@ -107,14 +107,21 @@ impl Completer for ReplHelper {
         _: &Context<'_>,
     ) -> rustyline::Result<(usize, Vec<Pair>)> {
         let workers: Vec<String> = self
-            .master
+            .services
+            .workers
             .registry()
             .list()
             .into_iter()
             .map(|w| w.record.id)
             .collect();
-        let mut tasks: Vec<String> = self.master.active_tasks().keys().cloned().collect();
-        tasks.extend(self.master.recent_task_ids());
+        let mut tasks: Vec<String> = self
+            .services
+            .lifecycle
+            .active_tasks()
+            .keys()
+            .cloned()
+            .collect();
+        tasks.extend(self.services.lifecycle.recent_task_ids());
         let (start, found) = complete(&line[..pos], &workers, &tasks);
         Ok((
             start,

@@ -2,8 +2,9 @@
 
 use super::parse::{COMMANDS, Command, usage};
 use super::views;
-use crate::core::cluster::Master;
+use crate::core::workers::Registration;
 use crate::error::{MasterError, MasterResult};
+use crate::services::Services;
 use crate::store::{TaskRecord, TaskState};
 use cloudai_common::units::format_duration;
 use futures::StreamExt;
@@ -27,12 +28,12 @@ const FINAL_STATE_WAIT: Duration = Duration::from_secs(30);
 /// keeps going. `interrupt` is cancelled by Ctrl-C: live views stop and return
 /// to the prompt.
 pub async fn execute(
-    master: &Master,
+    services: &Services,
     command: Command,
     out: &mut dyn Write,
     interrupt: &CancellationToken,
 ) -> std::io::Result<Flow> {
-    match run(master, command, out, interrupt).await {
+    match run(services, command, out, interrupt).await {
         Ok(flow) => Ok(flow),
         Err(Failure::Master(error)) => {
             writeln!(out, "error: {error}")?;
@@ -60,7 +61,7 @@ impl From<std::io::Error> for Failure {
 }
 
 async fn run(
-    master: &Master,
+    services: &Services,
     command: Command,
     out: &mut dyn Write,
     interrupt: &CancellationToken,
@@ -88,31 +89,34 @@ async fn run(
         Command::Status { watch } => {
             let colour = views::colour_enabled();
             // The live view adds the worker table to the summary.
-            watch_or_once(master, out, interrupt, watch, || async move {
-                let summary = views::status(master, colour).await?;
+            watch_or_once(services, out, interrupt, watch, || async move {
+                let summary = views::status(services, colour).await?;
                 Ok(if watch {
-                    format!("{summary}\n{}", views::workers(master, colour))
+                    format!("{summary}\n{}", views::workers(services, colour))
                 } else {
                     summary
                 })
             })
             .await?
         }
-        Command::Workers => write!(out, "{}", views::workers(master, views::colour_enabled()))?,
+        Command::Workers => write!(out, "{}", views::workers(services, views::colour_enabled()))?,
         Command::Stats { worker, watch } => {
             let colour = views::colour_enabled();
             let worker = worker.as_deref();
-            watch_or_once(master, out, interrupt, watch, || async move {
-                views::stats(master, worker, colour)
+            watch_or_once(services, out, interrupt, watch, || async move {
+                views::stats(services, worker, colour)
             })
             .await?
         }
         Command::Register { id, address } => {
-            writeln!(out, "{}", master.register_worker(&id, &address).await?)?
+            writeln!(out, "{}", register(services, &id, &address).await?)?
         }
-        Command::Unregister { id } => writeln!(out, "{}", master.unregister_worker(&id).await?)?,
+        Command::Unregister { id } => {
+            services.workers.unregister(&id).await?;
+            writeln!(out, "worker {id} unregistered; it is no longer accepted")?
+        }
         Command::Task(request) => {
-            let task = master.submit_task(request).await?;
+            let task = services.tasks.submit_task(request).await?;
             match task.state {
                 TaskState::Failed => writeln!(
                     out,
@@ -135,23 +139,23 @@ async fn run(
             }
         }
         Command::Tasks { state } => {
-            let tasks: Vec<TaskRecord> = master
-                .store()
+            let tasks: Vec<TaskRecord> = services
+                .store
                 .list_tasks()
                 .await
                 .map_err(MasterError::from)?
                 .into_iter()
                 .filter(|t| state.is_none_or(|s| t.state == s))
                 .collect();
-            write!(out, "{}", views::tasks(master, &tasks))?;
+            write!(out, "{}", views::tasks(services, &tasks))?;
         }
-        Command::Monitor { task_id } => monitor(master, &task_id, out, interrupt).await?,
+        Command::Monitor { task_id } => monitor(services, &task_id, out, interrupt).await?,
         Command::Logs { task_id } => {
-            let task = master.task(&task_id).await?;
-            print_stored_logs(master, &task, out).await?;
+            let task = services.tasks.task(&task_id).await?;
+            print_stored_logs(services, &task, out).await?;
         }
         Command::Cancel { task_id } => {
-            let task = master.cancel_task(&task_id).await?;
+            let task = services.tasks.cancel_task(&task_id).await?;
             if task.state == TaskState::Cancelled {
                 writeln!(out, "task {task_id} cancelled")?;
             } else {
@@ -162,23 +166,28 @@ async fn run(
                 )?;
             }
         }
-        Command::JoinToken { id } => match master.issue_join_token(&id).await? {
+        Command::JoinToken { id } => match services.auth.issue_join_token(&id).await? {
             Some(token) => {
-                let address = master
+                let address = services
+                    .workers
                     .registry()
                     .get(&id)
                     .map(|w| w.record.address)
                     .unwrap_or_default();
-                writeln!(out, "{}", master.join_instructions(&id, &address, &token))?;
+                writeln!(
+                    out,
+                    "{}",
+                    join_instructions(services, &id, &address, &token)
+                )?;
             }
             None => writeln!(
                 out,
                 "this master runs with --insecure: workers join without tokens"
             )?,
         },
-        Command::Certs => write!(out, "{}", views::certs(master))?,
+        Command::Certs => write!(out, "{}", views::certs(services))?,
         Command::Users => {
-            let users = master.users().await?;
+            let users = services.auth.users().await?;
             if users.is_empty() {
                 writeln!(
                     out,
@@ -201,27 +210,71 @@ async fn run(
             }
         }
         Command::UserAdd { name, role } => {
-            writeln!(out, "{}", master.add_user(&name, &role).await?)?
+            let role = services.auth.add_user(&name, &role).await?;
+            writeln!(
+                out,
+                "user {name} added as {}; `token create {name}` makes an API token",
+                role.as_str()
+            )?
         }
-        Command::UserRemove { name } => writeln!(out, "{}", master.remove_user(&name).await?)?,
+        Command::UserRemove { name } => {
+            services.auth.remove_user(&name).await?;
+            writeln!(out, "user {name} removed; their tokens no longer work")?
+        }
         Command::TokenCreate { user } => {
-            let token = master.create_token(&user).await?;
+            let token = services.auth.create_token(&user).await?;
             writeln!(
                 out,
                 "API token for {user} (shown once; store it safely): {token}"
             )?;
         }
-        Command::TokenRevoke { id } => writeln!(out, "{}", master.revoke_token(&id).await?)?,
+        Command::TokenRevoke { id } => {
+            let user = services.auth.revoke_token(&id).await?;
+            writeln!(out, "token {id} of {user} revoked")?
+        }
         Command::Exit => return Ok(Flow::Exit),
     }
     Ok(Flow::Continue)
+}
+
+/// Pre-registers a worker, then gives it a join token (with TLS) or invites
+/// it; says what that achieved.
+async fn register(services: &Services, id: &str, address: &str) -> MasterResult<String> {
+    match services.workers.register(id, address).await? {
+        Registration::Existing(state) => Ok(format!(
+            "worker {id} is already registered at {address} ({})",
+            state.as_str()
+        )),
+        Registration::Added => {
+            if let Some(token) = services.auth.issue_join_token(id).await? {
+                return Ok(join_instructions(services, id, address, &token));
+            }
+            Ok(match services.workers.invite(id, address).await {
+                Ok(()) => {
+                    format!("worker {id} registered at {address}; it accepted the invitation")
+                }
+                Err(reason) => format!(
+                    "worker {id} registered at {address}; not reachable yet ({reason}); it will be accepted when it starts"
+                ),
+            })
+        }
+    }
+}
+
+/// What the operator needs to start a worker with its join token.
+fn join_instructions(services: &Services, id: &str, address: &str, token: &str) -> String {
+    let ttl = cloudai_common::units::format_duration(services.auth.join_token_ttl());
+    let master = services.workers.address_for_workers("<this-master-host>");
+    format!(
+        "worker {id} registered at {address}\njoin token (single use, expires in {ttl}): {token}\nstart the worker with: cloudai-worker --id {id} --master {master} --join-token {token}"
+    )
 }
 
 /// Prints a view once, or (with `--watch`) redraws it in place every
 /// heartbeat until Ctrl-C: the cursor goes home and each line is overwritten,
 /// so the screen does not flicker or fill the scrollback.
 async fn watch_or_once<F, Fut>(
-    master: &Master,
+    services: &Services,
     out: &mut dyn Write,
     interrupt: &CancellationToken,
     watch: bool,
@@ -235,7 +288,7 @@ where
         let _ = write!(out, "{}", render().await?);
         return Ok(());
     }
-    let interval = master.settings().heartbeat_interval;
+    let interval = services.settings.heartbeat_interval;
     // On a terminal any key stops the view too (raw mode while it runs).
     let keys = super::keys::KeyStop::start();
     let _ = write!(out, "\x1b[2J");
@@ -278,7 +331,7 @@ fn print_outcome(task: &TaskRecord, out: &mut dyn Write) -> std::io::Result<()> 
 }
 
 async fn print_stored_logs(
-    master: &Master,
+    services: &Services,
     task: &TaskRecord,
     out: &mut dyn Write,
 ) -> MasterResult<()> {
@@ -288,7 +341,7 @@ async fn print_stored_logs(
             task.id, task.state, task.id
         )));
     }
-    let Some(output) = master.stored_output(task).await? else {
+    let Some(output) = services.tasks.stored_output(task).await? else {
         let _ = writeln!(out, "[no output stored]");
         let _ = print_outcome(task, out);
         return Ok(());
@@ -308,15 +361,15 @@ async fn print_stored_logs(
 }
 
 async fn monitor(
-    master: &Master,
+    services: &Services,
     task_id: &str,
     out: &mut dyn Write,
     interrupt: &CancellationToken,
 ) -> MasterResult<()> {
-    let mut events = master.subscribe();
-    let task = master.task(task_id).await?;
+    let mut events = services.events.subscribe();
+    let task = services.tasks.task(task_id).await?;
     if task.state.is_terminal() {
-        return print_stored_logs(master, &task, out).await;
+        return print_stored_logs(services, &task, out).await;
     }
     if task.state == TaskState::Queued || task.state == TaskState::Lost {
         return Err(MasterError::FailedPrecondition(format!(
@@ -324,7 +377,7 @@ async fn monitor(
             task.state
         )));
     }
-    let mut stream = master.follow_logs(&task).await?;
+    let mut stream = services.tasks.follow_logs(&task).await?;
     let stopped = |out: &mut dyn Write| {
         let _ = writeln!(
             out,
@@ -358,14 +411,14 @@ async fn monitor(
             stopped(out);
             return Ok(());
         }
-        waited = master.wait_until_final(task_id, &mut events, deadline) => waited?,
+        waited = services.lifecycle.wait_until_final(task_id, &mut events, deadline) => waited?,
     };
     match waited {
         Some(task) => {
             let _ = print_outcome(&task, out);
         }
         None => {
-            let task = master.task(task_id).await?;
+            let task = services.tasks.task(task_id).await?;
             let _ = writeln!(
                 out,
                 "task {task_id} is still {}: its worker has not reported yet",

@@ -5,7 +5,7 @@
 use super::complete::ReplHelper;
 use super::exec::{Flow, execute};
 use super::parse::parse;
-use crate::core::cluster::Master;
+use crate::services::Services;
 use rustyline::Editor;
 use rustyline::error::ReadlineError;
 use rustyline::history::DefaultHistory;
@@ -21,21 +21,21 @@ pub const HISTORY_FILE: &str = "repl_history";
 /// Starts the REPL on its own thread. `exit` (or Ctrl-D on a terminal) stops the
 /// master; the end of piped input only ends the REPL.
 pub fn spawn(
-    master: Master,
+    services: Services,
     runtime: Handle,
     data_dir: PathBuf,
 ) -> std::io::Result<std::thread::JoinHandle<()>> {
     std::thread::Builder::new().name("repl".into()).spawn(move || {
         let interactive = std::io::stdin().is_terminal();
         let result = if interactive {
-            run_interactive(&master, &runtime, data_dir.join(HISTORY_FILE))
+            run_interactive(&services, &runtime, data_dir.join(HISTORY_FILE))
         } else {
-            run_piped(&master, &runtime)
+            run_piped(&services, &runtime)
         };
         match result {
             Ok(Flow::Exit) => {
                 tracing::info!("exit requested from the REPL");
-                master.shutdown_token().cancel();
+                services.runtime.shutdown.cancel();
             }
             Ok(Flow::Continue) => {
                 tracing::info!("stdin closed: the REPL ended, the master keeps serving (stop it with SIGTERM)");
@@ -51,7 +51,7 @@ pub fn spawn(
 type Current = Arc<Mutex<Option<CancellationToken>>>;
 
 fn handle_line(
-    master: &Master,
+    services: &Services,
     runtime: &Handle,
     current: &Current,
     line: &str,
@@ -60,7 +60,7 @@ fn handle_line(
     let interrupt = CancellationToken::new();
     *current.lock().unwrap_or_else(|p| p.into_inner()) = Some(interrupt.clone());
     let flow = match parse(line) {
-        Ok(command) => runtime.block_on(execute(master, command, &mut out, &interrupt))?,
+        Ok(command) => runtime.block_on(execute(services, command, &mut out, &interrupt))?,
         Err(message) => {
             writeln!(out, "error: {message}")?;
             Flow::Continue
@@ -92,23 +92,27 @@ fn forward_interrupts(runtime: &Handle, current: Current) {
     });
 }
 
-fn run_piped(master: &Master, runtime: &Handle) -> std::io::Result<Flow> {
+fn run_piped(services: &Services, runtime: &Handle) -> std::io::Result<Flow> {
     let current = Current::default();
     for line in std::io::stdin().lock().lines() {
-        if handle_line(master, runtime, &current, &line?)? == Flow::Exit {
+        if handle_line(services, runtime, &current, &line?)? == Flow::Exit {
             return Ok(Flow::Exit);
         }
     }
     Ok(Flow::Continue)
 }
 
-fn run_interactive(master: &Master, runtime: &Handle, history: PathBuf) -> std::io::Result<Flow> {
+fn run_interactive(
+    services: &Services,
+    runtime: &Handle,
+    history: PathBuf,
+) -> std::io::Result<Flow> {
     let current = Current::default();
     forward_interrupts(runtime, current.clone());
     let mut editor: Editor<ReplHelper, DefaultHistory> =
         Editor::new().map_err(std::io::Error::other)?;
     editor.set_helper(Some(ReplHelper::new(
-        master.clone(),
+        services.clone(),
         super::views::colour_enabled(),
     )));
     // No history yet is normal on first start.
@@ -117,7 +121,7 @@ fn run_interactive(master: &Master, runtime: &Handle, history: PathBuf) -> std::
         "cloudai master ready: `help` lists commands, Ctrl-C stops a live view, `exit` or Ctrl-D stops the master"
     );
     loop {
-        if master.shutdown_token().is_cancelled() {
+        if services.runtime.shutdown.is_cancelled() {
             return Ok(Flow::Continue);
         }
         match editor.readline("cloudai> ") {
@@ -128,7 +132,7 @@ fn run_interactive(master: &Master, runtime: &Handle, history: PathBuf) -> std::
                         tracing::warn!(%error, path = %history.display(), "could not save REPL history");
                     }
                 }
-                if handle_line(master, runtime, &current, &line)? == Flow::Exit {
+                if handle_line(services, runtime, &current, &line)? == Flow::Exit {
                     return Ok(Flow::Exit);
                 }
             }

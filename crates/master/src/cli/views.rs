@@ -1,9 +1,9 @@
 //! What the REPL draws: aligned tables (comfy-table), usage bars, and colour
 //! when stdout is a terminal and `NO_COLOR` is unset.
 
-use crate::core::cluster::Master;
 use crate::core::registry::WorkerState;
 use crate::error::{MasterError, MasterResult};
+use crate::services::Services;
 use crate::store::{TaskRecord, TaskState, now_millis};
 use cloudai_common::units::{format_bytes, format_duration};
 use comfy_table::{CellAlignment, Table, presets};
@@ -64,9 +64,10 @@ fn table(headers: &[&str], right_aligned: &[usize]) -> Table {
 }
 
 /// `status`: the cluster in a few lines.
-pub async fn status(master: &Master, colour: bool) -> MasterResult<String> {
-    let (pending, active, inactive) = master.registry().counts();
-    let by_state: Vec<String> = master
+pub async fn status(services: &Services, colour: bool) -> MasterResult<String> {
+    let (pending, active, inactive) = services.workers.registry().counts();
+    let by_state: Vec<String> = services
+        .lifecycle
         .task_counts()
         .await?
         .into_iter()
@@ -87,29 +88,29 @@ pub async fn status(master: &Master, colour: bool) -> MasterResult<String> {
             colour
         ),
         pending,
-        match master.store_health().await {
+        match services.vitals.store().await {
             Ok(()) => format!(
                 "{} ({})",
-                master.store().describe(),
+                services.store.describe(),
                 paint("healthy", "32", colour)
             ),
             Err(error) => format!(
                 "{} ({})",
-                master.store().describe(),
+                services.store.describe(),
                 paint(&format!("UNREACHABLE: {error}"), "31", colour)
             ),
         },
-        format_duration(master.uptime()),
+        format_duration(services.vitals.uptime()),
     ))
 }
 
 /// `workers`: the registry as a table.
-pub fn workers(master: &Master, colour: bool) -> String {
-    let entries = master.registry().list();
+pub fn workers(services: &Services, colour: bool) -> String {
+    let entries = services.workers.registry().list();
     if entries.is_empty() {
         return "no workers registered: `register <id> <host:port>` adds one\n".into();
     }
-    let load = master.running_per_worker();
+    let load = services.lifecycle.running_per_worker();
     let mut table = table(
         &[
             "ID",
@@ -144,8 +145,9 @@ pub fn workers(master: &Master, colour: bool) -> String {
 }
 
 /// `stats [worker]`: latest metrics with usage bars.
-pub fn stats(master: &Master, only: Option<&str>, colour: bool) -> MasterResult<String> {
-    let entries: Vec<_> = master
+pub fn stats(services: &Services, only: Option<&str>, colour: bool) -> MasterResult<String> {
+    let entries: Vec<_> = services
+        .workers
         .registry()
         .list()
         .into_iter()
@@ -214,13 +216,13 @@ pub fn stats(master: &Master, only: Option<&str>, colour: bool) -> MasterResult<
 }
 
 /// `tasks [--state S]`: a table, oldest first, with waiting reasons.
-pub fn tasks(master: &Master, tasks: &[TaskRecord]) -> String {
+pub fn tasks(services: &Services, tasks: &[TaskRecord]) -> String {
     if tasks.is_empty() {
         return "no tasks\n".into();
     }
     let mut table = table(&["ID", "STATE", "WORKER", "EXIT", "IMAGE", "NOTE"], &[3]);
     for t in tasks {
-        let note = match (t.state, master.waiting_reason(&t.id)) {
+        let note = match (t.state, services.scheduler.waiting_reason(&t.id)) {
             (TaskState::Queued, Some(reason)) => format!("waiting: {reason}"),
             _ => t.error.clone().unwrap_or_default(),
         };
@@ -237,13 +239,13 @@ pub fn tasks(master: &Master, tasks: &[TaskRecord]) -> String {
 }
 
 /// `certs`: certificates and outstanding join tokens.
-pub fn certs(master: &Master) -> String {
-    if master.pki().is_none() {
+pub fn certs(services: &Services) -> String {
+    if services.auth.pki().is_none() {
         return "this master runs with --insecure: no certificates\n".into();
     }
     let now = now_millis();
     let mut table = table(&["WORKER", "CERTIFICATE", "EXPIRES IN", "JOIN TOKEN"], &[]);
-    for worker in master.registry().list() {
+    for worker in services.workers.registry().list() {
         let record = worker.record;
         let fingerprint = record
             .cert_fingerprint

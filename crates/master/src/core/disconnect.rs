@@ -13,7 +13,8 @@
 //! settles its unknown tasks with its heartbeat: still running, still held, or
 //! gone (lost at once: it no longer has them).
 
-use crate::core::cluster::Master;
+use crate::core::lifecycle::Lifecycle;
+use crate::core::registry::Registry;
 use crate::store::TaskState;
 use std::time::Duration;
 
@@ -32,7 +33,7 @@ pub(crate) const HELD_THERE: [TaskState; 3] =
 /// flight (its 10 s deadline, twice).
 const ABSENCE_PROOF_AGE: Duration = Duration::from_secs(20);
 
-impl Master {
+impl Lifecycle {
     /// The worker went silent: its placed tasks become `unknown`. Returns those
     /// that did.
     pub(crate) async fn tasks_unknown(
@@ -165,10 +166,10 @@ impl Master {
         }
         let (master, worker_id) = (self.clone(), worker_id.to_string());
         let wait = self.settings().disconnect_window + STOP_MARGIN;
-        self.tracker().spawn(async move {
+        self.runtime().spawn(async move {
             master.tasks_unknown(&worker_id, placed.clone()).await;
             tokio::select! {
-                _ = master.shutdown_token().cancelled() => return,
+                _ = master.runtime().shutdown.cancelled() => return,
                 _ = tokio::time::sleep(wait) => {}
             }
             let why = format!("worker {worker_id} is no longer registered");
@@ -187,7 +188,7 @@ impl Master {
             .collect();
         for task_id in lost {
             let master = self.clone();
-            self.tracker().spawn(async move {
+            self.runtime().spawn(async move {
                 let why = "lost before the master restarted";
                 if let Err(error) = master.retry_or_fail(&task_id, why).await {
                     tracing::error!(task_id, %error, "could not retry a lost task");
@@ -198,13 +199,13 @@ impl Master {
 
     /// Workers that hold placed tasks but are not registered (unregistered
     /// while the master was down, or before this run).
-    pub(crate) fn workers_of_orphaned_tasks(&self) -> Vec<String> {
+    pub(crate) fn workers_of_orphaned_tasks(&self, registry: &Registry) -> Vec<String> {
         let mut workers: Vec<String> = self
             .active_tasks()
             .values()
             .filter(|t| HELD_THERE.contains(&t.state))
             .filter_map(|t| t.worker_id.clone())
-            .filter(|w| !self.registry().contains(w))
+            .filter(|w| !registry.contains(w))
             .collect();
         workers.sort();
         workers.dedup();

@@ -5,7 +5,8 @@
 
 use crate::store::TaskState;
 use serde::Serialize;
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
+use tokio::sync::broadcast;
 
 /// Capacity of the event channel; a receiver that falls further behind is told
 /// how many events it missed.
@@ -204,6 +205,62 @@ impl Envelope {
                 )
             })
             .clone()
+    }
+}
+
+/// The cluster's event stream: numbers each event and fans it out. Cheap to
+/// clone; every clone sends on the same stream.
+#[derive(Clone)]
+pub struct EventBus {
+    inner: Arc<BusInner>,
+}
+
+struct BusInner {
+    sender: broadcast::Sender<Arc<Envelope>>,
+    /// Sequence number of the last event (the lock keeps sends in sequence order).
+    last_seq: Mutex<u64>,
+}
+
+impl Default for EventBus {
+    fn default() -> Self {
+        let (sender, _) = broadcast::channel(EVENT_CAPACITY);
+        Self {
+            inner: Arc::new(BusInner {
+                sender,
+                last_seq: Mutex::new(0),
+            }),
+        }
+    }
+}
+
+impl EventBus {
+    /// Numbers and sends an event (nobody listening is fine).
+    pub fn emit(&self, event: Event) {
+        let mut seq = self
+            .inner
+            .last_seq
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        *seq += 1;
+        let _ = self.inner.sender.send(Arc::new(Envelope::new(
+            *seq,
+            crate::store::now_millis(),
+            event,
+        )));
+    }
+
+    /// A receiver of every event sent from now on.
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<Envelope>> {
+        self.inner.sender.subscribe()
+    }
+
+    /// Sequence number of the last event sent.
+    pub fn last_seq(&self) -> u64 {
+        *self
+            .inner
+            .last_seq
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
     }
 }
 

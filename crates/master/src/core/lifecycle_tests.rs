@@ -3,12 +3,20 @@
 //! and reports on tokio's paused clock. The end-to-end suite proves the same
 //! rules with real binaries; these pin down the timing and every branch.
 
-use crate::core::cluster::{Master, Settings};
 use crate::core::disconnect::STOP_MARGIN;
+use crate::core::events::EventBus;
+use crate::core::lifecycle::Lifecycle;
+use crate::core::metrics::MasterMetrics;
+use crate::core::placement::PlacementMode;
 use crate::core::placement::Policy;
-use crate::core::scheduler::PlacementMode;
+use crate::core::registry::Registry;
+use crate::core::runtime::{Runtime, Settings};
+use crate::core::scheduler::Scheduler;
+use crate::core::tasks::Tasks;
 use crate::core::tasks::{Placement, TaskRequest};
+use crate::core::telemetry::Telemetry;
 use crate::core::worker_client::{LogStream, WorkerCalls};
+use crate::core::workers::Workers;
 use crate::store::{Limits, MemoryStore, TaskRecord, TaskState};
 use cloudai_proto::v1::{
     AssignTaskRequest, AssignTaskResponse, CancelTaskRequest, CancelTaskResponse, Heartbeat,
@@ -90,7 +98,15 @@ impl WorkerCalls for FakeWorkers {
     fn forget(&self, _: &str) {}
 }
 
-async fn cluster() -> (Master, Arc<FakeWorkers>) {
+/// The core services, wired as the master wires them, over an in-memory
+/// store and fake workers.
+struct Core {
+    telemetry: Telemetry,
+    workers: Workers,
+    tasks: Tasks,
+}
+
+async fn cluster() -> (Core, Arc<FakeWorkers>) {
     let settings = Settings {
         heartbeat_interval: Duration::from_millis(100),
         inactivity_timeout: INACTIVITY,
@@ -103,18 +119,36 @@ async fn cluster() -> (Master, Arc<FakeWorkers>) {
         agent_timeout: Duration::from_secs(30),
     };
     let workers = Arc::new(FakeWorkers::default());
-    let master = Master::load_with(
+    let runtime = Runtime {
+        shutdown: CancellationToken::new(),
+        tracker: TaskTracker::new(),
+    };
+    let store = Arc::new(MemoryStore::default());
+    let (registry, metrics) = (Registry::default(), Arc::new(MasterMetrics::default()));
+    let lifecycle = Lifecycle::load(
         settings,
-        Arc::new(MemoryStore::default()),
-        None,
-        workers.clone(),
-        50051,
-        CancellationToken::new(),
-        TaskTracker::new(),
+        store,
+        EventBus::default(),
+        metrics.clone(),
+        runtime,
     )
     .await
     .unwrap();
-    tokio::spawn(master.clone().run_scheduler());
+    let telemetry = Telemetry::new(lifecycle.clone(), registry.clone(), metrics);
+    let calls: Arc<dyn WorkerCalls> = workers.clone();
+    let tasks = Tasks::new(
+        lifecycle.clone(),
+        telemetry.clone(),
+        registry.clone(),
+        calls.clone(),
+    );
+    let scheduler = Scheduler::new(lifecycle.clone(), registry.clone(), tasks.clone());
+    tokio::spawn(scheduler.run());
+    let master = Core {
+        workers: Workers::new(lifecycle, telemetry.clone(), registry, calls, 50051),
+        telemetry,
+        tasks,
+    };
     (master, workers)
 }
 
@@ -122,9 +156,10 @@ fn address(worker_id: &str) -> String {
     format!("10.0.0.{}:50052", worker_id.len())
 }
 
-async fn join(master: &Master, worker_id: &str) {
+async fn join(master: &Core, worker_id: &str) {
     master
-        .register_worker(worker_id, &address(worker_id))
+        .workers
+        .register(worker_id, &address(worker_id))
         .await
         .unwrap();
     let info = WorkerInfo {
@@ -138,11 +173,12 @@ async fn join(master: &Master, worker_id: &str) {
         info: Some(info),
         task_ids: Vec::new(),
     };
-    master.accept_worker(request, None).await.unwrap();
+    master.workers.accept_worker(request, None).await.unwrap();
 }
 
-fn beat(master: &Master, worker_id: &str, running: &[String]) {
+fn beat(master: &Core, worker_id: &str, running: &[String]) {
     master
+        .telemetry
         .ingest_heartbeat(Heartbeat {
             worker_id: worker_id.into(),
             cpu_count: 4,
@@ -154,7 +190,7 @@ fn beat(master: &Master, worker_id: &str, running: &[String]) {
         .unwrap();
 }
 
-async fn submit(master: &Master, placement: Placement, retries: u32) -> String {
+async fn submit(master: &Core, placement: Placement, retries: u32) -> String {
     let request = TaskRequest {
         placement,
         image: "busybox".into(),
@@ -165,20 +201,16 @@ async fn submit(master: &Master, placement: Placement, retries: u32) -> String {
         priority: 0,
         max_retries: retries,
     };
-    master.submit_task(request).await.unwrap().id
+    master.tasks.submit_task(request).await.unwrap().id
 }
 
-async fn task(master: &Master, task_id: &str) -> TaskRecord {
-    master.task(task_id).await.unwrap()
+async fn task(master: &Core, task_id: &str) -> TaskRecord {
+    master.tasks.task(task_id).await.unwrap()
 }
 
 /// Lets time pass in 100 ms steps, `alive` workers heartbeating (with what
 /// they run), until `done` holds; panics after a minute of (paused) time.
-async fn until(
-    master: &Master,
-    alive: &[(&str, Vec<String>)],
-    done: impl AsyncFnMut(&Master) -> bool,
-) {
+async fn until(master: &Core, alive: &[(&str, Vec<String>)], done: impl AsyncFnMut(&Core) -> bool) {
     let mut done = done;
     let deadline = Instant::now() + Duration::from_secs(60);
     while !done(master).await {
@@ -202,7 +234,7 @@ fn result(task_id: &str, worker_id: &str, attempt: u32, status: TaskStatus) -> T
 }
 
 /// A task placed and running on one of two workers, which then goes silent.
-async fn running_then_silent() -> (Master, Arc<FakeWorkers>, String, String, String) {
+async fn running_then_silent() -> (Core, Arc<FakeWorkers>, String, String, String) {
     let (master, workers) = cluster().await;
     join(&master, "wa").await;
     join(&master, "wbb").await;
@@ -244,6 +276,7 @@ async fn a_silent_workers_task_is_unknown_and_rerun_only_after_the_window() {
     );
     // The first worker's report of attempt 1, once it is back, is kept aside.
     let late = master
+        .tasks
         .complete_task(result(&id, &first, 1, TaskStatus::Lost))
         .await
         .unwrap();
@@ -253,6 +286,7 @@ async fn a_silent_workers_task_is_unknown_and_rerun_only_after_the_window() {
     assert_eq!(late.late_results[0].worker_id, first);
     // Repeated, it is recorded once.
     let again = master
+        .tasks
         .complete_task(result(&id, &first, 1, TaskStatus::Lost))
         .await
         .unwrap();
@@ -268,6 +302,7 @@ async fn a_result_arriving_while_unknown_is_the_outcome() {
     })
     .await;
     let done = master
+        .tasks
         .complete_task(result(&id, &first, 1, TaskStatus::Completed))
         .await
         .unwrap();
@@ -322,6 +357,7 @@ async fn the_real_outcome_replaces_a_lost_verdict() {
     assert!(failed.error.unwrap().contains("disconnect window"));
     // The worker was cut off, not dead: its real result wins.
     let done = master
+        .tasks
         .complete_task(result(&id, "wa", 1, TaskStatus::Completed))
         .await
         .unwrap();
@@ -331,6 +367,7 @@ async fn the_real_outcome_replaces_a_lost_verdict() {
     );
     // A repeat changes nothing, and a failed report after it neither.
     let repeat = master
+        .tasks
         .complete_task(result(&id, "wa", 1, TaskStatus::Failed))
         .await
         .unwrap();
@@ -361,6 +398,7 @@ async fn a_never_started_attempt_is_retried_and_not_completed() {
     join(&master, "wa").await;
     let id = submit(&master, Placement::Worker("wa".into()), 1).await;
     let requeued = master
+        .tasks
         .complete_task(result(&id, "wa", 1, TaskStatus::Lost))
         .await
         .unwrap();
@@ -370,6 +408,7 @@ async fn a_never_started_attempt_is_retried_and_not_completed() {
     assert_eq!(workers.assignments()[1].2, 2);
     // Without retries left it fails, naming why.
     let failed = master
+        .tasks
         .complete_task(result(&id, "wa", 2, TaskStatus::Lost))
         .await
         .unwrap();

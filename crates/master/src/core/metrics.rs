@@ -3,7 +3,6 @@
 //! Counters and histograms are updated where things happen (O(1), atomic);
 //! gauges that describe current state are computed when scraped.
 
-use crate::core::cluster::Master;
 use crate::core::registry::WorkerState;
 use crate::store::TaskState;
 use prometheus_client::encoding::EncodeLabelSet;
@@ -135,11 +134,16 @@ impl MasterMetrics {
     }
 }
 
-impl Master {
-    /// Renders every metric in the Prometheus text format.
-    pub fn render_metrics(&self) -> String {
-        let metrics = self.metrics();
-        let (pending, active, inactive) = self.registry().counts();
+impl MasterMetrics {
+    /// Renders every metric in the Prometheus text format, with the gauges set
+    /// from the workers (pending, active, inactive) and the unfinished tasks
+    /// by state.
+    pub fn render(
+        &self,
+        (pending, active, inactive): (usize, usize, usize),
+        tasks: &std::collections::BTreeMap<TaskState, usize>,
+    ) -> String {
+        let metrics = self;
         for (state, count) in [
             (WorkerState::Pending, pending),
             (WorkerState::Active, active),
@@ -152,8 +156,7 @@ impl Master {
                 })
                 .set(count as i64);
         }
-        let active = self.active_counts();
-        for (state, count) in &active {
+        for (state, count) in tasks {
             metrics
                 .tasks
                 .get_or_create(&StateLabel {
@@ -163,7 +166,7 @@ impl Master {
         }
         metrics
             .queue_depth
-            .set(active.get(&TaskState::Queued).copied().unwrap_or(0) as i64);
+            .set(tasks.get(&TaskState::Queued).copied().unwrap_or(0) as i64);
         let mut text = String::new();
         if let Err(error) = prometheus_client::encoding::text::encode(&mut text, &metrics.registry)
         {

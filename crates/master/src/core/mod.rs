@@ -1,27 +1,45 @@
 //! The core: cluster state and everything that changes it, with no transport
 //! in it. The API layers (`api/`) and the REPL (`cli/`) call into it.
 //!
-//! - `cluster`: the `Master` handle (store, registry, task index, events,
-//!   worker clients); `workers`: worker registration and re-invites;
+//! Its services and what each may call (a DAG; arrows point at dependencies):
+//!
+//! ```text
+//! Scheduler ─► Tasks ──┬─► Telemetry ─► Lifecycle ─► EventBus, Store, metrics
+//!              Workers ┘
+//! ```
+//!
+//! Tasks, Workers and the Scheduler also call the Lifecycle directly, all but
+//! the Lifecycle read the live `Registry`, and Tasks and Workers reach workers
+//! through `WorkerCalls`. `auth/` (beside the core) uses only the store and the
+//! registry; `tests/module_graph.rs` keeps the graph acyclic.
+//!
+//! - `events`: [`events::EventBus`], numbered cluster events;
+//! - `lifecycle`: the one owner of task state and its transitions;
+//!   `retries`: backoff and retry-or-fail; `disconnect`: a silent worker's
+//!   tasks (unknown, then lost: the at-most-once rule);
 //! - `registry`: live worker state; `telemetry`: one task per worker fed by
-//!   heartbeats; `disconnect`: silent workers' tasks (unknown, then lost);
-//! - `tasks`: submit, place, dispatch, retry, cancel; `results`: a worker's
-//!   report of an attempt; `task_logs`: whole outputs in chunks;
-//! - `scheduler`: the queue and its loop; `placement`: the resource-aware choice;
-//! - `events`: numbered cluster events; `metrics`: Prometheus counters;
-//! - `worker_client`: the master's channels to workers; `convert`: protobuf
-//!   messages to and from records.
+//!   heartbeats; `workers`: registration, removal, invitations;
+//! - `tasks`: submit, place, dispatch, cancel; `results`: a worker's report of
+//!   an attempt; `task_logs`: whole outputs in chunks;
+//! - `scheduler`: the queue and its loop; `capacity`: what workers can take;
+//!   `placement`: the resource-aware choice;
+//! - `metrics`: Prometheus counters; `worker_client`: the master's channels to
+//!   workers; `convert`: protobuf messages to and from records; `runtime`:
+//!   settings, shutdown and the task tracker every service runs under.
 
-pub(crate) mod cluster;
+pub(crate) mod capacity;
 pub(crate) mod convert;
 pub(crate) mod disconnect;
 pub(crate) mod events;
+pub(crate) mod lifecycle;
 #[cfg(test)]
 mod lifecycle_tests;
 pub(crate) mod metrics;
 pub(crate) mod placement;
 pub(crate) mod registry;
 pub(crate) mod results;
+pub(crate) mod retries;
+pub(crate) mod runtime;
 pub(crate) mod scheduler;
 pub(crate) mod task_logs;
 pub(crate) mod tasks;

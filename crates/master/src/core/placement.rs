@@ -8,6 +8,26 @@
 use cloudai_common::resources::GpuRequest;
 use std::collections::HashSet;
 
+/// Who places queued tasks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum PlacementMode {
+    /// The built-in scheduler.
+    #[default]
+    Builtin,
+    /// An external agent over `MasterAgent`, with the built-in scheduler as fallback.
+    Agent,
+}
+
+impl PlacementMode {
+    /// The mode's name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PlacementMode::Builtin => "builtin",
+            PlacementMode::Agent => "agent",
+        }
+    }
+}
+
 /// How to choose among workers that fit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
 pub enum Policy {

@@ -8,15 +8,14 @@
 //! attempt has started, an earlier attempt's result is recorded beside the task
 //! and changes nothing.
 
-use crate::core::cluster::Master;
 use crate::core::convert;
-use crate::core::tasks::{MAX_STORED_LOG_BYTES, check_attempt, check_holder};
+use crate::core::tasks::{MAX_STORED_LOG_BYTES, Tasks, check_attempt, check_holder};
 use crate::error::{MasterError, MasterResult};
 use crate::store::{LateResult, MAX_LATE_RESULTS, ResultRecord, TaskRecord, TaskState, now_millis};
 use cloudai_common::validate;
 use cloudai_proto::v1::{TaskResult, TaskStatus};
 
-impl Master {
+impl Tasks {
     /// Stores a worker's report. Idempotent: a repeated report of an attempt
     /// already decided by a result is acknowledged and changes nothing.
     pub async fn complete_task(&self, result: TaskResult) -> MasterResult<TaskRecord> {
@@ -31,7 +30,7 @@ impl Master {
                 status.as_str_name()
             ))
         })?;
-        let Some(task) = self.store().get_task(&result.task_id).await? else {
+        let Some(task) = self.lifecycle().store().get_task(&result.task_id).await? else {
             return Err(MasterError::NotFound(format!(
                 "no task '{}'",
                 result.task_id
@@ -51,46 +50,35 @@ impl Master {
         if task.state.is_terminal() {
             return self.take_real_outcome(task, record).await;
         }
-        self.store().put_result(&record).await?;
+        self.lifecycle().store().put_result(&record).await?;
         self.drop_earlier_outputs(&task).await;
         if state == TaskState::Lost {
             let why = record.error.clone().unwrap_or_else(|| "lost".into());
             return self
+                .lifecycle()
                 .attempt_lost(&task.id, &why)
                 .await
                 .map(|t| t.unwrap_or(task));
         }
         if state == TaskState::Failed && task.attempt <= task.max_retries {
             let why = record.error.clone().unwrap_or_else(|| "failed".into());
-            if let Some(requeued) = self.retry_or_fail(&task.id, &why).await? {
+            if let Some(requeued) = self.lifecycle().retry_or_fail(&task.id, &why).await? {
                 return Ok(requeued);
             }
         }
         let updated = self
+            .lifecycle()
             .transition(&task.id, state, |t| apply_outcome(t, &record))
             .await?;
         match updated {
             Some(task) => Ok(task),
-            None => Ok(self.store().get_task(&task.id).await?.unwrap_or(task)),
+            None => Ok(self
+                .lifecycle()
+                .store()
+                .get_task(&task.id)
+                .await?
+                .unwrap_or(task)),
         }
-    }
-
-    /// An attempt ended without running to its end (never started, or stopped
-    /// by its worker after losing the master): `lost`, then retried or failed.
-    /// `None` when the task was no longer placed (someone else decided first).
-    pub(crate) async fn attempt_lost(
-        &self,
-        task_id: &str,
-        why: &str,
-    ) -> MasterResult<Option<TaskRecord>> {
-        let error = format!("lost: {why}");
-        let lost = self
-            .transition(task_id, TaskState::Lost, |t| t.error = Some(error.clone()))
-            .await?;
-        if lost.is_none() {
-            return Ok(None);
-        }
-        self.retry_or_fail(task_id, &error).await
     }
 
     /// A report for the current attempt of a task that already ended. When the
@@ -103,6 +91,7 @@ impl Master {
         record: ResultRecord,
     ) -> MasterResult<TaskRecord> {
         let decided_by_result = self
+            .lifecycle()
             .store()
             .get_result(&task.id)
             .await?
@@ -110,7 +99,7 @@ impl Master {
         if decided_by_result || task.state != TaskState::Failed {
             return Ok(task);
         }
-        self.store().put_result(&record).await?;
+        self.lifecycle().store().put_result(&record).await?;
         if record.state == TaskState::Lost || record.state == TaskState::Failed {
             // The stored output is the real one now; the state stays failed.
             return Ok(task);
@@ -120,15 +109,22 @@ impl Master {
         corrected.updated_at = now_millis();
         apply_outcome(&mut corrected, &record);
         if !self
+            .lifecycle()
             .store()
             .update_task_if(&corrected, &[TaskState::Failed])
             .await?
         {
-            return Ok(self.store().get_task(&task.id).await?.unwrap_or(task));
+            return Ok(self
+                .lifecycle()
+                .store()
+                .get_task(&task.id)
+                .await?
+                .unwrap_or(task));
         }
         tracing::warn!(task_id = %task.id, worker_id = %record.worker_id, state = %record.state,
             "late result accepted: the task had been given up as lost and no other attempt ran");
-        self.changed_state(TaskState::Failed, &corrected);
+        self.lifecycle()
+            .changed_state(TaskState::Failed, &corrected);
         Ok(corrected)
     }
 
@@ -143,6 +139,7 @@ impl Master {
         attempt: u32,
     ) -> MasterResult<TaskRecord> {
         let placed_there = self
+            .lifecycle()
             .store()
             .list_assignments(&task.id)
             .await?
@@ -172,13 +169,14 @@ impl Master {
             let excess = updated.late_results.len().saturating_sub(MAX_LATE_RESULTS);
             updated.late_results.drain(..excess);
             if self
+                .lifecycle()
                 .store()
                 .update_task_if(&updated, &[current.state])
                 .await?
             {
                 tracing::warn!(task_id = %updated.id, attempt, worker_id = %late.worker_id, state = %state,
                     current_attempt = updated.attempt, "late result of an attempt that was run again: recorded");
-                self.index_task(&updated);
+                self.lifecycle().index_task(&updated);
                 return Ok(updated);
             }
             current = self.task(&current.id).await?;

@@ -4,13 +4,13 @@
 //! a finished task's output gives the chunks in order, then whatever of the
 //! tail lies past them.
 
-use crate::core::cluster::Master;
-use crate::core::tasks::{check_attempt, check_holder};
+use crate::core::tasks::{Tasks, check_attempt, check_holder};
 use crate::error::{MasterError, MasterResult};
-use crate::store::{LogChunkRecord, ResultRecord, TaskRecord};
+use crate::store::{LogChunkRecord, ResultRecord, Store, TaskRecord};
 use cloudai_common::validate;
 use cloudai_proto::v1::TaskLogPart;
 use futures::{Stream, StreamExt, TryStreamExt};
+use std::sync::Arc;
 
 /// Largest part (and stored chunk) a worker may send.
 pub const MAX_LOG_CHUNK_BYTES: usize = 1 << 20;
@@ -28,7 +28,7 @@ pub struct UploadSummary {
     pub bytes: u64,
 }
 
-impl Master {
+impl Tasks {
     /// Stores an upload whose first part is `first` (its worker already
     /// authenticated) and whose other parts come from `rest`. Every part must
     /// belong to the same task attempt, held by that worker, and come in order.
@@ -71,7 +71,8 @@ impl Master {
                     task.id
                 )));
             }
-            self.store()
+            self.lifecycle()
+                .store()
                 .put_log_chunk(&LogChunkRecord {
                     task_id: part.task_id,
                     attempt: part.attempt,
@@ -90,7 +91,12 @@ impl Master {
     /// logged: it leaves unreachable chunks, never a wrong answer.
     pub(crate) async fn drop_earlier_outputs(&self, task: &TaskRecord) {
         for attempt in 1..task.attempt {
-            if let Err(error) = self.store().delete_log_chunks(&task.id, attempt).await {
+            if let Err(error) = self
+                .lifecycle()
+                .store()
+                .delete_log_chunks(&task.id, attempt)
+                .await
+            {
                 tracing::warn!(task_id = %task.id, attempt, %error, "cannot remove an earlier attempt's output");
             }
         }
@@ -99,11 +105,12 @@ impl Master {
     /// The stored output of a finished task, or `None` when nothing was stored.
     pub async fn stored_output(&self, task: &TaskRecord) -> MasterResult<Option<StoredOutput>> {
         Ok(self
+            .lifecycle()
             .store()
             .get_result(&task.id)
             .await?
             .map(|result| StoredOutput {
-                master: self.clone(),
+                store: self.lifecycle().store().clone(),
                 result,
             }))
     }
@@ -170,9 +177,9 @@ fn tail_plan(result: &ResultRecord) -> TailPlan {
     }
 }
 
-/// A finished task's stored output (see [`Master::stored_output`]).
+/// A finished task's stored output (see [`Tasks::stored_output`]).
 pub struct StoredOutput {
-    master: Master,
+    store: Arc<dyn Store>,
     result: ResultRecord,
 }
 
@@ -206,16 +213,15 @@ impl StoredOutput {
                 (notice, self.result.log.as_bytes()[from..].to_vec())
             }
         };
-        let Self { master, result } = self;
+        let Self { store, result } = self;
         let (task_id, attempt, count) = (result.task_id, result.attempt, result.log_chunks);
         let chunks = futures::stream::try_unfold(0u32, move |next| {
-            let (master, task_id) = (master.clone(), task_id.clone());
+            let (store, task_id) = (store.clone(), task_id.clone());
             async move {
                 if next >= count {
                     return Ok(None);
                 }
-                let page = master
-                    .store()
+                let page = store
                     .log_chunks(&task_id, attempt, next, READ_PAGE)
                     .await?;
                 let in_order: Vec<Vec<u8>> = page

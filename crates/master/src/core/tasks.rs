@@ -1,15 +1,19 @@
 //! Task operations on the master: submit and place, complete, inspect, follow, cancel.
 
-use crate::core::cluster::Master;
+use crate::core::capacity::{candidates, demand};
 use crate::core::convert;
+use crate::core::lifecycle::Lifecycle;
+use crate::core::registry::Registry;
 use crate::core::registry::WorkerState;
+use crate::core::telemetry::Telemetry;
 use crate::core::worker_client::LogStream;
+use crate::core::worker_client::WorkerCalls;
 use crate::error::{MasterError, MasterResult};
 use crate::store::{AssignmentRecord, Limits, TaskRecord, TaskState, Write, now_millis};
 use cloudai_common::validate;
 use cloudai_proto::v1::{AssignTaskRequest, CancelTaskRequest, StreamTaskLogsRequest};
 use std::collections::BTreeMap;
-use tokio::sync::broadcast::error::RecvError;
+use std::sync::Arc;
 
 /// Largest log tail the master stores for one task; older output is cut off.
 pub const MAX_STORED_LOG_BYTES: usize = 1 << 20;
@@ -52,7 +56,54 @@ fn new_task_id() -> String {
     format!("t-{}", &id[..12])
 }
 
-impl Master {
+/// Handle to task operations (cheap to clone).
+#[derive(Clone)]
+pub struct Tasks {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    lifecycle: Lifecycle,
+    telemetry: Telemetry,
+    registry: Registry,
+    clients: Arc<dyn WorkerCalls>,
+}
+
+impl Tasks {
+    /// Task operations that reach workers through `clients`.
+    pub fn new(
+        lifecycle: Lifecycle,
+        telemetry: Telemetry,
+        registry: Registry,
+        clients: Arc<dyn WorkerCalls>,
+    ) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                lifecycle,
+                telemetry,
+                registry,
+                clients,
+            }),
+        }
+    }
+
+    pub(crate) fn lifecycle(&self) -> &Lifecycle {
+        &self.inner.lifecycle
+    }
+
+    pub(crate) fn registry(&self) -> &Registry {
+        &self.inner.registry
+    }
+
+    fn clients(&self) -> &dyn WorkerCalls {
+        self.inner.clients.as_ref()
+    }
+
+    /// One task, or a clear `NotFound`.
+    pub async fn task(&self, task_id: &str) -> MasterResult<TaskRecord> {
+        self.lifecycle().task(task_id).await
+    }
+
     /// Validates and stores a task. `task auto …` queues it for the scheduler
     /// and returns at once; a named worker gets it right away (or a clear error
     /// when it is not active or cannot fit it now).
@@ -75,40 +126,25 @@ impl Master {
         }
         match &request.placement {
             Placement::Auto => {
-                self.store().put_task(&task).await?;
-                self.index_task(&task);
-                self.announce(&task);
-                self.wake_scheduler();
+                self.lifecycle().add(&task).await?;
+                self.lifecycle().wake_scheduler();
                 Ok(task)
             }
             Placement::Worker(worker_id) => {
                 let gpus = self.fit_on(worker_id, &task)?;
                 task.worker_id = Some(worker_id.clone());
-                self.store().put_task(&task).await?;
-                self.index_task(&task);
-                self.announce(&task);
+                self.lifecycle().add(&task).await?;
                 let task = self.reserve(&task.id, worker_id, gpus).await?;
                 self.dispatch(task).await
             }
         }
     }
 
-    /// Emits the `task_state` event of a newly stored task.
-    fn announce(&self, task: &TaskRecord) {
-        self.emit(crate::core::events::Event::TaskState {
-            task_id: task.id.clone(),
-            state: task.state,
-            worker_id: task.worker_id.clone(),
-            exit_code: None,
-            error: None,
-        });
-    }
-
     /// Checks that a named worker is active and can fit the task now; returns
     /// the GPUs it would get.
     fn fit_on(&self, worker_id: &str, task: &TaskRecord) -> MasterResult<Vec<String>> {
         validate::id("worker", worker_id)?;
-        match self.worker_state(worker_id) {
+        match self.registry().get(worker_id).map(|w| w.state) {
             None => {
                 return Err(MasterError::NotFound(format!(
                     "no worker '{worker_id}': `workers` lists the registered ones, or use `task auto …`"
@@ -122,9 +158,11 @@ impl Master {
                 )));
             }
         }
-        let candidate = self.candidates().into_iter().find(|c| c.id == worker_id);
+        let candidate = candidates(self.registry(), self.lifecycle())
+            .into_iter()
+            .find(|c| c.id == worker_id);
         let candidates: Vec<_> = candidate.into_iter().collect();
-        crate::core::placement::place(&crate::core::scheduler::demand(task), &candidates, self.settings().policy)
+        crate::core::placement::place(&demand(task), &candidates, self.lifecycle().settings().policy)
             .map(|choice| choice.gpus)
             .map_err(|reason| {
                 MasterError::FailedPrecondition(format!(
@@ -168,26 +206,27 @@ impl Master {
         let owner = worker_id.to_string();
         // The conditional state change decides who wins a race (scheduler vs
         // agent); only the winner records the assignment, in the same commit.
-        self.transition_with(
-            task_id,
-            TaskState::Assigned,
-            |t| {
-                t.worker_id = Some(owner.clone());
-                t.assigned_gpus = gpus.clone();
-            },
-            |t| {
-                vec![Write::PutAssignment(AssignmentRecord {
-                    task_id: t.id.clone(),
-                    attempt: t.attempt,
-                    worker_id: owner.clone(),
-                    assigned_at: now_millis(),
-                })]
-            },
-        )
-        .await?
-        .ok_or_else(|| {
-            MasterError::FailedPrecondition(format!("task '{task_id}' can no longer be placed"))
-        })
+        self.lifecycle()
+            .transition_with(
+                task_id,
+                TaskState::Assigned,
+                |t| {
+                    t.worker_id = Some(owner.clone());
+                    t.assigned_gpus = gpus.clone();
+                },
+                |t| {
+                    vec![Write::PutAssignment(AssignmentRecord {
+                        task_id: t.id.clone(),
+                        attempt: t.attempt,
+                        worker_id: owner.clone(),
+                        assigned_at: now_millis(),
+                    })]
+                },
+            )
+            .await?
+            .ok_or_else(|| {
+                MasterError::FailedPrecondition(format!("task '{task_id}' can no longer be placed"))
+            })
     }
 
     /// Hands an assigned task to its worker. A worker that does not take it
@@ -219,131 +258,27 @@ impl Master {
             Err(Refusal::Sure(reason)) => {
                 tracing::warn!(task_id = %task.id, worker_id, reason, "assignment failed");
                 let error = format!("worker {worker_id} did not take the task: {reason}");
-                Ok(self.retry_or_fail(&task.id, &error).await?.unwrap_or(task))
+                Ok(self
+                    .lifecycle()
+                    .retry_or_fail(&task.id, &error)
+                    .await?
+                    .unwrap_or(task))
             }
             Err(Refusal::Unsure(reason)) => {
                 // The worker may have taken it: running it elsewhere too could
                 // run it twice. Its heartbeats (or its silence) settle it.
                 tracing::warn!(task_id = %task.id, worker_id, reason, "no answer to an assignment; the task is unknown until the worker's heartbeat says");
-                let unknown = self.tasks_unknown(&worker_id, vec![task.id.clone()]).await;
-                self.watch_unknown(&worker_id, &unknown);
-                Ok(self.store().get_task(&task.id).await?.unwrap_or(task))
-            }
-        }
-    }
-
-    /// After a failed attempt: back to the queue with backoff while retries
-    /// remain, otherwise `failed`.
-    pub(crate) async fn retry_or_fail(
-        &self,
-        task_id: &str,
-        error: &str,
-    ) -> MasterResult<Option<TaskRecord>> {
-        let task = self.task(task_id).await?;
-        // Only a placed (or lost) attempt is retried or failed here: a task
-        // someone else already requeued or ended stays as it is.
-        if !matches!(
-            task.state,
-            TaskState::Assigned | TaskState::Running | TaskState::Unknown | TaskState::Lost
-        ) {
-            return Ok(None);
-        }
-        if task.attempt <= task.max_retries {
-            let backoff = crate::core::scheduler::retry_backoff(task.attempt);
-            let note = format!(
-                "attempt {} failed ({error}); retrying in {}s",
-                task.attempt,
-                backoff.as_secs()
-            );
-            let requeued = self
-                .transition(task_id, TaskState::Queued, |t| {
-                    t.attempt += 1;
-                    t.worker_id = None;
-                    t.assigned_gpus.clear();
-                    t.error = Some(note.clone());
-                })
-                .await?;
-            if requeued.is_some() {
-                tracing::info!(
-                    task_id,
-                    attempt = task.attempt + 1,
-                    backoff_s = backoff.as_secs(),
-                    "task requeued for a retry"
-                );
-                self.hold_until(task_id, tokio::time::Instant::now() + backoff);
-                self.wake_scheduler();
-                return Ok(requeued);
-            }
-        }
-        let message = error.to_string();
-        self.transition(task_id, TaskState::Failed, |t| {
-            t.error = Some(message.clone())
-        })
-        .await
-    }
-
-    /// Unfinished tasks by state, every unfinished state listed (from memory).
-    pub fn active_counts(&self) -> BTreeMap<TaskState, usize> {
-        let states: Vec<TaskState> = self.active_tasks().values().map(|t| t.state).collect();
-        count_states(
-            states,
-            TaskState::ALL.into_iter().filter(|s| !s.is_terminal()),
-        )
-    }
-
-    /// All tasks by state, every state listed.
-    pub async fn task_counts(&self) -> MasterResult<BTreeMap<TaskState, usize>> {
-        let tasks = self.store().list_tasks().await?;
-        Ok(count_states(tasks.iter().map(|t| t.state), TaskState::ALL))
-    }
-
-    /// One task, or a clear `NotFound`.
-    pub async fn task(&self, task_id: &str) -> MasterResult<TaskRecord> {
-        validate::id("task id", task_id)?;
-        self.store().get_task(task_id).await?.ok_or_else(|| {
-            MasterError::NotFound(format!("no task '{task_id}': `tasks` lists known tasks"))
-        })
-    }
-
-    /// Waits until a task is in a final state, re-reading it whenever an event
-    /// says it ended (or events were missed); `None` if `deadline` passes first.
-    /// Subscribe `events` before reading the task the first time, so no event
-    /// falls between the two.
-    pub async fn wait_until_final(
-        &self,
-        task_id: &str,
-        events: &mut tokio::sync::broadcast::Receiver<
-            std::sync::Arc<crate::core::events::Envelope>,
-        >,
-        deadline: tokio::time::Instant,
-    ) -> MasterResult<Option<TaskRecord>> {
-        loop {
-            let task = self.task(task_id).await?;
-            if task.state.is_terminal() {
-                return Ok(Some(task));
-            }
-            let ended = async {
-                loop {
-                    match events.recv().await {
-                        Ok(envelope) => {
-                            if let crate::core::events::Event::TaskState {
-                                task_id: id, state, ..
-                            } = &envelope.event
-                                && id == task_id
-                                && state.is_terminal()
-                            {
-                                return;
-                            }
-                        }
-                        // Missed events: re-read the task instead.
-                        Err(RecvError::Lagged(_)) => return,
-                        // The master is stopping: nothing more will come.
-                        Err(RecvError::Closed) => std::future::pending::<()>().await,
-                    }
-                }
-            };
-            if tokio::time::timeout_at(deadline, ended).await.is_err() {
-                return Ok(None);
+                let unknown = self
+                    .lifecycle()
+                    .tasks_unknown(&worker_id, vec![task.id.clone()])
+                    .await;
+                self.inner.telemetry.watch_unknown(&worker_id, &unknown);
+                Ok(self
+                    .lifecycle()
+                    .store()
+                    .get_task(&task.id)
+                    .await?
+                    .unwrap_or(task))
             }
         }
     }
@@ -401,6 +336,7 @@ impl Master {
             }
         }
         let cancelled = self
+            .lifecycle()
             .transition(task_id, TaskState::Cancelled, |t| {
                 t.error = Some("cancelled by operator".into())
             })
@@ -409,18 +345,6 @@ impl Master {
             MasterError::FailedPrecondition(format!("task '{task_id}' could not be cancelled"))
         })
     }
-}
-
-/// How many of `states` are in each state; every state of `listed` appears.
-fn count_states(
-    states: impl IntoIterator<Item = TaskState>,
-    listed: impl IntoIterator<Item = TaskState>,
-) -> BTreeMap<TaskState, usize> {
-    let mut counts: BTreeMap<TaskState, usize> = listed.into_iter().map(|s| (s, 0)).collect();
-    for state in states {
-        *counts.entry(state).or_default() += 1;
-    }
-    counts
 }
 
 /// Why an assignment did not go through.

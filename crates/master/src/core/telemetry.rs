@@ -10,9 +10,11 @@
 //! are lost (see `disconnect.rs`). A slow or silent worker only ever delays its
 //! own task.
 
-use crate::core::cluster::Master;
 use crate::core::events::{Event, Metrics};
+use crate::core::lifecycle::Lifecycle;
+use crate::core::metrics::MasterMetrics;
 use crate::core::registry::HeartbeatOutcome;
+use crate::core::registry::Registry;
 use crate::store::{TaskState, now_millis};
 use cloudai_proto::v1::Heartbeat;
 use std::collections::{HashMap, HashSet, VecDeque};
@@ -87,46 +89,63 @@ impl Feed {
     }
 }
 
-/// Per-worker feeds.
-#[derive(Default)]
+/// Handle to the telemetry manager (cheap to clone).
+#[derive(Clone)]
 pub struct Telemetry {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    lifecycle: Lifecycle,
+    registry: Registry,
+    metrics: Arc<MasterMetrics>,
     feeds: Mutex<HashMap<String, Arc<Feed>>>,
 }
 
 impl Telemetry {
-    /// Number of workers with a running telemetry task.
-    pub fn feeds(&self) -> usize {
-        self.feeds.lock().unwrap_or_else(|p| p.into_inner()).len()
+    /// A manager with no feeds yet.
+    pub fn new(lifecycle: Lifecycle, registry: Registry, metrics: Arc<MasterMetrics>) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                lifecycle,
+                registry,
+                metrics,
+                feeds: Mutex::new(HashMap::new()),
+            }),
+        }
     }
-}
 
-impl Master {
+    fn lifecycle(&self) -> &Lifecycle {
+        &self.inner.lifecycle
+    }
+
+    fn registry(&self) -> &Registry {
+        &self.inner.registry
+    }
+
     fn feed(&self, worker_id: &str) -> Arc<Feed> {
-        let mut feeds = self
-            .telemetry()
-            .feeds
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
+        let mut feeds = self.inner.feeds.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(feed) = feeds.get(worker_id) {
             return feed.clone();
         }
         let feed = Arc::new(Feed::new());
         feeds.insert(worker_id.to_string(), feed.clone());
-        self.tracker()
+        self.lifecycle()
+            .runtime()
             .spawn(self.clone().run_feed(worker_id.to_string(), feed.clone()));
         feed
     }
 
     /// Makes sure a worker has a telemetry task (after registration) and
     /// restarts its inactivity clock.
-    pub(crate) fn start_telemetry(&self, worker_id: &str) {
+    pub(crate) fn start(&self, worker_id: &str) {
         self.feed(worker_id).ready.notify_one();
     }
 
     /// Stops a worker's telemetry task (after unregister).
-    pub(crate) fn stop_telemetry(&self, worker_id: &str) {
+    pub(crate) fn stop(&self, worker_id: &str) {
         let feed = self
-            .telemetry()
+            .inner
             .feeds
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -137,11 +156,7 @@ impl Master {
     }
 
     fn drop_feed(&self, worker_id: &str, feed: &Arc<Feed>) {
-        let mut feeds = self
-            .telemetry()
-            .feeds
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
+        let mut feeds = self.inner.feeds.lock().unwrap_or_else(|p| p.into_inner());
         if feeds
             .get(worker_id)
             .is_some_and(|current| Arc::ptr_eq(current, feed))
@@ -157,9 +172,9 @@ impl Master {
             return None;
         }
         let feed = self.feed(&heartbeat.worker_id);
-        self.metrics().heartbeats.inc();
+        self.inner.metrics.heartbeats.inc();
         if feed.push(heartbeat) {
-            self.metrics().telemetry_dropped.inc();
+            self.inner.metrics.telemetry_dropped.inc();
         }
         Some(feed.take_stops())
     }
@@ -173,18 +188,19 @@ impl Master {
     }
 
     async fn run_feed(self, worker_id: String, feed: Arc<Feed>) {
-        let timeout = self.settings().inactivity_timeout;
-        let lost_after = self.settings().disconnect_window + crate::core::disconnect::STOP_MARGIN;
+        let timeout = self.lifecycle().settings().inactivity_timeout;
+        let lost_after =
+            self.lifecycle().settings().disconnect_window + crate::core::disconnect::STOP_MARGIN;
         // Tasks left unknown by an earlier run of the master.
         feed.unknown()
-            .extend(self.tasks_on(&worker_id, &[TaskState::Unknown]));
+            .extend(self.lifecycle().tasks_on(&worker_id, &[TaskState::Unknown]));
         let mut heard = Instant::now();
         let mut watching = true;
         let mut silent = false;
         loop {
             let waiting_for_loss = silent && !feed.unknown().is_empty();
             tokio::select! {
-                _ = self.shutdown_token().cancelled() => return,
+                _ = self.lifecycle().runtime().shutdown.cancelled() => return,
                 _ = feed.stop.cancelled() => return,
                 _ = feed.ready.notified() => {
                     for heartbeat in feed.drain() {
@@ -202,11 +218,11 @@ impl Master {
                     silent = true;
                     if self.registry().mark_inactive(&worker_id) {
                         tracing::warn!(worker_id, timeout_s = timeout.as_secs_f32(), "worker inactive: no heartbeat within the inactivity timeout");
-                        self.emit(Event::WorkerInactive { worker_id: worker_id.clone(), reason: "timeout" });
+                        self.lifecycle().events().emit(Event::WorkerInactive { worker_id: worker_id.clone(), reason: "timeout" });
                     }
-                    let placed = self.tasks_on(&worker_id, &PLACED);
+                    let placed = self.lifecycle().tasks_on(&worker_id, &PLACED);
                     if !placed.is_empty() {
-                        let unknown = self.tasks_unknown(&worker_id, placed).await;
+                        let unknown = self.lifecycle().tasks_unknown(&worker_id, placed).await;
                         feed.unknown().extend(unknown);
                     }
                 }
@@ -214,9 +230,9 @@ impl Master {
                     let unknown: Vec<String> = feed.unknown().drain().collect();
                     let why = format!(
                         "worker {worker_id} was silent past the disconnect window ({}s)",
-                        self.settings().disconnect_window.as_secs()
+                        self.lifecycle().settings().disconnect_window.as_secs()
                     );
-                    self.tasks_lost_if_unknown(&worker_id, unknown, &why).await;
+                    self.lifecycle().tasks_lost_if_unknown(&worker_id, unknown, &why).await;
                 }
             }
         }
@@ -242,17 +258,17 @@ impl Master {
         };
         if outcome == HeartbeatOutcome::BecameActive && !stopping {
             tracing::info!(worker_id, "worker active");
-            self.emit(Event::WorkerActive {
+            self.lifecycle().events().emit(Event::WorkerActive {
                 worker_id: worker_id.to_string(),
             });
         }
-        self.emit(Event::Telemetry {
+        self.lifecycle().events().emit(Event::Telemetry {
             worker_id: worker_id.to_string(),
             metrics,
         });
         if stopping {
             tracing::info!(worker_id, "worker is stopping");
-            self.emit(Event::WorkerInactive {
+            self.lifecycle().events().emit(Event::WorkerInactive {
                 worker_id: worker_id.to_string(),
                 reason: "stopping",
             });
@@ -261,6 +277,7 @@ impl Master {
         let unknown: Vec<String> = feed.unknown().iter().cloned().collect();
         if !unknown.is_empty() {
             let settled = self
+                .lifecycle()
                 .settle_unknown(worker_id, unknown, &running, &held)
                 .await;
             let mut still = feed.unknown();
@@ -268,9 +285,9 @@ impl Master {
                 still.remove(&task_id);
             }
         }
-        feed.add_stops(self.unwanted_tasks(worker_id, &running));
+        feed.add_stops(self.lifecycle().unwanted_tasks(worker_id, &running));
         if outcome == HeartbeatOutcome::BecameActive {
-            self.wake_scheduler();
+            self.lifecycle().wake_scheduler();
         }
         // A stopping worker is watched too: if it does not come back within the
         // inactivity timeout, its tasks are lost.
@@ -280,7 +297,7 @@ impl Master {
     /// Moves tasks the worker reports as running from `assigned` to `running`.
     fn mark_started(&self, worker_id: &str, running: &[String]) {
         let started: Vec<String> = {
-            let active = self.active_tasks();
+            let active = self.lifecycle().active_tasks();
             running
                 .iter()
                 .filter(|id| {
@@ -293,8 +310,9 @@ impl Master {
         };
         for task_id in started {
             let master = self.clone();
-            self.tracker().spawn(async move {
+            self.lifecycle().runtime().spawn(async move {
                 let result = master
+                    .lifecycle()
                     .transition(&task_id, TaskState::Running, |t| {
                         t.started_at = Some(now_millis())
                     })

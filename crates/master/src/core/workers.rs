@@ -2,28 +2,94 @@
 //! inviting, accepting a worker's `RegisterWorker` (address check, tasks it no
 //! longer holds, tasks to stop), and the re-invite loop.
 
-use crate::core::cluster::Master;
 use crate::core::events::Event;
-use crate::core::registry::WorkerState;
+use crate::core::lifecycle::Lifecycle;
+use crate::core::registry::{Registry, WorkerState};
+use crate::core::telemetry::Telemetry;
+use crate::core::worker_client::WorkerCalls;
 use crate::error::{MasterError, MasterResult};
 use crate::store::{WorkerRecord, now_millis};
 use cloudai_common::validate;
 use cloudai_proto::v1::{MasterRegisterRequest, RegisterWorkerRequest};
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Instant;
 
-impl Master {
-    /// Pre-registers a worker (authorization first) and invites it. Returns what
-    /// the invitation achieved, for the operator.
-    pub async fn register_worker(&self, worker_id: &str, address: &str) -> MasterResult<String> {
+/// What `register` did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Registration {
+    /// The worker is new: stored, and waiting for it to join or accept an invitation.
+    Added,
+    /// The worker was already registered at that address, in this state.
+    Existing(WorkerState),
+}
+
+/// Handle to worker membership (cheap to clone).
+#[derive(Clone)]
+pub struct Workers {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    lifecycle: Lifecycle,
+    telemetry: Telemetry,
+    registry: Registry,
+    clients: Arc<dyn WorkerCalls>,
+    /// Port of the gRPC server, for invitations.
+    grpc_port: u16,
+}
+
+impl Workers {
+    /// Membership over the loaded registry.
+    pub fn new(
+        lifecycle: Lifecycle,
+        telemetry: Telemetry,
+        registry: Registry,
+        clients: Arc<dyn WorkerCalls>,
+        grpc_port: u16,
+    ) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                lifecycle,
+                telemetry,
+                registry,
+                clients,
+                grpc_port,
+            }),
+        }
+    }
+
+    /// The live registry.
+    pub fn registry(&self) -> &Registry {
+        &self.inner.registry
+    }
+
+    fn lifecycle(&self) -> &Lifecycle {
+        &self.inner.lifecycle
+    }
+
+    fn settings(&self) -> &crate::core::runtime::Settings {
+        self.lifecycle().settings()
+    }
+
+    /// Where workers reach this master: the advertised address, or `host`
+    /// with the gRPC port when none is configured.
+    pub fn address_for_workers(&self, host: &str) -> String {
+        if self.settings().advertise_addr.is_empty() {
+            format!("{host}:{}", self.inner.grpc_port)
+        } else {
+            self.settings().advertise_addr.clone()
+        }
+    }
+
+    /// Pre-registers a worker (authorization first). It is then invited, or
+    /// given a join token, by the caller.
+    pub async fn register(&self, worker_id: &str, address: &str) -> MasterResult<Registration> {
         validate::id("worker id", worker_id)?;
         validate::address("address", address)?;
         if let Some(existing) = self.registry().get(worker_id) {
             if existing.record.address == address {
-                return Ok(format!(
-                    "worker {worker_id} is already registered at {address} ({})",
-                    existing.state.as_str()
-                ));
+                return Ok(Registration::Existing(existing.state));
             }
             return Err(MasterError::FailedPrecondition(format!(
                 "worker {worker_id} is already registered at {}: run `unregister {worker_id}` first",
@@ -31,72 +97,44 @@ impl Master {
             )));
         }
         let record = WorkerRecord::new(worker_id, address);
-        self.store().put_worker(&record).await?;
+        self.lifecycle().store().put_worker(&record).await?;
         self.registry().insert(record);
         tracing::info!(worker_id, address, "worker pre-registered");
-        self.emit(Event::WorkerRegistered {
+        self.lifecycle().events().emit(Event::WorkerRegistered {
             worker_id: worker_id.to_string(),
             address: address.to_string(),
         });
-        if let Some(token) = self.issue_join_token(worker_id).await? {
-            return Ok(self.join_instructions(worker_id, address, &token));
-        }
-        Ok(match self.invite(worker_id, address).await {
-            Ok(()) => {
-                format!("worker {worker_id} registered at {address}; it accepted the invitation")
-            }
-            Err(reason) => format!(
-                "worker {worker_id} registered at {address}; not reachable yet ({reason}); it will be accepted when it starts"
-            ),
-        })
-    }
-
-    /// What the operator needs to start a worker with its join token.
-    pub fn join_instructions(&self, worker_id: &str, address: &str, token: &str) -> String {
-        let ttl = cloudai_common::units::format_duration(self.settings().join_token_ttl);
-        let master = if self.settings().advertise_addr.is_empty() {
-            format!("<this-master-host>:{}", self.grpc_port())
-        } else {
-            self.settings().advertise_addr.clone()
-        };
-        format!(
-            "worker {worker_id} registered at {address}\njoin token (single use, expires in {ttl}): {token}\nstart the worker with: cloudai-worker --id {worker_id} --master {master} --join-token {token}"
-        )
+        Ok(Registration::Added)
     }
 
     /// Removes a worker: it is no longer accepted and its connection is dropped.
-    pub async fn unregister_worker(&self, worker_id: &str) -> MasterResult<String> {
+    pub async fn unregister(&self, worker_id: &str) -> MasterResult<()> {
         let Some(entry) = self.registry().get(worker_id) else {
             return Err(MasterError::NotFound(format!(
                 "no worker '{worker_id}': `workers` lists the registered ones"
             )));
         };
-        self.store().delete_worker(worker_id).await?;
+        self.lifecycle().store().delete_worker(worker_id).await?;
         self.registry().remove(worker_id);
-        self.clients().forget(&entry.record.address);
-        self.stop_telemetry(worker_id);
-        self.give_up_after_window(worker_id);
+        self.inner.clients.forget(&entry.record.address);
+        self.inner.telemetry.stop(worker_id);
+        self.lifecycle().give_up_after_window(worker_id);
         tracing::info!(worker_id, "worker unregistered");
-        self.emit(Event::WorkerUnregistered {
+        self.lifecycle().events().emit(Event::WorkerUnregistered {
             worker_id: worker_id.to_string(),
         });
-        Ok(format!(
-            "worker {worker_id} unregistered; it is no longer accepted"
-        ))
+        Ok(())
     }
 
     /// Calls the worker's `MasterRegister`, asking it to register back.
     pub async fn invite(&self, worker_id: &str, address: &str) -> Result<(), String> {
-        let master_address = if self.settings().advertise_addr.is_empty() {
-            format!(":{}", self.grpc_port())
-        } else {
-            self.settings().advertise_addr.clone()
-        };
+        let master_address = self.address_for_workers("");
         let request = MasterRegisterRequest {
             worker_id: worker_id.to_string(),
             master_address,
         };
-        self.clients()
+        self.inner
+            .clients
             .master_register(address, request)
             .await
             .map(|_| ())
@@ -130,7 +168,9 @@ impl Master {
                 entry.record.address, info.address, info.address
             )));
         }
-        let stop = self.unwanted_tasks(&worker_id, &request.task_ids);
+        let stop = self
+            .lifecycle()
+            .unwanted_tasks(&worker_id, &request.task_ids);
         self.fail_missing_tasks(&worker_id, &request.task_ids);
         let Some(record) = self
             .registry()
@@ -140,41 +180,32 @@ impl Master {
                 "worker '{worker_id}' was unregistered"
             )));
         };
-        self.store().put_worker(&record).await?;
-        self.start_telemetry(&worker_id);
-        self.wake_scheduler();
+        self.lifecycle().store().put_worker(&record).await?;
+        self.inner.telemetry.start(&worker_id);
+        self.lifecycle().wake_scheduler();
         tracing::info!(worker_id, "worker registered");
-        self.emit(Event::WorkerActive { worker_id });
+        self.lifecycle()
+            .events()
+            .emit(Event::WorkerActive { worker_id });
         Ok(stop)
     }
 
     /// Tasks placed on a worker that (re-)registers without them were lost with
     /// its containers: they become `lost`, then are retried or failed.
     fn fail_missing_tasks(&self, worker_id: &str, held: &[String]) {
-        let mut missing = self.tasks_on(worker_id, &crate::core::disconnect::HELD_THERE);
+        let mut missing = self
+            .lifecycle()
+            .tasks_on(worker_id, &crate::core::disconnect::HELD_THERE);
         missing.retain(|id| !held.contains(id));
         if missing.is_empty() {
             return;
         }
-        let master = self.clone();
+        let lifecycle = self.lifecycle().clone();
         let worker_id = worker_id.to_string();
-        self.tracker().spawn(async move {
+        self.lifecycle().runtime().spawn(async move {
             let why = format!("worker {worker_id} came back without this task's container");
-            master.tasks_lost(&worker_id, missing, &why).await;
+            lifecycle.tasks_lost(&worker_id, missing, &why).await;
         });
-    }
-
-    /// Of the tasks a worker holds, those the master does not want on it.
-    pub(crate) fn unwanted_tasks(&self, worker_id: &str, held: &[String]) -> Vec<String> {
-        let active = self.active_tasks();
-        held.iter()
-            .filter(|id| {
-                active
-                    .get(*id)
-                    .is_none_or(|t| t.worker_id.as_deref() != Some(worker_id))
-            })
-            .cloned()
-            .collect()
     }
 
     /// Background loop: re-invites registered workers that are not active
@@ -183,11 +214,11 @@ impl Master {
         let mut reinvite = tokio::time::interval(self.settings().reinvite_interval);
         loop {
             tokio::select! {
-                _ = self.shutdown_token().cancelled() => return,
+                _ = self.lifecycle().runtime().shutdown.cancelled() => return,
                 _ = reinvite.tick() => {
                     for (worker_id, address) in self.registry().not_active() {
                         let master = self.clone();
-                        self.tracker().spawn(async move {
+                        self.lifecycle().runtime().spawn(async move {
                             if let Err(reason) = master.invite(&worker_id, &address).await {
                                 tracing::debug!(worker_id, address, reason, "worker not reachable yet");
                             }

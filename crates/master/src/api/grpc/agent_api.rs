@@ -3,13 +3,21 @@
 //! Every call needs an API token (`authorization: Bearer <token>` metadata):
 //! viewer for reads, operator for changes.
 
+use crate::auth::Auth;
 use crate::auth::users::Role;
-use crate::core::cluster::Master;
 use crate::core::convert;
 use crate::core::events::Event;
+use crate::core::events::EventBus;
+use crate::core::lifecycle::Lifecycle;
 use crate::core::registry::{WorkerEntry, WorkerState as LiveState};
+use crate::core::runtime::{Runtime, Settings};
+use crate::core::scheduler::Scheduler;
+use crate::core::tasks::Tasks;
 use crate::core::tasks::{Placement, TaskRequest};
+use crate::core::workers::Workers;
 use crate::error::MasterError;
+use crate::services::Services;
+use crate::store::Store;
 use crate::store::{Limits, TaskRecord, TaskState};
 use cloudai_proto::v1::cluster_event::Event as Wire;
 use cloudai_proto::v1::master_agent_server::{MasterAgent, MasterAgentServer};
@@ -20,25 +28,45 @@ use cloudai_proto::v1::{
     SubmitTaskRequest, SubmitTaskResponse, TaskView, WorkerInfo, WorkerState, WorkerView,
 };
 use std::collections::HashMap;
+use std::sync::Arc;
 use tokio::sync::broadcast::error::RecvError;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
 /// The `MasterAgent` implementation.
 pub struct AgentGrpc {
-    master: Master,
+    auth: Auth,
+    settings: Settings,
+    runtime: Runtime,
+    store: Arc<dyn Store>,
+    events: EventBus,
+    lifecycle: Lifecycle,
+    workers: Workers,
+    tasks: Tasks,
+    scheduler: Scheduler,
 }
 
 impl AgentGrpc {
-    /// A tonic service over `master`, with message size limits.
-    pub fn service(master: Master) -> MasterAgentServer<Self> {
-        MasterAgentServer::new(Self { master })
+    /// A tonic service over the master's services, with message size limits.
+    pub fn service(services: &Services) -> MasterAgentServer<Self> {
+        let service = Self {
+            auth: services.auth.clone(),
+            settings: services.settings.clone(),
+            runtime: services.runtime.clone(),
+            store: services.store.clone(),
+            events: services.events.clone(),
+            lifecycle: services.lifecycle.clone(),
+            workers: services.workers.clone(),
+            tasks: services.tasks.clone(),
+            scheduler: services.scheduler.clone(),
+        };
+        MasterAgentServer::new(service)
             .max_decoding_message_size(crate::api::grpc::worker_api::MAX_MESSAGE_BYTES)
             .max_encoding_message_size(crate::api::grpc::worker_api::MAX_MESSAGE_BYTES)
     }
 
     fn authorize<T>(&self, request: &Request<T>, role: Role) -> Result<(), Status> {
-        self.master
+        self.auth
             .authorize(bearer(request), role, request.remote_addr())?;
         Ok(())
     }
@@ -137,14 +165,13 @@ impl MasterAgent for AgentGrpc {
         self.authorize(&request, Role::Viewer)?;
         // Free resources as the scheduler sees them: reservations of placed
         // tasks, live memory use and GPUs held per telemetry all count.
-        let candidates: HashMap<String, crate::core::placement::Candidate> = self
-            .master
-            .candidates()
-            .into_iter()
-            .map(|c| (c.id.clone(), c))
-            .collect();
+        let candidates: HashMap<String, crate::core::placement::Candidate> =
+            crate::core::capacity::candidates(self.workers.registry(), &self.lifecycle)
+                .into_iter()
+                .map(|c| (c.id.clone(), c))
+                .collect();
         let workers = self
-            .master
+            .workers
             .registry()
             .list()
             .iter()
@@ -171,7 +198,7 @@ impl MasterAgent for AgentGrpc {
             })
             .collect();
         let queued = self
-            .master
+            .lifecycle
             .active_tasks()
             .values()
             .filter(|t| t.state == TaskState::Queued)
@@ -179,7 +206,7 @@ impl MasterAgent for AgentGrpc {
         Ok(Response::new(ClusterState {
             workers,
             queued_tasks: queued,
-            placement_mode: self.master.settings().placement_mode.as_str().into(),
+            placement_mode: self.settings.placement_mode.as_str().into(),
         }))
     }
 
@@ -193,7 +220,7 @@ impl MasterAgent for AgentGrpc {
             n => n.min(10_000) as usize,
         };
         let ids: Vec<String> = self
-            .master
+            .lifecycle
             .active_tasks()
             .iter()
             .filter(|(_, t)| t.state == TaskState::Queued)
@@ -201,13 +228,7 @@ impl MasterAgent for AgentGrpc {
             .collect();
         let mut tasks = Vec::new();
         for id in ids {
-            if let Some(task) = self
-                .master
-                .store()
-                .get_task(&id)
-                .await
-                .map_err(MasterError::from)?
-            {
+            if let Some(task) = self.store.get_task(&id).await.map_err(MasterError::from)? {
                 tasks.push(task);
             }
         }
@@ -221,7 +242,7 @@ impl MasterAgent for AgentGrpc {
             .take(limit)
             .map(|t| {
                 let mut view = task_view(t);
-                view.waiting_reason = self.master.waiting_reason(&t.id).unwrap_or_default();
+                view.waiting_reason = self.scheduler.waiting_reason(&t.id).unwrap_or_default();
                 view
             })
             .collect();
@@ -233,7 +254,7 @@ impl MasterAgent for AgentGrpc {
         request: Request<GetTaskRequest>,
     ) -> Result<Response<TaskView>, Status> {
         self.authorize(&request, Role::Viewer)?;
-        let task = self.master.task(&request.get_ref().task_id).await?;
+        let task = self.tasks.task(&request.get_ref().task_id).await?;
         Ok(Response::new(task_view(&task)))
     }
 
@@ -253,7 +274,7 @@ impl MasterAgent for AgentGrpc {
             Placement::Worker(request.worker_id)
         };
         let submitted = self
-            .master
+            .tasks
             .submit_task(TaskRequest {
                 placement,
                 image: task.image,
@@ -282,14 +303,14 @@ impl MasterAgent for AgentGrpc {
     ) -> Result<Response<AgentAssignTaskResponse>, Status> {
         self.authorize(&request, Role::Operator)?;
         let request = request.into_inner();
-        let task = self.master.task(&request.task_id).await?;
+        let task = self.tasks.task(&request.task_id).await?;
         if task.state != TaskState::Queued {
             return Err(Status::failed_precondition(format!(
                 "task '{}' is {}, not queued",
                 task.id, task.state
             )));
         }
-        match self.master.worker_state(&request.worker_id) {
+        match self.workers.worker_state(&request.worker_id) {
             None => {
                 return Err(Status::not_found(format!(
                     "no worker '{}'",
@@ -306,7 +327,7 @@ impl MasterAgent for AgentGrpc {
             }
         }
         let placed = self
-            .master
+            .tasks
             .place_queued(task, &request.worker_id, request.gpu_uuids)
             .await?;
         tracing::info!(task_id = %placed.id, worker_id = %request.worker_id, "placed by the agent");
@@ -321,7 +342,7 @@ impl MasterAgent for AgentGrpc {
         request: Request<AgentCancelTaskRequest>,
     ) -> Result<Response<AgentCancelTaskResponse>, Status> {
         self.authorize(&request, Role::Operator)?;
-        let task = self.master.cancel_task(&request.get_ref().task_id).await?;
+        let task = self.tasks.cancel_task(&request.get_ref().task_id).await?;
         Ok(Response::new(AgentCancelTaskResponse {
             status: convert::task_status(task.state) as i32,
         }))
@@ -335,17 +356,18 @@ impl MasterAgent for AgentGrpc {
     ) -> Result<Response<Self::StreamEventsStream>, Status> {
         self.authorize(&request, Role::Viewer)?;
         let revoked = self
-            .master
+            .auth
             .revoked(bearer(&request).map(str::to_string), Role::Viewer);
         let telemetry = request.get_ref().include_telemetry;
-        let mut events = self.master.subscribe();
-        let master = self.master.clone();
+        let mut events = self.events.subscribe();
+        let shutdown = self.runtime.shutdown.clone();
+        let (registry, store) = (self.workers.registry().clone(), self.store.clone());
         let (tx, rx) = tokio::sync::mpsc::channel(256);
-        self.master.tracker().spawn(async move {
+        self.runtime.tracker.spawn(async move {
             let mut revoked = std::pin::pin!(revoked);
             loop {
                 let envelope = tokio::select! {
-                    _ = master.shutdown_token().cancelled() => return,
+                    _ = shutdown.cancelled() => return,
                     _ = tx.closed() => return,
                     _ = &mut revoked => {
                         let _ = tx.send(Err(Status::unauthenticated("the API token was revoked"))).await;
@@ -362,7 +384,6 @@ impl MasterAgent for AgentGrpc {
                         Err(RecvError::Closed) => return,
                     },
                 };
-                let registry = master.registry();
                 let view = |id: &str| registry.get(id).map(|w| worker_view(&w, &HashMap::new()));
                 let event = match &envelope.event {
                     Event::Telemetry { worker_id, .. } if telemetry => registry
@@ -381,7 +402,7 @@ impl MasterAgent for AgentGrpc {
                         Some(Wire::WorkerInactive(worker_id.clone()))
                     }
                     Event::TaskState { task_id, .. } => {
-                        match master.store().get_task(task_id).await {
+                        match store.get_task(task_id).await {
                             Ok(Some(task)) => Some(Wire::TaskState(task_view(&task))),
                             _ => None,
                         }

@@ -1,12 +1,20 @@
-//! gRPC handlers of `MasterService`: thin wrappers that validate and delegate to [`Master`].
+//! gRPC handlers of `MasterService`: thin wrappers that validate and delegate
+//! to the services a worker talks to (auth, workers, telemetry, tasks).
 
-use crate::core::cluster::Master;
+use crate::auth::Auth;
+use crate::core::metrics::MasterMetrics;
+use crate::core::runtime::Settings;
+use crate::core::tasks::Tasks;
+use crate::core::telemetry::Telemetry;
+use crate::core::workers::Workers;
+use crate::services::Services;
 use cloudai_proto::v1::master_service_server::{MasterService, MasterServiceServer};
 use cloudai_proto::v1::{
     CertificateResponse, Heartbeat, HeartbeatResponse, JoinClusterRequest, RegisterWorkerRequest,
     RegisterWorkerResponse, RenewCertificateRequest, ReportTaskCompletionResponse, TaskLogPart,
     TaskResult, UploadTaskLogResponse,
 };
+use std::sync::Arc;
 use std::time::Instant;
 use tonic::{Request, Response, Status, Streaming};
 
@@ -19,13 +27,26 @@ pub const MAX_HEARTBEAT_TASKS: usize = 10_000;
 
 /// The `MasterService` implementation.
 pub struct MasterGrpc {
-    master: Master,
+    settings: Settings,
+    metrics: Arc<MasterMetrics>,
+    auth: Auth,
+    workers: Workers,
+    telemetry: Telemetry,
+    tasks: Tasks,
 }
 
 impl MasterGrpc {
-    /// A tonic service over `master`, with message size limits.
-    pub fn service(master: Master) -> MasterServiceServer<Self> {
-        MasterServiceServer::new(Self { master })
+    /// A tonic service over the master's services, with message size limits.
+    pub fn service(services: &Services) -> MasterServiceServer<Self> {
+        let service = Self {
+            settings: services.settings.clone(),
+            metrics: services.metrics.clone(),
+            auth: services.auth.clone(),
+            workers: services.workers.clone(),
+            telemetry: services.telemetry.clone(),
+            tasks: services.tasks.clone(),
+        };
+        MasterServiceServer::new(service)
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_MESSAGE_BYTES)
     }
@@ -45,21 +66,20 @@ impl MasterService for MasterGrpc {
             .as_ref()
             .map(|i| i.worker_id.clone())
             .unwrap_or_default();
-        self.master.authenticate_worker(
+        self.auth.authenticate_worker(
             &claimed,
             request.peer_certs().as_deref().map(Vec::as_slice),
             peer,
         )?;
-        let stop_task_ids = self.master.accept_worker(request.into_inner(), peer).await;
-        self.master
-            .metrics()
+        let stop_task_ids = self.workers.accept_worker(request.into_inner(), peer).await;
+        self.metrics
             .observe_rpc("RegisterWorker", started.elapsed());
         let stop_task_ids = stop_task_ids?;
         Ok(Response::new(RegisterWorkerResponse {
-            heartbeat_interval_ms: self.master.settings().heartbeat_interval.as_millis() as u64,
+            heartbeat_interval_ms: self.settings.heartbeat_interval.as_millis() as u64,
             message: "registered".into(),
             stop_task_ids,
-            disconnect_window_ms: self.master.settings().disconnect_window.as_millis() as u64,
+            disconnect_window_ms: self.settings.disconnect_window.as_millis() as u64,
         }))
     }
 
@@ -73,7 +93,7 @@ impl MasterService for MasterGrpc {
         cloudai_common::validate::id("worker_id", &heartbeat.worker_id)
             .map_err(|e| Status::invalid_argument(e.to_string()))?;
         let worker_id = heartbeat.worker_id.clone();
-        self.master
+        self.auth
             .authenticate_worker(&worker_id, certs.as_deref().map(Vec::as_slice), peer)?;
         for (field, ids) in [
             ("running_task_ids", &heartbeat.running_task_ids),
@@ -86,14 +106,12 @@ impl MasterService for MasterGrpc {
                 )));
             }
         }
-        let stop_task_ids = self.master.ingest_heartbeat(heartbeat).ok_or_else(|| {
+        let stop_task_ids = self.telemetry.ingest_heartbeat(heartbeat).ok_or_else(|| {
             Status::permission_denied(format!(
                 "worker '{worker_id}' is not registered with this master: run `register {worker_id} <host:port>` on the master"
             ))
         });
-        self.master
-            .metrics()
-            .observe_rpc("SendHeartbeat", started.elapsed());
+        self.metrics.observe_rpc("SendHeartbeat", started.elapsed());
         Ok(Response::new(HeartbeatResponse {
             stop_task_ids: stop_task_ids?,
         }))
@@ -105,14 +123,13 @@ impl MasterService for MasterGrpc {
     ) -> Result<Response<ReportTaskCompletionResponse>, Status> {
         let started = Instant::now();
         let worker_id = request.get_ref().worker_id.clone();
-        self.master.authenticate_worker(
+        self.auth.authenticate_worker(
             &worker_id,
             request.peer_certs().as_deref().map(Vec::as_slice),
             request.remote_addr(),
         )?;
-        let outcome = self.master.complete_task(request.into_inner()).await;
-        self.master
-            .metrics()
+        let outcome = self.tasks.complete_task(request.into_inner()).await;
+        self.metrics
             .observe_rpc("ReportTaskCompletion", started.elapsed());
         outcome?;
         Ok(Response::new(ReportTaskCompletionResponse {}))
@@ -132,15 +149,13 @@ impl MasterService for MasterGrpc {
         };
         cloudai_common::validate::id("worker_id", &first.worker_id)
             .map_err(|e| Status::invalid_argument(e.to_string()))?;
-        self.master.authenticate_worker(
+        self.auth.authenticate_worker(
             &first.worker_id,
             certs.as_deref().map(Vec::as_slice),
             peer,
         )?;
-        let stored = self.master.store_task_log(first, parts).await;
-        self.master
-            .metrics()
-            .observe_rpc("UploadTaskLog", started.elapsed());
+        let stored = self.tasks.store_task_log(first, parts).await;
+        self.metrics.observe_rpc("UploadTaskLog", started.elapsed());
         let stored = stored?;
         Ok(Response::new(UploadTaskLogResponse {
             chunks: stored.chunks,
@@ -157,7 +172,7 @@ impl MasterService for MasterGrpc {
         cloudai_common::validate::id("worker_id", &request.worker_id)
             .map_err(|e| Status::invalid_argument(e.to_string()))?;
         let response = self
-            .master
+            .auth
             .join_cluster(&request.worker_id, &request.token, &request.csr_der, peer)
             .await?;
         Ok(Response::new(response))
@@ -170,13 +185,13 @@ impl MasterService for MasterGrpc {
         let worker_id = request.get_ref().worker_id.clone();
         cloudai_common::validate::id("worker_id", &worker_id)
             .map_err(|e| Status::invalid_argument(e.to_string()))?;
-        self.master.authenticate_worker(
+        self.auth.authenticate_worker(
             &worker_id,
             request.peer_certs().as_deref().map(Vec::as_slice),
             request.remote_addr(),
         )?;
         let response = self
-            .master
+            .auth
             .renew_certificate(&worker_id, &request.into_inner().csr_der)
             .await?;
         Ok(Response::new(response))

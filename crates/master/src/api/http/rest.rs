@@ -10,7 +10,7 @@
 //! Task environments are never sent: they may hold secrets, and a viewer token
 //! is meant for screens.
 
-use crate::core::cluster::Master;
+use crate::api::http::router::App;
 use crate::error::MasterError;
 use crate::store::{Limits, TaskRecord, TaskState};
 use axum::Json;
@@ -56,9 +56,9 @@ pub struct TaskView {
 }
 
 impl TaskView {
-    fn of(master: &Master, task: TaskRecord) -> Self {
+    fn of(app: &App, task: TaskRecord) -> Self {
         let waiting_reason = (task.state == TaskState::Queued)
-            .then(|| master.waiting_reason(&task.id))
+            .then(|| app.scheduler.waiting_reason(&task.id))
             .flatten();
         Self {
             waiting_reason,
@@ -128,21 +128,21 @@ struct WorkerCounts {
 
 impl Health {
     /// The master's health now (a cheap round trip to the store).
-    pub async fn of(master: &Master) -> Self {
-        let (pending, active, inactive) = master.registry().counts();
-        let store = master.store_health().await;
+    pub async fn of(app: &App) -> Self {
+        let (pending, active, inactive) = app.registry.counts();
+        let store = app.vitals.store().await;
         Self {
             version: cloudai_common::VERSION,
-            uptime_seconds: master.uptime().as_secs(),
+            uptime_seconds: app.vitals.uptime().as_secs(),
             workers: WorkerCounts {
                 pending,
                 active,
                 inactive,
             },
-            store: master.store().describe(),
+            store: app.store.describe(),
             store_healthy: store.is_ok(),
             store_error: store.err(),
-            tls: master.pki().is_some(),
+            tls: app.auth.pki().is_some(),
         }
     }
 
@@ -153,14 +153,15 @@ impl Health {
 }
 
 /// `GET /api/cluster`: [`Health`] with the tasks by state.
-pub async fn cluster(State(master): State<Master>) -> Result<Json<Value>, ApiError> {
-    let by_state: BTreeMap<&'static str, usize> = master
+pub async fn cluster(State(app): State<App>) -> Result<Json<Value>, ApiError> {
+    let by_state: BTreeMap<&'static str, usize> = app
+        .lifecycle
         .task_counts()
         .await?
         .into_iter()
         .map(|(state, n)| (state.as_str(), n))
         .collect();
-    let mut body = serde_json::to_value(Health::of(&master).await).unwrap_or_default();
+    let mut body = serde_json::to_value(Health::of(&app).await).unwrap_or_default();
     body["queue_depth"] = json!(by_state.get("queued").copied().unwrap_or(0));
     body["tasks"] = json!(by_state);
     Ok(Json(body))
@@ -202,11 +203,11 @@ impl TaskFilter {
 
 /// `GET /api/tasks`.
 pub async fn tasks(
-    State(master): State<Master>,
+    State(app): State<App>,
     Query(filter): Query<TaskFilter>,
 ) -> Result<Json<Value>, ApiError> {
     let (state, worker, limit) = filter.check()?;
-    let mut tasks = master.store().list_tasks().await?;
+    let mut tasks = app.store.list_tasks().await?;
     tasks.retain(|t| {
         state.is_none_or(|s| t.state == s)
             && worker
@@ -218,19 +219,19 @@ pub async fn tasks(
         .into_iter()
         .rev()
         .take(limit)
-        .map(|t| TaskView::of(&master, t))
+        .map(|t| TaskView::of(&app, t))
         .collect();
     Ok(Json(json!({ "matching": matching, "tasks": recent })))
 }
 
 /// `GET /api/tasks/{id}`.
 pub async fn task(
-    State(master): State<Master>,
+    State(app): State<App>,
     Path(task_id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    let task = master.task(&task_id).await?;
+    let task = app.tasks.task(&task_id).await?;
     let result = if task.state.is_terminal() {
-        master.store().get_result(&task.id).await?
+        app.store.get_result(&task.id).await?
     } else {
         None
     };
@@ -239,7 +240,7 @@ pub async fn task(
         .as_ref()
         .map(|r| r.log_total_bytes.max(r.log.len() as u64));
     Ok(Json(json!({
-        "task": TaskView::of(&master, task),
+        "task": TaskView::of(&app, task),
         "log": result.as_ref().map(|r| r.log.as_str()),
         "log_truncated": result.as_ref().is_some_and(|r| r.log_truncated),
         "log_bytes": log_bytes,
@@ -250,10 +251,10 @@ pub async fn task(
 /// `GET /api/tasks/{id}/log`: the whole stored output of a finished task,
 /// streamed as it is read from the store.
 pub async fn task_log(
-    State(master): State<Master>,
+    State(app): State<App>,
     Path(task_id): Path<String>,
 ) -> Result<Response, ApiError> {
-    let task = master.task(&task_id).await?;
+    let task = app.tasks.task(&task_id).await?;
     if !task.state.is_terminal() {
         return Err(MasterError::FailedPrecondition(format!(
             "task '{task_id}' is {}; its output is stored when it ends (/ws/logs/{task_id} follows it live)",
@@ -261,7 +262,7 @@ pub async fn task_log(
         ))
         .into());
     }
-    let Some(output) = master.stored_output(&task).await? else {
+    let Some(output) = app.tasks.stored_output(&task).await? else {
         return Err(MasterError::NotFound(format!("task '{task_id}' has no stored output")).into());
     };
     let headers = [
@@ -275,15 +276,17 @@ pub async fn task_log(
 /// (or once with the stored log), then `{"type":"end","task":…}`; for a task
 /// with no output yet, `{"type":"waiting","task":…}` and the socket closes.
 pub async fn follow_logs(
-    State(master): State<Master>,
+    State(app): State<App>,
     Path(task_id): Path<String>,
     Extension(credential): Extension<crate::api::http::router::Credential>,
     upgrade: WebSocketUpgrade,
 ) -> Result<Response, ApiError> {
-    let task = master.task(&task_id).await?;
-    let revoked = master.revoked(credential.0, crate::auth::users::Role::Viewer);
+    let task = app.tasks.task(&task_id).await?;
+    let revoked = app
+        .auth
+        .revoked(credential.0, crate::auth::users::Role::Viewer);
     Ok(upgrade
-        .on_upgrade(move |socket| stream_logs(master, task, socket, revoked))
+        .on_upgrade(move |socket| stream_logs(app, task, socket, revoked))
         .into_response())
 }
 
@@ -295,13 +298,13 @@ async fn send(socket: &mut WebSocket, value: Value) -> bool {
 }
 
 async fn stream_logs(
-    master: Master,
+    app: App,
     task: TaskRecord,
     mut socket: WebSocket,
     revoked: impl std::future::Future<Output = ()>,
 ) {
     let revoked_first = tokio::select! {
-        _ = forward_logs(&master, task, &mut socket) => false,
+        _ = forward_logs(&app, task, &mut socket) => false,
         _ = revoked => true,
     };
     if revoked_first {
@@ -317,13 +320,13 @@ async fn stream_logs(
     let _ = socket.send(Message::Close(Some(close))).await;
 }
 
-async fn forward_logs(master: &Master, task: TaskRecord, socket: &mut WebSocket) {
-    let mut events = master.subscribe();
+async fn forward_logs(app: &App, task: TaskRecord, socket: &mut WebSocket) {
+    let mut events = app.events.subscribe();
     let task_id = task.id.clone();
     match task.state {
         TaskState::Assigned | TaskState::Running => {}
         state if state.is_terminal() => {
-            if let Ok(Some(result)) = master.store().get_result(&task_id).await {
+            if let Ok(Some(result)) = app.store.get_result(&task_id).await {
                 let data = if result.log_chunks > 0 {
                     format!(
                         "[the last {} of {} bytes; the whole output: /api/tasks/{task_id}/log]\n{}",
@@ -340,12 +343,12 @@ async fn forward_logs(master: &Master, task: TaskRecord, socket: &mut WebSocket)
                     return;
                 }
             }
-            let end = json!({ "type": "end", "task": TaskView::of(master, task) });
+            let end = json!({ "type": "end", "task": TaskView::of(app, task) });
             send(socket, end).await;
             return;
         }
         _ => {
-            let waiting = json!({ "type": "waiting", "task": TaskView::of(master, task) });
+            let waiting = json!({ "type": "waiting", "task": TaskView::of(app, task) });
             send(socket, waiting).await;
             return;
         }
@@ -356,7 +359,7 @@ async fn forward_logs(master: &Master, task: TaskRecord, socket: &mut WebSocket)
         tokio::time::Instant::now() + crate::api::http::telemetry_ws::PING_INTERVAL,
         crate::api::http::telemetry_ws::PING_INTERVAL,
     );
-    match master.follow_logs(&task).await {
+    match app.tasks.follow_logs(&task).await {
         Ok(mut stream) => loop {
             tokio::select! {
                 _ = ping.tick() => {
@@ -391,19 +394,20 @@ async fn forward_logs(master: &Master, task: TaskRecord, socket: &mut WebSocket)
         }
     }
     let deadline = tokio::time::Instant::now() + OUTCOME_WAIT;
-    let task = match master
+    let task = match app
+        .lifecycle
         .wait_until_final(&task_id, &mut events, deadline)
         .await
     {
         Ok(Some(task)) => task,
-        _ => match master.task(&task_id).await {
+        _ => match app.tasks.task(&task_id).await {
             Ok(task) => task,
             Err(_) => return,
         },
     };
     send(
         socket,
-        json!({ "type": "end", "task": TaskView::of(master, task) }),
+        json!({ "type": "end", "task": TaskView::of(app, task) }),
     )
     .await;
 }

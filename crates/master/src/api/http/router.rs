@@ -5,17 +5,54 @@
 
 use crate::api::http::listener::Peer;
 use crate::api::http::{dashboard, rest as api, telemetry_ws as ws};
+use crate::auth::Auth;
 use crate::auth::users::Role;
-use crate::core::cluster::Master;
+use crate::core::events::EventBus;
+use crate::core::lifecycle::Lifecycle;
+use crate::core::metrics::MasterMetrics;
+use crate::core::registry::Registry;
+use crate::core::scheduler::Scheduler;
+use crate::core::tasks::Tasks;
+use crate::services::{Services, Vitals};
+use crate::store::Store;
 use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::{Json, Router, routing::get};
 use serde_json::{Value, json};
+use std::sync::Arc;
+use tokio_util::sync::CancellationToken;
+
+/// The handles the HTTP server uses.
+#[derive(Clone)]
+pub struct App {
+    pub(crate) auth: Auth,
+    pub(crate) store: Arc<dyn Store>,
+    pub(crate) events: EventBus,
+    pub(crate) metrics: Arc<MasterMetrics>,
+    pub(crate) registry: Registry,
+    pub(crate) lifecycle: Lifecycle,
+    pub(crate) tasks: Tasks,
+    pub(crate) scheduler: Scheduler,
+    pub(crate) vitals: Vitals,
+    pub(crate) shutdown: CancellationToken,
+}
 
 /// Routes served on the HTTP port.
-pub fn router(master: Master) -> Router {
+pub fn router(services: &Services) -> Router {
+    let app = App {
+        auth: services.auth.clone(),
+        store: services.store.clone(),
+        events: services.events.clone(),
+        metrics: services.metrics.clone(),
+        registry: services.workers.registry().clone(),
+        lifecycle: services.lifecycle.clone(),
+        tasks: services.tasks.clone(),
+        scheduler: services.scheduler.clone(),
+        vitals: services.vitals.clone(),
+        shutdown: services.runtime.shutdown.clone(),
+    };
     let protected = Router::new()
         .route("/metrics", get(metrics))
         .route("/ws/telemetry", get(ws::all_workers))
@@ -25,15 +62,12 @@ pub fn router(master: Master) -> Router {
         .route("/api/tasks", get(api::tasks))
         .route("/api/tasks/{task_id}", get(api::task))
         .route("/api/tasks/{task_id}/log", get(api::task_log))
-        .route_layer(middleware::from_fn_with_state(
-            master.clone(),
-            require_viewer,
-        ));
+        .route_layer(middleware::from_fn_with_state(app.clone(), require_viewer));
     Router::new()
         .route("/healthz", get(healthz))
         .merge(dashboard::routes())
         .merge(protected)
-        .with_state(master)
+        .with_state(app)
 }
 
 /// The bearer token of a request, from the header or the `token` query parameter.
@@ -54,21 +88,17 @@ fn bearer(request: &Request) -> Option<String> {
 }
 
 /// The token a request was admitted with, for streams that must end when it
-/// is revoked (`Master::revoked`).
+/// is revoked (`Auth::revoked`).
 #[derive(Debug, Clone)]
 pub struct Credential(pub Option<String>);
 
-async fn require_viewer(
-    State(master): State<Master>,
-    mut request: Request,
-    next: Next,
-) -> Response {
+async fn require_viewer(State(app): State<App>, mut request: Request, next: Next) -> Response {
     let peer = request
         .extensions()
         .get::<ConnectInfo<Peer>>()
         .map(|c| c.0.0);
     let token = bearer(&request);
-    match master.authorize(token.as_deref(), Role::Viewer, peer) {
+    match app.auth.authorize(token.as_deref(), Role::Viewer, peer) {
         Ok(_) => {
             request.extensions_mut().insert(Credential(token));
             next.run(request).await
@@ -77,20 +107,21 @@ async fn require_viewer(
     }
 }
 
-async fn metrics(State(master): State<Master>) -> impl IntoResponse {
+async fn metrics(State(app): State<App>) -> impl IntoResponse {
     (
         [(
             header::CONTENT_TYPE,
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
         )],
-        master.render_metrics(),
+        app.metrics
+            .render(app.registry.counts(), &app.lifecycle.active_counts()),
     )
 }
 
 /// `GET /healthz`: open, for load balancers and probes; 503 while the store
 /// does not answer.
-async fn healthz(State(master): State<Master>) -> (StatusCode, Json<Value>) {
-    let health = api::Health::of(&master).await;
+async fn healthz(State(app): State<App>) -> (StatusCode, Json<Value>) {
+    let health = api::Health::of(&app).await;
     let status = if health.healthy() {
         StatusCode::OK
     } else {

@@ -7,8 +7,8 @@
 //! client that does not take a frame within [`SEND_TIMEOUT`] or answers no ping
 //! within [`DEAD_AFTER`] is dropped. No client can delay another.
 
+use crate::api::http::router::App;
 use crate::api::http::router::Credential;
-use crate::core::cluster::Master;
 use crate::core::events::Metrics;
 use crate::store::now_millis;
 use axum::extract::ws::{Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
@@ -127,32 +127,34 @@ pub(crate) enum ClientMessage {
 /// `GET /ws/telemetry`
 pub async fn all_workers(
     ws: WebSocketUpgrade,
-    State(master): State<Master>,
+    State(app): State<App>,
     Extension(credential): Extension<Credential>,
 ) -> Response {
-    upgrade(ws, master, Selection::all(), credential)
+    upgrade(ws, app, Selection::all(), credential)
 }
 
 /// `GET /ws/telemetry/{worker_id}`
 pub async fn one_worker(
     ws: WebSocketUpgrade,
     Path(worker_id): Path<String>,
-    State(master): State<Master>,
+    State(app): State<App>,
     Extension(credential): Extension<Credential>,
 ) -> Response {
     if let Err(error) = cloudai_common::validate::id("worker_id", &worker_id) {
         return (StatusCode::BAD_REQUEST, error.to_string()).into_response();
     }
-    upgrade(ws, master, Selection::only(&worker_id), credential)
+    upgrade(ws, app, Selection::only(&worker_id), credential)
 }
 
 fn upgrade(
     ws: WebSocketUpgrade,
-    master: Master,
+    app: App,
     selection: Selection,
     credential: Credential,
 ) -> Response {
-    let revoked = master.revoked(credential.0, crate::auth::users::Role::Viewer);
+    let revoked = app
+        .auth
+        .revoked(credential.0, crate::auth::users::Role::Viewer);
     ws.max_message_size(MAX_CLIENT_MESSAGE)
         .max_frame_size(MAX_CLIENT_MESSAGE)
         // Small per-connection buffers: a thousand dashboards must not cost
@@ -160,7 +162,7 @@ fn upgrade(
         // is dropped after SEND_TIMEOUT.)
         .read_buffer_size(READ_BUFFER)
         .write_buffer_size(WRITE_BUFFER)
-        .on_upgrade(move |socket| serve(socket, master, selection, revoked))
+        .on_upgrade(move |socket| serve(socket, app, selection, revoked))
 }
 
 /// The close frame of a stream whose token was revoked.
@@ -172,11 +174,11 @@ pub(crate) fn revoked_frame() -> Message {
 }
 
 /// Decrements the client gauge however the connection ends.
-struct ClientGuard(Master);
+struct ClientGuard(std::sync::Arc<crate::core::metrics::MasterMetrics>);
 
 impl Drop for ClientGuard {
     fn drop(&mut self) {
-        self.0.metrics().websocket_clients.dec();
+        self.0.websocket_clients.dec();
     }
 }
 
@@ -196,26 +198,26 @@ fn text(body: &str) -> Message {
 
 async fn serve(
     socket: WebSocket,
-    master: Master,
+    app: App,
     mut selection: Selection,
     revoked: impl std::future::Future<Output = ()>,
 ) {
     let mut revoked = std::pin::pin!(revoked);
-    master.metrics().websocket_clients.inc();
-    let _guard = ClientGuard(master.clone());
+    app.metrics.websocket_clients.inc();
+    let _guard = ClientGuard(app.metrics.clone());
     // Subscribe before the snapshot so nothing falls between them; events the
     // snapshot already covers (seq <= its seq) are skipped.
-    let mut events = master.subscribe();
+    let mut events = app.events.subscribe();
     let (mut sink, mut incoming) = socket.split();
-    let mut covered = master.last_seq();
-    if !send(&mut sink, text(&snapshot(&master, &selection, covered))).await {
+    let mut covered = app.events.last_seq();
+    if !send(&mut sink, text(&snapshot(&app, &selection, covered))).await {
         return;
     }
     let mut ping = tokio::time::interval_at(Instant::now() + PING_INTERVAL, PING_INTERVAL);
     let mut last_heard = Instant::now();
     loop {
         tokio::select! {
-            _ = master.shutdown_token().cancelled() => {
+            _ = app.shutdown.cancelled() => {
                 let _ = send(&mut sink, Message::Close(None)).await;
                 return;
             }
@@ -233,7 +235,7 @@ async fn serve(
                 let Some(Ok(message)) = message else { return };
                 last_heard = Instant::now();
                 let reply = match message {
-                    Message::Text(body) => Some(handle_client_message(&master, &mut selection, &mut covered, body.as_str())),
+                    Message::Text(body) => Some(handle_client_message(&app, &mut selection, &mut covered, body.as_str())),
                     Message::Close(_) => return,
                     // Pings are answered by the library; pongs only prove liveness.
                     _ => None,
@@ -251,7 +253,7 @@ async fn serve(
                     }
                     Ok(_) => continue,
                     Err(RecvError::Lagged(missed)) => {
-                        master.metrics().websocket_lagged.inc_by(missed);
+                        app.metrics.websocket_lagged.inc_by(missed);
                         text(&json!({ "type": "lagged", "missed": missed, "timestamp": now_millis() }).to_string())
                     }
                     Err(RecvError::Closed) => return,
@@ -266,7 +268,7 @@ async fn serve(
 }
 
 fn handle_client_message(
-    master: &Master,
+    app: &App,
     selection: &mut Selection,
     covered: &mut u64,
     body: &str,
@@ -275,13 +277,13 @@ fn handle_client_message(
         Ok(ClientMessage::Ping) => json!({ "type": "pong", "timestamp": now_millis() }).to_string(),
         Ok(ClientMessage::Subscribe { workers }) => {
             selection.subscribe(&workers);
-            *covered = master.last_seq();
-            snapshot(master, selection, *covered)
+            *covered = app.events.last_seq();
+            snapshot(app, selection, *covered)
         }
         Ok(ClientMessage::Unsubscribe { workers }) => {
             selection.unsubscribe(&workers);
-            *covered = master.last_seq();
-            snapshot(master, selection, *covered)
+            *covered = app.events.last_seq();
+            snapshot(app, selection, *covered)
         }
         Err(error) => json!({
             "type": "error",
@@ -314,9 +316,9 @@ struct Snapshot {
 /// The current state of the selected workers, sent first and after every
 /// selection change. Encoded directly (not through `serde_json::Value`) so
 /// metrics keep the same number formatting as `telemetry` events.
-pub fn snapshot(master: &Master, selection: &Selection, seq: u64) -> String {
-    let workers = master
-        .registry()
+pub fn snapshot(app: &App, selection: &Selection, seq: u64) -> String {
+    let workers = app
+        .registry
         .list()
         .into_iter()
         .filter(|w| selection.matches(Some(&w.record.id)))
@@ -329,7 +331,8 @@ pub fn snapshot(master: &Master, selection: &Selection, seq: u64) -> String {
             metrics: w.latest.as_ref().map(Metrics::from),
         })
         .collect();
-    let active_tasks: HashMap<&'static str, u64> = master
+    let active_tasks: HashMap<&'static str, u64> = app
+        .lifecycle
         .active_counts()
         .into_iter()
         .map(|(state, n)| (state.as_str(), n as u64))
