@@ -1,9 +1,13 @@
 //! The REPL's command parser: a pure function from a line to a [`Command`].
+//! shlex splits the line into words, clap parses them (the grammar in
+//! `grammar.rs`, `task`'s options in `task.rs`), and every error becomes one
+//! line ending in the command's usage.
 
-use crate::core::tasks::{Placement, TaskRequest};
-use crate::store::{Limits, TaskState};
-use cloudai_common::units::{parse_duration, parse_size};
-use std::collections::BTreeMap;
+mod grammar;
+mod task;
+
+use crate::core::tasks::TaskRequest;
+use crate::store::TaskState;
 
 /// One parsed REPL command.
 #[derive(Debug, Clone, PartialEq)]
@@ -192,112 +196,10 @@ fn usage_error(name: &str, problem: &str) -> String {
 pub fn parse(line: &str) -> Result<Command, String> {
     let words =
         shlex::split(line).ok_or_else(|| "unbalanced quotes: close every ' and \"".to_string())?;
-    let Some((name, args)) = words.split_first() else {
+    if words.is_empty() {
         return Ok(Command::Empty);
-    };
-    let name = name.as_str();
-    let exact = |count: usize| -> Result<&[String], String> {
-        if args.len() == count {
-            Ok(args)
-        } else {
-            Err(usage_error(
-                name,
-                &format!(
-                    "{name} takes {count} argument{}",
-                    if count == 1 { "" } else { "s" }
-                ),
-            ))
-        }
-    };
-    let at_most_one = || -> Result<Option<String>, String> {
-        match args {
-            [] => Ok(None),
-            [one] => Ok(Some(one.clone())),
-            _ => Err(usage_error(name, "too many arguments")),
-        }
-    };
-    match name {
-        "help" | "?" => {
-            let topic = at_most_one()?;
-            if let Some(topic) = &topic
-                && usage(topic).is_none()
-            {
-                return Err(unknown_command(topic));
-            }
-            Ok(Command::Help(topic))
-        }
-        "status" => match args {
-            [] => Ok(Command::Status { watch: false }),
-            [flag] if flag == "--watch" || flag == "-w" => Ok(Command::Status { watch: true }),
-            _ => Err(usage_error("status", "unexpected arguments")),
-        },
-        "workers" => exact(0).map(|_| Command::Workers),
-        "stats" => {
-            let watch = args.iter().any(|a| a == "--watch" || a == "-w");
-            let rest: Vec<&String> = args
-                .iter()
-                .filter(|a| *a != "--watch" && *a != "-w")
-                .collect();
-            match rest.as_slice() {
-                [] => Ok(Command::Stats {
-                    worker: None,
-                    watch,
-                }),
-                [worker] if !worker.starts_with('-') => Ok(Command::Stats {
-                    worker: Some((*worker).clone()),
-                    watch,
-                }),
-                _ => Err(usage_error("stats", "unexpected arguments")),
-            }
-        }
-        "register" => {
-            let args = exact(2)?;
-            Ok(Command::Register {
-                id: args[0].clone(),
-                address: args[1].clone(),
-            })
-        }
-        "unregister" => Ok(Command::Unregister {
-            id: exact(1)?[0].clone(),
-        }),
-        "task" => parse_task(args).map(Command::Task),
-        "tasks" => parse_tasks(args),
-        "monitor" => Ok(Command::Monitor {
-            task_id: exact(1)?[0].clone(),
-        }),
-        "logs" => Ok(Command::Logs {
-            task_id: exact(1)?[0].clone(),
-        }),
-        "cancel" => Ok(Command::Cancel {
-            task_id: exact(1)?[0].clone(),
-        }),
-        "join-token" => Ok(Command::JoinToken {
-            id: exact(1)?[0].clone(),
-        }),
-        "certs" => exact(0).map(|_| Command::Certs),
-        "users" => exact(0).map(|_| Command::Users),
-        "user" => match args {
-            [sub, name, role] if sub == "add" => Ok(Command::UserAdd {
-                name: name.clone(),
-                role: role.clone(),
-            }),
-            [sub, name] if sub == "remove" => Ok(Command::UserRemove { name: name.clone() }),
-            _ => Err(usage_error(
-                "user",
-                "expected `user add <name> <role>` or `user remove <name>`",
-            )),
-        },
-        "token" => match args {
-            [sub, user] if sub == "create" => Ok(Command::TokenCreate { user: user.clone() }),
-            [sub, id] if sub == "revoke" => Ok(Command::TokenRevoke { id: id.clone() }),
-            _ => Err(usage_error(
-                "token",
-                "expected `token create <user>` or `token revoke <token-id>`",
-            )),
-        },
-        "exit" | "quit" => exact(0).map(|_| Command::Exit),
-        other => Err(unknown_command(other)),
     }
+    grammar::parse(&words)
 }
 
 fn unknown_command(name: &str) -> String {
@@ -339,142 +241,23 @@ fn edit_distance(a: &str, b: &str) -> usize {
     d[a.len()][b.len()]
 }
 
-fn parse_tasks(args: &[String]) -> Result<Command, String> {
-    match args {
-        [] => Ok(Command::Tasks { state: None }),
-        [flag, state] if flag == "--state" => TaskState::parse(state)
-            .map(|state| Command::Tasks { state: Some(state) })
-            .ok_or_else(|| usage_error("tasks", &format!("unknown state '{state}'"))),
-        _ => Err(usage_error("tasks", "unexpected arguments")),
-    }
+/// The message of a value parser's error: it names the option and says why.
+fn validation_message(error: &clap::Error) -> String {
+    std::error::Error::source(error).map_or_else(|| first_line(error), ToString::to_string)
 }
 
-fn parse_task(args: &[String]) -> Result<TaskRequest, String> {
-    let [target, image, rest @ ..] = args else {
-        return Err(usage_error(
-            "task",
-            "task needs a worker (or auto) and an image",
-        ));
-    };
-    let placement = if target == "auto" {
-        Placement::Auto
-    } else {
-        Placement::Worker(target.clone())
-    };
-    let mut request = TaskRequest {
-        placement,
-        image: image.clone(),
-        command: Vec::new(),
-        env: BTreeMap::new(),
-        limits: Limits::default(),
-        timeout_seconds: 0,
-        priority: 0,
-        max_retries: 0,
-    };
-    let mut rest = rest.iter();
-    while let Some(arg) = rest.next() {
-        let mut value = |flag: &str| {
-            rest.next()
-                .cloned()
-                .ok_or_else(|| usage_error("task", &format!("{flag} needs a value")))
-        };
-        match arg.as_str() {
-            "--" => {
-                request.command.extend(rest.by_ref().cloned());
-                break;
-            }
-            "--cpus" => request.limits.nano_cpus = parse_cpus(&value("--cpus")?)?,
-            "--memory" | "-m" => {
-                let text = value("--memory")?;
-                let bytes = parse_size(&text).map_err(|e| format!("--memory: {e}"))?;
-                request.limits.memory_bytes =
-                    i64::try_from(bytes).map_err(|_| format!("--memory: '{text}' is too large"))?;
-            }
-            "--gpus" => parse_gpus(&value("--gpus")?, &mut request.limits)?,
-            "--env" | "-e" => {
-                let pair = value("--env")?;
-                let (key, val) = pair
-                    .split_once('=')
-                    .ok_or_else(|| format!("--env: '{pair}' should be KEY=VALUE"))?;
-                request.env.insert(key.to_string(), val.to_string());
-            }
-            "--priority" => {
-                let text = value("--priority")?;
-                request.priority = text.parse().map_err(|_| {
-                    format!("--priority: '{text}' is not a whole number (higher runs first)")
-                })?;
-            }
-            "--retries" => {
-                let text = value("--retries")?;
-                request.max_retries = text
-                    .parse()
-                    .ok()
-                    .filter(|n| *n <= crate::core::tasks::MAX_RETRIES)
-                    .ok_or_else(|| {
-                        format!(
-                            "--retries: '{text}' is not a count from 0 to {}",
-                            crate::core::tasks::MAX_RETRIES
-                        )
-                    })?;
-            }
-            "--timeout" => {
-                let text = value("--timeout")?;
-                let timeout = parse_duration(&text).map_err(|e| format!("--timeout: {e}"))?;
-                if timeout < std::time::Duration::from_secs(1) {
-                    return Err(format!(
-                        "--timeout: '{text}' is shorter than the 1s minimum"
-                    ));
-                }
-                request.timeout_seconds = timeout.as_secs();
-            }
-            flag if flag.starts_with("--") => {
-                return Err(usage_error(
-                    "task",
-                    &format!("unknown option '{flag}' (put the container command after --)"),
-                ));
-            }
-            _ => {
-                request.command.push(arg.clone());
-                request.command.extend(rest.by_ref().cloned());
-                break;
-            }
-        }
-    }
-    Ok(request)
-}
-
-fn parse_cpus(text: &str) -> Result<i64, String> {
-    let cpus: f64 = text
-        .parse()
-        .map_err(|_| format!("--cpus: '{text}' is not a number (e.g. 0.5 or 2)"))?;
-    if !cpus.is_finite() || cpus <= 0.0 || cpus > 1024.0 {
-        return Err(format!(
-            "--cpus: {text} is out of range: use a number between 0.01 and 1024"
-        ));
-    }
-    Ok((cpus * 1e9).round() as i64)
-}
-
-fn parse_gpus(text: &str, limits: &mut Limits) -> Result<(), String> {
-    if text == "all" {
-        limits.gpu_count = -1;
-    } else if let Ok(count) = text.parse::<i32>() {
-        if !(0..=64).contains(&count) {
-            return Err(format!(
-                "--gpus: {count} is out of range: use 0 to 64, 'all', or GPU UUIDs"
-            ));
-        }
-        limits.gpu_count = count;
-    } else {
-        limits.gpu_device_ids = text.split(',').map(str::to_string).collect();
-        limits.gpu_count = limits.gpu_device_ids.len() as i32;
-    }
-    Ok(())
+/// The first line of clap's own rendering, without its `error: ` prefix: the
+/// fallback for errors the grammar does not expect.
+fn first_line(error: &clap::Error) -> String {
+    let rendered = error.render().to_string();
+    let line = rendered.lines().next().unwrap_or_default();
+    line.strip_prefix("error: ").unwrap_or(line).to_string()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::core::tasks::Placement;
 
     fn task(line: &str) -> TaskRequest {
         match parse(line).unwrap() {
@@ -650,6 +433,125 @@ mod tests {
             );
             assert!(!error.contains('\n'), "{line:?} gave a multi-line error");
         }
+    }
+
+    #[test]
+    fn options_go_anywhere_before_the_command() {
+        let request = task("task --cpus 2 w1 img -m 1g echo --cpus 3 -e A=1");
+        assert_eq!(request.placement, Placement::Worker("w1".into()));
+        assert_eq!(request.image, "img");
+        assert_eq!(request.limits.nano_cpus, 2_000_000_000);
+        assert_eq!(request.limits.memory_bytes, 1 << 30);
+        assert_eq!(request.command, vec!["echo", "--cpus", "3", "-e", "A=1"]);
+        assert!(request.env.is_empty());
+        // A repeated option: the last one wins; `--opt=value` works too.
+        assert_eq!(task("task w1 img --priority 1 --priority=7").priority, 7);
+    }
+
+    #[test]
+    fn double_dash_and_dashed_command_words() {
+        let request = task("task w1 img --retries 1 -- --cpus 2 -- x");
+        assert_eq!(request.max_retries, 1);
+        assert_eq!(request.command, vec!["--cpus", "2", "--", "x"]);
+        assert!(task("task w1 img --").command.is_empty());
+        assert_eq!(task("task w1 -- img --x").command, vec!["--x"]);
+        // An unknown short option starts the command, as it always did.
+        assert_eq!(task("task w1 img -it sh").command, vec!["-it", "sh"]);
+        assert_eq!(task("task w1 img -h").command, vec!["-h"]);
+    }
+
+    #[test]
+    fn watch_flag_short_and_long_in_any_order() {
+        assert_eq!(parse("status -w").unwrap(), Command::Status { watch: true });
+        for line in ["stats -w w1", "stats w1 -w", "stats --watch w1"] {
+            assert_eq!(
+                parse(line).unwrap(),
+                Command::Stats {
+                    worker: Some("w1".into()),
+                    watch: true
+                },
+                "{line}"
+            );
+        }
+        assert_eq!(
+            parse("stats -w").unwrap(),
+            Command::Stats {
+                worker: None,
+                watch: true
+            }
+        );
+    }
+
+    #[test]
+    fn aliases() {
+        assert_eq!(parse("?").unwrap(), Command::Help(None));
+        assert_eq!(parse("? task").unwrap(), Command::Help(Some("task".into())));
+        assert_eq!(parse("quit").unwrap(), Command::Exit);
+        assert_eq!(
+            parse("quit now").unwrap_err(),
+            "quit takes 0 arguments; usage: exit"
+        );
+    }
+
+    #[test]
+    fn clap_errors_become_one_line_with_usage() {
+        let task_usage = usage("task").unwrap();
+        for (line, problem) in [
+            (
+                "task w1 img --bogus",
+                "unknown option '--bogus' (put the container command after --)",
+            ),
+            (
+                "task w1 img --help",
+                "unknown option '--help' (put the container command after --)",
+            ),
+            (
+                "task -x w1 img",
+                "unknown option '-x' (put the container command after --)",
+            ),
+            ("task w1 img -m", "--memory needs a value"),
+        ] {
+            assert_eq!(
+                parse(line).unwrap_err(),
+                format!("{problem}; usage: {task_usage}")
+            );
+        }
+        for (line, expected) in [
+            (
+                "status --help",
+                "unexpected arguments; usage: status [--watch]",
+            ),
+            (
+                "stats w1 w2",
+                "unexpected arguments; usage: stats [worker] [--watch]",
+            ),
+            (
+                "tasks --state",
+                "unexpected arguments; usage: tasks [--state STATE]",
+            ),
+            ("workers -h", "workers takes 0 arguments; usage: workers"),
+            ("help a b", "too many arguments; usage: help [command]"),
+            (
+                "--help",
+                "unknown command '--help': did you mean `help`? (`help` lists commands)",
+            ),
+            (
+                "task w1 img --cpus lots",
+                "--cpus: 'lots' is not a number (e.g. 0.5 or 2)",
+            ),
+        ] {
+            assert_eq!(parse(line).unwrap_err(), expected, "{line}");
+        }
+    }
+
+    #[test]
+    fn grammar_matches_the_command_table() {
+        use clap::CommandFactory;
+        let grammar = grammar::Repl::command();
+        grammar.clone().debug_assert();
+        let names: Vec<&str> = grammar.get_subcommands().map(|c| c.get_name()).collect();
+        let table: Vec<&str> = COMMANDS.iter().map(|(name, _, _)| *name).collect();
+        assert_eq!(names, table);
     }
 
     #[test]

@@ -1,0 +1,176 @@
+//! The `task` command: its clap arguments, the value parsers that check each
+//! option, and the step from the parsed words to a [`TaskRequest`].
+
+use super::usage_error;
+use crate::core::tasks::{MAX_RETRIES, Placement, TaskRequest};
+use crate::store::Limits;
+use clap::error::{ContextKind, ContextValue, ErrorKind};
+use cloudai_common::units::{parse_duration, parse_size};
+use std::collections::BTreeMap;
+
+/// `task <worker|auto> <image> [options] [--] [command…]`. Option values may
+/// start with `-` (`--cpus -1` is out of range, not a missing value); the
+/// container command starts at the first word that is not a known option and
+/// takes every word after it, options included.
+#[derive(Debug, clap::Args)]
+pub(super) struct TaskArgs {
+    /// Worker id, or `auto` to let the master pick one.
+    target: String,
+    /// Container image.
+    image: String,
+    #[arg(long, value_name = "N", allow_hyphen_values = true, value_parser = parse_cpus)]
+    cpus: Option<i64>,
+    #[arg(short = 'm', long, value_name = "SIZE", allow_hyphen_values = true, value_parser = parse_memory)]
+    memory: Option<i64>,
+    #[arg(long, value_name = "N|all|UUID,...", allow_hyphen_values = true, value_parser = parse_gpus)]
+    gpus: Option<Gpus>,
+    #[arg(short = 'e', long, value_name = "K=V", allow_hyphen_values = true, value_parser = parse_env)]
+    env: Vec<(String, String)>,
+    #[arg(long, value_name = "DUR", allow_hyphen_values = true, value_parser = parse_timeout)]
+    timeout: Option<u64>,
+    #[arg(long, value_name = "N", allow_hyphen_values = true, value_parser = parse_priority)]
+    priority: Option<i32>,
+    #[arg(long, value_name = "N", allow_hyphen_values = true, value_parser = parse_retries)]
+    retries: Option<u32>,
+    /// The container command and its arguments (empty: the image's default).
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    command: Vec<String>,
+}
+
+/// What `--gpus` asked for.
+#[derive(Debug, Clone, PartialEq)]
+enum Gpus {
+    All,
+    Count(i32),
+    Devices(Vec<String>),
+}
+
+impl TaskArgs {
+    /// The request these arguments describe. `words` is the whole line, which
+    /// tells whether the command came after `--`: a command that starts with
+    /// `--` without one is a mistyped option.
+    pub(super) fn into_request(self, words: &[String]) -> Result<TaskRequest, String> {
+        if let Some(first) = self.command.first()
+            && first.starts_with("--")
+        {
+            let start = words.len().saturating_sub(self.command.len());
+            let escaped = words
+                .get(..start)
+                .is_some_and(|before| before.iter().skip(1).any(|word| word == "--"));
+            if !escaped {
+                return Err(unknown_option(first));
+            }
+        }
+        let mut limits = Limits {
+            nano_cpus: self.cpus.unwrap_or(0),
+            memory_bytes: self.memory.unwrap_or(0),
+            ..Limits::default()
+        };
+        match self.gpus {
+            None => {}
+            Some(Gpus::All) => limits.gpu_count = -1,
+            Some(Gpus::Count(count)) => limits.gpu_count = count,
+            Some(Gpus::Devices(ids)) => {
+                limits.gpu_count = i32::try_from(ids.len()).unwrap_or(i32::MAX);
+                limits.gpu_device_ids = ids;
+            }
+        }
+        Ok(TaskRequest {
+            placement: if self.target == "auto" {
+                Placement::Auto
+            } else {
+                Placement::Worker(self.target)
+            },
+            image: self.image,
+            command: self.command,
+            env: self.env.into_iter().collect::<BTreeMap<_, _>>(),
+            limits,
+            timeout_seconds: self.timeout.unwrap_or(0),
+            priority: self.priority.unwrap_or(0),
+            max_retries: self.retries.unwrap_or(0),
+        })
+    }
+}
+
+/// The one-line message for a clap error in `task`'s arguments.
+pub(super) fn message(error: &clap::Error) -> String {
+    let arg = || match error.get(ContextKind::InvalidArg) {
+        Some(ContextValue::String(arg)) => arg.split(' ').next().unwrap_or(arg).to_string(),
+        _ => "an option".to_string(),
+    };
+    match error.kind() {
+        // A value parser's own message says which option and why.
+        ErrorKind::ValueValidation => super::validation_message(error),
+        ErrorKind::MissingRequiredArgument => {
+            usage_error("task", "task needs a worker (or auto) and an image")
+        }
+        ErrorKind::InvalidValue => usage_error("task", &format!("{} needs a value", arg())),
+        ErrorKind::UnknownArgument => unknown_option(&arg()),
+        _ => usage_error("task", &super::first_line(error)),
+    }
+}
+
+fn unknown_option(flag: &str) -> String {
+    usage_error(
+        "task",
+        &format!("unknown option '{flag}' (put the container command after --)"),
+    )
+}
+
+fn parse_cpus(text: &str) -> Result<i64, String> {
+    let cpus: f64 = text
+        .parse()
+        .map_err(|_| format!("--cpus: '{text}' is not a number (e.g. 0.5 or 2)"))?;
+    if !cpus.is_finite() || cpus <= 0.0 || cpus > 1024.0 {
+        return Err(format!(
+            "--cpus: {text} is out of range: use a number between 0.01 and 1024"
+        ));
+    }
+    Ok((cpus * 1e9).round() as i64)
+}
+
+fn parse_memory(text: &str) -> Result<i64, String> {
+    let bytes = parse_size(text).map_err(|e| format!("--memory: {e}"))?;
+    i64::try_from(bytes).map_err(|_| format!("--memory: '{text}' is too large"))
+}
+
+fn parse_gpus(text: &str) -> Result<Gpus, String> {
+    if text == "all" {
+        return Ok(Gpus::All);
+    }
+    match text.parse::<i32>() {
+        Ok(count) if (0..=64).contains(&count) => Ok(Gpus::Count(count)),
+        Ok(count) => Err(format!(
+            "--gpus: {count} is out of range: use 0 to 64, 'all', or GPU UUIDs"
+        )),
+        Err(_) => Ok(Gpus::Devices(text.split(',').map(str::to_string).collect())),
+    }
+}
+
+fn parse_env(pair: &str) -> Result<(String, String), String> {
+    pair.split_once('=')
+        .map(|(key, value)| (key.to_string(), value.to_string()))
+        .ok_or_else(|| format!("--env: '{pair}' should be KEY=VALUE"))
+}
+
+fn parse_timeout(text: &str) -> Result<u64, String> {
+    let timeout = parse_duration(text).map_err(|e| format!("--timeout: {e}"))?;
+    if timeout < std::time::Duration::from_secs(1) {
+        return Err(format!(
+            "--timeout: '{text}' is shorter than the 1s minimum"
+        ));
+    }
+    Ok(timeout.as_secs())
+}
+
+fn parse_priority(text: &str) -> Result<i32, String> {
+    text.parse()
+        .map_err(|_| format!("--priority: '{text}' is not a whole number (higher runs first)"))
+}
+
+fn parse_retries(text: &str) -> Result<u32, String> {
+    text.parse()
+        .ok()
+        .filter(|n| *n <= MAX_RETRIES)
+        .ok_or_else(|| format!("--retries: '{text}' is not a count from 0 to {MAX_RETRIES}"))
+}
