@@ -12,6 +12,7 @@
 
 pub mod grpc;
 pub mod host;
+pub mod ids;
 pub mod logging;
 pub mod net;
 pub mod resources;

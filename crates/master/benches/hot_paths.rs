@@ -6,6 +6,7 @@
 //! gate's idle-timeout wrapper against a plain socket.
 //! Run: `cargo bench -p cloudai-master --bench hot_paths`.
 
+use cloudai_common::ids::WorkerId;
 use cloudai_master::store::{
     EmbeddedStore, LogChunkRecord, MongoStore, ResilientStore, Store, TaskRecord, TaskState, Write,
 };
@@ -137,7 +138,10 @@ fn heartbeat_ingest(c: &mut Criterion) {
         for i in 0..1000 {
             master
                 .workers()
-                .register(&format!("w{i:04}"), "127.0.0.1:1")
+                .register(
+                    &WorkerId::parse("worker", &format!("w{i:04}")).unwrap(),
+                    "127.0.0.1:1",
+                )
                 .await
                 .unwrap();
         }

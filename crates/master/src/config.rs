@@ -1,6 +1,7 @@
 //! Master configuration: flags over environment variables over `.env`, with defaults.
 
 use clap::Parser;
+use cloudai_common::ids::WorkerId;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -201,7 +202,7 @@ impl MasterConfig {
     }
 
     /// Pre-registrations from `--register ID=HOST:PORT`.
-    pub fn preregistrations(&self) -> Vec<(String, String)> {
+    pub fn preregistrations(&self) -> Vec<(WorkerId, String)> {
         self.preregister
             .iter()
             .filter_map(|entry| parse_preregistration(entry).ok())
@@ -212,11 +213,11 @@ impl MasterConfig {
 /// Longest `--disconnect-window`.
 const MAX_DISCONNECT_WINDOW: Duration = Duration::from_secs(7 * 24 * 3600);
 
-fn parse_preregistration(entry: &str) -> Result<(String, String), String> {
+fn parse_preregistration(entry: &str) -> Result<(WorkerId, String), String> {
     let (id, address) = entry
         .split_once('=')
         .ok_or_else(|| format!("--register '{entry}': expected ID=HOST:PORT"))?;
-    cloudai_common::validate::id("--register id", id).map_err(|e| e.to_string())?;
+    let id = WorkerId::parse("--register id", id).map_err(|e| e.to_string())?;
     cloudai_common::validate::address("--register address", address).map_err(|e| e.to_string())?;
-    Ok((id.to_string(), address.to_string()))
+    Ok((id, address.to_string()))
 }

@@ -100,7 +100,7 @@ impl Running {
 async fn write_join_token(
     auth: &auth::Auth,
     config: &MasterConfig,
-    worker_id: &str,
+    worker_id: &cloudai_common::ids::WorkerId,
 ) -> Result<(), RunError> {
     if let Some(token) = auth.issue_join_token(worker_id).await? {
         let path = config
@@ -108,7 +108,7 @@ async fn write_join_token(
             .join("join-tokens")
             .join(format!("{worker_id}.token"));
         cloudai_common::tls::write_private(&path, &token)?;
-        tracing::info!(worker_id, path = %path.display(), "join token written for a start-up registration");
+        tracing::info!(%worker_id, path = %path.display(), "join token written for a start-up registration");
     }
     Ok(())
 }

@@ -9,6 +9,7 @@
 use crate::auth::Auth;
 use crate::error::{MasterError, MasterResult};
 use crate::store::now_millis;
+use cloudai_common::ids::WorkerId;
 use cloudai_common::tls::{self, JoinToken};
 use cloudai_proto::v1::CertificateResponse;
 use ring::rand::SecureRandom;
@@ -77,7 +78,7 @@ fn hash(secret: &str) -> String {
 
 impl Auth {
     /// Issues a fresh join token for a registered worker (replacing any unused one).
-    pub async fn issue_join_token(&self, worker_id: &str) -> MasterResult<Option<String>> {
+    pub async fn issue_join_token(&self, worker_id: &WorkerId) -> MasterResult<Option<String>> {
         let Some(pki) = self.pki() else {
             return Ok(None);
         };
@@ -102,11 +103,12 @@ impl Auth {
     /// `JoinCluster`: trades a valid join token and a CSR for a certificate.
     pub async fn join_cluster(
         &self,
-        worker_id: &str,
+        worker_id: &WorkerId,
         token: &str,
         csr_der: &[u8],
         peer: Option<SocketAddr>,
     ) -> MasterResult<CertificateResponse> {
+        let worker_id = worker_id.as_str();
         let pki = self.pki().ok_or_else(|| {
             MasterError::FailedPrecondition(
                 "this master runs with --insecure: workers need no join token".into(),
@@ -186,9 +188,10 @@ impl Auth {
     /// `RenewCertificate`: a worker with a valid certificate gets a new one.
     pub async fn renew_certificate(
         &self,
-        worker_id: &str,
+        worker_id: &WorkerId,
         csr_der: &[u8],
     ) -> MasterResult<CertificateResponse> {
+        let worker_id = worker_id.as_str();
         let pki = self.pki().ok_or_else(|| {
             MasterError::FailedPrecondition("this master runs with --insecure".into())
         })?;

@@ -6,6 +6,7 @@ use crate::core::workers::Registration;
 use crate::error::{MasterError, MasterResult};
 use crate::services::Services;
 use crate::store::{TaskRecord, TaskState};
+use cloudai_common::ids::{TaskId, WorkerId};
 use cloudai_common::units::format_duration;
 use futures::StreamExt;
 use std::io::Write;
@@ -239,7 +240,7 @@ async fn run(
 
 /// Pre-registers a worker, then gives it a join token (with TLS) or invites
 /// it; says what that achieved.
-async fn register(services: &Services, id: &str, address: &str) -> MasterResult<String> {
+async fn register(services: &Services, id: &WorkerId, address: &str) -> MasterResult<String> {
     match services.workers.register(id, address).await? {
         Registration::Existing(state) => Ok(format!(
             "worker {id} is already registered at {address} ({})",
@@ -362,7 +363,7 @@ async fn print_stored_logs(
 
 async fn monitor(
     services: &Services,
-    task_id: &str,
+    task_id: &TaskId,
     out: &mut dyn Write,
     interrupt: &CancellationToken,
 ) -> MasterResult<()> {

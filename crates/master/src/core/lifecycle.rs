@@ -9,7 +9,6 @@ use crate::core::metrics::MasterMetrics;
 use crate::core::runtime::{Runtime, Settings};
 use crate::error::{MasterError, MasterResult};
 use crate::store::{Store, TaskRecord, TaskState, Write, now_millis};
-use cloudai_common::validate;
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 use tokio::sync::Notify;
@@ -201,9 +200,8 @@ impl Lifecycle {
         Ok(count_states(tasks.iter().map(|t| t.state), TaskState::ALL))
     }
 
-    /// One task, or a clear `NotFound`.
+    /// One task, or a clear `NotFound` (the id was checked where it entered).
     pub async fn task(&self, task_id: &str) -> MasterResult<TaskRecord> {
-        validate::id("task id", task_id)?;
         self.store().get_task(task_id).await?.ok_or_else(|| {
             MasterError::NotFound(format!("no task '{task_id}': `tasks` lists known tasks"))
         })

@@ -18,6 +18,7 @@ use crate::core::telemetry::Telemetry;
 use crate::core::worker_client::{LogStream, WorkerCalls};
 use crate::core::workers::Workers;
 use crate::store::{Limits, MemoryStore, TaskRecord, TaskState};
+use cloudai_common::ids::WorkerId;
 use cloudai_proto::v1::{
     AssignTaskRequest, AssignTaskResponse, CancelTaskRequest, CancelTaskResponse, Heartbeat,
     MasterRegisterRequest, MasterRegisterResponse, RegisterWorkerRequest, StreamTaskLogsRequest,
@@ -159,7 +160,10 @@ fn address(worker_id: &str) -> String {
 async fn join(master: &Core, worker_id: &str) {
     master
         .workers
-        .register(worker_id, &address(worker_id))
+        .register(
+            &WorkerId::parse("worker", worker_id).unwrap(),
+            &address(worker_id),
+        )
         .await
         .unwrap();
     let info = WorkerInfo {
@@ -205,7 +209,7 @@ async fn submit(master: &Core, placement: Placement, retries: u32) -> String {
 }
 
 async fn task(master: &Core, task_id: &str) -> TaskRecord {
-    master.tasks.task(task_id).await.unwrap()
+    master.tasks.lifecycle().task(task_id).await.unwrap()
 }
 
 /// Lets time pass in 100 ms steps, `alive` workers heartbeating (with what
@@ -343,7 +347,12 @@ async fn a_returning_worker_settles_its_unknown_task() {
 async fn the_real_outcome_replaces_a_lost_verdict() {
     let (master, workers) = cluster().await;
     join(&master, "wa").await;
-    let id = submit(&master, Placement::Worker("wa".into()), 0).await;
+    let id = submit(
+        &master,
+        Placement::Worker(WorkerId::parse("worker", "wa").unwrap()),
+        0,
+    )
+    .await;
     let running = [("wa", vec![id.clone()])];
     until(&master, &running, async |m| {
         task(m, &id).await.state == TaskState::Running
@@ -380,7 +389,12 @@ async fn an_unanswered_assignment_leaves_the_task_unknown_not_requeued() {
     let (master, workers) = cluster().await;
     join(&master, "wa").await;
     workers.timing_out.lock().unwrap().insert(address("wa"));
-    let id = submit(&master, Placement::Worker("wa".into()), 2).await;
+    let id = submit(
+        &master,
+        Placement::Worker(WorkerId::parse("worker", "wa").unwrap()),
+        2,
+    )
+    .await;
     let state = task(&master, &id).await;
     assert_eq!((state.state, state.attempt), (TaskState::Unknown, 1));
     // The worker did get it: its heartbeat says it runs.
@@ -396,7 +410,12 @@ async fn an_unanswered_assignment_leaves_the_task_unknown_not_requeued() {
 async fn a_never_started_attempt_is_retried_and_not_completed() {
     let (master, workers) = cluster().await;
     join(&master, "wa").await;
-    let id = submit(&master, Placement::Worker("wa".into()), 1).await;
+    let id = submit(
+        &master,
+        Placement::Worker(WorkerId::parse("worker", "wa").unwrap()),
+        1,
+    )
+    .await;
     let requeued = master
         .tasks
         .complete_task(result(&id, "wa", 1, TaskStatus::Lost))

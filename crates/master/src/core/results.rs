@@ -179,7 +179,7 @@ impl Tasks {
                 self.lifecycle().index_task(&updated);
                 return Ok(updated);
             }
-            current = self.task(&current.id).await?;
+            current = self.lifecycle().task(&current.id).await?;
         }
         Err(MasterError::FailedPrecondition(format!(
             "task '{}' is changing too fast to record a late result; try again",

@@ -7,7 +7,8 @@
 use crate::core::tasks::{Tasks, check_attempt, check_holder};
 use crate::error::{MasterError, MasterResult};
 use crate::store::{LogChunkRecord, ResultRecord, Store, TaskRecord};
-use cloudai_common::validate;
+use cloudai_common::ids::TaskId;
+
 use cloudai_proto::v1::TaskLogPart;
 use futures::{Stream, StreamExt, TryStreamExt};
 use std::sync::Arc;
@@ -40,8 +41,8 @@ impl Tasks {
     where
         S: Stream<Item = Result<TaskLogPart, tonic::Status>> + Send + Unpin,
     {
-        validate::id("task_id", &first.task_id)?;
-        let task = self.task(&first.task_id).await?;
+        let task_id = TaskId::parse("task_id", &first.task_id)?;
+        let task = self.task(&task_id).await?;
         check_holder(&task, &first.worker_id)?;
         if task.state.is_terminal() {
             return Err(MasterError::FailedPrecondition(format!(

@@ -10,6 +10,7 @@ use crate::core::worker_client::LogStream;
 use crate::core::worker_client::WorkerCalls;
 use crate::error::{MasterError, MasterResult};
 use crate::store::{AssignmentRecord, Limits, TaskRecord, TaskState, Write, now_millis};
+use cloudai_common::ids::{TaskId, WorkerId};
 use cloudai_common::validate;
 use cloudai_proto::v1::{AssignTaskRequest, CancelTaskRequest, StreamTaskLogsRequest};
 use std::collections::BTreeMap;
@@ -24,7 +25,7 @@ pub enum Placement {
     /// Let the master choose an active worker.
     Auto,
     /// This worker.
-    Worker(String),
+    Worker(WorkerId),
 }
 
 /// A task as submitted by an operator or agent, before it has an id.
@@ -100,7 +101,7 @@ impl Tasks {
     }
 
     /// One task, or a clear `NotFound`.
-    pub async fn task(&self, task_id: &str) -> MasterResult<TaskRecord> {
+    pub async fn task(&self, task_id: &TaskId) -> MasterResult<TaskRecord> {
         self.lifecycle().task(task_id).await
     }
 
@@ -132,7 +133,7 @@ impl Tasks {
             }
             Placement::Worker(worker_id) => {
                 let gpus = self.fit_on(worker_id, &task)?;
-                task.worker_id = Some(worker_id.clone());
+                task.worker_id = Some(worker_id.to_string());
                 self.lifecycle().add(&task).await?;
                 let task = self.reserve(&task.id, worker_id, gpus).await?;
                 self.dispatch(task).await
@@ -142,8 +143,7 @@ impl Tasks {
 
     /// Checks that a named worker is active and can fit the task now; returns
     /// the GPUs it would get.
-    fn fit_on(&self, worker_id: &str, task: &TaskRecord) -> MasterResult<Vec<String>> {
-        validate::id("worker", worker_id)?;
+    fn fit_on(&self, worker_id: &WorkerId, task: &TaskRecord) -> MasterResult<Vec<String>> {
         match self.registry().get(worker_id).map(|w| w.state) {
             None => {
                 return Err(MasterError::NotFound(format!(
@@ -160,7 +160,7 @@ impl Tasks {
         }
         let candidate = candidates(self.registry(), self.lifecycle())
             .into_iter()
-            .find(|c| c.id == worker_id);
+            .find(|c| c.id == worker_id.as_str());
         let candidates: Vec<_> = candidate.into_iter().collect();
         crate::core::placement::place(&demand(task), &candidates, self.lifecycle().settings().policy)
             .map(|choice| choice.gpus)
@@ -177,7 +177,7 @@ impl Tasks {
     pub async fn place_queued(
         &self,
         task: TaskRecord,
-        worker_id: &str,
+        worker_id: &WorkerId,
         gpus: Vec<String>,
     ) -> MasterResult<TaskRecord> {
         if task.state != TaskState::Queued {
@@ -304,8 +304,9 @@ impl Tasks {
     }
 
     /// Cancels a task: queued tasks at once, placed ones through their worker.
-    pub async fn cancel_task(&self, task_id: &str) -> MasterResult<TaskRecord> {
+    pub async fn cancel_task(&self, task_id: &TaskId) -> MasterResult<TaskRecord> {
         let task = self.task(task_id).await?;
+        let task_id = task_id.as_str();
         if task.state.is_terminal() {
             return Err(MasterError::FailedPrecondition(format!(
                 "task '{task_id}' already ended ({})",

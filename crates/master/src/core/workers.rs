@@ -9,6 +9,7 @@ use crate::core::telemetry::Telemetry;
 use crate::core::worker_client::WorkerCalls;
 use crate::error::{MasterError, MasterResult};
 use crate::store::{WorkerRecord, now_millis};
+use cloudai_common::ids::WorkerId;
 use cloudai_common::validate;
 use cloudai_proto::v1::{MasterRegisterRequest, RegisterWorkerRequest};
 use std::net::SocketAddr;
@@ -84,8 +85,11 @@ impl Workers {
 
     /// Pre-registers a worker (authorization first). It is then invited, or
     /// given a join token, by the caller.
-    pub async fn register(&self, worker_id: &str, address: &str) -> MasterResult<Registration> {
-        validate::id("worker id", worker_id)?;
+    pub async fn register(
+        &self,
+        worker_id: &WorkerId,
+        address: &str,
+    ) -> MasterResult<Registration> {
         validate::address("address", address)?;
         if let Some(existing) = self.registry().get(worker_id) {
             if existing.record.address == address {
@@ -99,7 +103,7 @@ impl Workers {
         let record = WorkerRecord::new(worker_id, address);
         self.lifecycle().store().put_worker(&record).await?;
         self.registry().insert(record);
-        tracing::info!(worker_id, address, "worker pre-registered");
+        tracing::info!(%worker_id, address, "worker pre-registered");
         self.lifecycle().events().emit(Event::WorkerRegistered {
             worker_id: worker_id.to_string(),
             address: address.to_string(),
@@ -108,7 +112,7 @@ impl Workers {
     }
 
     /// Removes a worker: it is no longer accepted and its connection is dropped.
-    pub async fn unregister(&self, worker_id: &str) -> MasterResult<()> {
+    pub async fn unregister(&self, worker_id: &WorkerId) -> MasterResult<()> {
         let Some(entry) = self.registry().get(worker_id) else {
             return Err(MasterError::NotFound(format!(
                 "no worker '{worker_id}': `workers` lists the registered ones"
@@ -119,7 +123,7 @@ impl Workers {
         self.inner.clients.forget(&entry.record.address);
         self.inner.telemetry.stop(worker_id);
         self.lifecycle().give_up_after_window(worker_id);
-        tracing::info!(worker_id, "worker unregistered");
+        tracing::info!(%worker_id, "worker unregistered");
         self.lifecycle().events().emit(Event::WorkerUnregistered {
             worker_id: worker_id.to_string(),
         });
@@ -151,7 +155,7 @@ impl Workers {
         let info = request
             .info
             .ok_or_else(|| MasterError::InvalidArgument("info: missing worker info".into()))?;
-        validate::id("info.worker_id", &info.worker_id)?;
+        WorkerId::parse("info.worker_id", &info.worker_id)?;
         validate::address("info.address", &info.address)?;
         let worker_id = info.worker_id.clone();
         let Some(entry) = self.registry().get(&worker_id) else {

@@ -19,6 +19,7 @@ use crate::error::MasterError;
 use crate::services::Services;
 use crate::store::Store;
 use crate::store::{Limits, TaskRecord, TaskState};
+use cloudai_common::ids::{TaskId, WorkerId};
 use cloudai_proto::v1::cluster_event::Event as Wire;
 use cloudai_proto::v1::master_agent_server::{MasterAgent, MasterAgentServer};
 use cloudai_proto::v1::{
@@ -254,7 +255,9 @@ impl MasterAgent for AgentGrpc {
         request: Request<GetTaskRequest>,
     ) -> Result<Response<TaskView>, Status> {
         self.authorize(&request, Role::Viewer)?;
-        let task = self.tasks.task(&request.get_ref().task_id).await?;
+        let task_id =
+            TaskId::parse("task_id", &request.get_ref().task_id).map_err(MasterError::from)?;
+        let task = self.tasks.task(&task_id).await?;
         Ok(Response::new(task_view(&task)))
     }
 
@@ -271,7 +274,9 @@ impl MasterAgent for AgentGrpc {
         let placement = if request.worker_id.is_empty() {
             Placement::Auto
         } else {
-            Placement::Worker(request.worker_id)
+            Placement::Worker(
+                WorkerId::parse("worker_id", &request.worker_id).map_err(MasterError::from)?,
+            )
         };
         let submitted = self
             .tasks
@@ -303,7 +308,10 @@ impl MasterAgent for AgentGrpc {
     ) -> Result<Response<AgentAssignTaskResponse>, Status> {
         self.authorize(&request, Role::Operator)?;
         let request = request.into_inner();
-        let task = self.tasks.task(&request.task_id).await?;
+        let task_id = TaskId::parse("task_id", &request.task_id).map_err(MasterError::from)?;
+        let worker_id =
+            WorkerId::parse("worker_id", &request.worker_id).map_err(MasterError::from)?;
+        let task = self.tasks.task(&task_id).await?;
         if task.state != TaskState::Queued {
             return Err(Status::failed_precondition(format!(
                 "task '{}' is {}, not queued",
@@ -328,7 +336,7 @@ impl MasterAgent for AgentGrpc {
         }
         let placed = self
             .tasks
-            .place_queued(task, &request.worker_id, request.gpu_uuids)
+            .place_queued(task, &worker_id, request.gpu_uuids)
             .await?;
         tracing::info!(task_id = %placed.id, worker_id = %request.worker_id, "placed by the agent");
         Ok(Response::new(AgentAssignTaskResponse {
@@ -342,7 +350,9 @@ impl MasterAgent for AgentGrpc {
         request: Request<AgentCancelTaskRequest>,
     ) -> Result<Response<AgentCancelTaskResponse>, Status> {
         self.authorize(&request, Role::Operator)?;
-        let task = self.tasks.cancel_task(&request.get_ref().task_id).await?;
+        let task_id =
+            TaskId::parse("task_id", &request.get_ref().task_id).map_err(MasterError::from)?;
+        let task = self.tasks.cancel_task(&task_id).await?;
         Ok(Response::new(AgentCancelTaskResponse {
             status: convert::task_status(task.state) as i32,
         }))

@@ -8,6 +8,7 @@ use crate::core::tasks::Tasks;
 use crate::core::telemetry::Telemetry;
 use crate::core::workers::Workers;
 use crate::services::Services;
+use cloudai_common::ids::WorkerId;
 use cloudai_proto::v1::master_service_server::{MasterService, MasterServiceServer};
 use cloudai_proto::v1::{
     CertificateResponse, Heartbeat, HeartbeatResponse, JoinClusterRequest, RegisterWorkerRequest,
@@ -52,6 +53,11 @@ impl MasterGrpc {
     }
 }
 
+/// The `worker_id` of a request, checked once here.
+fn worker_id(text: &str) -> Result<WorkerId, Status> {
+    WorkerId::parse("worker_id", text).map_err(|e| Status::invalid_argument(e.to_string()))
+}
+
 #[tonic::async_trait]
 impl MasterService for MasterGrpc {
     async fn register_worker(
@@ -90,9 +96,7 @@ impl MasterService for MasterGrpc {
         let started = Instant::now();
         let (peer, certs) = (request.remote_addr(), request.peer_certs());
         let heartbeat = request.into_inner();
-        cloudai_common::validate::id("worker_id", &heartbeat.worker_id)
-            .map_err(|e| Status::invalid_argument(e.to_string()))?;
-        let worker_id = heartbeat.worker_id.clone();
+        let worker_id = worker_id(&heartbeat.worker_id)?;
         self.auth
             .authenticate_worker(&worker_id, certs.as_deref().map(Vec::as_slice), peer)?;
         for (field, ids) in [
@@ -147,13 +151,9 @@ impl MasterService for MasterGrpc {
                 "an upload needs at least one part",
             ));
         };
-        cloudai_common::validate::id("worker_id", &first.worker_id)
-            .map_err(|e| Status::invalid_argument(e.to_string()))?;
-        self.auth.authenticate_worker(
-            &first.worker_id,
-            certs.as_deref().map(Vec::as_slice),
-            peer,
-        )?;
+        let worker_id = worker_id(&first.worker_id)?;
+        self.auth
+            .authenticate_worker(&worker_id, certs.as_deref().map(Vec::as_slice), peer)?;
         let stored = self.tasks.store_task_log(first, parts).await;
         self.metrics.observe_rpc("UploadTaskLog", started.elapsed());
         let stored = stored?;
@@ -169,11 +169,10 @@ impl MasterService for MasterGrpc {
     ) -> Result<Response<CertificateResponse>, Status> {
         let peer = request.remote_addr();
         let request = request.into_inner();
-        cloudai_common::validate::id("worker_id", &request.worker_id)
-            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let worker_id = worker_id(&request.worker_id)?;
         let response = self
             .auth
-            .join_cluster(&request.worker_id, &request.token, &request.csr_der, peer)
+            .join_cluster(&worker_id, &request.token, &request.csr_der, peer)
             .await?;
         Ok(Response::new(response))
     }
@@ -182,9 +181,7 @@ impl MasterService for MasterGrpc {
         &self,
         request: Request<RenewCertificateRequest>,
     ) -> Result<Response<CertificateResponse>, Status> {
-        let worker_id = request.get_ref().worker_id.clone();
-        cloudai_common::validate::id("worker_id", &worker_id)
-            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let worker_id = worker_id(&request.get_ref().worker_id)?;
         self.auth.authenticate_worker(
             &worker_id,
             request.peer_certs().as_deref().map(Vec::as_slice),

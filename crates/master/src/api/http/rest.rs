@@ -19,6 +19,7 @@ use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade, close_
 use axum::extract::{Extension, Path, Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use cloudai_common::ids::TaskId;
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -229,6 +230,7 @@ pub async fn task(
     State(app): State<App>,
     Path(task_id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
+    let task_id = TaskId::parse("task id", &task_id).map_err(MasterError::from)?;
     let task = app.tasks.task(&task_id).await?;
     let result = if task.state.is_terminal() {
         app.store.get_result(&task.id).await?
@@ -254,6 +256,7 @@ pub async fn task_log(
     State(app): State<App>,
     Path(task_id): Path<String>,
 ) -> Result<Response, ApiError> {
+    let task_id = TaskId::parse("task id", &task_id).map_err(MasterError::from)?;
     let task = app.tasks.task(&task_id).await?;
     if !task.state.is_terminal() {
         return Err(MasterError::FailedPrecondition(format!(
@@ -281,6 +284,7 @@ pub async fn follow_logs(
     Extension(credential): Extension<crate::api::http::router::Credential>,
     upgrade: WebSocketUpgrade,
 ) -> Result<Response, ApiError> {
+    let task_id = TaskId::parse("task id", &task_id).map_err(MasterError::from)?;
     let task = app.tasks.task(&task_id).await?;
     let revoked = app
         .auth
@@ -400,7 +404,7 @@ async fn forward_logs(app: &App, task: TaskRecord, socket: &mut WebSocket) {
         .await
     {
         Ok(Some(task)) => task,
-        _ => match app.tasks.task(&task_id).await {
+        _ => match app.lifecycle.task(&task_id).await {
             Ok(task) => task,
             Err(_) => return,
         },

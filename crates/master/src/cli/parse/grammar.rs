@@ -6,6 +6,7 @@ use super::{Command, unknown_command, usage, usage_error};
 use crate::store::TaskState;
 use clap::error::ErrorKind;
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
+use cloudai_common::ids::{TaskId, WorkerId};
 
 /// One REPL line, without a binary name. Help and version flags are off: `help`
 /// is a command, and a word like `--help` is an argument like any other.
@@ -146,14 +147,27 @@ impl Repl {
             Repl::Status { watch } => Command::Status { watch },
             Repl::Workers => Command::Workers,
             Repl::Stats { worker, watch } => Command::Stats { worker, watch },
-            Repl::Register { id, address } => Command::Register { id, address },
-            Repl::Unregister { id } => Command::Unregister { id },
+            Repl::Register { id, address } => Command::Register {
+                id: worker_id(&id)?,
+                address,
+            },
+            Repl::Unregister { id } => Command::Unregister {
+                id: worker_id(&id)?,
+            },
             Repl::Task(args) => Command::Task(args.into_request(words)?),
             Repl::Tasks { state } => Command::Tasks { state },
-            Repl::Monitor { task } => Command::Monitor { task_id: task },
-            Repl::Logs { task } => Command::Logs { task_id: task },
-            Repl::Cancel { task } => Command::Cancel { task_id: task },
-            Repl::JoinToken { id } => Command::JoinToken { id },
+            Repl::Monitor { task } => Command::Monitor {
+                task_id: task_id(&task)?,
+            },
+            Repl::Logs { task } => Command::Logs {
+                task_id: task_id(&task)?,
+            },
+            Repl::Cancel { task } => Command::Cancel {
+                task_id: task_id(&task)?,
+            },
+            Repl::JoinToken { id } => Command::JoinToken {
+                id: worker_id(&id)?,
+            },
             Repl::Certs => Command::Certs,
             Repl::Users => Command::Users,
             Repl::User {
@@ -190,6 +204,15 @@ fn message(name: &str, typed: &str, positionals: usize, error: &clap::Error) -> 
         ),
     };
     usage_error(name, &problem)
+}
+
+/// A worker id typed on the line, checked here once.
+pub(super) fn worker_id(text: &str) -> Result<WorkerId, String> {
+    WorkerId::parse("worker id", text).map_err(|e| e.to_string())
+}
+
+fn task_id(text: &str) -> Result<TaskId, String> {
+    TaskId::parse("task id", text).map_err(|e| e.to_string())
 }
 
 fn parse_state(text: &str) -> Result<TaskState, String> {

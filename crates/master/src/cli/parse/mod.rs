@@ -8,6 +8,7 @@ mod task;
 
 use crate::core::tasks::TaskRequest;
 use crate::store::TaskState;
+use cloudai_common::ids::{TaskId, WorkerId};
 
 /// One parsed REPL command.
 #[derive(Debug, Clone, PartialEq)]
@@ -33,14 +34,14 @@ pub enum Command {
     /// `register <id> <host:port>`.
     Register {
         /// Worker id.
-        id: String,
+        id: WorkerId,
         /// Worker address.
         address: String,
     },
     /// `unregister <id>`.
     Unregister {
         /// Worker id.
-        id: String,
+        id: WorkerId,
     },
     /// `task <worker|auto> <image> [options] [--] [command…]`.
     Task(TaskRequest),
@@ -52,22 +53,22 @@ pub enum Command {
     /// `monitor <task>`: follow a running task's logs, or print a finished one's.
     Monitor {
         /// Task id.
-        task_id: String,
+        task_id: TaskId,
     },
     /// `logs <task>`: stored logs of a task.
     Logs {
         /// Task id.
-        task_id: String,
+        task_id: TaskId,
     },
     /// `cancel <task>`.
     Cancel {
         /// Task id.
-        task_id: String,
+        task_id: TaskId,
     },
     /// `join-token <id>`: a new join token for a registered worker.
     JoinToken {
         /// Worker id.
-        id: String,
+        id: WorkerId,
     },
     /// `certs`: worker certificates and outstanding join tokens.
     Certs,
@@ -257,6 +258,10 @@ fn first_line(error: &clap::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn worker(id: &str) -> WorkerId {
+        WorkerId::parse("worker", id).unwrap()
+    }
     use crate::core::tasks::Placement;
 
     fn task(line: &str) -> TaskRequest {
@@ -305,30 +310,30 @@ mod tests {
         assert_eq!(
             parse("register w1 10.0.0.7:50052").unwrap(),
             Command::Register {
-                id: "w1".into(),
+                id: worker("w1"),
                 address: "10.0.0.7:50052".into()
             }
         );
         assert_eq!(
             parse("unregister w1").unwrap(),
-            Command::Unregister { id: "w1".into() }
+            Command::Unregister { id: worker("w1") }
         );
         assert_eq!(
             parse("monitor t-1").unwrap(),
             Command::Monitor {
-                task_id: "t-1".into()
+                task_id: TaskId::parse("t", "t-1").unwrap()
             }
         );
         assert_eq!(
             parse("logs t-1").unwrap(),
             Command::Logs {
-                task_id: "t-1".into()
+                task_id: TaskId::parse("t", "t-1").unwrap()
             }
         );
         assert_eq!(
             parse("cancel t-1").unwrap(),
             Command::Cancel {
-                task_id: "t-1".into()
+                task_id: TaskId::parse("t", "t-1").unwrap()
             }
         );
         assert_eq!(parse("tasks").unwrap(), Command::Tasks { state: None });
@@ -341,7 +346,7 @@ mod tests {
         assert_eq!(parse("exit").unwrap(), Command::Exit);
         assert_eq!(
             parse("join-token w1").unwrap(),
-            Command::JoinToken { id: "w1".into() }
+            Command::JoinToken { id: worker("w1") }
         );
         assert_eq!(parse("certs").unwrap(), Command::Certs);
         assert_eq!(parse("users").unwrap(), Command::Users);
@@ -374,7 +379,7 @@ mod tests {
             "task w1 busybox --cpus 1.5 --memory 512m --gpus 2 --env A=1 --env B=x=y --timeout 90s --priority 5 --retries 2 -- sh -c 'echo hi; exit 3'",
         );
         assert_eq!((request.priority, request.max_retries), (5, 2));
-        assert_eq!(request.placement, Placement::Worker("w1".into()));
+        assert_eq!(request.placement, Placement::Worker(worker("w1")));
         assert_eq!(request.image, "busybox");
         assert_eq!(request.limits.nano_cpus, 1_500_000_000);
         assert_eq!(request.limits.memory_bytes, 512 << 20);
@@ -438,7 +443,7 @@ mod tests {
     #[test]
     fn options_go_anywhere_before_the_command() {
         let request = task("task --cpus 2 w1 img -m 1g echo --cpus 3 -e A=1");
-        assert_eq!(request.placement, Placement::Worker("w1".into()));
+        assert_eq!(request.placement, Placement::Worker(worker("w1")));
         assert_eq!(request.image, "img");
         assert_eq!(request.limits.nano_cpus, 2_000_000_000);
         assert_eq!(request.limits.memory_bytes, 1 << 30);
