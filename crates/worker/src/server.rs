@@ -1,7 +1,8 @@
 //! gRPC handlers of `WorkerService`: thin wrappers over [`Worker`].
 
 use crate::Worker;
-use crate::task::runner::{self, StopReason, TaskHandle};
+use crate::task::handle::{StopReason, TaskHandle};
+use crate::task::runner;
 use cloudai_proto::v1::worker_service_server::{WorkerService, WorkerServiceServer};
 use cloudai_proto::v1::{
     AssignTaskRequest, AssignTaskResponse, CancelTaskRequest, CancelTaskResponse, LogChunk,

@@ -10,7 +10,7 @@
 //! stops adopted containers that are overdue.
 
 use crate::Worker;
-use crate::task::runner::StopReason;
+use crate::task::handle::StopReason;
 use std::path::PathBuf;
 use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};

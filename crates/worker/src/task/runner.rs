@@ -3,80 +3,13 @@
 
 use crate::Worker;
 use crate::task::executor::{Collected, LogRead};
-use crate::task::logs::LogBuffer;
+use crate::task::handle::{StopReason, TaskHandle};
 use crate::task::spool::{self, Spool};
 use cloudai_common::resources::GpuRequest;
 use cloudai_proto::v1::{Task, TaskResult, TaskStatus};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 use tokio_util::sync::CancellationToken;
-
-/// Why a task is being stopped early.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum StopReason {
-    /// Operator or master cancelled it.
-    Cancelled,
-    /// It ran past its timeout.
-    TimedOut,
-    /// The worker lost the master for longer than the disconnect window.
-    Disconnected,
-}
-
-/// A task the worker holds, from assignment until its result is acknowledged.
-pub struct TaskHandle {
-    /// Its output.
-    pub logs: Arc<LogBuffer>,
-    /// Cancelled to stop the container early.
-    pub stop: CancellationToken,
-    /// Why it was stopped, if it was.
-    pub reason: Mutex<Option<StopReason>>,
-    /// Whether its container is running (reported in heartbeats).
-    pub running: std::sync::atomic::AtomicBool,
-    /// Attempt number.
-    pub attempt: u32,
-    /// Its result is queued for delivery: nothing left to stop.
-    pub done: std::sync::atomic::AtomicBool,
-    /// Grace period asked for by the master's cancel, if any.
-    grace: Mutex<Option<Duration>>,
-}
-
-impl TaskHandle {
-    /// A handle for a new task.
-    pub fn new(attempt: u32) -> Self {
-        Self {
-            logs: Arc::new(LogBuffer::new()),
-            stop: CancellationToken::new(),
-            reason: Mutex::new(None),
-            running: false.into(),
-            attempt,
-            done: false.into(),
-            grace: Mutex::new(None),
-        }
-    }
-
-    /// Asks the task to stop for `reason` (the first reason wins).
-    pub fn request_stop(&self, reason: StopReason) {
-        self.reason
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get_or_insert(reason);
-        self.stop.cancel();
-    }
-
-    /// Asks the task to stop with a specific SIGTERM-to-SIGKILL grace period.
-    pub fn request_stop_with_grace(&self, reason: StopReason, grace: Duration) {
-        *self.grace.lock().unwrap_or_else(|p| p.into_inner()) = Some(grace);
-        self.request_stop(reason);
-    }
-
-    fn grace(&self) -> Option<Duration> {
-        *self.grace.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    fn stop_reason(&self) -> Option<StopReason> {
-        *self.reason.lock().unwrap_or_else(|p| p.into_inner())
-    }
-}
 
 /// Runs a newly assigned task to completion and queues its result.
 pub async fn run_new(worker: Worker, mut task: Task, handle: Arc<TaskHandle>) {
@@ -369,7 +302,7 @@ fn describe_stop(reason: StopReason) -> String {
 const DISCONNECTED: &str =
     "stopped by its worker, which could not reach the master within the disconnect window";
 
-fn result(
+pub(super) fn result(
     worker: &Worker,
     task_id: &str,
     handle: &TaskHandle,
@@ -396,52 +329,4 @@ fn result(
         log_chunks: 0,
         log_uploaded_bytes: 0,
     }
-}
-
-/// Why a container found created but not started is reported as not run.
-const NEVER_STARTED: &str =
-    "never started: the worker stopped between creating the container and starting it";
-
-/// Adopts containers left by an earlier run of this worker: running ones are
-/// supervised again, stopped ones are reported, and ones that never started
-/// are reported as not run (`lost`).
-pub async fn reconcile(worker: &Worker) -> Result<usize, crate::task::executor::DockerError> {
-    let containers = worker.executor().own_containers(worker.id()).await?;
-    let count = containers.len();
-    let kept: Vec<String> = containers.iter().map(|c| c.task_id.clone()).collect();
-    spool::remove_stale(&worker.config().data_dir, &kept).await;
-    for container in containers {
-        let handle = Arc::new(TaskHandle::new(container.attempt));
-        if !worker.adopt(&container.task_id, handle.clone()) {
-            continue;
-        }
-        if !container.started {
-            // Docker's wait returns at once for a container that never ran and
-            // inspect says exit code 0: that is no result. The master retries
-            // the attempt by policy.
-            tracing::warn!(task_id = %container.task_id, container = %container.name, "a container from an earlier run was created but never started: reporting the attempt as not run");
-            handle.logs.close();
-            let report = result(
-                worker,
-                &container.task_id,
-                &handle,
-                TaskStatus::Lost,
-                None,
-                NEVER_STARTED.into(),
-                SystemTime::now(),
-            );
-            worker.queue_result(report, Some(container.name));
-            continue;
-        }
-        tracing::info!(task_id = %container.task_id, running = container.running, "adopting a container from an earlier run");
-        worker.tracker().spawn(supervise(
-            worker.clone(),
-            container.task_id,
-            container.name,
-            container.timeout_seconds,
-            handle,
-            SystemTime::now(),
-        ));
-    }
-    Ok(count)
 }

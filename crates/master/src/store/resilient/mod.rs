@@ -17,67 +17,25 @@
 //! Log chunks are the exception to the journal: they go straight to the
 //! backend and fail while it is away (their sender, a worker, keeps them and
 //! retries), so a large output never waits in the master's memory.
+//!
+//! The journal and its flusher live in `journal`, the copy in memory in `mirror`.
+
+mod journal;
+mod mirror;
 
 use super::{
     AssignmentRecord, LogChunkRecord, ResultRecord, Store, StoreError, StoreResult, TaskRecord,
     TaskState, UserRecord, WorkerRecord, Write,
 };
-use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use journal::{CALL_TIMEOUT, Journal, Pending, flush, within};
+use mirror::Mirror;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 
-/// How long one backend call may take before it counts as failed.
-const CALL_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long a log chunk (up to 1 MiB) may take to be written or read.
 const LOG_CHUNK_TIMEOUT: Duration = Duration::from_secs(10);
-/// First retry delay after a failed write; doubles up to [`MAX_BACKOFF`].
-const MIN_BACKOFF: Duration = Duration::from_millis(100);
-/// Longest delay between retries.
-const MAX_BACKOFF: Duration = Duration::from_secs(5);
-/// Most writes sent to the backend in one batch.
-const MAX_BATCH: usize = 256;
-/// Extra time a batch may take per write (backends without batches apply
-/// them one by one).
-const BATCH_TIME_PER_WRITE: Duration = Duration::from_millis(20);
-
-/// A journal entry and the caller waiting for its first outcome.
-struct Pending {
-    write: Write,
-    waiter: Option<oneshot::Sender<()>>,
-}
-
-impl Pending {
-    /// Lets the caller go on (stored, or held after a failure).
-    fn release(&mut self) {
-        if let Some(waiter) = self.waiter.take() {
-            let _ = waiter.send(());
-        }
-    }
-}
-
-/// What the store holds in memory.
-#[derive(Default)]
-struct Mirror {
-    workers: BTreeMap<String, WorkerRecord>,
-    tasks: HashMap<String, TaskRecord>,
-    users: BTreeMap<String, UserRecord>,
-    /// Assignments and results not yet written (read back before the backend).
-    unwritten_assignments: Vec<AssignmentRecord>,
-    unwritten_results: HashMap<String, ResultRecord>,
-}
-
-/// Journal state shared between the store and its flusher.
-#[derive(Default)]
-struct Journal {
-    /// Writes enqueued and not yet stored.
-    pending: AtomicUsize,
-    /// Set while the backend fails; callers then do not wait for their write.
-    degraded: AtomicBool,
-    /// The backend's last error, while degraded.
-    last_error: Mutex<Option<String>>,
-}
 
 /// A store that keeps serving while its backend is unreachable (see the module docs).
 pub struct ResilientStore {
@@ -117,51 +75,6 @@ impl ResilientStore {
         self.journal.pending.load(Ordering::SeqCst)
     }
 
-    fn mirror(&self) -> std::sync::MutexGuard<'_, Mirror> {
-        self.mirror.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// Queues `write` (the caller holds the mirror lock, so the journal order
-    /// is the order the mirror changed in) and returns what to wait on.
-    fn enqueue(&self, write: Write) -> Option<oneshot::Receiver<()>> {
-        self.journal.pending.fetch_add(1, Ordering::SeqCst);
-        let (waiter, done) = oneshot::channel();
-        let waiter = (!self.journal.degraded.load(Ordering::SeqCst)).then_some(waiter);
-        let waits = waiter.is_some();
-        // The flusher lives as long as the runtime; if it is gone the write
-        // stays in memory only, which health then reports as pending.
-        let _ = self.sender.send(Pending { write, waiter });
-        waits.then_some(done)
-    }
-
-    /// Applies `write` to memory and queues it for the backend, under one
-    /// lock so that memory and journal change in the same order. Returns
-    /// whether the record existed before (for deletes) and what to wait on.
-    fn record(&self, mirror: &mut Mirror, write: Write) -> (bool, Option<oneshot::Receiver<()>>) {
-        let existed = match &write {
-            Write::PutWorker(worker) => mirror
-                .workers
-                .insert(worker.id.clone(), worker.clone())
-                .is_some(),
-            Write::DeleteWorker(id) => mirror.workers.remove(id).is_some(),
-            Write::PutTask(task) => mirror.tasks.insert(task.id.clone(), task.clone()).is_some(),
-            Write::PutAssignment(assignment) => {
-                mirror.unwritten_assignments.push(assignment.clone());
-                false
-            }
-            Write::PutResult(result) => mirror
-                .unwritten_results
-                .insert(result.task_id.clone(), result.clone())
-                .is_some(),
-            Write::PutUser(user) => mirror
-                .users
-                .insert(user.name.clone(), user.clone())
-                .is_some(),
-            Write::DeleteUser(name) => mirror.users.remove(name).is_some(),
-        };
-        (existed, self.enqueue(write))
-    }
-
     /// Records one write and waits for it like the backend would.
     async fn write(&self, write: Write) -> bool {
         let (existed, done) = {
@@ -179,17 +92,6 @@ impl ResilientStore {
         }
     }
 
-    /// Drops the unwritten copies of assignments and results once the journal
-    /// is empty. Writes are enqueued under the mirror lock, so a zero count
-    /// seen under it means every one of them is stored.
-    fn settled(&self) {
-        let mut mirror = self.mirror();
-        if self.pending_writes() == 0 {
-            mirror.unwritten_assignments.clear();
-            mirror.unwritten_results.clear();
-        }
-    }
-
     /// A backend read with the call timeout.
     async fn read<T>(
         &self,
@@ -197,90 +99,6 @@ impl ResilientStore {
         call: impl std::future::Future<Output = StoreResult<T>>,
     ) -> StoreResult<T> {
         within(CALL_TIMEOUT, operation, call).await
-    }
-}
-
-/// A backend call that counts as failed after `limit`.
-async fn within<T>(
-    limit: Duration,
-    operation: &'static str,
-    call: impl std::future::Future<Output = StoreResult<T>>,
-) -> StoreResult<T> {
-    tokio::time::timeout(limit, call)
-        .await
-        .unwrap_or_else(|_| Err(timed_out(operation)))
-}
-
-fn timed_out(operation: &'static str) -> StoreError {
-    StoreError::Backend {
-        operation,
-        message: format!("no answer within {CALL_TIMEOUT:?}"),
-    }
-}
-
-/// Drains the journal in order, in batches, retrying the oldest batch with
-/// backoff until it is stored.
-async fn flush(
-    backend: Arc<dyn Store>,
-    mut receiver: mpsc::UnboundedReceiver<Pending>,
-    journal: Arc<Journal>,
-) {
-    let mut queue: VecDeque<Pending> = VecDeque::new();
-    let mut backoff = MIN_BACKOFF;
-    loop {
-        if queue.is_empty() {
-            match receiver.recv().await {
-                Some(pending) => queue.push_back(pending),
-                None => return,
-            }
-        }
-        while let Ok(pending) = receiver.try_recv() {
-            queue.push_back(pending);
-        }
-        // Everything waiting goes to the backend together: one commit for
-        // the embedded store however many callers wrote meanwhile.
-        let count = queue.len().min(MAX_BATCH);
-        let batch: Vec<Write> = queue.iter().take(count).map(|p| p.write.clone()).collect();
-        let limit = CALL_TIMEOUT + BATCH_TIME_PER_WRITE * count as u32;
-        let outcome = tokio::time::timeout(limit, backend.write_batch(&batch))
-            .await
-            .unwrap_or_else(|_| Err(timed_out("writing")));
-        match outcome {
-            Ok(()) => {
-                for mut stored in queue.drain(..count) {
-                    stored.release();
-                }
-                journal.pending.fetch_sub(count, Ordering::SeqCst);
-                backoff = MIN_BACKOFF;
-                if queue.is_empty() && journal.degraded.swap(false, Ordering::SeqCst) {
-                    *journal.last_error.lock().unwrap_or_else(|e| e.into_inner()) = None;
-                    tracing::info!("store reachable again; every held write is stored");
-                }
-            }
-            Err(error) => {
-                if !journal.degraded.swap(true, Ordering::SeqCst) {
-                    tracing::error!(%error, "store write failed; holding writes in memory and retrying");
-                }
-                *journal.last_error.lock().unwrap_or_else(|e| e.into_inner()) =
-                    Some(error.to_string());
-                queue.iter_mut().for_each(Pending::release);
-                let pause = tokio::time::sleep(backoff);
-                tokio::pin!(pause);
-                loop {
-                    tokio::select! {
-                        _ = &mut pause => break,
-                        next = receiver.recv() => match next {
-                            Some(mut pending) => {
-                                pending.release();
-                                queue.push_back(pending);
-                            }
-                            None => break,
-                        },
-                    }
-                }
-                backoff = (backoff * 2).min(MAX_BACKOFF);
-            }
-        }
     }
 }
 
@@ -470,8 +288,9 @@ impl Store for ResilientStore {
 
 #[cfg(test)]
 mod tests {
-    use super::super::EmbeddedStore;
     use super::*;
+    use crate::store::EmbeddedStore;
+    use std::sync::atomic::AtomicBool;
 
     fn embedded() -> (tempfile::TempDir, Arc<dyn Store>) {
         let dir = tempfile::tempdir().unwrap();
@@ -484,7 +303,7 @@ mod tests {
         (dir, Arc::new(ResilientStore::load(backend).await.unwrap()))
     }
 
-    super::super::contract::contract_tests!(wrapped());
+    crate::store::contract::contract_tests!(wrapped());
 
     /// A backend that fails every call while `down` is set (a unit-test double;
     /// the end-to-end proof stops a real MongoDB server, tests/tests/mongo.rs).

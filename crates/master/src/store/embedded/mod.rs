@@ -5,24 +5,18 @@
 //! one table per collection, keyed by id. Blocking redb calls run on tokio's
 //! blocking pool so they never stall the async core.
 
+mod tables;
+
 use super::{
     AssignmentRecord, LogChunkRecord, ResultRecord, Store, StoreError, StoreResult, TaskRecord,
     TaskState, UserRecord, WorkerRecord, Write, assignment_key, log_chunk_key,
 };
-use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, TableHandle};
-use serde::{Serialize, de::DeserializeOwned};
+use redb::{Database, ReadableDatabase, ReadableTable};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-
-type Table = TableDefinition<'static, &'static str, &'static [u8]>;
-
-const USERS: Table = TableDefinition::new("USERS");
-const WORKER_REGISTRY: Table = TableDefinition::new("WORKER_REGISTRY");
-const TASKS: Table = TableDefinition::new("TASKS");
-const ASSIGNMENTS: Table = TableDefinition::new("ASSIGNMENTS");
-const RESULTS: Table = TableDefinition::new("RESULTS");
-/// Raw output bytes (not JSON), keyed by [`log_chunk_key`].
-const LOG_CHUNKS: Table = TableDefinition::new("LOG_CHUNKS");
+use tables::{
+    ASSIGNMENTS, LOG_CHUNKS, RESULTS, TASKS, USERS, WORKER_REGISTRY, backend, table_operation,
+};
 
 /// File name of the embedded store inside the data directory.
 pub const FILE_NAME: &str = "cloudai.redb";
@@ -32,10 +26,6 @@ pub const FILE_NAME: &str = "cloudai.redb";
 pub struct EmbeddedStore {
     db: Arc<Database>,
     path: PathBuf,
-}
-
-fn backend(operation: &'static str) -> impl Fn(String) -> StoreError {
-    move |message| StoreError::Backend { operation, message }
 }
 
 impl EmbeddedStore {
@@ -64,150 +54,6 @@ impl EmbeddedStore {
             path,
         })
     }
-
-    /// Runs a blocking closure against the database on the blocking pool.
-    async fn blocking<T: Send + 'static>(
-        &self,
-        operation: &'static str,
-        work: impl FnOnce(&Database) -> Result<T, String> + Send + 'static,
-    ) -> StoreResult<T> {
-        let db = self.db.clone();
-        tokio::task::spawn_blocking(move || work(&db))
-            .await
-            .map_err(|e| StoreError::Backend {
-                operation,
-                message: e.to_string(),
-            })?
-            .map_err(backend(operation))
-    }
-
-    async fn put<T: Serialize>(
-        &self,
-        operation: &'static str,
-        table: Table,
-        key: String,
-        value: &T,
-    ) -> StoreResult<()> {
-        let bytes = serde_json::to_vec(value).map_err(|e| backend(operation)(e.to_string()))?;
-        self.blocking(operation, move |db| {
-            let txn = db.begin_write().map_err(|e| e.to_string())?;
-            txn.open_table(table)
-                .map_err(|e| e.to_string())?
-                .insert(key.as_str(), bytes.as_slice())
-                .map_err(|e| e.to_string())?;
-            txn.commit().map_err(|e| e.to_string())
-        })
-        .await
-    }
-
-    async fn get<T: DeserializeOwned + Send + 'static>(
-        &self,
-        operation: &'static str,
-        table: Table,
-        key: String,
-    ) -> StoreResult<Option<T>> {
-        let bytes: Option<Vec<u8>> = self
-            .blocking(operation, move |db| {
-                let txn = db.begin_read().map_err(|e| e.to_string())?;
-                let table = txn.open_table(table).map_err(|e| e.to_string())?;
-                let value = table.get(key.as_str()).map_err(|e| e.to_string())?;
-                Ok(value.map(|v| v.value().to_vec()))
-            })
-            .await?;
-        bytes.map(|b| decode(table, "?", &b)).transpose()
-    }
-
-    /// Reads every record of a table whose key starts with `prefix`.
-    async fn scan<T: DeserializeOwned + Send + 'static>(
-        &self,
-        operation: &'static str,
-        table: Table,
-        prefix: String,
-    ) -> StoreResult<Vec<T>> {
-        let rows: Vec<(String, Vec<u8>)> = self
-            .blocking(operation, move |db| {
-                let txn = db.begin_read().map_err(|e| e.to_string())?;
-                let table = txn.open_table(table).map_err(|e| e.to_string())?;
-                let mut rows = Vec::new();
-                for entry in table.range(prefix.as_str()..).map_err(|e| e.to_string())? {
-                    let (key, value) = entry.map_err(|e| e.to_string())?;
-                    if !key.value().starts_with(prefix.as_str()) {
-                        break;
-                    }
-                    rows.push((key.value().to_string(), value.value().to_vec()));
-                }
-                Ok(rows)
-            })
-            .await?;
-        rows.iter()
-            .map(|(key, bytes)| decode(table, key, bytes))
-            .collect()
-    }
-}
-
-impl EmbeddedStore {
-    /// Removes one record; returns whether it existed.
-    async fn delete(
-        &self,
-        operation: &'static str,
-        table: Table,
-        key: String,
-    ) -> StoreResult<bool> {
-        self.blocking(operation, move |db| {
-            let txn = db.begin_write().map_err(|e| e.to_string())?;
-            let existed = txn
-                .open_table(table)
-                .map_err(|e| e.to_string())?
-                .remove(key.as_str())
-                .map_err(|e| e.to_string())?
-                .is_some();
-            txn.commit().map_err(|e| e.to_string())?;
-            Ok(existed)
-        })
-        .await
-    }
-}
-
-fn decode<T: DeserializeOwned>(table: Table, id: &str, bytes: &[u8]) -> StoreResult<T> {
-    serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt {
-        collection: table_name(table),
-        id: id.to_string(),
-        message: e.to_string(),
-    })
-}
-
-fn table_name(table: Table) -> &'static str {
-    match table.name() {
-        "USERS" => "USERS",
-        "WORKER_REGISTRY" => "WORKER_REGISTRY",
-        "TASKS" => "TASKS",
-        "ASSIGNMENTS" => "ASSIGNMENTS",
-        _ => "RESULTS",
-    }
-}
-
-/// A write as a table operation: the table and key of its document
-/// ([`Write::document`]), and the value to insert (`None`: remove).
-fn table_operation(write: &Write) -> Result<(Table, String, Option<Vec<u8>>), String> {
-    fn encode<T: Serialize>(value: &T) -> Result<Option<Vec<u8>>, String> {
-        serde_json::to_vec(value)
-            .map(Some)
-            .map_err(|e| e.to_string())
-    }
-    let (collection, key) = write.document();
-    let table = [USERS, WORKER_REGISTRY, TASKS, ASSIGNMENTS, RESULTS]
-        .into_iter()
-        .find(|table| table.name() == collection)
-        .ok_or_else(|| format!("no table {collection}"))?;
-    let value = match write {
-        Write::PutWorker(worker) => encode(worker)?,
-        Write::PutTask(task) => encode(task)?,
-        Write::PutAssignment(assignment) => encode(assignment)?,
-        Write::PutResult(result) => encode(result)?,
-        Write::PutUser(user) => encode(user)?,
-        Write::DeleteWorker(_) | Write::DeleteUser(_) => None,
-    };
-    Ok((table, key, value))
 }
 
 #[async_trait::async_trait]
@@ -434,8 +280,8 @@ impl Store for EmbeddedStore {
 
 #[cfg(test)]
 mod tests {
-    use super::super::contract;
     use super::*;
+    use crate::store::contract;
 
     fn fresh() -> (tempfile::TempDir, Arc<dyn Store>) {
         let dir = tempfile::tempdir().unwrap();
@@ -443,7 +289,7 @@ mod tests {
         (dir, store)
     }
 
-    super::super::contract::contract_tests!(async { fresh() });
+    crate::store::contract::contract_tests!(async { fresh() });
 
     #[tokio::test]
     async fn persistence() {
