@@ -39,6 +39,30 @@ pub struct ValidationError {
     pub message: String,
 }
 
+/// A configuration that cannot run (options that contradict each other or are
+/// out of range), with a message naming the option.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct ConfigError(pub String);
+
+impl From<ValidationError> for ConfigError {
+    fn from(error: ValidationError) -> Self {
+        ConfigError(error.to_string())
+    }
+}
+
+impl From<String> for ConfigError {
+    fn from(message: String) -> Self {
+        ConfigError(message)
+    }
+}
+
+impl From<&str> for ConfigError {
+    fn from(message: &str) -> Self {
+        ConfigError(message.to_string())
+    }
+}
+
 fn err(field: &'static str, message: impl Into<String>) -> ValidationError {
     ValidationError {
         field,

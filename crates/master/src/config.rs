@@ -163,7 +163,7 @@ pub enum StoreCommand {
 
 impl MasterConfig {
     /// Checks values that clap cannot: relations between options.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), cloudai_common::validate::ConfigError> {
         if self.heartbeat_interval < Duration::from_millis(50) {
             return Err("--heartbeat-interval must be at least 50ms".into());
         }
@@ -192,8 +192,7 @@ impl MasterConfig {
             return Err("--reinvite-interval must be at least 50ms".into());
         }
         if !self.advertise_addr.is_empty() {
-            cloudai_common::validate::address("--advertise-addr", &self.advertise_addr)
-                .map_err(|e| e.to_string())?;
+            cloudai_common::validate::address("--advertise-addr", &self.advertise_addr)?;
         }
         for entry in &self.preregister {
             parse_preregistration(entry)?;
@@ -213,11 +212,13 @@ impl MasterConfig {
 /// Longest `--disconnect-window`.
 const MAX_DISCONNECT_WINDOW: Duration = Duration::from_secs(7 * 24 * 3600);
 
-fn parse_preregistration(entry: &str) -> Result<(WorkerId, String), String> {
+fn parse_preregistration(
+    entry: &str,
+) -> Result<(WorkerId, String), cloudai_common::validate::ConfigError> {
     let (id, address) = entry
         .split_once('=')
         .ok_or_else(|| format!("--register '{entry}': expected ID=HOST:PORT"))?;
-    let id = WorkerId::parse("--register id", id).map_err(|e| e.to_string())?;
-    cloudai_common::validate::address("--register address", address).map_err(|e| e.to_string())?;
+    let id = WorkerId::parse("--register id", id)?;
+    cloudai_common::validate::address("--register address", address)?;
     Ok((id, address.to_string()))
 }

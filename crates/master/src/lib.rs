@@ -206,7 +206,7 @@ pub async fn start(
             if services.auth.pki().is_some() {
                 write_join_token(&services.auth, config, &id).await?;
             } else if let Err(reason) = workers.invite(&id, &address).await {
-                tracing::info!(worker_id = %id, reason, "worker not reachable yet; it is accepted when it starts");
+                tracing::info!(worker_id = %id, %reason, "worker not reachable yet; it is accepted when it starts");
             }
             continue;
         };

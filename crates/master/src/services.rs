@@ -15,7 +15,7 @@ use crate::core::telemetry::Telemetry;
 use crate::core::worker_client::{WorkerCalls, WorkerClients};
 use crate::core::workers::Workers;
 use crate::error::MasterResult;
-use crate::store::Store;
+use crate::store::{Store, StoreError};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -142,13 +142,15 @@ impl Vitals {
         self.started.elapsed()
     }
 
-    /// The store's health in one line for operators: `healthy`, or why not
-    /// (checked with a 2 s limit so a dead store never stalls the caller).
-    pub async fn store(&self) -> Result<(), String> {
+    /// Whether the store answers (within 2 s, so a dead store never stalls
+    /// the caller).
+    pub async fn store(&self) -> Result<(), StoreError> {
         match tokio::time::timeout(Duration::from_secs(2), self.store.health()).await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(error)) => Err(error.to_string()),
-            Err(_) => Err("no answer within 2s".into()),
+            Ok(answer) => answer,
+            Err(_) => Err(StoreError::Backend {
+                operation: "checking health",
+                message: "no answer within 2s".into(),
+            }),
         }
     }
 

@@ -90,18 +90,19 @@ pub const FIRST_WORKER_PORT: u16 = 50052;
 
 impl WorkerConfig {
     /// Checks values clap cannot.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), cloudai_common::validate::ConfigError> {
         if let Some(id) = &self.id {
-            cloudai_common::validate::id("--id", id).map_err(|e| e.to_string())?;
+            cloudai_common::validate::id("--id", id)?;
         }
         if let Some(master) = &self.master {
-            cloudai_common::validate::address("--master", master).map_err(|e| e.to_string())?;
+            cloudai_common::validate::address("--master", master)?;
         }
         if self.max_log_upload > crate::master_link::log_upload::MAX_UPLOAD_BYTES {
             return Err(format!(
                 "--max-log-upload must be at most {} bytes (1g), the master's limit",
                 crate::master_link::log_upload::MAX_UPLOAD_BYTES
-            ));
+            )
+            .into());
         }
         if self.heartbeat_interval < Duration::from_millis(50) {
             return Err("--heartbeat-interval must be at least 50ms".into());

@@ -3,6 +3,7 @@
 
 pub mod complete;
 pub mod exec;
+mod follow;
 pub mod keys;
 pub mod parse;
 pub mod repl;

@@ -182,8 +182,27 @@ impl Candidate {
     }
 }
 
+/// Why no worker fits a demand, in operator words (`no worker with 3 free GPUs`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct NoFit(String);
+
+impl std::ops::Deref for NoFit {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl PartialEq<&str> for NoFit {
+    fn eq(&self, other: &&str) -> bool {
+        self.0 == *other
+    }
+}
+
 /// Chooses a worker for `demand`, or says why none fits.
-pub fn place(demand: &Demand, candidates: &[Candidate], policy: Policy) -> Result<Choice, String> {
+pub fn place(demand: &Demand, candidates: &[Candidate], policy: Policy) -> Result<Choice, NoFit> {
     let mut best: Option<(f64, usize)> = None;
     for (index, candidate) in candidates.iter().enumerate() {
         if !candidate.fits(demand) {
@@ -211,7 +230,7 @@ pub fn place(demand: &Demand, candidates: &[Candidate], policy: Policy) -> Resul
             index,
             gpus: candidates[index].gpus_for(demand),
         }),
-        None => Err(why_not(demand, candidates)),
+        None => Err(NoFit(why_not(demand, candidates))),
     }
 }
 

@@ -132,7 +132,7 @@ impl Scheduler {
                     self.lifecycle().holds().remove(&task_id);
                     reservations.push(self.place_and_dispatch(task_id, worker_id, choice.gpus));
                 }
-                Err(reason) => self.set_waiting(&task_id, reason),
+                Err(reason) => self.set_waiting(&task_id, reason.to_string()),
             }
         }
         // The pass's placements are stored together (the store groups

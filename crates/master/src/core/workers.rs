@@ -131,7 +131,7 @@ impl Workers {
     }
 
     /// Calls the worker's `MasterRegister`, asking it to register back.
-    pub async fn invite(&self, worker_id: &str, address: &str) -> Result<(), String> {
+    pub async fn invite(&self, worker_id: &str, address: &str) -> MasterResult<()> {
         let master_address = self.address_for_workers("");
         let request = MasterRegisterRequest {
             worker_id: worker_id.to_string(),
@@ -142,7 +142,7 @@ impl Workers {
             .master_register(address, request)
             .await
             .map(|_| ())
-            .map_err(|status| status.message().to_string())
+            .map_err(|status| MasterError::Unavailable(status.message().to_string()))
     }
 
     /// Handles a worker's `RegisterWorker`: only pre-registered ids, from the
@@ -224,7 +224,7 @@ impl Workers {
                         let master = self.clone();
                         self.lifecycle().runtime().spawn(async move {
                             if let Err(reason) = master.invite(&worker_id, &address).await {
-                                tracing::debug!(worker_id, address, reason, "worker not reachable yet");
+                                tracing::debug!(worker_id, address, %reason, "worker not reachable yet");
                             }
                         });
                     }

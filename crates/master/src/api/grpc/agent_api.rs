@@ -3,22 +3,20 @@
 //! Every call needs an API token (`authorization: Bearer <token>` metadata):
 //! viewer for reads, operator for changes.
 
+use crate::api::grpc::agent_views::{millis_timestamp, task_view, worker_view};
 use crate::auth::Auth;
 use crate::auth::users::Role;
 use crate::core::convert;
-use crate::core::events::Event;
-use crate::core::events::EventBus;
+use crate::core::events::{Event, EventBus};
 use crate::core::lifecycle::Lifecycle;
-use crate::core::registry::{WorkerEntry, WorkerState as LiveState};
+use crate::core::registry::WorkerState as LiveState;
 use crate::core::runtime::{Runtime, Settings};
 use crate::core::scheduler::Scheduler;
-use crate::core::tasks::Tasks;
-use crate::core::tasks::{Placement, TaskRequest};
+use crate::core::tasks::{Placement, TaskRequest, Tasks};
 use crate::core::workers::Workers;
 use crate::error::MasterError;
 use crate::services::Services;
-use crate::store::Store;
-use crate::store::{Limits, TaskRecord, TaskState};
+use crate::store::{Limits, Store, TaskState};
 use cloudai_common::ids::{TaskId, WorkerId};
 use cloudai_proto::v1::cluster_event::Event as Wire;
 use cloudai_proto::v1::master_agent_server::{MasterAgent, MasterAgentServer};
@@ -26,7 +24,7 @@ use cloudai_proto::v1::{
     AgentAssignTaskRequest, AgentAssignTaskResponse, AgentCancelTaskRequest,
     AgentCancelTaskResponse, ClusterEvent, ClusterState, FreeResources, GetClusterStateRequest,
     GetTaskRequest, ListQueuedTasksRequest, ListQueuedTasksResponse, StreamEventsRequest,
-    SubmitTaskRequest, SubmitTaskResponse, TaskView, WorkerInfo, WorkerState, WorkerView,
+    SubmitTaskRequest, SubmitTaskResponse, TaskView,
 };
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -80,81 +78,6 @@ fn bearer<T>(request: &Request<T>) -> Option<&str> {
         .get("authorization")
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
-}
-
-fn millis_timestamp(millis: i64) -> cloudai_proto::Timestamp {
-    cloudai_proto::Timestamp {
-        seconds: millis.div_euclid(1000),
-        nanos: (millis.rem_euclid(1000) * 1_000_000) as i32,
-    }
-}
-
-/// The protobuf view of a task.
-pub fn task_view(task: &TaskRecord) -> TaskView {
-    TaskView {
-        task: Some(convert::task_message(task)),
-        status: convert::task_status(task.state) as i32,
-        worker_id: task.worker_id.clone().unwrap_or_default(),
-        priority: task.priority,
-        waiting_reason: String::new(), // filled by callers that know the scheduler's view
-        created_at: Some(millis_timestamp(task.created_at)),
-        updated_at: Some(millis_timestamp(task.updated_at)),
-        exit_code: task.exit_code,
-        error: task.error.clone().unwrap_or_default(),
-        max_retries: task.max_retries,
-    }
-}
-
-fn worker_view(entry: &WorkerEntry, reserved: &HashMap<String, (i64, i64)>) -> WorkerView {
-    let info = entry.info.clone().unwrap_or_else(|| {
-        let host = entry.record.host.clone().unwrap_or_default();
-        WorkerInfo {
-            worker_id: entry.record.id.clone(),
-            address: entry.record.address.clone(),
-            hostname: host.hostname,
-            os: host.os,
-            arch: host.arch,
-            cpu_count: host.cpu_count,
-            memory_total_bytes: host.memory_total_bytes,
-            ..Default::default()
-        }
-    });
-    let (cpus, memory) = reserved.get(&entry.record.id).copied().unwrap_or_default();
-    let latest = entry.latest.clone();
-    let busy_gpus: Vec<String> = latest
-        .iter()
-        .flat_map(|hb| {
-            hb.gpus
-                .iter()
-                .filter(|g| !g.task_id.is_empty())
-                .map(|g| g.uuid.clone())
-        })
-        .collect();
-    let free = FreeResources {
-        nano_cpus: (i64::from(info.cpu_count) * 1_000_000_000 - cpus).max(0),
-        memory_bytes: (info.memory_total_bytes as i64 - memory).max(0),
-        gpu_uuids: info
-            .gpus
-            .iter()
-            .map(|g| g.uuid.clone())
-            .filter(|u| !busy_gpus.contains(u))
-            .collect(),
-    };
-    WorkerView {
-        state: match entry.state {
-            LiveState::Pending => WorkerState::Pending,
-            LiveState::Active => WorkerState::Active,
-            LiveState::Inactive => WorkerState::Inactive,
-        } as i32,
-        running_task_ids: latest
-            .as_ref()
-            .map(|hb| hb.running_task_ids.clone())
-            .unwrap_or_default(),
-        last_heartbeat_at: latest.as_ref().and_then(|hb| hb.timestamp),
-        latest,
-        free: Some(free),
-        info: Some(info),
-    }
 }
 
 #[tonic::async_trait]

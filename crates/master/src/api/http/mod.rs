@@ -1,10 +1,12 @@
 //! The HTTP port: the axum router and its token check (`router`), the
 //! listeners behind the connection gate and TLS (`listener`), the dashboard's
-//! JSON API and live logs (`rest`), WebSocket telemetry (`telemetry_ws`) and
+//! JSON API (`rest`), a task's live output (`logs_ws`), WebSocket telemetry
+//! (`telemetry_ws`) and
 //! the dashboard page itself (`dashboard`).
 
 pub(crate) mod dashboard;
 pub(crate) mod listener;
+pub(crate) mod logs_ws;
 pub(crate) mod rest;
 pub(crate) mod router;
 pub(crate) mod telemetry_ws;

@@ -4,7 +4,7 @@
 //! `Authorization: Bearer <token>` or, for browsers' WebSockets, `?token=`.
 
 use crate::api::http::listener::Peer;
-use crate::api::http::{dashboard, rest as api, telemetry_ws as ws};
+use crate::api::http::{dashboard, logs_ws, rest as api, telemetry_ws as ws};
 use crate::auth::Auth;
 use crate::auth::users::Role;
 use crate::core::events::EventBus;
@@ -57,7 +57,7 @@ pub fn router(services: &Services) -> Router {
         .route("/metrics", get(metrics))
         .route("/ws/telemetry", get(ws::all_workers))
         .route("/ws/telemetry/{worker_id}", get(ws::one_worker))
-        .route("/ws/logs/{task_id}", get(api::follow_logs))
+        .route("/ws/logs/{task_id}", get(logs_ws::follow_logs))
         .route("/api/cluster", get(api::cluster))
         .route("/api/tasks", get(api::tasks))
         .route("/api/tasks/{task_id}", get(api::task))

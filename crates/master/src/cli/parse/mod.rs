@@ -193,14 +193,40 @@ fn usage_error(name: &str, problem: &str) -> String {
     format!("{problem}; usage: {}", usage(name).unwrap_or(name))
 }
 
-/// Parses one REPL line. Errors are one line saying what was wrong and what to type.
-pub fn parse(line: &str) -> Result<Command, String> {
-    let words =
-        shlex::split(line).ok_or_else(|| "unbalanced quotes: close every ' and \"".to_string())?;
+/// Why a REPL line is not a command: one line saying what was wrong and what
+/// to type.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct ParseError(String);
+
+impl std::ops::Deref for ParseError {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl PartialEq<&str> for ParseError {
+    fn eq(&self, other: &&str) -> bool {
+        self.0 == *other
+    }
+}
+
+impl PartialEq<String> for ParseError {
+    fn eq(&self, other: &String) -> bool {
+        self.0 == *other
+    }
+}
+
+/// Parses one REPL line.
+pub fn parse(line: &str) -> Result<Command, ParseError> {
+    let words = shlex::split(line)
+        .ok_or_else(|| ParseError("unbalanced quotes: close every ' and \"".to_string()))?;
     if words.is_empty() {
         return Ok(Command::Empty);
     }
-    grammar::parse(&words)
+    grammar::parse(&words).map_err(ParseError)
 }
 
 fn unknown_command(name: &str) -> String {

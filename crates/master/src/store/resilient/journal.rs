@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
 
 /// How long one backend call may take before it counts as failed.
 pub(super) const CALL_TIMEOUT: Duration = Duration::from_secs(2);
@@ -87,12 +88,18 @@ pub(super) async fn flush(
     backend: Arc<dyn Store>,
     mut receiver: mpsc::UnboundedReceiver<Pending>,
     journal: Arc<Journal>,
+    stop: CancellationToken,
 ) {
     let mut queue: VecDeque<Pending> = VecDeque::new();
     let mut backoff = MIN_BACKOFF;
     loop {
         if queue.is_empty() {
-            match receiver.recv().await {
+            // Stops only when nothing is held: `drain` asks once all is stored.
+            let next = tokio::select! {
+                next = receiver.recv() => next,
+                _ = stop.cancelled() => None,
+            };
+            match next {
                 Some(pending) => queue.push_back(pending),
                 None => return,
             }

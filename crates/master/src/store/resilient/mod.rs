@@ -33,6 +33,7 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
 
 /// How long a log chunk (up to 1 MiB) may take to be written or read.
 const LOG_CHUNK_TIMEOUT: Duration = Duration::from_secs(10);
@@ -43,6 +44,12 @@ pub struct ResilientStore {
     mirror: Mutex<Mirror>,
     journal: Arc<Journal>,
     sender: mpsc::UnboundedSender<Pending>,
+    /// The flusher: told to stop by `drain` once the journal is empty, and
+    /// awaited there, so a stopped master leaves no flusher behind (a drain
+    /// that empties the journal is the store's last act: later writes stay in
+    /// memory only).
+    flusher: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    stop_flusher: CancellationToken,
 }
 
 impl ResilientStore {
@@ -61,12 +68,20 @@ impl ResilientStore {
         }
         let journal = Arc::new(Journal::default());
         let (sender, receiver) = mpsc::unbounded_channel();
-        tokio::spawn(flush(backend.clone(), receiver, journal.clone()));
+        let stop_flusher = CancellationToken::new();
+        let flusher = tokio::spawn(flush(
+            backend.clone(),
+            receiver,
+            journal.clone(),
+            stop_flusher.clone(),
+        ));
         Ok(Self {
             backend,
             mirror: Mutex::new(mirror),
             journal,
             sender,
+            flusher: Mutex::new(Some(flusher)),
+            stop_flusher,
         })
     }
 
@@ -133,7 +148,27 @@ impl Store for ResilientStore {
         while self.pending_writes() > 0 && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        self.pending_writes()
+        let held = self.pending_writes();
+        if held == 0 {
+            // Everything is stored: the flusher ends at its next idle moment.
+            self.stop_flusher.cancel();
+            let flusher = self
+                .flusher
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .take();
+            if let Some(flusher) = flusher
+                && tokio::time::timeout_at(
+                    deadline.max(tokio::time::Instant::now() + CALL_TIMEOUT),
+                    flusher,
+                )
+                .await
+                .is_err()
+            {
+                tracing::warn!("the store's flusher did not stop in time");
+            }
+        }
+        held
     }
 
     async fn put_worker(&self, worker: &WorkerRecord) -> StoreResult<()> {
@@ -446,6 +481,8 @@ mod tests {
         });
         assert_eq!(store.drain(Duration::from_secs(20)).await, 0);
         assert!(inner.get_task("t-held").await.unwrap().is_some());
+        // The drain that found nothing held also stopped the flusher.
+        assert!(store.sender.is_closed(), "the flusher still runs");
     }
 
     #[tokio::test]

@@ -1,0 +1,86 @@
+//! The protobuf views the `MasterAgent` API answers with: tasks, and workers
+//! with what they have free.
+
+use crate::core::convert;
+use crate::core::registry::{WorkerEntry, WorkerState as LiveState};
+use crate::store::TaskRecord;
+use cloudai_proto::v1::{FreeResources, TaskView, WorkerInfo, WorkerState, WorkerView};
+use std::collections::HashMap;
+
+pub(super) fn millis_timestamp(millis: i64) -> cloudai_proto::Timestamp {
+    cloudai_proto::Timestamp {
+        seconds: millis.div_euclid(1000),
+        nanos: (millis.rem_euclid(1000) * 1_000_000) as i32,
+    }
+}
+
+/// The protobuf view of a task.
+pub fn task_view(task: &TaskRecord) -> TaskView {
+    TaskView {
+        task: Some(convert::task_message(task)),
+        status: convert::task_status(task.state) as i32,
+        worker_id: task.worker_id.clone().unwrap_or_default(),
+        priority: task.priority,
+        waiting_reason: String::new(), // filled by callers that know the scheduler's view
+        created_at: Some(millis_timestamp(task.created_at)),
+        updated_at: Some(millis_timestamp(task.updated_at)),
+        exit_code: task.exit_code,
+        error: task.error.clone().unwrap_or_default(),
+        max_retries: task.max_retries,
+    }
+}
+
+pub(super) fn worker_view(
+    entry: &WorkerEntry,
+    reserved: &HashMap<String, (i64, i64)>,
+) -> WorkerView {
+    let info = entry.info.clone().unwrap_or_else(|| {
+        let host = entry.record.host.clone().unwrap_or_default();
+        WorkerInfo {
+            worker_id: entry.record.id.clone(),
+            address: entry.record.address.clone(),
+            hostname: host.hostname,
+            os: host.os,
+            arch: host.arch,
+            cpu_count: host.cpu_count,
+            memory_total_bytes: host.memory_total_bytes,
+            ..Default::default()
+        }
+    });
+    let (cpus, memory) = reserved.get(&entry.record.id).copied().unwrap_or_default();
+    let latest = entry.latest.clone();
+    let busy_gpus: Vec<String> = latest
+        .iter()
+        .flat_map(|hb| {
+            hb.gpus
+                .iter()
+                .filter(|g| !g.task_id.is_empty())
+                .map(|g| g.uuid.clone())
+        })
+        .collect();
+    let free = FreeResources {
+        nano_cpus: (i64::from(info.cpu_count) * 1_000_000_000 - cpus).max(0),
+        memory_bytes: (info.memory_total_bytes as i64 - memory).max(0),
+        gpu_uuids: info
+            .gpus
+            .iter()
+            .map(|g| g.uuid.clone())
+            .filter(|u| !busy_gpus.contains(u))
+            .collect(),
+    };
+    WorkerView {
+        state: match entry.state {
+            LiveState::Pending => WorkerState::Pending,
+            LiveState::Active => WorkerState::Active,
+            LiveState::Inactive => WorkerState::Inactive,
+        } as i32,
+        running_task_ids: latest
+            .as_ref()
+            .map(|hb| hb.running_task_ids.clone())
+            .unwrap_or_default(),
+        last_heartbeat_at: latest.as_ref().and_then(|hb| hb.timestamp),
+        latest,
+        free: Some(free),
+        info: Some(info),
+    }
+}
