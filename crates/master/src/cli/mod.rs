@@ -1,10 +1,10 @@
 //! The operator REPL: a pure parser ([`parse`]), an executor ([`exec`]) and the
 //! line-reading thread ([`repl`]) and what it draws ([`views`]).
 
-pub mod complete;
-pub mod exec;
+pub(crate) mod complete;
+pub(crate) mod exec;
 mod follow;
-pub mod keys;
-pub mod parse;
+pub(crate) mod keys;
+pub(crate) mod parse;
 pub mod repl;
-pub mod views;
+pub(crate) mod views;

@@ -41,8 +41,12 @@ pub(crate) mod results;
 pub(crate) mod retries;
 pub(crate) mod runtime;
 pub(crate) mod scheduler;
+#[cfg(test)]
+mod scheduler_tests;
 pub(crate) mod task_logs;
 pub(crate) mod tasks;
 pub(crate) mod telemetry;
+#[cfg(test)]
+mod test_cluster;
 pub(crate) mod worker_client;
 pub(crate) mod workers;
