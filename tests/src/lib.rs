@@ -2,6 +2,8 @@
 //! `cloudai-worker` binaries, drive the master's REPL through a pipe, wait on
 //! output with timeouts, and clean up processes and containers.
 
+pub mod history;
+pub mod netns;
 pub mod proxy;
 
 use std::io::{BufRead, BufReader, Write};
@@ -167,6 +169,8 @@ pub struct MongoServer {
     pub uri: String,
     /// The directory of a [`MongoServer::temporary`] server, removed after it.
     _dir: Option<tempfile::TempDir>,
+    /// The network namespace it runs in, if any.
+    host: Option<netns::Host>,
 }
 
 impl MongoServer {
@@ -181,14 +185,21 @@ impl MongoServer {
 
     /// Starts a server with its data in `dir/nx-27017.db`.
     pub fn start(dir: &Path) -> MongoServer {
+        Self::start_on(dir, None)
+    }
+
+    /// [`MongoServer::start`] in `host`'s network namespace, on its address.
+    pub fn start_on(dir: &Path, host: Option<&netns::Host>) -> MongoServer {
         std::fs::create_dir_all(dir).unwrap();
         let port = free_port();
+        let ip = host.map_or("127.0.0.1", |h| h.ip.as_str());
         let mut server = MongoServer {
             child: None,
             file: dir.join("nx-27017.db"),
             port,
-            uri: format!("mongodb://127.0.0.1:{port}/?directConnection=true"),
+            uri: format!("mongodb://{ip}:{port}/?directConnection=true"),
             _dir: None,
+            host: host.cloned(),
         };
         server.resume();
         server
@@ -197,10 +208,15 @@ impl MongoServer {
     /// Starts the server again on the same file and port.
     pub fn resume(&mut self) {
         assert!(self.child.is_none(), "the server is running");
-        let child = Command::new("nx-27017")
+        let ip = self
+            .host
+            .as_ref()
+            .map_or("127.0.0.1", |h| h.ip.as_str())
+            .to_string();
+        let child = netns::command_in(self.host.as_ref().map(|h| h.ns.as_str()), "nx-27017")
             .arg("--db")
             .arg(&self.file)
-            .args(["--host", "127.0.0.1", "-p", &self.port.to_string()])
+            .args(["--host", &ip, "-p", &self.port.to_string()])
             .arg("--pid-file")
             .arg(self.file.with_extension("pid"))
             .arg("--log-file")
@@ -211,7 +227,7 @@ impl MongoServer {
             .expect("nx-27017 (scripts/test.sh installs it)");
         self.child = Some(child);
         let deadline = Instant::now() + WAIT;
-        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+        while std::net::TcpStream::connect((ip.as_str(), self.port)).is_err() {
             assert!(Instant::now() < deadline, "nx-27017 did not start");
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -258,6 +274,10 @@ pub struct MasterOptions {
     pub open_files: Option<u64>,
     /// Further flags.
     pub extra: Vec<&'static str>,
+    /// Run in this network namespace, listening on its address.
+    pub netns: Option<netns::Host>,
+    /// Use this MongoDB server (`--mongodb-uri`).
+    pub mongodb_uri: Option<String>,
 }
 
 impl Default for MasterOptions {
@@ -272,6 +292,8 @@ impl Default for MasterOptions {
             insecure: false,
             open_files: None,
             extra: Vec::new(),
+            netns: None,
+            mongodb_uri: None,
         }
     }
 }
@@ -281,31 +303,44 @@ impl Master {
     pub fn start(data_dir: &Path, options: &MasterOptions) -> Master {
         let log_path = data_dir.join(format!("master-{}.log", unique("run")));
         std::fs::create_dir_all(data_dir).unwrap();
+        let ns = options.netns.as_ref().map(|h| h.ns.as_str());
         let mut command = match options.open_files {
             // util-linux's prlimit runs the master under that limit.
             Some(limit) => {
-                let mut command = Command::new("prlimit");
+                let mut command = netns::command_in(ns, "prlimit");
                 command
                     .arg(format!("--nofile={limit}:{limit}"))
                     .arg(binary("cloudai-master"));
                 command
             }
-            None => Command::new(binary("cloudai-master")),
+            None => netns::command_in(ns, binary("cloudai-master")),
         };
+        let host = options
+            .netns
+            .as_ref()
+            .map_or("127.0.0.1", |h| h.ip.as_str());
+        if let Some(ip) = options.netns.as_ref().map(|h| &h.ip) {
+            command.args(["--tls-san", ip]);
+        }
+        if let Some(uri) = &options.mongodb_uri {
+            command.args(["--mongodb-uri", uri]);
+        }
         if options.insecure {
             command.arg("--insecure");
         }
         // With CLOUDAI_TEST_STORE=mongodb every master gets its own MongoDB
         // server whose file lives in the data directory, so a restarted master
         // finds its state again.
-        let mongo = (store_is_mongodb() && !options.extra.contains(&"--mongodb-uri"))
-            .then(|| MongoServer::start(data_dir));
+        let mongo = (store_is_mongodb()
+            && !options.extra.contains(&"--mongodb-uri")
+            && options.mongodb_uri.is_none())
+        .then(|| MongoServer::start(data_dir));
         if let Some(mongo) = &mongo {
             command.args(["--mongodb-uri", &mongo.uri]);
         }
         let mut child = command
-            .args(["--grpc-addr", &format!("127.0.0.1:{}", options.grpc_port)])
-            .args(["--http-addr", &format!("127.0.0.1:{}", options.http_port)])
+            .args(["--grpc-addr", &format!("{host}:{}", options.grpc_port)])
+            .args(["--http-addr", &format!("{host}:{}", options.http_port)])
             .arg("--data-dir")
             .arg(data_dir)
             .args(["--heartbeat-interval", options.heartbeat])
@@ -469,6 +504,8 @@ pub struct WorkerOptions {
     pub insecure: bool,
     /// Further flags.
     pub extra: Vec<String>,
+    /// Run in this network namespace, advertising its address.
+    pub netns: Option<netns::Host>,
 }
 
 /// A running `cloudai-worker`.
@@ -482,6 +519,7 @@ pub struct Worker {
     /// Its data directory (certificate, key, remembered master).
     pub data_dir: PathBuf,
     log_path: PathBuf,
+    netns: Option<netns::Host>,
 }
 
 impl Worker {
@@ -514,12 +552,18 @@ impl Worker {
             address,
             data_dir,
             log_path,
+            netns: options.netns.clone(),
         }
     }
 
     /// The worker command line for `options`, data in `<dir>/wdata-<id>`.
     fn command(id: &str, dir: &Path, options: &WorkerOptions) -> Command {
-        let mut command = Command::new(binary("cloudai-worker"));
+        let ns = options.netns.as_ref().map(|h| h.ns.as_str());
+        let host = options
+            .netns
+            .as_ref()
+            .map_or("127.0.0.1", |h| h.ip.as_str());
+        let mut command = netns::command_in(ns, binary("cloudai-worker"));
         command
             .args([
                 "--id",
@@ -527,7 +571,7 @@ impl Worker {
                 "--port",
                 &options.port.to_string(),
                 "--advertise-host",
-                "127.0.0.1",
+                host,
             ])
             .arg("--data-dir")
             .arg(dir.join(format!("wdata-{id}")))
@@ -574,15 +618,28 @@ impl Worker {
 
     /// [`Worker::join`] with further flags.
     pub fn join_with(master: &mut Master, prefix: &str, dir: &Path, extra: &[&str]) -> Worker {
+        Self::join_on(master, prefix, dir, extra, None)
+    }
+
+    /// [`Worker::join_with`], the worker running in `host`'s network namespace.
+    pub fn join_on(
+        master: &mut Master,
+        prefix: &str,
+        dir: &Path,
+        extra: &[&str],
+        host: Option<&netns::Host>,
+    ) -> Worker {
         let id = unique(prefix);
         let port = free_port();
-        let token = master.register(&id, &format!("127.0.0.1:{port}"));
+        let ip = host.map_or("127.0.0.1", |h| h.ip.as_str());
+        let token = master.register(&id, &format!("{ip}:{port}"));
         let options = WorkerOptions {
             port,
             master: Some(master.grpc_addr.clone()),
             insecure: token.is_none(),
             token,
             extra: extra.iter().map(|s| s.to_string()).collect(),
+            netns: host.cloned(),
         };
         let worker = Worker::start(&id, dir, &options);
         master.poll("workers", &[&id, "active"], WAIT);
@@ -598,6 +655,7 @@ impl Worker {
             &WorkerOptions {
                 port,
                 insecure,
+                netns: self.netns.clone(),
                 ..WorkerOptions::default()
             },
         )

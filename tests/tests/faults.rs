@@ -4,6 +4,7 @@
 //! moving bytes (`cloudai_e2e::proxy`), and Docker's own event log says when
 //! each container really started and stopped.
 
+use cloudai_e2e::history::{self, History, Run, container_runs, now_nanos};
 use cloudai_e2e::proxy::LinkProxy;
 use cloudai_e2e::{
     Master, MasterOptions, TEST_IMAGE, WAIT, Worker, WorkerOptions, free_port, unique,
@@ -54,59 +55,12 @@ fn wait_state(master: &Master, task_id: &str, states: &[&str], timeout: Duration
     }
 }
 
-/// (nanoseconds, action, container name) of the start and die events of a
-/// task's containers since `since` (Unix nanoseconds), from Docker's event log.
-fn container_events(task_id: &str, since: u128) -> Vec<(u128, String, String)> {
-    let until = now_nanos() / 1_000_000_000 + 1;
-    let out = Command::new("docker")
-        .args(["events", "--since", &(since / 1_000_000_000).to_string()])
-        .args(["--until", &until.to_string()])
-        .args(["--filter", &format!("label=cloudai.task_id={task_id}")])
-        .args(["--filter", "event=start", "--filter", "event=die"])
-        .args([
-            "--format",
-            "{{.TimeNano}} {{.Action}} {{.Actor.Attributes.name}}",
-        ])
-        .output()
-        .expect("docker events");
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter_map(|line| {
-            let mut words = line.split_whitespace();
-            Some((
-                words.next()?.parse().ok()?,
-                words.next()?.to_string(),
-                words.next()?.to_string(),
-            ))
-        })
-        .filter(|(at, _, _)| *at >= since)
-        .collect()
-}
-
-fn now_nanos() -> u128 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos()
-}
-
-/// Asserts that no two containers of the task ran at the same time: each
-/// one's start comes after the previous one's death.
-fn assert_no_overlap(task_id: &str, since: u128) -> Vec<(u128, String, String)> {
-    let events = container_events(task_id, since);
-    let mut running: Option<&str> = None;
-    for (_, action, name) in &events {
-        match (action.as_str(), running) {
-            ("start", None) => running = Some(name),
-            ("start", Some(other)) => {
-                panic!("{name} started while {other} still ran: {events:?}")
-            }
-            ("die", Some(current)) if current == name => running = None,
-            ("die", _) => {}
-            _ => {}
-        }
-    }
-    events
+/// The runs of the task's containers since `since`, after checking that no
+/// two of them overlapped.
+fn assert_no_overlap(task_id: &str, since: u128) -> Vec<Run> {
+    let runs = container_runs(task_id, since);
+    history::assert_no_overlap(task_id, &runs);
+    runs
 }
 
 /// Replaces a task's container by one that was created but never started,
@@ -170,12 +124,11 @@ fn a_container_that_never_started_is_not_a_finished_task() {
     assert_eq!(done["state"], "completed", "{done}");
     assert_eq!(done["attempt"], 2, "{done}");
     assert!(output(&master, &retried).contains("finished-for-real"));
-    let events = assert_no_overlap(&retried, since);
+    let runs = assert_no_overlap(&retried, since);
     assert!(
-        events
-            .iter()
-            .all(|(_, _, name)| name != &format!("cloudai-{retried}-1")),
-        "the unstarted container never ran: {events:?}"
+        runs.iter()
+            .all(|(name, _, _)| name != &format!("cloudai-{retried}-1")),
+        "the unstarted container never ran: {runs:?}"
     );
 }
 
@@ -184,6 +137,7 @@ fn a_worker_killed_mid_dispatch_invents_no_result() {
     let dir = tempfile::tempdir().unwrap();
     let mut master = Master::start(&dir.path().join("master"), &MasterOptions::default());
     let mut worker = Worker::join(&mut master, "nd", dir.path());
+    let mut history = History::start(&master);
     let tasks: Vec<String> = (0..16)
         .map(|_| {
             master.submit(&format!(
@@ -222,6 +176,12 @@ fn a_worker_killed_mid_dispatch_invents_no_result() {
         "{completed} of {} completed for real; the rest lost",
         tasks.len()
     );
+    // Seen from outside: each completed task had a container that ran, no
+    // two of a task's containers overlapped, and the events agree.
+    for task in &tasks {
+        history.acknowledge(task);
+    }
+    history.check(&master, None, WAIT);
 }
 
 /// A master with this disconnect window.
@@ -307,11 +267,10 @@ fn a_result_from_a_cut_off_worker_is_kept_and_the_task_not_rerun() {
     assert_eq!(done["worker_id"], worker.id.as_str(), "{done}");
     assert_eq!(done["exit_code"], 0, "{done}");
     assert!(output(&master, &task).contains("real-result"));
-    let events = assert_no_overlap(&task, since);
-    assert_eq!(
-        events.len(),
-        2,
-        "one container, started and ended once: {events:?}"
+    let runs = assert_no_overlap(&task, since);
+    assert!(
+        matches!(runs.as_slice(), [(_, _, Some(_))]),
+        "one container, started and ended once: {runs:?}"
     );
 }
 
@@ -360,16 +319,12 @@ fn a_cut_longer_than_the_window_never_runs_a_task_twice() {
     assert_eq!(late["attempt"], 1, "{late}");
     assert_eq!(late["state"], "lost", "{late}");
     assert_eq!(late["worker_id"], worker.id.as_str(), "{late}");
-    let events = assert_no_overlap(&task, since);
-    let started: Vec<&str> = events
-        .iter()
-        .filter(|(_, action, _)| action == "start")
-        .map(|(_, _, name)| name.as_str())
-        .collect();
+    let runs = assert_no_overlap(&task, since);
+    let started: Vec<&str> = runs.iter().map(|(name, _, _)| name.as_str()).collect();
     assert_eq!(
         started,
         [format!("cloudai-{task}-1"), format!("cloudai-{task}-2")],
-        "{events:?}"
+        "{runs:?}"
     );
 }
 

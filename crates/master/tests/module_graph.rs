@@ -21,7 +21,10 @@ fn modules() -> BTreeMap<String, String> {
                 walk(&path, &module, out);
                 continue;
             }
-            if path.extension().is_none_or(|e| e != "rs") || name.ends_with("_tests") {
+            if path.extension().is_none_or(|e| e != "rs")
+                || name.ends_with("_tests")
+                || name.starts_with("test_")
+            {
                 continue;
             }
             let module = match name.as_str() {
@@ -47,25 +50,58 @@ fn modules() -> BTreeMap<String, String> {
     out
 }
 
-/// Every module a source names through a `crate::` path.
-fn references(source: &str, modules: &BTreeMap<String, String>) -> BTreeSet<String> {
-    let mut found = BTreeSet::new();
-    for (at, _) in source.match_indices("crate::") {
-        let path: String = source[at + "crate::".len()..]
-            .chars()
-            .take_while(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '_' || *c == ':')
-            .collect();
-        let parts: Vec<&str> = path.split("::").filter(|p| !p.is_empty()).collect();
-        // The longest prefix that is a module.
-        if let Some(module) = (1..=parts.len())
-            .rev()
-            .map(|n| parts[..n].join("::"))
-            .find(|m| modules.contains_key(m))
-        {
-            found.insert(module);
+/// Every module a source names through a `crate::` or `super::` path
+/// (`crate::a::{b, c::d}` names `a::b` and `a::c::d`).
+fn references(module: &str, source: &str, modules: &BTreeMap<String, String>) -> BTreeSet<String> {
+    let mut paths = Vec::new();
+    for (prefix, base) in [("crate::", String::new()), ("super::", parent(module))] {
+        for (at, _) in source.match_indices(prefix) {
+            // `crate::` inside `super::`-free text only; skip `xsuper::`.
+            if at > 0 && source[..at].ends_with(|c: char| c.is_alphanumeric() || c == '_') {
+                continue;
+            }
+            let rest = &source[at + prefix.len()..];
+            let path: String = rest
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_' || *c == ':')
+                .collect();
+            let path = path.trim_end_matches(':');
+            let full = if base.is_empty() {
+                path.to_string()
+            } else {
+                format!("{base}::{path}")
+            };
+            let after = &rest[path.len()..].trim_start_matches(':');
+            if let Some(group) = after.strip_prefix('{') {
+                let group = &group[..group.find('}').unwrap_or(group.len())];
+                for item in group.split(',') {
+                    let item = item.split_whitespace().next().unwrap_or_default();
+                    if !item.is_empty() && item != "self" {
+                        paths.push(format!("{full}::{item}"));
+                    }
+                }
+            }
+            paths.push(full);
         }
     }
-    found
+    paths
+        .iter()
+        .filter_map(|path| {
+            let parts: Vec<&str> = path.split("::").filter(|p| !p.is_empty()).collect();
+            // The longest prefix that is a module.
+            (1..=parts.len())
+                .rev()
+                .map(|n| parts[..n].join("::"))
+                .find(|m| modules.contains_key(m))
+        })
+        .collect()
+}
+
+/// The module a `super::` in `module` names (`""` for the crate root).
+fn parent(module: &str) -> String {
+    module
+        .rsplit_once("::")
+        .map_or(String::new(), |(p, _)| p.to_string())
 }
 
 fn graph() -> BTreeMap<String, BTreeSet<String>> {
@@ -73,7 +109,7 @@ fn graph() -> BTreeMap<String, BTreeSet<String>> {
     modules
         .iter()
         .map(|(module, source)| {
-            let mut deps = references(source, &modules);
+            let mut deps = references(module, source, &modules);
             // A module naming its own children or itself is not a dependency.
             deps.retain(|d| d != module && !d.starts_with(&format!("{module}::")));
             deps.retain(|d| !module.starts_with(&format!("{d}::")));

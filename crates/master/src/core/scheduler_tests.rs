@@ -25,8 +25,12 @@ async fn the_queue_places_higher_priority_first_then_older() {
     let alive = [("wa", vec![])];
     let blocker = master.tasks.submit_task(whole_worker(0)).await.unwrap().id;
     until(&master, &alive, async |_| workers.assignments().len() == 1).await;
+    // Submission times are wall-clock milliseconds: keep them apart.
+    let apart = || std::thread::sleep(Duration::from_millis(3));
     let low = master.tasks.submit_task(whole_worker(0)).await.unwrap().id;
+    apart();
     let high = master.tasks.submit_task(whole_worker(5)).await.unwrap().id;
+    apart();
     let later_low = master.tasks.submit_task(whole_worker(0)).await.unwrap().id;
     // Nothing else fits while the blocker holds the worker; each says why.
     let later = Instant::now() + Duration::from_secs(2);

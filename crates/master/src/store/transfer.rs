@@ -60,10 +60,8 @@ impl From<LogChunkRecord> for ChunkLine {
 }
 
 impl ChunkLine {
-    pub(crate) fn into_record(self) -> Result<LogChunkRecord, String> {
-        let data = BASE64
-            .decode(&self.data)
-            .map_err(|e| format!("log chunk data: {e}"))?;
+    pub(crate) fn into_record(self) -> Result<LogChunkRecord, base64::DecodeError> {
+        let data = BASE64.decode(&self.data)?;
         Ok(LogChunkRecord {
             task_id: self.task_id,
             attempt: self.attempt,
@@ -251,9 +249,9 @@ pub async fn import(
             Line::LogChunk(chunk) => {
                 let chunk = chunk
                     .into_record()
-                    .map_err(|message| TransferError::Malformed {
+                    .map_err(|error| TransferError::Malformed {
                         line: number,
-                        message,
+                        message: format!("log chunk data: {error}"),
                     })?;
                 store.put_log_chunk(&chunk).await?;
                 counts.log_chunks += 1;

@@ -2,8 +2,8 @@
 //! worker's `StreamTaskLogs`, then its outcome (viewer token; the socket closes
 //! with 1008 when the token is revoked).
 
+use crate::api::http::app::App;
 use crate::api::http::rest::{ApiError, TaskView};
-use crate::api::http::router::App;
 use crate::error::MasterError;
 use crate::store::{TaskRecord, TaskState};
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade, close_code};
@@ -23,7 +23,7 @@ const OUTCOME_WAIT: Duration = Duration::from_secs(30);
 pub async fn follow_logs(
     State(app): State<App>,
     Path(task_id): Path<String>,
-    Extension(credential): Extension<crate::api::http::router::Credential>,
+    Extension(credential): Extension<crate::api::http::app::Credential>,
     upgrade: WebSocketUpgrade,
 ) -> Result<Response, ApiError> {
     let task_id = TaskId::parse("task id", &task_id).map_err(MasterError::from)?;

@@ -11,7 +11,7 @@
 //! Task environments are never sent: they may hold secrets, and a viewer token
 //! is meant for screens.
 
-use crate::api::http::router::App;
+use crate::api::http::app::App;
 use crate::error::MasterError;
 use crate::store::{Limits, TaskRecord, TaskState};
 use axum::Json;

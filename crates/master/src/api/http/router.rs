@@ -3,56 +3,21 @@
 //! With TLS on, `/api/*`, `/ws/*` and `/metrics` need an API token (viewer or above) in
 //! `Authorization: Bearer <token>` or, for browsers' WebSockets, `?token=`.
 
+use crate::api::http::app::{App, Credential};
 use crate::api::http::listener::Peer;
 use crate::api::http::{dashboard, logs_ws, rest as api, telemetry_ws as ws};
-use crate::auth::Auth;
 use crate::auth::users::Role;
-use crate::core::events::EventBus;
-use crate::core::lifecycle::Lifecycle;
-use crate::core::metrics::MasterMetrics;
-use crate::core::registry::Registry;
-use crate::core::scheduler::Scheduler;
-use crate::core::tasks::Tasks;
-use crate::services::{Services, Vitals};
-use crate::store::Store;
+use crate::services::Services;
 use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::{Json, Router, routing::get};
 use serde_json::{Value, json};
-use std::sync::Arc;
-use tokio_util::sync::CancellationToken;
-
-/// The handles the HTTP server uses.
-#[derive(Clone)]
-pub struct App {
-    pub(crate) auth: Auth,
-    pub(crate) store: Arc<dyn Store>,
-    pub(crate) events: EventBus,
-    pub(crate) metrics: Arc<MasterMetrics>,
-    pub(crate) registry: Registry,
-    pub(crate) lifecycle: Lifecycle,
-    pub(crate) tasks: Tasks,
-    pub(crate) scheduler: Scheduler,
-    pub(crate) vitals: Vitals,
-    pub(crate) shutdown: CancellationToken,
-}
 
 /// Routes served on the HTTP port.
 pub fn router(services: &Services) -> Router {
-    let app = App {
-        auth: services.auth.clone(),
-        store: services.store.clone(),
-        events: services.events.clone(),
-        metrics: services.metrics.clone(),
-        registry: services.workers.registry().clone(),
-        lifecycle: services.lifecycle.clone(),
-        tasks: services.tasks.clone(),
-        scheduler: services.scheduler.clone(),
-        vitals: services.vitals.clone(),
-        shutdown: services.runtime.shutdown.clone(),
-    };
+    let app = App::new(services);
     let protected = Router::new()
         .route("/metrics", get(metrics))
         .route("/ws/telemetry", get(ws::all_workers))
@@ -86,11 +51,6 @@ fn bearer(request: &Request) -> Option<String> {
         .find_map(|pair| pair.strip_prefix("token="))
         .map(str::to_string)
 }
-
-/// The token a request was admitted with, for streams that must end when it
-/// is revoked (`Auth::revoked`).
-#[derive(Debug, Clone)]
-pub struct Credential(pub Option<String>);
 
 async fn require_viewer(State(app): State<App>, mut request: Request, next: Next) -> Response {
     let peer = request

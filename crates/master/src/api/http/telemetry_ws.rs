@@ -7,8 +7,8 @@
 //! client that does not take a frame within [`SEND_TIMEOUT`] or answers no ping
 //! within [`DEAD_AFTER`] is dropped. No client can delay another.
 
-use crate::api::http::router::App;
-use crate::api::http::router::Credential;
+use crate::api::http::app::App;
+use crate::api::http::app::Credential;
 use crate::core::events::Metrics;
 use crate::store::now_millis;
 use axum::extract::ws::{Message, Utf8Bytes, WebSocket, WebSocketUpgrade};

@@ -2,11 +2,10 @@
 //! (or the error it gave) to a [`Command`] (or a one-line message).
 
 use super::task::{self, TaskArgs};
-use super::{Command, unknown_command, usage, usage_error};
+use super::{Command, task_id, unknown_command, usage, usage_error, worker_id};
 use crate::store::TaskState;
 use clap::error::ErrorKind;
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
-use cloudai_common::ids::{TaskId, WorkerId};
 
 /// One REPL line, without a binary name. Help and version flags are off: `help`
 /// is a command, and a word like `--help` is an argument like any other.
@@ -204,15 +203,6 @@ fn message(name: &str, typed: &str, positionals: usize, error: &clap::Error) -> 
         ),
     };
     usage_error(name, &problem)
-}
-
-/// A worker id typed on the line, checked here once.
-pub(super) fn worker_id(text: &str) -> Result<WorkerId, String> {
-    WorkerId::parse("worker id", text).map_err(|e| e.to_string())
-}
-
-fn task_id(text: &str) -> Result<TaskId, String> {
-    TaskId::parse("task id", text).map_err(|e| e.to_string())
 }
 
 fn parse_state(text: &str) -> Result<TaskState, String> {

@@ -193,6 +193,15 @@ fn usage_error(name: &str, problem: &str) -> String {
     format!("{problem}; usage: {}", usage(name).unwrap_or(name))
 }
 
+/// A worker id typed on the line, checked here once.
+fn worker_id(text: &str) -> Result<WorkerId, String> {
+    WorkerId::parse("worker id", text).map_err(|e| e.to_string())
+}
+
+fn task_id(text: &str) -> Result<TaskId, String> {
+    TaskId::parse("task id", text).map_err(|e| e.to_string())
+}
+
 /// Why a REPL line is not a command: one line saying what was wrong and what
 /// to type.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -79,7 +79,7 @@ impl TaskArgs {
             placement: if self.target == "auto" {
                 Placement::Auto
             } else {
-                Placement::Worker(super::grammar::worker_id(&self.target)?)
+                Placement::Worker(super::worker_id(&self.target)?)
             },
             image: self.image,
             command: self.command,
