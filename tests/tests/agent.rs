@@ -152,7 +152,9 @@ fn the_agent_needs_an_operator_token() {
 async fn stream_events_reports_task_transitions() {
     use cloudai_proto::v1::cluster_event::Event as Wire;
     use cloudai_proto::v1::master_agent_client::MasterAgentClient;
-    use cloudai_proto::v1::{StreamEventsRequest, SubmitTaskRequest, Task, TaskStatus};
+    use cloudai_proto::v1::{
+        ContainerOptions, StreamEventsRequest, SubmitTaskRequest, Task, TaskStatus,
+    };
     use tonic::transport::{Certificate, Channel, ClientTlsConfig};
 
     let dir = tempfile::tempdir().unwrap();
@@ -182,9 +184,16 @@ async fn stream_events_reports_task_transitions() {
         .await
         .unwrap()
         .into_inner();
+    // Container options go through the agent API like the REPL's.
+    let options = ContainerOptions {
+        shm_size_bytes: 128 << 20,
+        user: "1000:1000".into(),
+        workdir: "/tmp".into(),
+    };
     let task = Task {
         image: TEST_IMAGE.into(),
         command: vec!["true".into()],
+        options: Some(options.clone()),
         ..Default::default()
     };
     let submitted = agent
@@ -214,6 +223,7 @@ async fn stream_events_reports_task_transitions() {
                 .as_ref()
                 .is_some_and(|t| t.task_id == submitted.task_id)
         {
+            assert_eq!(view.task.unwrap().options, Some(options.clone()));
             seen.push(TaskStatus::try_from(view.status).unwrap());
         }
     }

@@ -54,6 +54,33 @@ fn successful_task_completes_with_env_and_limits() {
 }
 
 #[test]
+fn container_options_set_shared_memory_user_and_workdir() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut master, worker) = cluster(dir.path());
+    // 256 MiB of /dev/shm is 262144 1K-blocks; Docker's default is 65536.
+    let task = master.submit(&format!(
+        "task {} {TEST_IMAGE} --shm-size 256m --user 1000:1000 --workdir /tmp -- sh -c 'df -k /dev/shm; echo uid=$(id -u) gid=$(id -g); echo cwd=$(pwd)'",
+        worker.id
+    ));
+    let from = master.send(&format!("monitor {task}"));
+    master.wait_from(from, "262144", WAIT);
+    master.wait_from(from, "uid=1000 gid=1000", WAIT);
+    master.wait_from(from, "cwd=/tmp", WAIT);
+    master.wait_from(from, &format!("task {task} completed (exit code 0)"), WAIT);
+    // Refused before anything runs, in one line naming the option.
+    for (line, problem) in [
+        ("--user 'no such!'", "user: 'no such!' is not a user"),
+        ("--workdir work", "workdir: 'work' is not an absolute path"),
+        ("--shm-size 2t", "shm-size: is larger than 1 TiB"),
+    ] {
+        master.expect(
+            &format!("task {} {TEST_IMAGE} {line} -- true", worker.id),
+            problem,
+        );
+    }
+}
+
+#[test]
 fn memory_hog_is_reported_as_out_of_memory() {
     let dir = tempfile::tempdir().unwrap();
     let (mut master, worker) = cluster(dir.path());

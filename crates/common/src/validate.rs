@@ -3,7 +3,7 @@
 //! Each check returns a [`ValidationError`] naming the field and what is
 //! accepted, so gRPC handlers and the REPL can show it as it is.
 
-use cloudai_proto::v1::{ResourceLimits, Task};
+use cloudai_proto::v1::{ContainerOptions, ResourceLimits, Task};
 use std::collections::HashMap;
 
 /// Longest accepted worker or task id.
@@ -324,12 +324,81 @@ pub fn task(task: &Task) -> Result<(), ValidationError> {
     if task.timeout_seconds > MAX_TIMEOUT_SECONDS {
         return Err(err("timeout", "is longer than 30 days"));
     }
+    if let Some(options) = &task.options {
+        container_options(options)?;
+    }
+    Ok(())
+}
+
+/// Largest `/dev/shm` a task may ask for (1 TiB).
+pub const MAX_SHM_BYTES: u64 = 1 << 40;
+
+/// Checks how a container is asked to run: a bounded `/dev/shm`, a user as
+/// `name`, `uid` or `uid:gid`, an absolute working directory.
+pub fn container_options(options: &ContainerOptions) -> Result<(), ValidationError> {
+    if options.shm_size_bytes > MAX_SHM_BYTES {
+        return Err(err("shm-size", "is larger than 1 TiB"));
+    }
+    if !options.user.is_empty() {
+        let name_ok = |part: &str| {
+            !part.is_empty()
+                && part.len() <= 32
+                && part
+                    .starts_with(|c: char| c.is_ascii_lowercase() || c == '_' || c.is_ascii_digit())
+                && part
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '_' | '-'))
+        };
+        let ok = match options.user.split_once(':') {
+            Some((user, group)) => name_ok(user) && name_ok(group),
+            None => name_ok(&options.user),
+        };
+        if !ok {
+            return Err(err(
+                "user",
+                format!(
+                    "'{}' is not a user: give a name, a uid or uid:gid (e.g. 1000:1000)",
+                    options.user
+                ),
+            ));
+        }
+    }
+    if !options.workdir.is_empty() {
+        let workdir = &options.workdir;
+        if !workdir.starts_with('/') || workdir.len() > 4096 || workdir.contains('\0') {
+            return Err(err(
+                "workdir",
+                format!("'{workdir}' is not an absolute path (e.g. /workspace)"),
+            ));
+        }
+    }
     Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn container_options_are_bounded() {
+        let options = |shm, user: &str, workdir: &str| ContainerOptions {
+            shm_size_bytes: shm,
+            user: user.into(),
+            workdir: workdir.into(),
+        };
+        assert!(container_options(&options(8 << 30, "1000:1000", "/workspace")).is_ok());
+        assert!(container_options(&options(0, "trainer", "")).is_ok());
+        assert!(container_options(&options(0, "", "")).is_ok());
+        assert!(container_options(&options(MAX_SHM_BYTES + 1, "", "")).is_err());
+        for user in ["root:", ":0", "a b", "Admin", "x;rm", &"u".repeat(33)] {
+            assert!(container_options(&options(0, user, "")).is_err(), "{user}");
+        }
+        for workdir in ["rel/path", "", "/ok"] {
+            let ok = container_options(&options(0, "", workdir)).is_ok();
+            assert_eq!(ok, workdir != "rel/path", "{workdir}");
+        }
+        assert!(container_options(&options(0, "", "/a\0b")).is_err());
+    }
 
     #[test]
     fn ids() {

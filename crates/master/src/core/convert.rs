@@ -1,6 +1,6 @@
 //! Conversions between protobuf messages and stored records, in one place.
 
-use crate::store::{GpuRecord, HostRecord, TaskRecord, TaskState};
+use crate::store::{ContainerOptions, GpuRecord, HostRecord, TaskRecord, TaskState};
 use cloudai_proto::v1::{ResourceLimits, Task, TaskStatus, WorkerInfo};
 
 /// Host facts worth persisting from a registration.
@@ -52,6 +52,26 @@ pub fn task_message(task: &TaskRecord) -> Task {
         }),
         timeout_seconds: task.timeout_seconds,
         attempt: task.attempt,
+        options: (!task.options.is_default()).then(|| options_message(&task.options)),
+    }
+}
+
+/// The protobuf form of a task's container options.
+pub fn options_message(options: &ContainerOptions) -> cloudai_proto::v1::ContainerOptions {
+    cloudai_proto::v1::ContainerOptions {
+        shm_size_bytes: options.shm_size_bytes,
+        user: options.user.clone(),
+        workdir: options.workdir.clone(),
+    }
+}
+
+/// The stored form of a submitted task's container options.
+pub fn options_record(options: Option<cloudai_proto::v1::ContainerOptions>) -> ContainerOptions {
+    let options = options.unwrap_or_default();
+    ContainerOptions {
+        shm_size_bytes: options.shm_size_bytes,
+        user: options.user,
+        workdir: options.workdir,
     }
 }
 
@@ -80,5 +100,25 @@ pub fn reported_state(status: TaskStatus) -> Option<TaskState> {
         TaskStatus::TimedOut => Some(TaskState::TimedOut),
         TaskStatus::Lost => Some(TaskState::Lost),
         _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn container_options_round_trip_and_default_to_none() {
+        let options = ContainerOptions {
+            shm_size_bytes: 8 << 30,
+            user: "1000:1000".into(),
+            workdir: "/workspace".into(),
+        };
+        assert_eq!(options_record(Some(options_message(&options))), options);
+        let mut task = TaskRecord::queued("t-1", "img", 0);
+        assert_eq!(task_message(&task).options, None);
+        task.options = options.clone();
+        assert_eq!(task_message(&task).options, Some(options_message(&options)));
+        assert_eq!(options_record(None), ContainerOptions::default());
     }
 }

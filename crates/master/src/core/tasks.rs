@@ -9,7 +9,9 @@ use crate::core::telemetry::Telemetry;
 use crate::core::worker_client::LogStream;
 use crate::core::worker_client::WorkerCalls;
 use crate::error::{MasterError, MasterResult};
-use crate::store::{AssignmentRecord, Limits, TaskRecord, TaskState, Write, now_millis};
+use crate::store::{
+    AssignmentRecord, ContainerOptions, Limits, TaskRecord, TaskState, Write, now_millis,
+};
 use cloudai_common::ids::{TaskId, WorkerId};
 use cloudai_common::validate;
 use cloudai_proto::v1::{AssignTaskRequest, CancelTaskRequest, StreamTaskLogsRequest};
@@ -47,6 +49,8 @@ pub struct TaskRequest {
     pub priority: i32,
     /// Retries after a failed or lost attempt.
     pub max_retries: u32,
+    /// How the container runs (shared memory, user, working directory).
+    pub options: ContainerOptions,
 }
 
 /// Most retries a task may ask for.
@@ -117,6 +121,7 @@ impl Tasks {
             timeout_seconds: request.timeout_seconds,
             priority: request.priority,
             max_retries: request.max_retries,
+            options: request.options,
             ..TaskRecord::queued(&new_task_id(), &request.image, now)
         };
         validate::task(&convert::task_message(&task))?;

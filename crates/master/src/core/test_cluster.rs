@@ -211,6 +211,7 @@ pub(super) fn request(placement: Placement, retries: u32) -> TaskRequest {
         timeout_seconds: 0,
         priority: 0,
         max_retries: retries,
+        options: Default::default(),
     }
 }
 

@@ -20,8 +20,9 @@ pub use embedded::EmbeddedStore;
 pub(crate) use memory::MemoryStore;
 pub use mongo::{MongoStore, redact};
 pub use records::{
-    ApiTokenRecord, AssignmentRecord, GpuRecord, HostRecord, LateResult, Limits, LogChunkRecord,
-    MAX_LATE_RESULTS, ResultRecord, TaskRecord, TaskState, UserRecord, WorkerRecord, now_millis,
+    ApiTokenRecord, AssignmentRecord, ContainerOptions, GpuRecord, HostRecord, LateResult, Limits,
+    LogChunkRecord, MAX_LATE_RESULTS, ResultRecord, TaskRecord, TaskState, UserRecord,
+    WorkerRecord, now_millis,
 };
 pub use resilient::ResilientStore;
 

@@ -266,6 +266,31 @@ pub struct TaskRecord {
     /// started (kept for the record; they do not change the task).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub late_results: Vec<LateResult>,
+    /// How the container runs (shared memory, user, working directory).
+    #[serde(default, skip_serializing_if = "ContainerOptions::is_default")]
+    pub options: ContainerOptions,
+}
+
+/// How a task's container runs, beyond its command and limits (empty: as the
+/// image says).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ContainerOptions {
+    /// Size of `/dev/shm` in bytes (0: Docker's 64 MiB).
+    #[serde(default)]
+    pub shm_size_bytes: u64,
+    /// User the command runs as (`name`, `uid` or `uid:gid`).
+    #[serde(default)]
+    pub user: String,
+    /// Working directory.
+    #[serde(default)]
+    pub workdir: String,
+}
+
+impl ContainerOptions {
+    /// Whether nothing is asked beyond the image's defaults.
+    pub fn is_default(&self) -> bool {
+        *self == Self::default()
+    }
 }
 
 /// A worker's result for an attempt the master had already given up on and
@@ -312,6 +337,7 @@ impl TaskRecord {
             oom_killed: false,
             assigned_gpus: Vec::new(),
             late_results: Vec::new(),
+            options: ContainerOptions::default(),
         }
     }
 }

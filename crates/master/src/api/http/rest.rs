@@ -39,6 +39,8 @@ pub struct TaskView {
     attempt: u32,
     max_retries: u32,
     limits: Limits,
+    /// How the container runs (shared memory, user, working directory).
+    options: crate::store::ContainerOptions,
     assigned_gpus: Vec<String>,
     created_at: i64,
     started_at: Option<i64>,
@@ -68,6 +70,7 @@ impl TaskView {
             attempt: task.attempt,
             max_retries: task.max_retries,
             limits: task.limits,
+            options: task.options,
             assigned_gpus: task.assigned_gpus,
             created_at: task.created_at,
             started_at: task.started_at,

@@ -134,7 +134,7 @@ pub const COMMANDS: &[(&str, &str, &str)] = &[
     ),
     (
         "task",
-        "task <worker|auto> <image> [--cpus N] [--memory SIZE] [--gpus N|all|UUID,...] [--env K=V]... [--timeout DUR] [--priority N] [--retries N] [--] [command...]",
+        "task <worker|auto> <image> [--cpus N] [--memory SIZE] [--gpus N|all|UUID,...] [--env K=V]... [--timeout DUR] [--priority N] [--retries N] [--shm-size SIZE] [--user USER] [--workdir PATH] [--] [command...]",
         "run a container task on a worker (or let the master pick one with auto)",
     ),
     (
@@ -422,6 +422,21 @@ mod tests {
         assert_eq!(request.env.get("B").map(String::as_str), Some("x=y"));
         assert_eq!(request.timeout_seconds, 90);
         assert_eq!(request.command, vec!["sh", "-c", "echo hi; exit 3"]);
+    }
+
+    #[test]
+    fn task_with_container_options() {
+        let request =
+            task("task auto img --shm-size 8g --user 1000:1000 --workdir /ws -- python train.py");
+        assert_eq!(request.options.shm_size_bytes, 8 << 30);
+        assert_eq!(request.options.user, "1000:1000");
+        assert_eq!(request.options.workdir, "/ws");
+        assert!(task("task auto img").options.is_default());
+        assert!(
+            parse("task auto img --shm-size lots")
+                .unwrap_err()
+                .contains("--shm-size")
+        );
     }
 
     #[test]

@@ -3,7 +3,7 @@
 
 use super::usage_error;
 use crate::core::tasks::{MAX_RETRIES, Placement, TaskRequest};
-use crate::store::Limits;
+use crate::store::{ContainerOptions, Limits};
 use clap::error::{ContextKind, ContextValue, ErrorKind};
 use cloudai_common::units::{parse_duration, parse_size};
 use std::collections::BTreeMap;
@@ -32,6 +32,12 @@ pub(super) struct TaskArgs {
     priority: Option<i32>,
     #[arg(long, value_name = "N", allow_hyphen_values = true, value_parser = parse_retries)]
     retries: Option<u32>,
+    #[arg(long, value_name = "SIZE", allow_hyphen_values = true, value_parser = parse_shm_size)]
+    shm_size: Option<u64>,
+    #[arg(long, value_name = "USER", allow_hyphen_values = true)]
+    user: Option<String>,
+    #[arg(long, value_name = "PATH", allow_hyphen_values = true)]
+    workdir: Option<String>,
     /// The container command and its arguments (empty: the image's default).
     #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
     command: Vec<String>,
@@ -88,6 +94,11 @@ impl TaskArgs {
             timeout_seconds: self.timeout.unwrap_or(0),
             priority: self.priority.unwrap_or(0),
             max_retries: self.retries.unwrap_or(0),
+            options: ContainerOptions {
+                shm_size_bytes: self.shm_size.unwrap_or(0),
+                user: self.user.unwrap_or_default(),
+                workdir: self.workdir.unwrap_or_default(),
+            },
         })
     }
 }
@@ -132,6 +143,10 @@ fn parse_cpus(text: &str) -> Result<i64, String> {
 fn parse_memory(text: &str) -> Result<i64, String> {
     let bytes = parse_size(text).map_err(|e| format!("--memory: {e}"))?;
     i64::try_from(bytes).map_err(|_| format!("--memory: '{text}' is too large"))
+}
+
+fn parse_shm_size(text: &str) -> Result<u64, String> {
+    parse_size(text).map_err(|e| format!("--shm-size: {e}"))
 }
 
 fn parse_gpus(text: &str) -> Result<Gpus, String> {

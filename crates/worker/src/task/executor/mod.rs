@@ -159,12 +159,18 @@ impl Executor {
         ]);
         let mut env: Vec<String> = task.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
         env.sort();
+        let options = task.options.clone().unwrap_or_default();
+        let given = |text: String| (!text.is_empty()).then_some(text);
         let body = ContainerCreateBody {
             image: Some(task.image.clone()),
             cmd: (!task.command.is_empty()).then(|| task.command.clone()),
             env: Some(env),
             labels: Some(labels),
+            user: given(options.user),
+            working_dir: given(options.workdir),
             host_config: Some(HostConfig {
+                shm_size: (options.shm_size_bytes > 0)
+                    .then(|| i64::try_from(options.shm_size_bytes).unwrap_or(i64::MAX)),
                 memory: (limits.memory_bytes > 0).then_some(limits.memory_bytes),
                 // Equal swap and memory limits: the container cannot swap past its limit.
                 memory_swap: (limits.memory_bytes > 0).then_some(limits.memory_bytes),
