@@ -189,6 +189,12 @@ async fn stream_events_reports_task_transitions() {
         shm_size_bytes: 128 << 20,
         user: "1000:1000".into(),
         workdir: "/tmp".into(),
+        mounts: vec![cloudai_proto::v1::Mount {
+            kind: cloudai_proto::v1::mount::Kind::Tmpfs as i32,
+            target: "/scratch".into(),
+            tmpfs_size_bytes: 16 << 20,
+            ..Default::default()
+        }],
     };
     let task = Task {
         image: TEST_IMAGE.into(),

@@ -80,6 +80,87 @@ fn container_options_set_shared_memory_user_and_workdir() {
     }
 }
 
+/// A named Docker volume, removed when dropped (even if the test fails).
+struct Volume(String);
+
+impl Drop for Volume {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("docker")
+            .args(["volume", "rm", "-f", &self.0])
+            .output();
+    }
+}
+
+#[test]
+fn volumes_host_paths_and_tmpfs_are_mounted_as_asked() {
+    let dir = tempfile::tempdir().unwrap();
+    let shared = dir.path().join("shared");
+    std::fs::create_dir_all(&shared).unwrap();
+    std::fs::write(shared.join("input.txt"), "from-the-host\n").unwrap();
+    let shared = shared.display().to_string();
+    let mut master = Master::start(&dir.path().join("master"), &MasterOptions::default());
+    let worker = Worker::join_with(
+        &mut master,
+        "mnt",
+        dir.path(),
+        &["--allow-host-path", &shared],
+    );
+    let volume = Volume(unique("cache").replace('-', "_"));
+    let run = |master: &mut Master, options: &str, script: &str| {
+        let task = master.submit(&format!(
+            "task {} {TEST_IMAGE} {options} -- sh -c '{script}'",
+            worker.id
+        ));
+        let from = master.send(&format!("monitor {task}"));
+        master.wait_from(from, &format!("task {task} completed (exit code 0)"), WAIT);
+        master
+            .output()
+            .into_iter()
+            .skip(from)
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    // A named volume outlives the task that wrote it.
+    run(
+        &mut master,
+        &format!("--volume {}:/cache", volume.0),
+        "echo kept > /cache/model.bin",
+    );
+    let read = run(
+        &mut master,
+        &format!("--volume {}:/cache:ro", volume.0),
+        "cat /cache/model.bin",
+    );
+    assert!(read.contains("kept"), "{read}");
+    // A host path under --allow-host-path, read-only; a tmpfs of the asked size.
+    let out = run(
+        &mut master,
+        &format!("--volume {shared}:/in:ro --tmpfs /scratch:16m"),
+        "cat /in/input.txt; df -k /scratch | tail -1; touch /in/x 2>/dev/null || echo read-only",
+    );
+    for needle in ["from-the-host", "16384", "read-only"] {
+        assert!(out.contains(needle), "{needle} missing: {out}");
+    }
+    // A host path the worker does not allow: refused at once on a named
+    // worker, and waiting with the reason when queued.
+    master.expect(
+        &format!(
+            "task {} {TEST_IMAGE} --volume /etc:/host-etc -- true",
+            worker.id
+        ),
+        "allows host path '/etc'",
+    );
+    let queued = master.submit(&format!(
+        "task auto {TEST_IMAGE} --volume /etc:/host-etc -- true"
+    ));
+    master.poll(
+        "tasks --state queued",
+        &[&queued, "--allow-host-path"],
+        WAIT,
+    );
+    master.expect(&format!("cancel {queued}"), "cancelled");
+}
+
 #[test]
 fn memory_hog_is_reported_as_out_of_memory() {
     let dir = tempfile::tempdir().unwrap();

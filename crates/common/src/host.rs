@@ -31,6 +31,7 @@ pub fn worker_info(worker_id: &str, address: &str) -> WorkerInfo {
         gpus: Vec::new(),
         network_interfaces: network_interfaces(),
         version: crate::VERSION.to_string(),
+        allowed_host_paths: Vec::new(),
     }
 }
 

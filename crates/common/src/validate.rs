@@ -3,7 +3,7 @@
 //! Each check returns a [`ValidationError`] naming the field and what is
 //! accepted, so gRPC handlers and the REPL can show it as it is.
 
-use cloudai_proto::v1::{ContainerOptions, ResourceLimits, Task};
+use cloudai_proto::v1::{ContainerOptions, Mount, ResourceLimits, Task, mount};
 use std::collections::HashMap;
 
 /// Longest accepted worker or task id.
@@ -363,13 +363,102 @@ pub fn container_options(options: &ContainerOptions) -> Result<(), ValidationErr
             ));
         }
     }
-    if !options.workdir.is_empty() {
-        let workdir = &options.workdir;
-        if !workdir.starts_with('/') || workdir.len() > 4096 || workdir.contains('\0') {
+    if !options.workdir.is_empty() && !absolute_path(&options.workdir) {
+        return Err(err(
+            "workdir",
+            format!(
+                "'{}' is not an absolute path (e.g. /workspace)",
+                options.workdir
+            ),
+        ));
+    }
+    mounts(&options.mounts)
+}
+
+/// Most mounts one task may ask for.
+pub const MAX_MOUNTS: usize = 32;
+
+/// An absolute path without `.`, `..` or empty components (a trailing `/`
+/// aside), NUL or more than 4096 bytes.
+fn absolute_path(path: &str) -> bool {
+    let Some(rest) = path.strip_prefix('/') else {
+        return false;
+    };
+    path.len() <= 4096
+        && !path.contains('\0')
+        && rest
+            .trim_end_matches('/')
+            .split('/')
+            .all(|part| !matches!(part, "." | ".."))
+        && !rest.trim_end_matches('/').contains("//")
+}
+
+/// Whether `path` is one of `prefixes` or inside one (`/data` allows
+/// `/data` and `/data/x`, not `/database`).
+pub fn host_path_allowed(path: &str, prefixes: &[String]) -> bool {
+    let path = path.trim_end_matches('/');
+    prefixes.iter().any(|prefix| {
+        let prefix = prefix.trim_end_matches('/');
+        path == prefix || path.starts_with(&format!("{prefix}/")) || prefix.is_empty()
+    })
+}
+
+/// Checks a task's mounts: known kinds, absolute distinct targets, volume
+/// names Docker accepts, absolute host paths, bounded tmpfs sizes.
+pub fn mounts(mounts: &[Mount]) -> Result<(), ValidationError> {
+    if mounts.len() > MAX_MOUNTS {
+        return Err(err("mounts", format!("at most {MAX_MOUNTS}")));
+    }
+    let mut targets = std::collections::HashSet::new();
+    for mount in mounts {
+        let target = mount.target.trim_end_matches('/');
+        if !absolute_path(&mount.target) || target.is_empty() {
             return Err(err(
-                "workdir",
-                format!("'{workdir}' is not an absolute path (e.g. /workspace)"),
+                "mount",
+                format!(
+                    "target '{}' is not an absolute path in the container (e.g. /data)",
+                    mount.target
+                ),
             ));
+        }
+        if !targets.insert(target.to_string()) {
+            return Err(err("mount", format!("'{target}' is mounted twice")));
+        }
+        match mount::Kind::try_from(mount.kind) {
+            Ok(mount::Kind::Volume) => {
+                let name = &mount.source;
+                let ok = !name.is_empty()
+                    && name.len() <= 64
+                    && name.starts_with(|c: char| c.is_ascii_alphanumeric())
+                    && name
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
+                if !ok {
+                    return Err(err(
+                        "volume",
+                        format!(
+                            "'{name}' is not a volume name: letters, digits, '_', '.', '-', starting with a letter or digit"
+                        ),
+                    ));
+                }
+            }
+            Ok(mount::Kind::HostPath) => {
+                if !absolute_path(&mount.source) {
+                    return Err(err(
+                        "volume",
+                        format!("host path '{}' is not an absolute path", mount.source),
+                    ));
+                }
+            }
+            Ok(mount::Kind::Tmpfs) => {
+                if !mount.source.is_empty() {
+                    return Err(err("tmpfs", "takes no source"));
+                }
+                if mount.tmpfs_size_bytes > MAX_SHM_BYTES {
+                    return Err(err("tmpfs", "is larger than 1 TiB"));
+                }
+            }
+            _ => return Err(err("mount", format!("unknown kind {}", mount.kind))),
         }
     }
     Ok(())
@@ -385,6 +474,7 @@ mod tests {
             shm_size_bytes: shm,
             user: user.into(),
             workdir: workdir.into(),
+            mounts: Vec::new(),
         };
         assert!(container_options(&options(8 << 30, "1000:1000", "/workspace")).is_ok());
         assert!(container_options(&options(0, "trainer", "")).is_ok());
@@ -398,6 +488,49 @@ mod tests {
             assert_eq!(ok, workdir != "rel/path", "{workdir}");
         }
         assert!(container_options(&options(0, "", "/a\0b")).is_err());
+    }
+
+    #[test]
+    fn mounts_are_checked() {
+        let mount = |kind: mount::Kind, source: &str, target: &str| Mount {
+            kind: kind as i32,
+            source: source.into(),
+            target: target.into(),
+            read_only: false,
+            tmpfs_size_bytes: 0,
+        };
+        use mount::Kind::{HostPath, Tmpfs, Unspecified, Volume};
+        let good = [
+            mount(Volume, "hf-cache", "/root/.cache/huggingface"),
+            mount(HostPath, "/data/imagenet", "/data"),
+            mount(Tmpfs, "", "/scratch"),
+        ];
+        assert!(mounts(&good).is_ok());
+        for bad in [
+            vec![mount(Volume, "bad name", "/x")],
+            vec![mount(Volume, "", "/x")],
+            vec![mount(HostPath, "relative", "/x")],
+            vec![mount(HostPath, "/data/../etc", "/x")],
+            vec![mount(Volume, "v", "relative")],
+            vec![mount(Volume, "v", "/")],
+            vec![mount(Tmpfs, "src", "/x")],
+            vec![mount(Unspecified, "v", "/x")],
+            vec![mount(Volume, "a", "/x"), mount(Volume, "b", "/x/")],
+            vec![mount(Volume, "v", "/x"); MAX_MOUNTS + 1],
+        ] {
+            assert!(mounts(&bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn host_paths_are_allowed_by_prefix() {
+        let allowed = vec!["/data".to_string(), "/models/".to_string()];
+        assert!(host_path_allowed("/data", &allowed));
+        assert!(host_path_allowed("/data/imagenet", &allowed));
+        assert!(host_path_allowed("/models/llama", &allowed));
+        assert!(!host_path_allowed("/database", &allowed));
+        assert!(!host_path_allowed("/etc", &allowed));
+        assert!(!host_path_allowed("/data", &[]));
     }
 
     #[test]

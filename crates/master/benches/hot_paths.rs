@@ -37,6 +37,7 @@ fn workers(n: usize) -> Vec<Candidate> {
             used_gpus: (0..(i % 8)).map(|g| format!("GPU-{i:05}-{g}")).collect(),
             live_memory_used: Some((i as i64 % 400) << 30),
             live_cpu_percent: Some((i % 100) as f32),
+            allowed_host_paths: Vec::new(),
         })
         .collect()
 }
@@ -46,6 +47,7 @@ fn placement(c: &mut Criterion) {
         nano_cpus: 2 * CPU,
         memory_bytes: 16 << 30,
         gpus: cloudai_common::resources::GpuRequest::Count(2),
+        host_paths: Vec::new(),
     };
     let mut group = c.benchmark_group("placement");
     for n in [1_000, 10_000] {

@@ -33,6 +33,13 @@ pub struct WorkerConfig {
     #[arg(long, env = "CLOUDAI_WORKER_ADVERTISE_HOST")]
     pub advertise_host: Option<String>,
 
+    /// A host directory tasks may mount with `--volume /path:/target`
+    /// (repeatable; the directory and everything under it). Host paths are
+    /// root-equivalent (a task can write whatever they hold), so none is
+    /// allowed unless named here.
+    #[arg(long = "allow-host-path", value_name = "DIR")]
+    pub allow_host_paths: Vec<String>,
+
     /// Master's gRPC address (host:port). When set, the worker registers itself
     /// at start; otherwise it waits for the master's invitation.
     #[arg(long, env = "CLOUDAI_MASTER_ADDR")]
@@ -103,6 +110,11 @@ impl WorkerConfig {
                 crate::master_link::log_upload::MAX_UPLOAD_BYTES
             )
             .into());
+        }
+        for dir in &self.allow_host_paths {
+            if !dir.starts_with('/') || dir.split('/').any(|part| part == "..") {
+                return Err(format!("--allow-host-path '{dir}' must be an absolute path").into());
+            }
         }
         if self.heartbeat_interval < Duration::from_millis(50) {
             return Err("--heartbeat-interval must be at least 50ms".into());

@@ -112,6 +112,17 @@ impl WorkerService for WorkerGrpc {
             .ok_or_else(|| Status::invalid_argument("task: missing"))?;
         cloudai_common::validate::id("task.task_id", &task.task_id).map_err(invalid)?;
         cloudai_common::validate::task(&task).map_err(invalid)?;
+        let allowed = &self.worker.config().allow_host_paths;
+        for mount in task.options.iter().flat_map(|o| &o.mounts) {
+            if mount.kind == cloudai_proto::v1::mount::Kind::HostPath as i32
+                && !cloudai_common::validate::host_path_allowed(&mount.source, allowed)
+            {
+                return Err(Status::permission_denied(format!(
+                    "this worker does not allow host path '{}': start it with --allow-host-path <dir> to allow it",
+                    mount.source
+                )));
+            }
+        }
         if self.worker.shutdown_token().is_cancelled() {
             return Err(Status::unavailable("this worker is shutting down"));
         }

@@ -13,6 +13,7 @@ pub fn demand(task: &TaskRecord) -> Demand {
         nano_cpus: task.limits.nano_cpus,
         memory_bytes: task.limits.memory_bytes,
         gpus: task.limits.gpus(),
+        host_paths: task.options.host_paths(),
     }
 }
 
@@ -69,6 +70,11 @@ pub fn candidates(registry: &Registry, lifecycle: &Lifecycle) -> Vec<Candidate> 
                     .as_ref()
                     .map(|hb| saturating_i64(hb.memory_used_bytes)),
                 live_cpu_percent: w.latest.as_ref().map(|hb| hb.cpu_percent),
+                allowed_host_paths: w
+                    .info
+                    .as_ref()
+                    .map(|info| info.allowed_host_paths.clone())
+                    .unwrap_or_default(),
             }
         })
     });

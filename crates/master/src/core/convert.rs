@@ -1,7 +1,10 @@
 //! Conversions between protobuf messages and stored records, in one place.
 
-use crate::store::{ContainerOptions, GpuRecord, HostRecord, TaskRecord, TaskState};
-use cloudai_proto::v1::{ResourceLimits, Task, TaskStatus, WorkerInfo};
+use crate::store::{
+    ContainerOptions, GpuRecord, HostRecord, MountKind, MountRecord, TaskRecord, TaskState,
+};
+use cloudai_common::validate::ValidationError;
+use cloudai_proto::v1::{Mount, ResourceLimits, Task, TaskStatus, WorkerInfo, mount};
 
 /// Host facts worth persisting from a registration.
 pub fn host_record(info: &WorkerInfo) -> HostRecord {
@@ -62,17 +65,52 @@ pub fn options_message(options: &ContainerOptions) -> cloudai_proto::v1::Contain
         shm_size_bytes: options.shm_size_bytes,
         user: options.user.clone(),
         workdir: options.workdir.clone(),
+        mounts: options
+            .mounts
+            .iter()
+            .map(|m| Mount {
+                kind: match m.kind {
+                    MountKind::Volume => mount::Kind::Volume,
+                    MountKind::HostPath => mount::Kind::HostPath,
+                    MountKind::Tmpfs => mount::Kind::Tmpfs,
+                } as i32,
+                source: m.source.clone(),
+                target: m.target.clone(),
+                read_only: m.read_only,
+                tmpfs_size_bytes: m.tmpfs_size_bytes,
+            })
+            .collect(),
     }
 }
 
-/// The stored form of a submitted task's container options.
-pub fn options_record(options: Option<cloudai_proto::v1::ContainerOptions>) -> ContainerOptions {
+/// The stored form of a submitted task's container options (checked first).
+pub fn options_record(
+    options: Option<cloudai_proto::v1::ContainerOptions>,
+) -> Result<ContainerOptions, ValidationError> {
     let options = options.unwrap_or_default();
-    ContainerOptions {
+    cloudai_common::validate::container_options(&options)?;
+    let mounts = options
+        .mounts
+        .into_iter()
+        .map(|m| MountRecord {
+            kind: match mount::Kind::try_from(m.kind) {
+                Ok(mount::Kind::HostPath) => MountKind::HostPath,
+                Ok(mount::Kind::Tmpfs) => MountKind::Tmpfs,
+                // Checked above: the rest are volumes.
+                _ => MountKind::Volume,
+            },
+            source: m.source,
+            target: m.target,
+            read_only: m.read_only,
+            tmpfs_size_bytes: m.tmpfs_size_bytes,
+        })
+        .collect();
+    Ok(ContainerOptions {
         shm_size_bytes: options.shm_size_bytes,
         user: options.user,
         workdir: options.workdir,
-    }
+        mounts,
+    })
 }
 
 /// Protobuf status of a stored state.
@@ -113,12 +151,38 @@ mod tests {
             shm_size_bytes: 8 << 30,
             user: "1000:1000".into(),
             workdir: "/workspace".into(),
+            mounts: vec![
+                MountRecord {
+                    kind: MountKind::Volume,
+                    source: "hf-cache".into(),
+                    target: "/root/.cache".into(),
+                    read_only: false,
+                    tmpfs_size_bytes: 0,
+                },
+                MountRecord {
+                    kind: MountKind::HostPath,
+                    source: "/data/imagenet".into(),
+                    target: "/data".into(),
+                    read_only: true,
+                    tmpfs_size_bytes: 0,
+                },
+                MountRecord {
+                    kind: MountKind::Tmpfs,
+                    source: String::new(),
+                    target: "/scratch".into(),
+                    read_only: false,
+                    tmpfs_size_bytes: 1 << 30,
+                },
+            ],
         };
-        assert_eq!(options_record(Some(options_message(&options))), options);
+        assert_eq!(
+            options_record(Some(options_message(&options))).unwrap(),
+            options
+        );
         let mut task = TaskRecord::queued("t-1", "img", 0);
         assert_eq!(task_message(&task).options, None);
         task.options = options.clone();
         assert_eq!(task_message(&task).options, Some(options_message(&options)));
-        assert_eq!(options_record(None), ContainerOptions::default());
+        assert_eq!(options_record(None).unwrap(), ContainerOptions::default());
     }
 }

@@ -6,6 +6,7 @@
 //! the candidates once: O(workers).
 
 use cloudai_common::resources::GpuRequest;
+use cloudai_common::validate::host_path_allowed;
 use std::collections::HashSet;
 
 /// Who places queued tasks.
@@ -49,6 +50,8 @@ pub struct Demand {
     pub memory_bytes: i64,
     /// GPUs.
     pub gpus: GpuRequest,
+    /// Host paths it mounts: only a worker allowing each can take it.
+    pub host_paths: Vec<String>,
 }
 
 /// One active worker as the scheduler sees it.
@@ -72,6 +75,8 @@ pub struct Candidate {
     pub live_memory_used: Option<i64>,
     /// Live CPU load 0–100 (telemetry), if known.
     pub live_cpu_percent: Option<f32>,
+    /// Host path prefixes it lets tasks mount (`--allow-host-path`).
+    pub allowed_host_paths: Vec<String>,
 }
 
 /// A placement decision.
@@ -114,7 +119,17 @@ impl Candidate {
     }
 
     /// Whether the demand fits, without allocating (the hot loop).
+    fn allows(&self, demand: &Demand) -> bool {
+        demand
+            .host_paths
+            .iter()
+            .all(|path| host_path_allowed(path, &self.allowed_host_paths))
+    }
+
     fn fits(&self, demand: &Demand) -> bool {
+        if !demand.host_paths.is_empty() && !self.allows(demand) {
+            return false;
+        }
         if demand.nano_cpus > 0 && self.free_cpu() < demand.nano_cpus {
             return false;
         }
@@ -239,6 +254,15 @@ fn why_not(demand: &Demand, candidates: &[Candidate]) -> String {
     if candidates.is_empty() {
         return "no active worker".into();
     }
+    if let Some(path) = demand.host_paths.iter().find(|path| {
+        !candidates
+            .iter()
+            .any(|c| host_path_allowed(path, &c.allowed_host_paths))
+    }) {
+        return format!(
+            "no active worker allows host path '{path}' (start one with --allow-host-path)"
+        );
+    }
     let wanted = match &demand.gpus {
         GpuRequest::Exact(ids) => {
             return format!("GPUs {} are not free on any one worker", ids.join(", "));
@@ -295,7 +319,24 @@ mod tests {
             nano_cpus: cpus * CPU,
             memory_bytes: gib * GIB,
             gpus: GpuRequest::of(gpus, &[]),
+            host_paths: Vec::new(),
         }
+    }
+
+    #[test]
+    fn host_paths_go_only_to_workers_that_allow_them() {
+        let allowing = Candidate {
+            allowed_host_paths: vec!["/data".into()],
+            ..worker("b", 1, 1, 0)
+        };
+        let workers = vec![worker("a", 8, 8, 0), allowing];
+        let mut wants = demand(0, 0, 0);
+        wants.host_paths = vec!["/data/imagenet".into()];
+        assert_eq!(place(&wants, &workers, Policy::Binpack).unwrap().index, 1);
+        wants.host_paths = vec!["/database".into()];
+        let reason = place(&wants, &workers, Policy::Binpack).unwrap_err();
+        assert!(reason.contains("allows host path '/database'"), "{reason}");
+        assert!(reason.contains("--allow-host-path"), "{reason}");
     }
 
     #[test]

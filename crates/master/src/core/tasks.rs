@@ -172,7 +172,9 @@ impl Tasks {
             .map_err(|reason| {
                 MasterError::FailedPrecondition(format!(
                     "worker '{worker_id}' cannot run it now ({}); `task auto …` queues it until capacity frees",
-                    reason.replace("no worker with", "it lacks")
+                    reason
+                        .replace("no worker with", "it lacks")
+                        .replace("no active worker allows", "it does not allow")
                 ))
             })
     }

@@ -21,8 +21,8 @@ pub(crate) use memory::MemoryStore;
 pub use mongo::{MongoStore, redact};
 pub use records::{
     ApiTokenRecord, AssignmentRecord, ContainerOptions, GpuRecord, HostRecord, LateResult, Limits,
-    LogChunkRecord, MAX_LATE_RESULTS, ResultRecord, TaskRecord, TaskState, UserRecord,
-    WorkerRecord, now_millis,
+    LogChunkRecord, MAX_LATE_RESULTS, MountKind, MountRecord, ResultRecord, TaskRecord, TaskState,
+    UserRecord, WorkerRecord, now_millis,
 };
 pub use resilient::ResilientStore;
 

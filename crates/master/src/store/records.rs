@@ -284,6 +284,50 @@ pub struct ContainerOptions {
     /// Working directory.
     #[serde(default)]
     pub workdir: String,
+    /// Filesystems mounted into the container.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub mounts: Vec<MountRecord>,
+}
+
+/// One filesystem mounted into a task's container.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MountRecord {
+    /// What is mounted.
+    pub kind: MountKind,
+    /// The volume's name or the host path (empty for a tmpfs).
+    #[serde(default)]
+    pub source: String,
+    /// Absolute path in the container.
+    pub target: String,
+    /// Mounted read-only.
+    #[serde(default)]
+    pub read_only: bool,
+    /// Size of a tmpfs in bytes (0: Docker's default).
+    #[serde(default)]
+    pub tmpfs_size_bytes: u64,
+}
+
+/// The kinds of [`MountRecord`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MountKind {
+    /// A named Docker volume, kept between tasks.
+    Volume,
+    /// A directory of the worker host.
+    HostPath,
+    /// A tmpfs.
+    Tmpfs,
+}
+
+impl ContainerOptions {
+    /// The host paths the task mounts (placement needs a worker allowing each).
+    pub fn host_paths(&self) -> Vec<String> {
+        self.mounts
+            .iter()
+            .filter(|m| m.kind == MountKind::HostPath)
+            .map(|m| m.source.clone())
+            .collect()
+    }
 }
 
 impl ContainerOptions {

@@ -217,7 +217,7 @@ impl MasterAgent for AgentGrpc {
                 timeout_seconds: task.timeout_seconds,
                 priority: request.priority,
                 max_retries: request.max_retries,
-                options: convert::options_record(task.options),
+                options: convert::options_record(task.options).map_err(MasterError::from)?,
             })
             .await?;
         Ok(Response::new(SubmitTaskResponse {

@@ -44,7 +44,7 @@ pub(super) enum Repl {
         #[arg(allow_hyphen_values = true)]
         id: String,
     },
-    Task(TaskArgs),
+    Task(Box<TaskArgs>),
     Tasks {
         #[arg(long, allow_hyphen_values = true, value_parser = parse_state)]
         state: Option<TaskState>,

@@ -134,7 +134,7 @@ pub const COMMANDS: &[(&str, &str, &str)] = &[
     ),
     (
         "task",
-        "task <worker|auto> <image> [--cpus N] [--memory SIZE] [--gpus N|all|UUID,...] [--env K=V]... [--timeout DUR] [--priority N] [--retries N] [--shm-size SIZE] [--user USER] [--workdir PATH] [--] [command...]",
+        "task <worker|auto> <image> [--cpus N] [--memory SIZE] [--gpus N|all|UUID,...] [--env K=V]... [--timeout DUR] [--priority N] [--retries N] [--shm-size SIZE] [--user USER] [--workdir PATH] [--volume NAME|/HOST:/PATH[:ro]]... [--tmpfs /PATH[:SIZE]]... [--] [command...]",
         "run a container task on a worker (or let the master pick one with auto)",
     ),
     (

@@ -3,7 +3,7 @@
 
 use super::usage_error;
 use crate::core::tasks::{MAX_RETRIES, Placement, TaskRequest};
-use crate::store::{ContainerOptions, Limits};
+use crate::store::{ContainerOptions, Limits, MountKind, MountRecord};
 use clap::error::{ContextKind, ContextValue, ErrorKind};
 use cloudai_common::units::{parse_duration, parse_size};
 use std::collections::BTreeMap;
@@ -38,6 +38,10 @@ pub(super) struct TaskArgs {
     user: Option<String>,
     #[arg(long, value_name = "PATH", allow_hyphen_values = true)]
     workdir: Option<String>,
+    #[arg(long = "volume", value_name = "NAME|/HOST:/PATH[:ro]", allow_hyphen_values = true, value_parser = parse_volume)]
+    volumes: Vec<MountRecord>,
+    #[arg(long = "tmpfs", value_name = "/PATH[:SIZE]", allow_hyphen_values = true, value_parser = parse_tmpfs)]
+    tmpfs: Vec<MountRecord>,
     /// The container command and its arguments (empty: the image's default).
     #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
     command: Vec<String>,
@@ -98,6 +102,7 @@ impl TaskArgs {
                 shm_size_bytes: self.shm_size.unwrap_or(0),
                 user: self.user.unwrap_or_default(),
                 workdir: self.workdir.unwrap_or_default(),
+                mounts: self.volumes.into_iter().chain(self.tmpfs).collect(),
             },
         })
     }
@@ -143,6 +148,50 @@ fn parse_cpus(text: &str) -> Result<i64, String> {
 fn parse_memory(text: &str) -> Result<i64, String> {
     let bytes = parse_size(text).map_err(|e| format!("--memory: {e}"))?;
     i64::try_from(bytes).map_err(|_| format!("--memory: '{text}' is too large"))
+}
+
+/// `NAME:/path[:ro]` (a named volume) or `/host/path:/path[:ro]`.
+fn parse_volume(text: &str) -> Result<MountRecord, String> {
+    let parts: Vec<&str> = text.split(':').collect();
+    let (source, target, read_only) = match parts.as_slice() {
+        [source, target] => (*source, *target, false),
+        [source, target, "ro"] => (*source, *target, true),
+        [source, target, "rw"] => (*source, *target, false),
+        _ => {
+            return Err(format!(
+                "--volume: '{text}' is not NAME:/path or /host/path:/path, optionally with :ro"
+            ));
+        }
+    };
+    Ok(MountRecord {
+        kind: if source.starts_with('/') {
+            MountKind::HostPath
+        } else {
+            MountKind::Volume
+        },
+        source: source.to_string(),
+        target: target.to_string(),
+        read_only,
+        tmpfs_size_bytes: 0,
+    })
+}
+
+/// `/path` or `/path:SIZE`.
+fn parse_tmpfs(text: &str) -> Result<MountRecord, String> {
+    let (target, size) = match text.split_once(':') {
+        Some((target, size)) => (
+            target,
+            parse_size(size).map_err(|e| format!("--tmpfs: {e}"))?,
+        ),
+        None => (text, 0),
+    };
+    Ok(MountRecord {
+        kind: MountKind::Tmpfs,
+        source: String::new(),
+        target: target.to_string(),
+        read_only: false,
+        tmpfs_size_bytes: size,
+    })
 }
 
 fn parse_shm_size(text: &str) -> Result<u64, String> {

@@ -171,6 +171,7 @@ impl Executor {
             host_config: Some(HostConfig {
                 shm_size: (options.shm_size_bytes > 0)
                     .then(|| i64::try_from(options.shm_size_bytes).unwrap_or(i64::MAX)),
+                mounts: (!options.mounts.is_empty()).then(|| mounts(&options.mounts)),
                 memory: (limits.memory_bytes > 0).then_some(limits.memory_bytes),
                 // Equal swap and memory limits: the container cannot swap past its limit.
                 memory_swap: (limits.memory_bytes > 0).then_some(limits.memory_bytes),
@@ -309,6 +310,36 @@ fn gpu_requests(request: &GpuRequest) -> Option<Vec<DeviceRequest>> {
         capabilities: Some(vec![vec!["gpu".to_string()]]),
         ..Default::default()
     }])
+}
+
+/// Docker's form of a task's mounts: named volumes (created on first use),
+/// bind mounts of host paths (allowed by the server before this), tmpfs.
+fn mounts(mounts: &[cloudai_proto::v1::Mount]) -> Vec<bollard::models::Mount> {
+    use bollard::models::{Mount, MountTmpfsOptions, MountType};
+    use cloudai_proto::v1::mount::Kind;
+    mounts
+        .iter()
+        .map(|m| {
+            let kind = Kind::try_from(m.kind).unwrap_or(Kind::Unspecified);
+            Mount {
+                target: Some(m.target.clone()),
+                source: (kind != Kind::Tmpfs).then(|| m.source.clone()),
+                typ: Some(match kind {
+                    Kind::HostPath => MountType::BIND,
+                    Kind::Tmpfs => MountType::TMPFS,
+                    _ => MountType::VOLUME,
+                }),
+                read_only: Some(m.read_only),
+                tmpfs_options: (kind == Kind::Tmpfs && m.tmpfs_size_bytes > 0).then(|| {
+                    MountTmpfsOptions {
+                        size_bytes: Some(i64::try_from(m.tmpfs_size_bytes).unwrap_or(i64::MAX)),
+                        ..Default::default()
+                    }
+                }),
+                ..Default::default()
+            }
+        })
+        .collect()
 }
 
 #[cfg(test)]
