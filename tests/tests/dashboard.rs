@@ -240,7 +240,7 @@ async fn the_dashboard_shows_the_cluster_live() {
 
     // A task appears in the table, and its view follows the output live.
     let task = master.submit(&format!(
-        "task {} {TEST_IMAGE} -- sh -c 'for i in 1 2 3 4 5 6; do echo dash-line-$i; sleep 1; done'",
+        "task {} {TEST_IMAGE} --shm-size 128m --tmpfs /scratch -- sh -c 'for i in 1 2 3 4 5 6; do echo dash-line-$i; sleep 1; done'",
         worker.id
     ));
     let row = format!("#tasks tbody tr[data-task-id=\"{task}\"]");
@@ -276,6 +276,15 @@ async fn the_dashboard_shows_the_cluster_live() {
         "the log tail is followed while the task runs: {status}"
     );
     browser.shot("03-task-live-log").await;
+    browser
+        .wait_for(
+            "the container options in the task's details",
+            "const d = (f) => document.querySelector(`#task-details [data-field=\"${f}\"]`); \
+             return d('container') && d('mounts') \
+             && d('container').textContent.includes('shm 128') \
+             && d('mounts').textContent.includes('tmpfs → /scratch')",
+        )
+        .await;
     browser
         .wait_for(
             "the finished task's stored log",

@@ -489,6 +489,18 @@ function renderDetails(task) {
     ['Submitted', new Date(task.created_at).toLocaleString()],
     ['Exit code', task.exit_code == null ? '–' : String(task.exit_code)],
   ];
+  const options = task.options || {};
+  const container = [
+    options.shm_size_bytes ? `shm ${bytes(options.shm_size_bytes)}` : null,
+    options.user ? `user ${options.user}` : null,
+    options.workdir ? `workdir ${options.workdir}` : null,
+  ].filter(Boolean);
+  if (container.length) rows.push(['Container', container.join(' · ')]);
+  const mounts = (options.mounts || []).map((m) => {
+    const from = m.kind === 'tmpfs' ? 'tmpfs' : m.kind === 'host_path' ? `host ${m.source}` : m.source;
+    return `${from} → ${m.target}${m.read_only ? ' (read-only)' : ''}`;
+  });
+  if (mounts.length) rows.push(['Mounts', mounts.join(', ')]);
   if (task.waiting_reason) rows.push(['Waiting', task.waiting_reason]);
   $('#task-details').replaceChildren(...rows.flatMap(([k, v]) => [el('dt', { text: k }), el('dd', { text: v, 'data-field': k.toLowerCase() })]));
   $('#task-view').dataset.state = task.state;
