@@ -148,7 +148,7 @@ fn volumes_host_paths_and_tmpfs_are_mounted_as_asked() {
             "task {} {TEST_IMAGE} --volume /etc:/host-etc -- true",
             worker.id
         ),
-        "allows host path '/etc'",
+        "does not allow host path '/etc': start it with --allow-host-path",
     );
     let queued = master.submit(&format!(
         "task auto {TEST_IMAGE} --volume /etc:/host-etc -- true"

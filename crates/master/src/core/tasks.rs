@@ -166,15 +166,23 @@ impl Tasks {
         let candidate = candidates(self.registry(), self.lifecycle())
             .into_iter()
             .find(|c| c.id == worker_id.as_str());
+        let demand = demand(task);
+        // A policy refusal, not a lack of capacity: waiting would not help.
+        let allowed = candidate.as_ref().map(|c| c.allowed_host_paths.as_slice());
+        if let Some(path) = demand.host_paths.iter().find(|path| {
+            !cloudai_common::validate::host_path_allowed(path, allowed.unwrap_or_default())
+        }) {
+            return Err(MasterError::PermissionDenied(format!(
+                "worker '{worker_id}' does not allow host path '{path}': start it with --allow-host-path naming that directory or one above it"
+            )));
+        }
         let candidates: Vec<_> = candidate.into_iter().collect();
-        crate::core::placement::place(&demand(task), &candidates, self.lifecycle().settings().policy)
+        crate::core::placement::place(&demand, &candidates, self.lifecycle().settings().policy)
             .map(|choice| choice.gpus)
             .map_err(|reason| {
                 MasterError::FailedPrecondition(format!(
                     "worker '{worker_id}' cannot run it now ({}); `task auto …` queues it until capacity frees",
-                    reason
-                        .replace("no worker with", "it lacks")
-                        .replace("no active worker allows", "it does not allow")
+                    reason.replace("no worker with", "it lacks")
                 ))
             })
     }
