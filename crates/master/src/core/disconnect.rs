@@ -31,7 +31,7 @@ pub(crate) const HELD_THERE: [TaskState; 3] =
 /// How long a task must have been unknown before a heartbeat that does not
 /// hold it proves the worker lost it: longer than an assignment can be in
 /// flight (its 10 s deadline, twice).
-const ABSENCE_PROOF_AGE: Duration = Duration::from_secs(20);
+pub(crate) const ABSENCE_PROOF_AGE: Duration = Duration::from_secs(20);
 
 impl Lifecycle {
     /// The worker went silent: its placed tasks become `unknown`. Returns those
@@ -46,6 +46,17 @@ impl Lifecycle {
             "worker {worker_id} is silent; the task is rerun after {}s unless the worker returns",
             window.as_secs()
         );
+        self.tasks_unknown_because(worker_id, task_ids, &note).await
+    }
+
+    /// [`Self::tasks_unknown`] with another note on the tasks.
+    pub(crate) async fn tasks_unknown_because(
+        &self,
+        worker_id: &str,
+        task_ids: Vec<String>,
+        note: &str,
+    ) -> Vec<String> {
+        let note = note.to_string();
         let mut unknown = Vec::new();
         for task_id in task_ids {
             match self

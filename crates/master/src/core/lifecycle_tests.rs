@@ -10,6 +10,7 @@ use crate::store::TaskState;
 use cloudai_common::ids::WorkerId;
 use cloudai_proto::v1::TaskStatus;
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::time::Instant;
 
 /// A task placed and running on one of two workers, which then goes silent.
@@ -208,4 +209,38 @@ async fn a_never_started_attempt_is_retried_and_not_completed() {
         .unwrap();
     assert_eq!(failed.state, TaskState::Failed);
     assert!(failed.error.unwrap().starts_with("lost"));
+}
+
+/// Found by the history checker (a master restarted mid-dispatch): a worker
+/// re-registers with the list of tasks it held just before an assignment
+/// reached it. That task is not lost: it is unknown until the worker's
+/// heartbeats show it, and it runs once.
+#[tokio::test(start_paused = true)]
+async fn a_registration_racing_an_assignment_runs_it_once() {
+    let (master, workers) = cluster().await;
+    join(&master, "wa").await;
+    let id = submit(
+        &master,
+        Placement::Worker(WorkerId::parse("w", "wa").unwrap()),
+        2,
+    )
+    .await;
+    assert_eq!(workers.assignments().len(), 1);
+    register(&master, "wa", &[]).await;
+    let alive = [("wa", vec![])];
+    until(&master, &alive, async |m| {
+        task(m, &id).await.state == TaskState::Unknown
+    })
+    .await;
+    // Its heartbeats hold it (the assignment had arrived): running again.
+    let running = [("wa", vec![id.clone()])];
+    until(&master, &running, async |m| {
+        task(m, &id).await.state == TaskState::Running
+    })
+    .await;
+    let later = Instant::now() + WINDOW + STOP_MARGIN + Duration::from_secs(10);
+    until(&master, &running, async |_| Instant::now() >= later).await;
+    let task = task(&master, &id).await;
+    assert_eq!((task.state, task.attempt), (TaskState::Running, 1));
+    assert_eq!(workers.assignments().len(), 1, "never assigned twice");
 }

@@ -172,6 +172,11 @@ pub(super) async fn join(master: &Core, worker_id: &str) {
         )
         .await
         .unwrap();
+    register(master, worker_id, &[]).await;
+}
+
+/// The worker's `RegisterWorker`, listing the tasks it holds.
+pub(super) async fn register(master: &Core, worker_id: &str, held: &[String]) {
     let info = WorkerInfo {
         worker_id: worker_id.into(),
         address: address(worker_id),
@@ -181,7 +186,7 @@ pub(super) async fn join(master: &Core, worker_id: &str) {
     };
     let request = RegisterWorkerRequest {
         info: Some(info),
-        task_ids: Vec::new(),
+        task_ids: held.to_vec(),
     };
     master.workers.accept_worker(request, None).await.unwrap();
 }

@@ -2,13 +2,14 @@
 //! inviting, accepting a worker's `RegisterWorker` (address check, tasks it no
 //! longer holds, tasks to stop), and the re-invite loop.
 
+use crate::core::disconnect::{ABSENCE_PROOF_AGE, HELD_THERE};
 use crate::core::events::Event;
 use crate::core::lifecycle::Lifecycle;
 use crate::core::registry::{Registry, WorkerState};
 use crate::core::telemetry::Telemetry;
 use crate::core::worker_client::WorkerCalls;
 use crate::error::{MasterError, MasterResult};
-use crate::store::{WorkerRecord, now_millis};
+use crate::store::{TaskState, WorkerRecord, now_millis};
 use cloudai_common::ids::WorkerId;
 use cloudai_common::validate;
 use cloudai_proto::v1::{MasterRegisterRequest, RegisterWorkerRequest};
@@ -195,20 +196,45 @@ impl Workers {
     }
 
     /// Tasks placed on a worker that (re-)registers without them were lost with
-    /// its containers: they become `lost`, then are retried or failed.
+    /// its containers: they become `lost`, then are retried or failed. Except
+    /// an assignment that may still have been on its way when the worker
+    /// listed what it holds (sent less than `ABSENCE_PROOF_AGE` ago, not seen
+    /// running yet): it becomes `unknown`, and the worker's heartbeats settle
+    /// it (held there, or absent long enough to be lost), so it never runs twice.
     fn fail_missing_tasks(&self, worker_id: &str, held: &[String]) {
-        let mut missing = self
-            .lifecycle()
-            .tasks_on(worker_id, &crate::core::disconnect::HELD_THERE);
-        missing.retain(|id| !held.contains(id));
-        if missing.is_empty() {
+        let now = now_millis();
+        let young = ABSENCE_PROOF_AGE.as_millis() as i64;
+        let (mut lost, mut unsure) = (Vec::new(), Vec::new());
+        for (task_id, task) in self.lifecycle().active_tasks().iter() {
+            if task.worker_id.as_deref() != Some(worker_id)
+                || !HELD_THERE.contains(&task.state)
+                || held.contains(task_id)
+            {
+                continue;
+            }
+            let in_flight = now.saturating_sub(task.queued_at) < young;
+            match task.state {
+                TaskState::Assigned if in_flight => unsure.push(task_id.clone()),
+                // Already unknown: its worker's feed is settling it.
+                TaskState::Unknown if in_flight => {}
+                _ => lost.push(task_id.clone()),
+            }
+        }
+        if lost.is_empty() && unsure.is_empty() {
             return;
         }
-        let lifecycle = self.lifecycle().clone();
+        let (lifecycle, telemetry) = (self.lifecycle().clone(), self.inner.telemetry.clone());
         let worker_id = worker_id.to_string();
         self.lifecycle().runtime().spawn(async move {
             let why = format!("worker {worker_id} came back without this task's container");
-            lifecycle.tasks_lost(&worker_id, missing, &why).await;
+            lifecycle.tasks_lost(&worker_id, lost, &why).await;
+            let note = format!(
+                "worker {worker_id} registered without this task while it was on its way there; its heartbeats settle it"
+            );
+            let unknown = lifecycle
+                .tasks_unknown_because(&worker_id, unsure, &note)
+                .await;
+            telemetry.watch_unknown(&worker_id, &unknown);
         });
     }
 
