@@ -164,9 +164,11 @@ fn a_flapping_lossy_link_loses_and_doubles_nothing() {
     };
     let mut history = History::start(&c.master);
     c.net.degrade("w1", Duration::from_millis(100), 20);
-    for _ in 0..8 {
+    // Half placed on the flapping worker by name, half by the scheduler.
+    let w1 = c.workers[0].id.clone();
+    for target in [w1.as_str(), "auto"].repeat(4) {
         let task = c.master.submit(&format!(
-            "task auto {TEST_IMAGE} --retries 3 -- sh -c 'sleep 3; echo ok'"
+            "task {target} {TEST_IMAGE} --retries 3 -- sh -c 'sleep 3; echo ok'"
         ));
         history.acknowledge(&task);
     }
@@ -180,13 +182,6 @@ fn a_flapping_lossy_link_loses_and_doubles_nothing() {
     c.net.clear("w1");
     let finals = history.check(&c.master, Some(&c.store.uri), Duration::from_secs(120));
     assert!(finals.values().all(|s| s == "completed"), "{finals:?}");
-    // The flapping worker had its share: placement spreads over both.
-    let w1 = c.workers[0].id.clone();
-    let on_w1 = finals
-        .keys()
-        .filter(|task| task_state(&c.master, task)["worker_id"] == w1.as_str())
-        .count();
-    assert!(on_w1 > 0, "no task ran on the flapping worker");
 }
 
 #[test]
