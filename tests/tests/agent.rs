@@ -195,6 +195,8 @@ async fn stream_events_reports_task_transitions() {
             tmpfs_size_bytes: 16 << 20,
             ..Default::default()
         }],
+        labels: [("team".to_string(), "vision".to_string())].into(),
+        network: "none".into(),
     };
     let task = Task {
         image: TEST_IMAGE.into(),

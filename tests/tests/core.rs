@@ -162,6 +162,61 @@ fn volumes_host_paths_and_tmpfs_are_mounted_as_asked() {
 }
 
 #[test]
+fn network_modes_and_labels_are_applied_and_host_network_needs_an_opt_in() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut master = Master::start(&dir.path().join("master"), &MasterOptions::default());
+    let plain = Worker::join(&mut master, "net", dir.path());
+    let open = Worker::join_with(
+        &mut master,
+        "hostnet",
+        dir.path(),
+        &["--allow-host-network"],
+    );
+    // `none`: the container has only its loopback interface.
+    let task = master.submit(&format!(
+        "task {} {TEST_IMAGE} --network none --label team=vision -- sh -c 'echo ifaces=$(ls /sys/class/net | tr \"\\n\" \" \"); sleep 2'",
+        plain.id
+    ));
+    let from = master.send(&format!("monitor {task}"));
+    let line = master.wait_from(from, "ifaces=", WAIT);
+    assert_eq!(line.trim(), "ifaces=lo", "only the loopback interface");
+    // The label is on the container, beside the system's own.
+    let inspect = std::process::Command::new("docker")
+        .args([
+            "inspect",
+            "-f",
+            "{{index .Config.Labels \"team\"}} {{index .Config.Labels \"cloudai.task_id\"}}",
+        ])
+        .arg(format!("cloudai-{task}-1"))
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&inspect.stdout).trim(),
+        format!("vision {task}")
+    );
+    master.wait_from(from, &format!("task {task} completed (exit code 0)"), WAIT);
+    // `host` only where the worker allows it.
+    master.expect(
+        &format!("task {} {TEST_IMAGE} --network host -- true", plain.id),
+        "does not allow the host's network: start it with --allow-host-network",
+    );
+    let task = master.submit(&format!(
+        "task {} {TEST_IMAGE} --network host -- sh -c 'ls /sys/class/net | grep -c . '",
+        open.id
+    ));
+    let from = master.send(&format!("monitor {task}"));
+    master.wait_from(from, &format!("task {task} completed (exit code 0)"), WAIT);
+    // System labels cannot be set by a task.
+    master.expect(
+        &format!(
+            "task {} {TEST_IMAGE} --label cloudai.task_id=x -- true",
+            plain.id
+        ),
+        "cloudai.* labels are the system's",
+    );
+}
+
+#[test]
 fn memory_hog_is_reported_as_out_of_memory() {
     let dir = tempfile::tempdir().unwrap();
     let (mut master, worker) = cluster(dir.path());

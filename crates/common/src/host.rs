@@ -32,6 +32,7 @@ pub fn worker_info(worker_id: &str, address: &str) -> WorkerInfo {
         network_interfaces: network_interfaces(),
         version: crate::VERSION.to_string(),
         allowed_host_paths: Vec::new(),
+        allow_host_network: false,
     }
 }
 

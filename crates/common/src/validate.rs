@@ -372,7 +372,53 @@ pub fn container_options(options: &ContainerOptions) -> Result<(), ValidationErr
             ),
         ));
     }
-    mounts(&options.mounts)
+    mounts(&options.mounts)?;
+    labels(&options.labels)?;
+    if !matches!(options.network.as_str(), "" | "bridge" | "none" | "host") {
+        return Err(err(
+            "network",
+            format!("'{}' is not one of bridge, none, host", options.network),
+        ));
+    }
+    Ok(())
+}
+
+/// Most labels one task may set.
+pub const MAX_LABELS: usize = 64;
+
+/// Checks a task's container labels: bounded, keys of lower-case letters,
+/// digits, `.`, `_`, `-`, none under the system's `cloudai.` prefix.
+pub fn labels(labels: &HashMap<String, String>) -> Result<(), ValidationError> {
+    if labels.len() > MAX_LABELS {
+        return Err(err("label", format!("at most {MAX_LABELS}")));
+    }
+    for (key, value) in labels {
+        let key_ok = !key.is_empty()
+            && key.len() <= 128
+            && key.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
+            && key.chars().all(|c| {
+                c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '.' | '_' | '-')
+            });
+        if !key_ok {
+            return Err(err(
+                "label",
+                format!("'{key}' is not a label key: lower-case letters, digits, '.', '_', '-'"),
+            ));
+        }
+        if key.starts_with("cloudai.") {
+            return Err(err(
+                "label",
+                format!("'{key}': cloudai.* labels are the system's"),
+            ));
+        }
+        if value.len() > 1024 || value.contains('\0') {
+            return Err(err(
+                "label",
+                format!("the value of '{key}' is longer than 1 KiB"),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Most mounts one task may ask for.
@@ -475,6 +521,7 @@ mod tests {
             user: user.into(),
             workdir: workdir.into(),
             mounts: Vec::new(),
+            ..Default::default()
         };
         assert!(container_options(&options(8 << 30, "1000:1000", "/workspace")).is_ok());
         assert!(container_options(&options(0, "trainer", "")).is_ok());

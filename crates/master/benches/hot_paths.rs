@@ -38,6 +38,7 @@ fn workers(n: usize) -> Vec<Candidate> {
             live_memory_used: Some((i as i64 % 400) << 30),
             live_cpu_percent: Some((i % 100) as f32),
             allowed_host_paths: Vec::new(),
+            allow_host_network: false,
         })
         .collect()
 }
@@ -48,6 +49,7 @@ fn placement(c: &mut Criterion) {
         memory_bytes: 16 << 30,
         gpus: cloudai_common::resources::GpuRequest::Count(2),
         host_paths: Vec::new(),
+        host_network: false,
     };
     let mut group = c.benchmark_group("placement");
     for n in [1_000, 10_000] {

@@ -40,6 +40,12 @@ pub struct WorkerConfig {
     #[arg(long = "allow-host-path", value_name = "DIR")]
     pub allow_host_paths: Vec<String>,
 
+    /// Let tasks use the host's network (`--network host`), as multi-node
+    /// NCCL jobs need: such a task sees and can bind every interface of the
+    /// host, so it is refused unless this is set.
+    #[arg(long)]
+    pub allow_host_network: bool,
+
     /// Master's gRPC address (host:port). When set, the worker registers itself
     /// at start; otherwise it waits for the master's invitation.
     #[arg(long, env = "CLOUDAI_MASTER_ADDR")]

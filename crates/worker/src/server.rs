@@ -112,6 +112,13 @@ impl WorkerService for WorkerGrpc {
             .ok_or_else(|| Status::invalid_argument("task: missing"))?;
         cloudai_common::validate::id("task.task_id", &task.task_id).map_err(invalid)?;
         cloudai_common::validate::task(&task).map_err(invalid)?;
+        if task.options.as_ref().is_some_and(|o| o.network == "host")
+            && !self.worker.config().allow_host_network
+        {
+            return Err(Status::permission_denied(
+                "this worker does not allow the host's network: start it with --allow-host-network to allow it",
+            ));
+        }
         let allowed = &self.worker.config().allow_host_paths;
         for mount in task.options.iter().flat_map(|o| &o.mounts) {
             if mount.kind == cloudai_proto::v1::mount::Kind::HostPath as i32

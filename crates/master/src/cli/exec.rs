@@ -112,7 +112,7 @@ async fn run(
             writeln!(out, "worker {id} unregistered; it is no longer accepted")?
         }
         Command::Task(request) => {
-            let task = services.tasks.submit_task(request).await?;
+            let task = services.tasks.submit_task(*request).await?;
             match task.state {
                 TaskState::Failed => writeln!(
                     out,

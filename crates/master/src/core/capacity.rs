@@ -14,6 +14,7 @@ pub fn demand(task: &TaskRecord) -> Demand {
         memory_bytes: task.limits.memory_bytes,
         gpus: task.limits.gpus(),
         host_paths: task.options.host_paths(),
+        host_network: task.options.host_network(),
     }
 }
 
@@ -75,6 +76,7 @@ pub fn candidates(registry: &Registry, lifecycle: &Lifecycle) -> Vec<Candidate> 
                     .as_ref()
                     .map(|info| info.allowed_host_paths.clone())
                     .unwrap_or_default(),
+                allow_host_network: w.info.as_ref().is_some_and(|info| info.allow_host_network),
             }
         })
     });

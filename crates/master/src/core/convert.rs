@@ -80,6 +80,8 @@ pub fn options_message(options: &ContainerOptions) -> cloudai_proto::v1::Contain
                 tmpfs_size_bytes: m.tmpfs_size_bytes,
             })
             .collect(),
+        labels: options.labels.clone().into_iter().collect(),
+        network: options.network.clone(),
     }
 }
 
@@ -110,6 +112,8 @@ pub fn options_record(
         user: options.user,
         workdir: options.workdir,
         mounts,
+        labels: options.labels.into_iter().collect(),
+        network: options.network,
     })
 }
 
@@ -174,6 +178,8 @@ mod tests {
                     tmpfs_size_bytes: 1 << 30,
                 },
             ],
+            labels: [("team".to_string(), "vision".to_string())].into(),
+            network: "none".into(),
         };
         assert_eq!(
             options_record(Some(options_message(&options))).unwrap(),

@@ -52,6 +52,8 @@ pub struct Demand {
     pub gpus: GpuRequest,
     /// Host paths it mounts: only a worker allowing each can take it.
     pub host_paths: Vec<String>,
+    /// It uses the host's network: only a worker allowing it can take it.
+    pub host_network: bool,
 }
 
 /// One active worker as the scheduler sees it.
@@ -77,6 +79,8 @@ pub struct Candidate {
     pub live_cpu_percent: Option<f32>,
     /// Host path prefixes it lets tasks mount (`--allow-host-path`).
     pub allowed_host_paths: Vec<String>,
+    /// Whether it lets tasks use the host's network (`--allow-host-network`).
+    pub allow_host_network: bool,
 }
 
 /// A placement decision.
@@ -120,14 +124,15 @@ impl Candidate {
 
     /// Whether the demand fits, without allocating (the hot loop).
     fn allows(&self, demand: &Demand) -> bool {
-        demand
-            .host_paths
-            .iter()
-            .all(|path| host_path_allowed(path, &self.allowed_host_paths))
+        (!demand.host_network || self.allow_host_network)
+            && demand
+                .host_paths
+                .iter()
+                .all(|path| host_path_allowed(path, &self.allowed_host_paths))
     }
 
     fn fits(&self, demand: &Demand) -> bool {
-        if !demand.host_paths.is_empty() && !self.allows(demand) {
+        if (demand.host_network || !demand.host_paths.is_empty()) && !self.allows(demand) {
             return false;
         }
         if demand.nano_cpus > 0 && self.free_cpu() < demand.nano_cpus {
@@ -254,6 +259,10 @@ fn why_not(demand: &Demand, candidates: &[Candidate]) -> String {
     if candidates.is_empty() {
         return "no active worker".into();
     }
+    if demand.host_network && !candidates.iter().any(|c| c.allow_host_network) {
+        return "no active worker allows the host's network (start one with --allow-host-network)"
+            .into();
+    }
     if let Some(path) = demand.host_paths.iter().find(|path| {
         !candidates
             .iter()
@@ -320,6 +329,7 @@ mod tests {
             memory_bytes: gib * GIB,
             gpus: GpuRequest::of(gpus, &[]),
             host_paths: Vec::new(),
+            host_network: false,
         }
     }
 
@@ -337,6 +347,18 @@ mod tests {
         let reason = place(&wants, &workers, Policy::Binpack).unwrap_err();
         assert!(reason.contains("allows host path '/database'"), "{reason}");
         assert!(reason.contains("--allow-host-path"), "{reason}");
+        let mut host_network = demand(0, 0, 0);
+        host_network.host_network = true;
+        let reason = place(&host_network, &workers, Policy::Binpack).unwrap_err();
+        assert!(reason.contains("--allow-host-network"), "{reason}");
+        let mut networked = workers.clone();
+        networked[0].allow_host_network = true;
+        assert_eq!(
+            place(&host_network, &networked, Policy::Binpack)
+                .unwrap()
+                .index,
+            0
+        );
     }
 
     #[test]

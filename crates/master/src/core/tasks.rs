@@ -168,6 +168,11 @@ impl Tasks {
             .find(|c| c.id == worker_id.as_str());
         let demand = demand(task);
         // A policy refusal, not a lack of capacity: waiting would not help.
+        if demand.host_network && !candidate.as_ref().is_some_and(|c| c.allow_host_network) {
+            return Err(MasterError::PermissionDenied(format!(
+                "worker '{worker_id}' does not allow the host's network: start it with --allow-host-network"
+            )));
+        }
         let allowed = candidate.as_ref().map(|c| c.allowed_host_paths.as_slice());
         if let Some(path) = demand.host_paths.iter().find(|path| {
             !cloudai_common::validate::host_path_allowed(path, allowed.unwrap_or_default())

@@ -287,6 +287,12 @@ pub struct ContainerOptions {
     /// Filesystems mounted into the container.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub mounts: Vec<MountRecord>,
+    /// Labels on the container.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+    /// Network mode (empty: Docker's bridge).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub network: String,
 }
 
 /// One filesystem mounted into a task's container.
@@ -320,6 +326,11 @@ pub enum MountKind {
 }
 
 impl ContainerOptions {
+    /// Whether the task asks for the host's network.
+    pub fn host_network(&self) -> bool {
+        self.network == "host"
+    }
+
     /// The host paths the task mounts (placement needs a worker allowing each).
     pub fn host_paths(&self) -> Vec<String> {
         self.mounts

@@ -165,6 +165,7 @@ pub async fn register(worker: &Worker) -> Result<(), Status> {
     let mut info = cloudai_common::host::worker_info(worker.id(), worker.address());
     info.gpus = worker.gpu_inventory().to_vec();
     info.allowed_host_paths = worker.config().allow_host_paths.clone();
+    info.allow_host_network = worker.config().allow_host_network;
     let (sent, sent_wall) = (std::time::Instant::now(), SystemTime::now());
     let call = client.register_worker(request(RegisterWorkerRequest {
         info: Some(info),

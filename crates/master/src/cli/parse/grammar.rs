@@ -153,7 +153,7 @@ impl Repl {
             Repl::Unregister { id } => Command::Unregister {
                 id: worker_id(&id)?,
             },
-            Repl::Task(args) => Command::Task(args.into_request(words)?),
+            Repl::Task(args) => Command::Task(Box::new(args.into_request(words)?)),
             Repl::Tasks { state } => Command::Tasks { state },
             Repl::Monitor { task } => Command::Monitor {
                 task_id: task_id(&task)?,

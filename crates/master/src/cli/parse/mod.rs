@@ -44,7 +44,7 @@ pub enum Command {
         id: WorkerId,
     },
     /// `task <worker|auto> <image> [options] [--] [command…]`.
-    Task(TaskRequest),
+    Task(Box<TaskRequest>),
     /// `tasks [--state S]`.
     Tasks {
         /// Only tasks in this state.
@@ -134,7 +134,7 @@ pub const COMMANDS: &[(&str, &str, &str)] = &[
     ),
     (
         "task",
-        "task <worker|auto> <image> [--cpus N] [--memory SIZE] [--gpus N|all|UUID,...] [--env K=V]... [--timeout DUR] [--priority N] [--retries N] [--shm-size SIZE] [--user USER] [--workdir PATH] [--volume NAME|/HOST:/PATH[:ro]]... [--tmpfs /PATH[:SIZE]]... [--] [command...]",
+        "task <worker|auto> <image> [--cpus N] [--memory SIZE] [--gpus N|all|UUID,...] [--env K=V]... [--timeout DUR] [--priority N] [--retries N] [--shm-size SIZE] [--user USER] [--workdir PATH] [--volume NAME|/HOST:/PATH[:ro]]... [--tmpfs /PATH[:SIZE]]... [--label K=V]... [--network bridge|none|host] [--] [command...]",
         "run a container task on a worker (or let the master pick one with auto)",
     ),
     (
@@ -301,7 +301,7 @@ mod tests {
 
     fn task(line: &str) -> TaskRequest {
         match parse(line).unwrap() {
-            Command::Task(request) => request,
+            Command::Task(request) => *request,
             other => panic!("expected a task, got {other:?}"),
         }
     }

@@ -42,6 +42,10 @@ pub(super) struct TaskArgs {
     volumes: Vec<MountRecord>,
     #[arg(long = "tmpfs", value_name = "/PATH[:SIZE]", allow_hyphen_values = true, value_parser = parse_tmpfs)]
     tmpfs: Vec<MountRecord>,
+    #[arg(long = "label", value_name = "K=V", allow_hyphen_values = true, value_parser = parse_label)]
+    labels: Vec<(String, String)>,
+    #[arg(long, value_name = "bridge|none|host", allow_hyphen_values = true)]
+    network: Option<String>,
     /// The container command and its arguments (empty: the image's default).
     #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
     command: Vec<String>,
@@ -103,6 +107,8 @@ impl TaskArgs {
                 user: self.user.unwrap_or_default(),
                 workdir: self.workdir.unwrap_or_default(),
                 mounts: self.volumes.into_iter().chain(self.tmpfs).collect(),
+                labels: self.labels.into_iter().collect(),
+                network: self.network.unwrap_or_default(),
             },
         })
     }
@@ -192,6 +198,12 @@ fn parse_tmpfs(text: &str) -> Result<MountRecord, String> {
         read_only: false,
         tmpfs_size_bytes: size,
     })
+}
+
+fn parse_label(pair: &str) -> Result<(String, String), String> {
+    pair.split_once('=')
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .ok_or_else(|| format!("--label: expected KEY=VALUE, got '{pair}'"))
 }
 
 fn parse_shm_size(text: &str) -> Result<u64, String> {

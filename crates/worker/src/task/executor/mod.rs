@@ -151,7 +151,10 @@ impl Executor {
         let limits = task.limits.clone().unwrap_or_default();
         let device_requests =
             gpu_requests(&GpuRequest::of(limits.gpu_count, &limits.gpu_device_ids));
-        let labels = HashMap::from([
+        let options = task.options.clone().unwrap_or_default();
+        // The task's own labels first: the system's always win.
+        let mut labels: HashMap<String, String> = options.labels.clone();
+        labels.extend([
             (LABEL_TASK.to_string(), task.task_id.clone()),
             (LABEL_WORKER.to_string(), worker_id.to_string()),
             (LABEL_ATTEMPT.to_string(), task.attempt.to_string()),
@@ -159,7 +162,6 @@ impl Executor {
         ]);
         let mut env: Vec<String> = task.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
         env.sort();
-        let options = task.options.clone().unwrap_or_default();
         let given = |text: String| (!text.is_empty()).then_some(text);
         let body = ContainerCreateBody {
             image: Some(task.image.clone()),
@@ -172,6 +174,7 @@ impl Executor {
                 shm_size: (options.shm_size_bytes > 0)
                     .then(|| i64::try_from(options.shm_size_bytes).unwrap_or(i64::MAX)),
                 mounts: (!options.mounts.is_empty()).then(|| mounts(&options.mounts)),
+                network_mode: given(options.network.clone()),
                 memory: (limits.memory_bytes > 0).then_some(limits.memory_bytes),
                 // Equal swap and memory limits: the container cannot swap past its limit.
                 memory_swap: (limits.memory_bytes > 0).then_some(limits.memory_bytes),
