@@ -11,7 +11,7 @@
 //!   `cloudai-master export`) and in the events (the last one seen for the
 //!   task, where the stream had no gap).
 
-use crate::{Io, Master, binary};
+use crate::{Master, binary, connect_http, websocket_request};
 use futures::StreamExt;
 use serde_json::Value;
 use std::collections::{BTreeMap, HashMap};
@@ -31,30 +31,18 @@ struct Endpoint {
 }
 
 impl Endpoint {
-    async fn connect(&self) -> std::io::Result<Box<dyn Io>> {
-        let tcp = tokio::net::TcpStream::connect(&self.http_addr).await?;
-        let Some(ca) = &self.ca_pem else {
-            return Ok(Box::new(tcp));
-        };
-        let connector = tokio_rustls::TlsConnector::from(crate::tls_client_config(ca));
-        let name = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
-        Ok(Box::new(connector.connect(name, tcp).await?))
-    }
-
     /// Follows `/ws/telemetry` until `stop`, recording task states.
     async fn record(self, seen: Arc<Mutex<Seen>>, stop: Arc<AtomicBool>) {
-        use tokio_tungstenite::tungstenite::client::IntoClientRequest;
         let mut first = true;
         while !stop.load(Ordering::SeqCst) {
-            let scheme = if self.ca_pem.is_some() { "wss" } else { "ws" };
-            let mut request = format!("{scheme}://{}/ws/telemetry", self.http_addr)
-                .into_client_request()
-                .unwrap();
-            if let Some(token) = &self.token {
-                let value = format!("Bearer {token}").parse().unwrap();
-                request.headers_mut().insert("authorization", value);
-            }
-            let socket = match self.connect().await {
+            let request = websocket_request(
+                &self.http_addr,
+                "/ws/telemetry",
+                self.ca_pem.is_some(),
+                self.token.as_deref(),
+            )
+            .unwrap();
+            let socket = match connect_http(&self.http_addr, self.ca_pem.as_deref()).await {
                 Ok(io) => tokio_tungstenite::client_async(request, io).await.ok(),
                 Err(_) => None,
             };

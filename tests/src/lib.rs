@@ -742,6 +742,40 @@ impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Io for T {}
 /// A WebSocket to the master.
 pub type Socket = tokio_tungstenite::WebSocketStream<Box<dyn Io>>;
 
+/// A connection to a master's HTTP port at `addr`: TLS trusting `ca_pem`
+/// when given, plain TCP otherwise.
+pub async fn connect_http(addr: &str, ca_pem: Option<&str>) -> std::io::Result<Box<dyn Io>> {
+    let tcp = tokio::net::TcpStream::connect(addr).await?;
+    let Some(ca) = ca_pem else {
+        return Ok(Box::new(tcp));
+    };
+    let connector = tokio_rustls::TlsConnector::from(tls_client_config(ca));
+    let name = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
+    Ok(Box::new(connector.connect(name, tcp).await?))
+}
+
+/// The upgrade request for a WebSocket on `path` (`wss://` when `secure`),
+/// with the token as a bearer when given.
+pub fn websocket_request(
+    addr: &str,
+    path: &str,
+    secure: bool,
+    token: Option<&str>,
+) -> Result<
+    tokio_tungstenite::tungstenite::handshake::client::Request,
+    tokio_tungstenite::tungstenite::Error,
+> {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let scheme = if secure { "wss" } else { "ws" };
+    let mut request = format!("{scheme}://{addr}{path}").into_client_request()?;
+    if let Some(token) = token {
+        request
+            .headers_mut()
+            .insert("authorization", format!("Bearer {token}").parse().unwrap());
+    }
+    Ok(request)
+}
+
 /// rustls client config trusting only the master's CA.
 pub fn tls_client_config(ca_pem: &str) -> std::sync::Arc<rustls::ClientConfig> {
     use rustls::pki_types::{CertificateDer, pem::PemObject};
@@ -774,20 +808,10 @@ impl Master {
 
     /// Opens a connection to the HTTP port: TLS (trusting the cluster CA) unless `--insecure`.
     pub async fn http_connection(&self) -> Box<dyn Io> {
-        let tcp = tokio::net::TcpStream::connect(&self.http_addr)
+        let ca = (!self.insecure).then(|| self.ca_pem());
+        connect_http(&self.http_addr, ca.as_deref())
             .await
-            .expect("connect to the HTTP port");
-        if self.insecure {
-            return Box::new(tcp);
-        }
-        let connector = tokio_rustls::TlsConnector::from(tls_client_config(&self.ca_pem()));
-        let name = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
-        Box::new(
-            connector
-                .connect(name, tcp)
-                .await
-                .expect("TLS handshake with the master"),
-        )
+            .expect("connect (and TLS handshake) to the master's HTTP port")
     }
 
     /// Opens a WebSocket (`wss://` unless `--insecure`), with an optional token.
@@ -796,14 +820,7 @@ impl Master {
         path: &str,
         token: Option<&str>,
     ) -> Result<Socket, tokio_tungstenite::tungstenite::Error> {
-        use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-        let scheme = if self.insecure { "ws" } else { "wss" };
-        let mut request = format!("{scheme}://{}{path}", self.http_addr).into_client_request()?;
-        if let Some(token) = token {
-            request
-                .headers_mut()
-                .insert("authorization", format!("Bearer {token}").parse().unwrap());
-        }
+        let request = websocket_request(&self.http_addr, path, !self.insecure, token)?;
         let io = self.http_connection().await;
         Ok(tokio_tungstenite::client_async(request, io).await?.0)
     }
