@@ -347,6 +347,10 @@ impl Master {
             .args(["--inactivity-timeout", options.inactivity])
             .args(["--reinvite-interval", options.reinvite])
             .args(["--disconnect-window", options.disconnect])
+            // Beside the data directory, not in it: like an operator's key,
+            // apart from the store (and the same across restarts).
+            .arg("--secrets-key-file")
+            .arg(data_dir.with_extension("secrets.key"))
             .args(&options.extra)
             .env("RUST_LOG", "info")
             .env("NO_COLOR", "1")
@@ -834,14 +838,33 @@ impl Master {
     /// `GET path` over HTTP(S); returns the status code, the head (status line
     /// and headers) and the body.
     pub async fn http_response(&self, path: &str, token: Option<&str>) -> (u16, String, String) {
+        self.http_request("GET", path, token, None).await
+    }
+
+    /// `method path` over HTTP(S), with a JSON body when given; returns the
+    /// status code, the head and the body.
+    pub async fn http_request(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        json: Option<&str>,
+    ) -> (u16, String, String) {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let mut io = self.http_connection().await;
         let auth = token
             .map(|t| format!("Authorization: Bearer {t}\r\n"))
             .unwrap_or_default();
+        let body = json.map_or(String::new(), |json| {
+            format!(
+                "Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{json}",
+                json.len()
+            )
+        });
         let request = format!(
-            "GET {path} HTTP/1.0\r\nHost: {}\r\n{auth}\r\n",
-            self.http_addr
+            "{method} {path} HTTP/1.0\r\nHost: {}\r\n{auth}{}",
+            self.http_addr,
+            if body.is_empty() { "\r\n" } else { &body }
         );
         io.write_all(request.as_bytes()).await.unwrap();
         let mut response = Vec::new();

@@ -197,10 +197,13 @@ async fn stream_events_reports_task_transitions() {
         }],
         labels: [("team".to_string(), "vision".to_string())].into(),
         network: "none".into(),
+        ..Default::default()
     };
+    // An environment is for operators: the viewer's stream must not carry it.
     let task = Task {
         image: TEST_IMAGE.into(),
         command: vec!["true".into()],
+        env: [("DB_PASSWORD".to_string(), "env-for-operators".to_string())].into(),
         options: Some(options.clone()),
         ..Default::default()
     };
@@ -231,12 +234,32 @@ async fn stream_events_reports_task_transitions() {
                 .as_ref()
                 .is_some_and(|t| t.task_id == submitted.task_id)
         {
-            assert_eq!(view.task.unwrap().options, Some(options.clone()));
+            let task = view.task.unwrap();
+            assert_eq!(task.options, Some(options.clone()));
+            assert!(task.env.is_empty(), "a viewer sees no env: {:?}", task.env);
             seen.push(TaskStatus::try_from(view.status).unwrap());
         }
     }
     assert_eq!(seen.first(), Some(&TaskStatus::Queued), "{seen:?}");
     assert!(seen.contains(&TaskStatus::Assigned), "{seen:?}");
+
+    // GetTask: the environment for an operator, none for a viewer.
+    let get = |token: &str| {
+        with(
+            token,
+            cloudai_proto::v1::GetTaskRequest {
+                task_id: submitted.task_id.clone(),
+            },
+        )
+    };
+    let seen_by_operator = agent.get_task(get(&operator)).await.unwrap().into_inner();
+    let env = seen_by_operator.task.unwrap().env;
+    assert_eq!(
+        env.get("DB_PASSWORD").map(String::as_str),
+        Some("env-for-operators")
+    );
+    let seen_by_viewer = agent.get_task(get(&viewer)).await.unwrap().into_inner();
+    assert!(seen_by_viewer.task.unwrap().env.is_empty());
 }
 
 fn with<T>(token: &str, message: T) -> tonic::Request<T> {

@@ -217,6 +217,39 @@ fn network_modes_and_labels_are_applied_and_host_network_needs_an_opt_in() {
 }
 
 #[test]
+fn host_ipc_needs_an_opt_in_and_shares_the_hosts_ipc_namespace() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut master = Master::start(&dir.path().join("master"), &MasterOptions::default());
+    let plain = Worker::join(&mut master, "ipc", dir.path());
+    let sharing = Worker::join_with(&mut master, "hostipc", dir.path(), &["--allow-host-ipc"]);
+    master.expect(
+        &format!("task {} {TEST_IMAGE} --ipc host -- true", plain.id),
+        "does not allow the host's IPC namespace: start it with --allow-host-ipc",
+    );
+    master.expect(
+        &format!("task {} {TEST_IMAGE} --ipc shareable -- true", plain.id),
+        "ipc: 'shareable' is not one of private, host",
+    );
+    let host_ipc = std::fs::read_link("/proc/self/ns/ipc").unwrap();
+    let host_ipc = host_ipc.to_string_lossy();
+    let mut namespace = |worker: &str, mode: &str| {
+        let task = master.submit(&format!(
+            "task {worker} {TEST_IMAGE} --ipc {mode} -- sh -c 'echo ns=$(readlink /proc/self/ns/ipc)'"
+        ));
+        let from = master.send(&format!("monitor {task}"));
+        let line = master.wait_from(from, "ns=", WAIT);
+        master.wait_from(from, &format!("task {task} completed (exit code 0)"), WAIT);
+        line.trim().trim_start_matches("ns=").to_string()
+    };
+    assert_eq!(namespace(&sharing.id, "host"), host_ipc);
+    assert_ne!(namespace(&plain.id, "private"), host_ipc);
+    // Queued with --ipc host, a task goes only to the worker allowing it.
+    let task = master.submit(&format!("task auto {TEST_IMAGE} --ipc host -- true"));
+    let row = master.poll("tasks", &[&task, "completed"], WAIT);
+    assert!(row.contains(&sharing.id), "{row}");
+}
+
+#[test]
 fn memory_hog_is_reported_as_out_of_memory() {
     let dir = tempfile::tempdir().unwrap();
     let (mut master, worker) = cluster(dir.path());

@@ -33,6 +33,7 @@ pub fn worker_info(worker_id: &str, address: &str) -> WorkerInfo {
         version: crate::VERSION.to_string(),
         allowed_host_paths: Vec::new(),
         allow_host_network: false,
+        allow_host_ipc: false,
     }
 }
 

@@ -212,16 +212,7 @@ pub fn env(vars: &HashMap<String, String>) -> Result<(), ValidationError> {
     }
     let mut total = 0;
     for (key, value) in vars {
-        let name_ok = key.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
-            && key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
-        if !name_ok {
-            return Err(err(
-                FIELD,
-                format!(
-                    "'{key}' is not a valid variable name: use letters, digits and '_', not starting with a digit"
-                ),
-            ));
-        }
+        env_name(FIELD, key)?;
         if value.contains('\0') {
             return Err(err(FIELD, format!("value of '{key}' contains a NUL byte")));
         }
@@ -234,6 +225,24 @@ pub fn env(vars: &HashMap<String, String>) -> Result<(), ValidationError> {
         ));
     }
     Ok(())
+}
+
+/// Checks an environment variable's name: letters, digits and `_`, not
+/// starting with a digit.
+fn env_name(field: &'static str, key: &str) -> Result<(), ValidationError> {
+    let ok = key.len() <= 256
+        && key.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
+        && key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+    if ok {
+        return Ok(());
+    }
+    Err(err(
+        field,
+        format!(
+            "'{}' is not a valid variable name: use letters, digits and '_', not starting with a digit",
+            key.escape_debug()
+        ),
+    ))
 }
 
 /// Checks a task's command line: bounded count and size, no NUL bytes.
@@ -326,6 +335,16 @@ pub fn task(task: &Task) -> Result<(), ValidationError> {
     }
     if let Some(options) = &task.options {
         container_options(options)?;
+        if let Some(variable) = options
+            .secret_env
+            .keys()
+            .find(|v| task.env.contains_key(*v))
+        {
+            return Err(err(
+                "secret",
+                format!("'{variable}' is set by both --env and --secret: keep one"),
+            ));
+        }
     }
     Ok(())
 }
@@ -380,7 +399,61 @@ pub fn container_options(options: &ContainerOptions) -> Result<(), ValidationErr
             format!("'{}' is not one of bridge, none, host", options.network),
         ));
     }
+    if !matches!(options.ipc.as_str(), "" | "private" | "host") {
+        return Err(err(
+            "ipc",
+            format!("'{}' is not one of private, host", options.ipc),
+        ));
+    }
+    if cloudai_proto::v1::PullPolicy::try_from(options.pull).is_err() {
+        return Err(err("pull", "is not one of missing, always, never"));
+    }
+    if options.pull_timeout_seconds > MAX_TIMEOUT_SECONDS {
+        return Err(err("pull-timeout", "is longer than 30 days"));
+    }
+    secret_env(&options.secret_env)?;
     Ok(())
+}
+
+/// Most secrets one task may use.
+pub const MAX_TASK_SECRETS: usize = 64;
+
+/// Checks a task's `--secret ENV=NAME` pairs: bounded, environment variable
+/// names, secret names.
+pub fn secret_env(pairs: &HashMap<String, String>) -> Result<(), ValidationError> {
+    if pairs.len() > MAX_TASK_SECRETS {
+        return Err(err("secret", format!("at most {MAX_TASK_SECRETS}")));
+    }
+    for (variable, name) in pairs {
+        env_name("secret", variable)?;
+        secret_name(name).map_err(|e| err("secret", e.message))?;
+    }
+    Ok(())
+}
+
+/// Longest secret name.
+pub const MAX_SECRET_NAME: usize = 128;
+
+/// Checks a secret's name: letters, digits, `.`, `_`, `-`, starting with a
+/// letter or digit.
+pub fn secret_name(name: &str) -> Result<(), ValidationError> {
+    let ok = !name.is_empty()
+        && name.len() <= MAX_SECRET_NAME
+        && name.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(err(
+            "secret name",
+            format!(
+                "'{}' must be 1-{MAX_SECRET_NAME} letters, digits, '.', '_' or '-', starting with a letter or digit",
+                name.escape_debug()
+            ),
+        ))
+    }
 }
 
 /// Most labels one task may set.

@@ -39,6 +39,7 @@ fn workers(n: usize) -> Vec<Candidate> {
             live_cpu_percent: Some((i % 100) as f32),
             allowed_host_paths: Vec::new(),
             allow_host_network: false,
+            allow_host_ipc: false,
         })
         .collect()
 }
@@ -50,6 +51,7 @@ fn placement(c: &mut Criterion) {
         gpus: cloudai_common::resources::GpuRequest::Count(2),
         host_paths: Vec::new(),
         host_network: false,
+        host_ipc: false,
     };
     let mut group = c.benchmark_group("placement");
     for n in [1_000, 10_000] {
@@ -118,6 +120,7 @@ fn settings() -> Settings {
         policy: Policy::Binpack,
         placement_mode: PlacementMode::Builtin,
         agent_timeout: Duration::from_secs(30),
+        secrets_key: None,
     }
 }
 

@@ -135,6 +135,13 @@ pub struct MasterConfig {
     #[arg(long, env = "CLOUDAI_WORKER_CERT_VALIDITY", default_value = "30d", value_parser = parse_duration)]
     pub worker_cert_validity: Duration,
 
+    /// File holding the key that seals secrets at rest (base64 of 32 bytes;
+    /// created with a new random key, mode 0600, when missing). Keep it apart
+    /// from the store and its backups: without it the secrets cannot be read.
+    /// Unset: secrets are off.
+    #[arg(long, env = "CLOUDAI_SECRETS_KEY_FILE", value_name = "FILE")]
+    pub secrets_key_file: Option<PathBuf>,
+
     /// Run without the interactive REPL (as a service); stop with SIGTERM or Ctrl-C.
     #[arg(long, env = "CLOUDAI_NO_REPL")]
     pub no_repl: bool,

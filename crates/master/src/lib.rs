@@ -56,6 +56,9 @@ pub enum RunError {
     /// A listener had no local address.
     #[error("listener: {0}")]
     Listener(#[from] std::io::Error),
+    /// The secrets key could not be loaded or created.
+    #[error(transparent)]
+    Secrets(#[from] core::sealing::SealingError),
 }
 
 /// How long a stopping master waits for an unreachable store to take the
@@ -166,6 +169,10 @@ pub async fn start(
         policy: config.placement_policy,
         placement_mode: config.placement_mode,
         agent_timeout: config.agent_timeout,
+        secrets_key: match &config.secrets_key_file {
+            Some(path) => Some(Arc::new(core::sealing::SealingKey::load_or_create(path)?)),
+            None => None,
+        },
     };
     let pki = if config.insecure {
         tracing::warn!(

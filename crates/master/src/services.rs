@@ -10,6 +10,7 @@ use crate::core::metrics::MasterMetrics;
 use crate::core::registry::Registry;
 use crate::core::runtime::{Runtime, Settings};
 use crate::core::scheduler::Scheduler;
+use crate::core::secrets::Secrets;
 use crate::core::tasks::Tasks;
 use crate::core::telemetry::Telemetry;
 use crate::core::worker_client::{WorkerCalls, WorkerClients};
@@ -32,6 +33,7 @@ pub struct Services {
     pub(crate) workers: Workers,
     pub(crate) tasks: Tasks,
     pub(crate) scheduler: Scheduler,
+    pub(crate) secrets: Secrets,
     pub(crate) auth: Auth,
     pub(crate) vitals: Vitals,
 }
@@ -88,6 +90,15 @@ impl Services {
             clients,
         );
         let scheduler = Scheduler::new(lifecycle.clone(), registry.clone(), tasks.clone());
+        let secrets = tasks.secrets().clone();
+        match secrets.sealed_with_other_keys().await {
+            Ok(0) => {}
+            Ok(n) => tracing::warn!(
+                secrets = n,
+                "secrets sealed with another key cannot be opened: start with the key that set them, or set them again"
+            ),
+            Err(error) => tracing::warn!(%error, "cannot check the stored secrets"),
+        }
         let auth = Auth::load(store.clone(), registry, pki, settings.join_token_ttl).await?;
         Ok(Self {
             vitals: Vitals {
@@ -104,6 +115,7 @@ impl Services {
             workers,
             tasks,
             scheduler,
+            secrets,
             auth,
         })
     }

@@ -46,6 +46,13 @@ pub struct WorkerConfig {
     #[arg(long)]
     pub allow_host_network: bool,
 
+    /// Let tasks share the host's IPC namespace (`--ipc host`), as some
+    /// multi-process GPU jobs (NCCL over shared memory, CUDA IPC between
+    /// containers) need: such a task can reach every shared-memory segment
+    /// and IPC object of the host, so it is refused unless this is set.
+    #[arg(long)]
+    pub allow_host_ipc: bool,
+
     /// Master's gRPC address (host:port). When set, the worker registers itself
     /// at start; otherwise it waits for the master's invitation.
     #[arg(long, env = "CLOUDAI_MASTER_ADDR")]
@@ -79,7 +86,8 @@ pub struct WorkerConfig {
     #[arg(long, env = "CLOUDAI_WORKER_HEARTBEAT_INTERVAL", default_value = "5s", value_parser = parse_duration)]
     pub heartbeat_interval: Duration,
 
-    /// Longest time to wait for an image pull.
+    /// Longest time an image pull may take, unless the task sets its own
+    /// (`--pull-timeout`); retries of transient errors count within it.
     #[arg(long, env = "CLOUDAI_PULL_TIMEOUT", default_value = "10m", value_parser = parse_duration)]
     pub pull_timeout: Duration,
 

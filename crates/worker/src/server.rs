@@ -107,6 +107,7 @@ impl WorkerService for WorkerGrpc {
                 request.worker_id
             )));
         }
+        let credentials = request.registry_credentials;
         let task = request
             .task
             .ok_or_else(|| Status::invalid_argument("task: missing"))?;
@@ -117,6 +118,13 @@ impl WorkerService for WorkerGrpc {
         {
             return Err(Status::permission_denied(
                 "this worker does not allow the host's network: start it with --allow-host-network to allow it",
+            ));
+        }
+        if task.options.as_ref().is_some_and(|o| o.ipc == "host")
+            && !self.worker.config().allow_host_ipc
+        {
+            return Err(Status::permission_denied(
+                "this worker does not allow the host's IPC namespace: start it with --allow-host-ipc to allow it",
             ));
         }
         let allowed = &self.worker.config().allow_host_paths;
@@ -147,9 +155,12 @@ impl WorkerService for WorkerGrpc {
             }));
         }
         tracing::info!(task_id = %task.task_id, image = %task.image, "task assigned");
-        self.worker
-            .tracker()
-            .spawn(runner::run_new(self.worker.clone(), task, handle));
+        self.worker.tracker().spawn(runner::run_new(
+            self.worker.clone(),
+            task,
+            credentials,
+            handle,
+        ));
         Ok(Response::new(AssignTaskResponse {
             accepted: true,
             message: String::new(),

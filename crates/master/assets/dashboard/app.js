@@ -185,6 +185,16 @@ function handle(message) {
       scheduleRefresh();
       break;
     }
+    case 'task_progress': {
+      // A pull's progress: the task's row and, when open, its details.
+      const text = message.text;
+      const row = document.querySelector(`#tasks tr[data-task-id="${CSS.escape(message.task_id)}"] td.progress`);
+      if (row) row.textContent = `${message.worker_id} · ${text}`;
+      const field = message.task_id === app.selected ? document.querySelector('#task-details dd[data-field="pulling"]') : null;
+      if (field) field.textContent = text;
+      else if (message.task_id === app.selected) openTask(app.selected);
+      break;
+    }
     case 'task_state':
       scheduleRefresh();
       if (message.task_id === app.selected && message.state !== app.selectedState) openTask(app.selected);
@@ -414,7 +424,7 @@ function taskRow(task) {
   const row = el('tr', { 'data-task-id': task.id, 'data-state': task.state, tabindex: '0', 'aria-label': `task ${task.id}, ${task.state}` },
     el('td', { class: 'mono', text: task.id }),
     el('td', {}, el('span', { class: `badge ${task.state}`, text: task.state })),
-    el('td', { text: task.worker_id || (task.waiting_reason ? `waiting: ${task.waiting_reason}` : '') }),
+    el('td', { class: 'progress', text: task.progress ? `${task.worker_id} · ${task.progress.text}` : task.worker_id || (task.waiting_reason ? `waiting: ${task.waiting_reason}` : '') }),
     el('td', { class: 'cmd mono', text: [task.image, ...task.command].join(' '), title: [task.image, ...task.command].join(' ') }),
     el('td', { text: ago(task.created_at) }),
     el('td', { text: ran }),
@@ -502,6 +512,7 @@ function renderDetails(task) {
   });
   if (mounts.length) rows.push(['Mounts', mounts.join(', ')]);
   if (task.waiting_reason) rows.push(['Waiting', task.waiting_reason]);
+  if (task.progress) rows.push(['Pulling', task.progress.text]);
   $('#task-details').replaceChildren(...rows.flatMap(([k, v]) => [el('dt', { text: k }), el('dd', { text: v, 'data-field': k.toLowerCase() })]));
   $('#task-view').dataset.state = task.state;
 }

@@ -228,6 +228,60 @@ async fn run(
             let user = services.auth.revoke_token(&id).await?;
             writeln!(out, "token {id} of {user} revoked")?
         }
+        Command::Secrets => {
+            let secrets = services.secrets.list().await?;
+            if secrets.is_empty() {
+                writeln!(
+                    out,
+                    "no secrets: `secret set <name>` adds one (`--registry HOST` for a registry login)"
+                )?;
+            }
+            for secret in secrets {
+                let kind = match &secret.registry {
+                    Some(host) => format!("registry login for {host}"),
+                    None => "env".to_string(),
+                };
+                writeln!(
+                    out,
+                    "{:<24} {:<36} set {}",
+                    secret.name,
+                    kind,
+                    views::age(secret.updated_at)
+                )?;
+            }
+        }
+        Command::SecretSet {
+            name,
+            registry,
+            value,
+        } => {
+            let Some(value) = value else {
+                writeln!(
+                    out,
+                    "error: secret {name}: no value was read; nothing was set"
+                )?;
+                return Ok(Flow::Continue);
+            };
+            let replaced = services
+                .secrets
+                .set(&name, &value, registry.as_deref())
+                .await?;
+            let what = if replaced { "replaced" } else { "set" };
+            match registry {
+                Some(host) => writeln!(
+                    out,
+                    "secret {name} {what}: the login for registry {host} (used for pulls of its images)"
+                )?,
+                None => writeln!(
+                    out,
+                    "secret {name} {what}; tasks use it with --secret ENV={name}"
+                )?,
+            }
+        }
+        Command::SecretRemove { name } => {
+            services.secrets.remove(&name).await?;
+            writeln!(out, "secret {name} removed")?
+        }
         Command::Exit => return Ok(Flow::Exit),
     }
     Ok(Flow::Continue)

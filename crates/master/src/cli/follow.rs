@@ -2,6 +2,8 @@
 //! runs, then its outcome), a finished task's stored output, and the
 //! `--watch` redraw loop; all stop on Ctrl-C.
 
+use crate::core::events::Event;
+use crate::core::events::TaskProgress;
 use crate::error::{MasterError, MasterResult};
 use crate::services::Services;
 use crate::store::{TaskRecord, TaskState};
@@ -129,11 +131,38 @@ pub(super) async fn monitor(
             "[stopped following {task_id}; it keeps running: `monitor {task_id}` resumes]"
         );
     };
+    // While its worker pulls the image, the pull's progress, a line per change.
+    let mut shown = String::new();
+    let mut show_progress = |out: &mut dyn Write, progress: &TaskProgress| {
+        let line = progress.describe();
+        if line != shown {
+            let _ = writeln!(out, "[{line}]");
+            let _ = out.flush();
+            shown = line;
+        }
+    };
+    if let Some(progress) = services.lifecycle.progress(task_id) {
+        show_progress(out, &progress);
+    }
     loop {
         let chunk = tokio::select! {
             _ = interrupt.cancelled() => {
                 stopped(out);
                 return Ok(());
+            }
+            event = events.recv() => {
+                if let Err(tokio::sync::broadcast::error::RecvError::Closed) = event {
+                    // The master is stopping.
+                    stopped(out);
+                    return Ok(());
+                }
+                if let Ok(envelope) = event
+                    && let Event::TaskProgress { task_id: id, progress, .. } = &envelope.event
+                    && id == task_id.as_str()
+                {
+                    show_progress(out, progress);
+                }
+                continue;
             }
             chunk = stream.next() => chunk,
         };

@@ -59,3 +59,39 @@ impl KeyStop {
         }
     }
 }
+
+/// Reads a line from the terminal without echoing it (a secret's value):
+/// raw mode while it reads; Enter ends it, Esc or Ctrl-C abandons it (`None`).
+pub fn read_hidden(prompt: &str) -> std::io::Result<Option<String>> {
+    use crossterm::event::{KeyCode, KeyEventKind, KeyModifiers};
+    use std::io::Write;
+    let mut out = std::io::stdout();
+    write!(out, "{prompt}")?;
+    out.flush()?;
+    terminal::enable_raw_mode()?;
+    let mut value = String::new();
+    let read = loop {
+        let key = match event::read() {
+            Ok(Event::Key(key)) if key.kind != KeyEventKind::Release => key,
+            Ok(_) => continue,
+            Err(error) => break Err(error),
+        };
+        match key.code {
+            KeyCode::Enter => break Ok(Some(std::mem::take(&mut value))),
+            KeyCode::Esc => break Ok(None),
+            KeyCode::Char('c' | 'd') if key.modifiers.contains(KeyModifiers::CONTROL) => {
+                break Ok(None);
+            }
+            KeyCode::Backspace => {
+                value.pop();
+            }
+            KeyCode::Char(c) => value.push(c),
+            _ => {}
+        }
+    };
+    let restored = terminal::disable_raw_mode();
+    writeln!(out)?;
+    let read = read?;
+    restored?;
+    Ok(read)
+}

@@ -4,7 +4,7 @@
 
 use super::complete::ReplHelper;
 use super::exec::{Flow, execute};
-use super::parse::parse;
+use super::parse::{Command, parse};
 use crate::services::Services;
 use rustyline::Editor;
 use rustyline::error::ReadlineError;
@@ -50,16 +50,37 @@ pub fn spawn(
 /// The command being run, so Ctrl-C can interrupt it.
 type Current = Arc<Mutex<Option<CancellationToken>>>;
 
+/// Reads a secret's value for `secret set` (`None`: none was given).
+type ReadValue<'a> = &'a mut dyn FnMut(&str) -> std::io::Result<Option<String>>;
+
 fn handle_line(
     services: &Services,
     runtime: &Handle,
     current: &Current,
     line: &str,
+    read_value: ReadValue<'_>,
 ) -> std::io::Result<Flow> {
     let mut out = std::io::stdout();
     let interrupt = CancellationToken::new();
     *current.lock().unwrap_or_else(|p| p.into_inner()) = Some(interrupt.clone());
     let flow = match parse(line) {
+        Ok(Command::SecretSet {
+            name,
+            registry,
+            value: None,
+        }) => {
+            let prompt = match &registry {
+                Some(host) => format!("login for {host} (USER:PASSWORD, not echoed): "),
+                None => format!("value of {name} (not echoed): "),
+            };
+            let value = read_value(&prompt)?;
+            let command = Command::SecretSet {
+                name,
+                registry,
+                value,
+            };
+            runtime.block_on(execute(services, command, &mut out, &interrupt))?
+        }
         Ok(command) => runtime.block_on(execute(services, command, &mut out, &interrupt))?,
         Err(message) => {
             writeln!(out, "error: {message}")?;
@@ -92,10 +113,14 @@ fn forward_interrupts(runtime: &Handle, current: Current) {
     });
 }
 
+/// Piped input: a `secret set` line's value is the next line.
 fn run_piped(services: &Services, runtime: &Handle) -> std::io::Result<Flow> {
     let current = Current::default();
-    for line in std::io::stdin().lock().lines() {
-        if handle_line(services, runtime, &current, &line?)? == Flow::Exit {
+    let mut lines = std::io::stdin().lock().lines();
+    while let Some(line) = lines.next() {
+        let line = line?;
+        let mut next_line = |_: &str| lines.next().transpose();
+        if handle_line(services, runtime, &current, &line, &mut next_line)? == Flow::Exit {
             return Ok(Flow::Exit);
         }
     }
@@ -132,7 +157,8 @@ fn run_interactive(
                         tracing::warn!(%error, path = %history.display(), "could not save REPL history");
                     }
                 }
-                if handle_line(services, runtime, &current, &line)? == Flow::Exit {
+                let mut hidden = |prompt: &str| super::keys::read_hidden(prompt);
+                if handle_line(services, runtime, &current, &line, &mut hidden)? == Flow::Exit {
                     return Ok(Flow::Exit);
                 }
             }

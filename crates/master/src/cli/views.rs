@@ -224,6 +224,12 @@ pub fn tasks(services: &Services, tasks: &[TaskRecord]) -> String {
     for t in tasks {
         let note = match (t.state, services.scheduler.waiting_reason(&t.id)) {
             (TaskState::Queued, Some(reason)) => format!("waiting: {reason}"),
+            (TaskState::Assigned, _) => services
+                .lifecycle
+                .progress(&t.id)
+                .map(|p| p.describe())
+                .or_else(|| t.error.clone())
+                .unwrap_or_default(),
             _ => t.error.clone().unwrap_or_default(),
         };
         table.add_row(vec![
@@ -236,6 +242,15 @@ pub fn tasks(services: &Services, tasks: &[TaskRecord]) -> String {
         ]);
     }
     format!("{table}\n")
+}
+
+/// How long ago a moment (ms since epoch) was: `3m12s ago`.
+pub fn age(millis: i64) -> String {
+    let elapsed = now_millis().saturating_sub(millis).max(0);
+    format!(
+        "{} ago",
+        format_duration(Duration::from_millis(elapsed as u64))
+    )
 }
 
 /// `certs`: certificates and outstanding join tokens.

@@ -15,6 +15,7 @@ pub fn demand(task: &TaskRecord) -> Demand {
         gpus: task.limits.gpus(),
         host_paths: task.options.host_paths(),
         host_network: task.options.host_network(),
+        host_ipc: task.options.host_ipc(),
     }
 }
 
@@ -77,6 +78,7 @@ pub fn candidates(registry: &Registry, lifecycle: &Lifecycle) -> Vec<Candidate> 
                     .map(|info| info.allowed_host_paths.clone())
                     .unwrap_or_default(),
                 allow_host_network: w.info.as_ref().is_some_and(|info| info.allow_host_network),
+                allow_host_ipc: w.info.as_ref().is_some_and(|info| info.allow_host_ipc),
             }
         })
     });

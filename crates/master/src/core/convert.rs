@@ -1,9 +1,11 @@
 //! Conversions between protobuf messages and stored records, in one place.
 
 use crate::store::{
-    ContainerOptions, GpuRecord, HostRecord, MountKind, MountRecord, TaskRecord, TaskState,
+    ContainerOptions, GpuRecord, HostRecord, MountKind, MountRecord, PullPolicy, TaskRecord,
+    TaskState,
 };
 use cloudai_common::validate::ValidationError;
+use cloudai_proto::v1::PullPolicy as WirePull;
 use cloudai_proto::v1::{Mount, ResourceLimits, Task, TaskStatus, WorkerInfo, mount};
 
 /// Host facts worth persisting from a registration.
@@ -82,6 +84,14 @@ pub fn options_message(options: &ContainerOptions) -> cloudai_proto::v1::Contain
             .collect(),
         labels: options.labels.clone().into_iter().collect(),
         network: options.network.clone(),
+        ipc: options.ipc.clone(),
+        pull: match options.pull {
+            PullPolicy::Missing => WirePull::Missing,
+            PullPolicy::Always => WirePull::Always,
+            PullPolicy::Never => WirePull::Never,
+        } as i32,
+        pull_timeout_seconds: options.pull_timeout_seconds,
+        secret_env: options.secret_env.clone().into_iter().collect(),
     }
 }
 
@@ -114,6 +124,14 @@ pub fn options_record(
         mounts,
         labels: options.labels.into_iter().collect(),
         network: options.network,
+        ipc: options.ipc,
+        pull: match WirePull::try_from(options.pull) {
+            Ok(WirePull::Always) => PullPolicy::Always,
+            Ok(WirePull::Never) => PullPolicy::Never,
+            _ => PullPolicy::Missing,
+        },
+        pull_timeout_seconds: options.pull_timeout_seconds,
+        secret_env: options.secret_env.into_iter().collect(),
     })
 }
 
@@ -180,6 +198,10 @@ mod tests {
             ],
             labels: [("team".to_string(), "vision".to_string())].into(),
             network: "none".into(),
+            ipc: "host".into(),
+            pull: PullPolicy::Always,
+            pull_timeout_seconds: 120,
+            secret_env: [("WANDB_API_KEY".to_string(), "wandb".to_string())].into(),
         };
         assert_eq!(
             options_record(Some(options_message(&options))).unwrap(),

@@ -95,6 +95,27 @@ impl From<&cloudai_proto::v1::Heartbeat> for Metrics {
     }
 }
 
+/// What a worker last said about preparing an attempt.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TaskProgress {
+    /// The attempt it is about.
+    pub attempt: u32,
+    /// What the worker is doing: `pulling`.
+    pub phase: String,
+    /// Image layers done.
+    pub layers_done: u32,
+    /// Image layers announced so far.
+    pub layers_total: u32,
+    /// Bytes downloaded, over layers of known size.
+    pub bytes_done: u64,
+    /// Bytes to download, over layers of known size.
+    pub bytes_total: u64,
+    /// The latest note ("retrying in 2s: …"), empty when none.
+    pub message: String,
+    /// When the master got it (ms since epoch).
+    pub updated_at: i64,
+}
+
 /// A change in the cluster. Serialised with a `type` field (snake_case variant name).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
@@ -143,6 +164,17 @@ pub enum Event {
         /// Failure reason, if any.
         error: Option<String>,
     },
+    /// A worker reported how an assigned task's image pull goes.
+    TaskProgress {
+        /// Task id.
+        task_id: String,
+        /// Worker preparing it.
+        worker_id: String,
+        /// The progress.
+        progress: TaskProgress,
+        /// The progress as a line for people (`pulling 43% (1.2 of 2.8 GiB)`).
+        text: String,
+    },
 }
 
 impl Event {
@@ -153,7 +185,8 @@ impl Event {
             | Event::WorkerRegistered { worker_id, .. }
             | Event::WorkerUnregistered { worker_id }
             | Event::WorkerActive { worker_id }
-            | Event::WorkerInactive { worker_id, .. } => Some(worker_id),
+            | Event::WorkerInactive { worker_id, .. }
+            | Event::TaskProgress { worker_id, .. } => Some(worker_id),
             Event::TaskState { worker_id, .. } => worker_id.as_deref(),
         }
     }

@@ -74,6 +74,8 @@ struct Inner {
     queue_changed: Notify,
     /// Retry backoff: not placed before this instant (tokio's clock).
     holds: Mutex<HashMap<String, tokio::time::Instant>>,
+    /// Pull progress of assigned tasks (dropped when they leave `assigned`).
+    progress: Mutex<HashMap<String, crate::core::events::TaskProgress>>,
 }
 
 impl Lifecycle {
@@ -103,6 +105,7 @@ impl Lifecycle {
                 recent: Mutex::new(VecDeque::new()),
                 queue_changed: Notify::new(),
                 holds: Mutex::new(HashMap::new()),
+                progress: Mutex::new(HashMap::new()),
             }),
         })
     }
@@ -125,6 +128,15 @@ impl Lifecycle {
 
     pub(crate) fn active_tasks(&self) -> MutexGuard<'_, HashMap<String, ActiveTask>> {
         self.inner.active.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub(crate) fn progress_map(
+        &self,
+    ) -> MutexGuard<'_, HashMap<String, crate::core::events::TaskProgress>> {
+        self.inner
+            .progress
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
     }
 
     pub(crate) fn holds(&self) -> MutexGuard<'_, HashMap<String, tokio::time::Instant>> {
@@ -294,6 +306,11 @@ impl Lifecycle {
     /// Keeps the in-memory index of non-final tasks in step with a stored record.
     pub(crate) fn index_task(&self, task: &TaskRecord) {
         let mut active = self.active_tasks();
+        // Under the index's lock, as `record_progress` checks it: no report
+        // lands after the task left `assigned`.
+        if task.state != TaskState::Assigned {
+            self.progress_map().remove(&task.id);
+        }
         if task.state.is_terminal() {
             active.remove(&task.id);
             let mut recent = self.inner.recent.lock().unwrap_or_else(|p| p.into_inner());

@@ -5,7 +5,7 @@
 //!
 //! ```text
 //! Scheduler ─► Tasks ──┬─► Telemetry ─► Lifecycle ─► EventBus, Store, metrics
-//!              Workers ┘
+//!              Workers ┘    Tasks ─► Secrets ─► Store
 //! ```
 //!
 //! Tasks, Workers and the Scheduler also call the Lifecycle directly, all but
@@ -23,6 +23,9 @@
 //!   an attempt; `task_logs`: whole outputs in chunks;
 //! - `scheduler`: the queue and its loop; `capacity`: what workers can take;
 //!   `placement`: the resource-aware choice;
+//! - `secrets`: secrets sealed with the operator's key (`sealing`), opened
+//!   only into the copy of a task sent to its worker; `progress`: the latest
+//!   pull progress of each preparing task;
 //! - `metrics`: Prometheus counters; `worker_client`: the master's channels to
 //!   workers; `convert`: protobuf messages to and from records; `runtime`:
 //!   settings, shutdown and the task tracker every service runs under.
@@ -36,6 +39,7 @@ pub(crate) mod lifecycle;
 mod lifecycle_tests;
 pub(crate) mod metrics;
 pub(crate) mod placement;
+pub(crate) mod progress;
 pub(crate) mod registry;
 pub(crate) mod results;
 pub(crate) mod retries;
@@ -43,6 +47,8 @@ pub(crate) mod runtime;
 pub(crate) mod scheduler;
 #[cfg(test)]
 mod scheduler_tests;
+pub(crate) mod sealing;
+pub(crate) mod secrets;
 pub(crate) mod task_logs;
 pub(crate) mod tasks;
 pub(crate) mod telemetry;

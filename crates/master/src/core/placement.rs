@@ -54,6 +54,8 @@ pub struct Demand {
     pub host_paths: Vec<String>,
     /// It uses the host's network: only a worker allowing it can take it.
     pub host_network: bool,
+    /// It shares the host's IPC namespace: only a worker allowing it can take it.
+    pub host_ipc: bool,
 }
 
 /// One active worker as the scheduler sees it.
@@ -81,6 +83,8 @@ pub struct Candidate {
     pub allowed_host_paths: Vec<String>,
     /// Whether it lets tasks use the host's network (`--allow-host-network`).
     pub allow_host_network: bool,
+    /// Whether it lets tasks share the host's IPC namespace (`--allow-host-ipc`).
+    pub allow_host_ipc: bool,
 }
 
 /// A placement decision.
@@ -125,6 +129,7 @@ impl Candidate {
     /// Whether the demand fits, without allocating (the hot loop).
     fn allows(&self, demand: &Demand) -> bool {
         (!demand.host_network || self.allow_host_network)
+            && (!demand.host_ipc || self.allow_host_ipc)
             && demand
                 .host_paths
                 .iter()
@@ -132,7 +137,9 @@ impl Candidate {
     }
 
     fn fits(&self, demand: &Demand) -> bool {
-        if (demand.host_network || !demand.host_paths.is_empty()) && !self.allows(demand) {
+        if (demand.host_network || demand.host_ipc || !demand.host_paths.is_empty())
+            && !self.allows(demand)
+        {
             return false;
         }
         if demand.nano_cpus > 0 && self.free_cpu() < demand.nano_cpus {
@@ -263,6 +270,10 @@ fn why_not(demand: &Demand, candidates: &[Candidate]) -> String {
         return "no active worker allows the host's network (start one with --allow-host-network)"
             .into();
     }
+    if demand.host_ipc && !candidates.iter().any(|c| c.allow_host_ipc) {
+        return "no active worker allows the host's IPC namespace (start one with --allow-host-ipc)"
+            .into();
+    }
     if let Some(path) = demand.host_paths.iter().find(|path| {
         !candidates
             .iter()
@@ -330,6 +341,7 @@ mod tests {
             gpus: GpuRequest::of(gpus, &[]),
             host_paths: Vec::new(),
             host_network: false,
+            host_ipc: false,
         }
     }
 
@@ -351,6 +363,16 @@ mod tests {
         host_network.host_network = true;
         let reason = place(&host_network, &workers, Policy::Binpack).unwrap_err();
         assert!(reason.contains("--allow-host-network"), "{reason}");
+        let mut host_ipc = demand(0, 0, 0);
+        host_ipc.host_ipc = true;
+        let reason = place(&host_ipc, &workers, Policy::Binpack).unwrap_err();
+        assert!(reason.contains("--allow-host-ipc"), "{reason}");
+        let mut sharing = workers.clone();
+        sharing[1].allow_host_ipc = true;
+        assert_eq!(
+            place(&host_ipc, &sharing, Policy::Binpack).unwrap().index,
+            1
+        );
         let mut networked = workers.clone();
         networked[0].allow_host_network = true;
         assert_eq!(

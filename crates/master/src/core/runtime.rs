@@ -27,6 +27,8 @@ pub struct Settings {
     pub placement_mode: crate::core::placement::PlacementMode,
     /// In agent mode, how long a queued task waits for the agent.
     pub agent_timeout: Duration,
+    /// The key that seals secrets (`None`: secrets are off).
+    pub secrets_key: Option<std::sync::Arc<crate::core::sealing::SealingKey>>,
 }
 
 /// The shutdown token and the tracker of every task the core spawns, so

@@ -5,6 +5,7 @@ use crate::core::convert;
 use crate::core::lifecycle::Lifecycle;
 use crate::core::registry::Registry;
 use crate::core::registry::WorkerState;
+use crate::core::secrets::Secrets;
 use crate::core::telemetry::Telemetry;
 use crate::core::worker_client::LogStream;
 use crate::core::worker_client::WorkerCalls;
@@ -69,6 +70,7 @@ pub struct Tasks {
 
 struct Inner {
     lifecycle: Lifecycle,
+    secrets: Secrets,
     telemetry: Telemetry,
     registry: Registry,
     clients: Arc<dyn WorkerCalls>,
@@ -84,6 +86,10 @@ impl Tasks {
     ) -> Self {
         Self {
             inner: Arc::new(Inner {
+                secrets: Secrets::new(
+                    lifecycle.store().clone(),
+                    lifecycle.settings().secrets_key.clone(),
+                ),
                 lifecycle,
                 telemetry,
                 registry,
@@ -98,6 +104,11 @@ impl Tasks {
 
     pub(crate) fn registry(&self) -> &Registry {
         &self.inner.registry
+    }
+
+    /// The secrets tasks may use.
+    pub fn secrets(&self) -> &Secrets {
+        &self.inner.secrets
     }
 
     fn clients(&self) -> &dyn WorkerCalls {
@@ -125,6 +136,7 @@ impl Tasks {
             ..TaskRecord::queued(&new_task_id(), &request.image, now)
         };
         validate::task(&convert::task_message(&task))?;
+        self.secrets().check_task(&task.options).await?;
         if request.max_retries > MAX_RETRIES {
             return Err(MasterError::InvalidArgument(format!(
                 "retries: at most {MAX_RETRIES}"
@@ -171,6 +183,11 @@ impl Tasks {
         if demand.host_network && !candidate.as_ref().is_some_and(|c| c.allow_host_network) {
             return Err(MasterError::PermissionDenied(format!(
                 "worker '{worker_id}' does not allow the host's network: start it with --allow-host-network"
+            )));
+        }
+        if demand.host_ipc && !candidate.as_ref().is_some_and(|c| c.allow_host_ipc) {
+            return Err(MasterError::PermissionDenied(format!(
+                "worker '{worker_id}' does not allow the host's IPC namespace: start it with --allow-host-ipc"
             )));
         }
         let allowed = candidate.as_ref().map(|c| c.allowed_host_paths.as_slice());
@@ -254,12 +271,28 @@ impl Tasks {
     pub(crate) async fn dispatch(&self, task: TaskRecord) -> MasterResult<TaskRecord> {
         let worker_id = task.worker_id.clone().unwrap_or_default();
         let address = self.registry().get(&worker_id).map(|w| w.record.address);
-        let message = convert::task_message(&task);
+        let mut message = convert::task_message(&task);
+        let registry_credentials = match self.secrets().fill(&mut message).await {
+            Ok(login) => login,
+            Err(error) => {
+                // A secret it needs is gone: no retry brings it back.
+                let error = format!("cannot send the task to its worker: {error}");
+                tracing::warn!(task_id = %task.id, error, "task failed before dispatch");
+                return Ok(self
+                    .lifecycle()
+                    .transition(&task.id, TaskState::Failed, |t| {
+                        t.error = Some(error.clone())
+                    })
+                    .await?
+                    .unwrap_or(task));
+            }
+        };
         let outcome = async {
             let address = address.ok_or_else(|| Refusal::Sure("it was unregistered".into()))?;
             let request = AssignTaskRequest {
                 task: Some(message),
                 worker_id: worker_id.clone(),
+                registry_credentials,
             };
             let response = self
                 .clients()

@@ -122,6 +122,7 @@ pub(super) async fn cluster_with(change: impl FnOnce(&mut Settings)) -> (Core, A
         policy: Policy::Binpack,
         placement_mode: PlacementMode::Builtin,
         agent_timeout: Duration::from_secs(30),
+        secrets_key: None,
     };
     change(&mut settings);
     let workers = Arc::new(FakeWorkers::default());

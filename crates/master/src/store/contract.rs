@@ -14,7 +14,7 @@ macro_rules! contract_tests {
     ($fresh:expr) => {
         $crate::store::contract::contract_tests!(@each $fresh;
             workers, tasks, assignments_and_results, batches,
-            conditional_updates_with_records, log_chunks, users);
+            conditional_updates_with_records, log_chunks, users, secrets);
 
         #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
         async fn contract_concurrent_writers() {
@@ -312,6 +312,33 @@ pub async fn users(store: Arc<dyn Store>) {
     assert!(store.delete_user("ops").await.unwrap());
     assert!(!store.delete_user("ops").await.unwrap());
     assert_eq!(store.list_users().await.unwrap().len(), 1);
+}
+
+/// Secrets: put (replacing), list by name, delete.
+pub async fn secrets(store: Arc<dyn Store>) {
+    let secret = |name: &str, sealed: &str, registry: Option<&str>| SecretRecord {
+        name: name.into(),
+        registry: registry.map(Into::into),
+        sealed: sealed.into(),
+        key_id: "0123abcd".into(),
+        created_at: 1,
+        updated_at: 2,
+    };
+    store
+        .put_secret(&secret("wandb", "AAAA", None))
+        .await
+        .unwrap();
+    let login = secret("hub", "BBBB", Some("registry.example:5000"));
+    store.put_secret(&login).await.unwrap();
+    store
+        .put_secret(&secret("wandb", "CCCC", None))
+        .await
+        .unwrap();
+    let all = store.list_secrets().await.unwrap();
+    assert_eq!(all, [login, secret("wandb", "CCCC", None)]);
+    assert!(store.delete_secret("wandb").await.unwrap());
+    assert!(!store.delete_secret("wandb").await.unwrap());
+    assert_eq!(store.list_secrets().await.unwrap().len(), 1);
 }
 
 /// Everything written survives closing and reopening the store (for MongoDB:

@@ -3,8 +3,8 @@
 //! blocks, so tests can run on tokio's paused clock.
 
 use super::{
-    AssignmentRecord, LogChunkRecord, ResultRecord, Store, StoreResult, TaskRecord, TaskState,
-    UserRecord, WorkerRecord, assignment_key, log_chunk_key,
+    AssignmentRecord, LogChunkRecord, ResultRecord, SecretRecord, Store, StoreResult, TaskRecord,
+    TaskState, UserRecord, WorkerRecord, assignment_key, log_chunk_key,
 };
 use std::collections::BTreeMap;
 use std::sync::Mutex;
@@ -23,6 +23,7 @@ struct Tables {
     results: BTreeMap<String, ResultRecord>,
     chunks: BTreeMap<String, LogChunkRecord>,
     users: BTreeMap<String, UserRecord>,
+    secrets: BTreeMap<String, SecretRecord>,
 }
 
 impl MemoryStore {
@@ -163,6 +164,20 @@ impl Store for MemoryStore {
 
     async fn delete_user(&self, name: &str) -> StoreResult<bool> {
         Ok(self.tables().users.remove(name).is_some())
+    }
+
+    async fn put_secret(&self, secret: &SecretRecord) -> StoreResult<()> {
+        let mut tables = self.tables();
+        tables.secrets.insert(secret.name.clone(), secret.clone());
+        Ok(())
+    }
+
+    async fn list_secrets(&self) -> StoreResult<Vec<SecretRecord>> {
+        Ok(self.tables().secrets.values().cloned().collect())
+    }
+
+    async fn delete_secret(&self, name: &str) -> StoreResult<bool> {
+        Ok(self.tables().secrets.remove(name).is_some())
     }
 }
 

@@ -21,8 +21,8 @@ pub(crate) use memory::MemoryStore;
 pub use mongo::{MongoStore, redact};
 pub use records::{
     ApiTokenRecord, AssignmentRecord, ContainerOptions, GpuRecord, HostRecord, LateResult, Limits,
-    LogChunkRecord, MAX_LATE_RESULTS, MountKind, MountRecord, ResultRecord, TaskRecord, TaskState,
-    UserRecord, WorkerRecord, now_millis,
+    LogChunkRecord, MAX_LATE_RESULTS, MountKind, MountRecord, PullPolicy, ResultRecord,
+    SecretRecord, TaskRecord, TaskState, UserRecord, WorkerRecord, now_millis,
 };
 pub use resilient::ResilientStore;
 
@@ -70,6 +70,10 @@ pub enum Write {
     PutUser(UserRecord),
     /// [`Store::delete_user`].
     DeleteUser(String),
+    /// [`Store::put_secret`].
+    PutSecret(SecretRecord),
+    /// [`Store::delete_secret`].
+    DeleteSecret(String),
 }
 
 /// Everything the master persists. Writes are durable when they return (the
@@ -134,6 +138,13 @@ pub trait Store: Send + Sync + 'static {
     /// Removes a user; returns whether it existed.
     async fn delete_user(&self, name: &str) -> StoreResult<bool>;
 
+    /// Inserts or replaces a (sealed) secret.
+    async fn put_secret(&self, secret: &SecretRecord) -> StoreResult<()>;
+    /// All secrets, by name.
+    async fn list_secrets(&self) -> StoreResult<Vec<SecretRecord>>;
+    /// Removes a secret; returns whether it existed.
+    async fn delete_secret(&self, name: &str) -> StoreResult<bool>;
+
     /// [`Store::update_task_if`], and when it writes, also `also`: records
     /// that belong to the same change (the assignment of a placement).
     /// Backends that batch write them together; by default they follow.
@@ -191,6 +202,8 @@ impl Write {
             Write::PutResult(result) => store.put_result(result).await,
             Write::PutUser(user) => store.put_user(user).await,
             Write::DeleteUser(name) => store.delete_user(name).await.map(drop),
+            Write::PutSecret(secret) => store.put_secret(secret).await,
+            Write::DeleteSecret(name) => store.delete_secret(name).await.map(drop),
         }
     }
 
@@ -205,6 +218,8 @@ impl Write {
             Write::PutResult(result) => ("RESULTS", result.task_id.clone()),
             Write::PutUser(user) => ("USERS", user.name.clone()),
             Write::DeleteUser(name) => ("USERS", name.clone()),
+            Write::PutSecret(secret) => ("SECRETS", secret.name.clone()),
+            Write::DeleteSecret(name) => ("SECRETS", name.clone()),
         }
     }
 }

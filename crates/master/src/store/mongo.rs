@@ -7,8 +7,8 @@
 //! multi-document transactions), idempotent where they can be.
 
 use super::{
-    AssignmentRecord, LogChunkRecord, ResultRecord, Store, StoreError, StoreResult, TaskRecord,
-    TaskState, UserRecord, WorkerRecord, Write,
+    AssignmentRecord, LogChunkRecord, ResultRecord, SecretRecord, Store, StoreError, StoreResult,
+    TaskRecord, TaskState, UserRecord, WorkerRecord, Write,
 };
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
@@ -87,6 +87,11 @@ impl MongoStore {
         let indexing = failed("creating MongoDB indexes");
         self.db
             .collection::<UserRecord>("USERS")
+            .create_index(unique(doc! { "name": 1 }))
+            .await
+            .map_err(&indexing)?;
+        self.db
+            .collection::<SecretRecord>("SECRETS")
             .create_index(unique(doc! { "name": 1 }))
             .await
             .map_err(&indexing)?;
@@ -388,6 +393,26 @@ impl Store for MongoStore {
             .delete_one(doc! { "name": name })
             .await
             .map_err(failed("deleting a user"))?;
+        Ok(result.deleted_count > 0)
+    }
+
+    async fn put_secret(&self, secret: &SecretRecord) -> StoreResult<()> {
+        let filter = doc! { "name": &secret.name };
+        self.upsert("saving a secret", "SECRETS", filter, secret)
+            .await
+    }
+
+    async fn list_secrets(&self) -> StoreResult<Vec<SecretRecord>> {
+        self.all("listing secrets", "SECRETS", doc! {}, doc! { "name": 1 })
+            .await
+    }
+
+    async fn delete_secret(&self, name: &str) -> StoreResult<bool> {
+        let result = self
+            .collection::<SecretRecord>("SECRETS")
+            .delete_one(doc! { "name": name })
+            .await
+            .map_err(failed("deleting a secret"))?;
         Ok(result.deleted_count > 0)
     }
 }

@@ -293,6 +293,51 @@ pub struct ContainerOptions {
     /// Network mode (empty: Docker's bridge).
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub network: String,
+    /// IPC namespace (empty: Docker's default).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub ipc: String,
+    /// When the worker pulls the image.
+    #[serde(default, skip_serializing_if = "PullPolicy::is_missing")]
+    pub pull: PullPolicy,
+    /// Longest the pull may take (0: the worker's default).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub pull_timeout_seconds: u64,
+    /// Environment variables filled from secrets: variable -> secret name
+    /// (names only; values never reach the task record).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub secret_env: BTreeMap<String, String>,
+}
+
+fn is_zero(value: &u64) -> bool {
+    *value == 0
+}
+
+/// When a worker pulls a task's image.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PullPolicy {
+    /// Only when the image is not on the worker.
+    #[default]
+    Missing,
+    /// Before every attempt.
+    Always,
+    /// Never: the image must be on the worker.
+    Never,
+}
+
+impl PullPolicy {
+    fn is_missing(&self) -> bool {
+        *self == PullPolicy::Missing
+    }
+
+    /// The flag's word: `missing`, `always`, `never`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PullPolicy::Missing => "missing",
+            PullPolicy::Always => "always",
+            PullPolicy::Never => "never",
+        }
+    }
 }
 
 /// One filesystem mounted into a task's container.
@@ -329,6 +374,11 @@ impl ContainerOptions {
     /// Whether the task asks for the host's network.
     pub fn host_network(&self) -> bool {
         self.network == "host"
+    }
+
+    /// Whether the task asks for the host's IPC namespace.
+    pub fn host_ipc(&self) -> bool {
+        self.ipc == "host"
     }
 
     /// The host paths the task mounts (placement needs a worker allowing each).
@@ -483,6 +533,26 @@ pub struct ApiTokenRecord {
     pub hash: String,
     /// When created (ms since epoch).
     pub created_at: i64,
+}
+
+/// A secret (`SECRETS`): its value only sealed with the operator's key,
+/// which is never in the store.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SecretRecord {
+    /// Secret name, unique.
+    pub name: String,
+    /// For registry credentials: the registry host[:port] they log in to
+    /// (the value is then `USER:PASSWORD`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub registry: Option<String>,
+    /// The value sealed with AES-256-GCM: base64 of nonce, ciphertext and tag.
+    pub sealed: String,
+    /// Fingerprint of the key that sealed it (hex, not the key).
+    pub key_id: String,
+    /// When first set (ms since epoch).
+    pub created_at: i64,
+    /// When last set (ms since epoch).
+    pub updated_at: i64,
 }
 
 #[cfg(test)]

@@ -7,8 +7,8 @@
 //! stored output chunks follow its result, their bytes in base64.
 
 use super::{
-    AssignmentRecord, LogChunkRecord, ResultRecord, Store, StoreError, TaskRecord, UserRecord,
-    WorkerRecord,
+    AssignmentRecord, LogChunkRecord, ResultRecord, SecretRecord, Store, StoreError, TaskRecord,
+    UserRecord, WorkerRecord,
 };
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
@@ -37,6 +37,10 @@ pub(crate) enum Line {
     Result(ResultRecord),
     #[serde(rename = "LOG_CHUNKS")]
     LogChunk(ChunkLine),
+    /// Sealed: the export holds no secret value in the clear, and importing
+    /// it needs the same key.
+    #[serde(rename = "SECRETS")]
+    Secret(SecretRecord),
 }
 
 /// A [`LogChunkRecord`] with its bytes in base64.
@@ -86,14 +90,22 @@ pub struct Counts {
     pub results: usize,
     /// `LOG_CHUNKS` records.
     pub log_chunks: usize,
+    /// `SECRETS` records (sealed).
+    pub secrets: usize,
 }
 
 impl std::fmt::Display for Counts {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "{} users, {} workers, {} tasks, {} assignments, {} results, {} log chunks",
-            self.users, self.workers, self.tasks, self.assignments, self.results, self.log_chunks
+            "{} users, {} workers, {} tasks, {} assignments, {} results, {} log chunks, {} secrets",
+            self.users,
+            self.workers,
+            self.tasks,
+            self.assignments,
+            self.results,
+            self.log_chunks,
+            self.secrets
         )
     }
 }
@@ -136,6 +148,10 @@ pub async fn export(
     for user in store.list_users().await? {
         write(Line::User(user))?;
         counts.users += 1;
+    }
+    for secret in store.list_secrets().await? {
+        write(Line::Secret(secret))?;
+        counts.secrets += 1;
     }
     for worker in store.list_workers().await? {
         write(Line::Worker(worker))?;
@@ -226,6 +242,10 @@ pub async fn import(
             Line::User(user) => {
                 store.put_user(&user).await?;
                 counts.users += 1;
+            }
+            Line::Secret(secret) => {
+                store.put_secret(&secret).await?;
+                counts.secrets += 1;
             }
             Line::Worker(worker) => {
                 store.put_worker(&worker).await?;
@@ -336,7 +356,7 @@ mod tests {
         let exported = export(&source, &mut file, |_| {}).await.unwrap();
         assert_eq!(
             exported.to_string(),
-            "1 users, 1 workers, 3 tasks, 3 assignments, 1 results, 20 log chunks"
+            "1 users, 1 workers, 3 tasks, 3 assignments, 1 results, 20 log chunks, 0 secrets"
         );
 
         let target_dir = tempfile::tempdir().unwrap();

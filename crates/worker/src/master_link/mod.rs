@@ -1,12 +1,14 @@
 //! The worker's side of `MasterService`: what it knows of its master and its
 //! registration (here), the heartbeat loop (`heartbeats`), result delivery
-//! (`reporter`, with whole outputs through `log_upload`), its certificate
+//! (`reporter`, with whole outputs through `log_upload`), pull progress
+//! (`progress`), its certificate
 //! (`identity`) and the disconnect window (`disconnect`).
 
 pub(crate) mod disconnect;
 mod heartbeats;
 pub(crate) mod identity;
 pub(crate) mod log_upload;
+pub(crate) mod progress;
 mod reporter;
 
 pub(crate) use heartbeats::run_heartbeats;
@@ -166,6 +168,7 @@ pub async fn register(worker: &Worker) -> Result<(), Status> {
     info.gpus = worker.gpu_inventory().to_vec();
     info.allowed_host_paths = worker.config().allow_host_paths.clone();
     info.allow_host_network = worker.config().allow_host_network;
+    info.allow_host_ipc = worker.config().allow_host_ipc;
     let (sent, sent_wall) = (std::time::Instant::now(), SystemTime::now());
     let call = client.register_worker(request(RegisterWorkerRequest {
         info: Some(info),

@@ -2,17 +2,24 @@
 //! (with timeout and cancel), inspect, and queue the result.
 
 use crate::Worker;
-use crate::task::executor::{Collected, LogRead};
+use crate::task::executor::{Collected, ImageRequest, LogRead, PullProgress};
 use crate::task::handle::{StopReason, TaskHandle};
 use crate::task::spool::{self, Spool};
 use cloudai_common::resources::GpuRequest;
-use cloudai_proto::v1::{Task, TaskResult, TaskStatus};
+use cloudai_proto::v1::{RegistryCredentials, Task, TaskResult, TaskStatus};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-/// Runs a newly assigned task to completion and queues its result.
-pub async fn run_new(worker: Worker, mut task: Task, handle: Arc<TaskHandle>) {
+/// Runs a newly assigned task to completion and queues its result; pulls
+/// its image with `credentials` when the registry needs a login.
+pub async fn run_new(
+    worker: Worker,
+    mut task: Task,
+    credentials: Option<RegistryCredentials>,
+    handle: Arc<TaskHandle>,
+) {
     let started_at = SystemTime::now();
     // Exact devices for Docker: the task sees only its GPUs, and no two tasks share one.
     let mut limits = task.limits.clone().unwrap_or_default();
@@ -33,10 +40,32 @@ pub async fn run_new(worker: Worker, mut task: Task, handle: Arc<TaskHandle>) {
         }
     }
     let executor = worker.executor();
-    if let Err(error) = executor
-        .ensure_image(&task.image, worker.config().pull_timeout)
-        .await
-    {
+    let options = task.options.clone().unwrap_or_default();
+    let request = ImageRequest {
+        image: &task.image,
+        policy: options.pull(),
+        timeout: match options.pull_timeout_seconds {
+            0 => worker.config().pull_timeout,
+            seconds => Duration::from_secs(seconds),
+        },
+        credentials: credentials.as_ref(),
+    };
+    let (progress, watching) = watch::channel(PullProgress::default());
+    worker
+        .tracker()
+        .spawn(crate::master_link::progress::forward(
+            worker.clone(),
+            task.task_id.clone(),
+            handle.attempt,
+            watching,
+        ));
+    // A cancel stops the pull too: the task never started.
+    let pulled = tokio::select! {
+        pulled = executor.prepare_image(&request, &progress) => pulled,
+        _ = handle.stop.cancelled() => Ok(()),
+    };
+    drop(progress);
+    if let Err(error) = pulled {
         return fail_before_start(&worker, &task, &handle, started_at, error.to_string());
     }
     if handle.stop.is_cancelled() {

@@ -1,9 +1,12 @@
 //! The `MasterAgent` gRPC service: lets an external (AI) scheduler read cluster
 //! state, submit and cancel tasks, place queued tasks, and follow events.
 //! Every call needs an API token (`authorization: Bearer <token>` metadata):
-//! viewer for reads, operator for changes.
+//! viewer for reads, operator for changes. Task environments go to operator
+//! and admin tokens only.
 
-use crate::api::grpc::agent_views::{millis_timestamp, task_view, worker_view};
+use crate::api::grpc::agent_views::{
+    millis_timestamp, progress_message, task_view_for, worker_view,
+};
 use crate::auth::Auth;
 use crate::auth::users::Role;
 use crate::core::convert;
@@ -64,10 +67,12 @@ impl AgentGrpc {
             .max_encoding_message_size(crate::api::grpc::worker_api::MAX_MESSAGE_BYTES)
     }
 
-    fn authorize<T>(&self, request: &Request<T>, role: Role) -> Result<(), Status> {
-        self.auth
+    /// The caller's role, when it has at least `role`.
+    fn authorize<T>(&self, request: &Request<T>, role: Role) -> Result<Role, Status> {
+        let caller = self
+            .auth
             .authorize(bearer(request), role, request.remote_addr())?;
-        Ok(())
+        Ok(caller.role)
     }
 }
 
@@ -138,7 +143,7 @@ impl MasterAgent for AgentGrpc {
         &self,
         request: Request<ListQueuedTasksRequest>,
     ) -> Result<Response<ListQueuedTasksResponse>, Status> {
-        self.authorize(&request, Role::Viewer)?;
+        let role = self.authorize(&request, Role::Viewer)?;
         let limit = match request.get_ref().limit {
             0 => 1000,
             n => n.min(10_000) as usize,
@@ -165,7 +170,7 @@ impl MasterAgent for AgentGrpc {
             .iter()
             .take(limit)
             .map(|t| {
-                let mut view = task_view(t);
+                let mut view = task_view_for(t, role, None);
                 view.waiting_reason = self.scheduler.waiting_reason(&t.id).unwrap_or_default();
                 view
             })
@@ -177,11 +182,12 @@ impl MasterAgent for AgentGrpc {
         &self,
         request: Request<GetTaskRequest>,
     ) -> Result<Response<TaskView>, Status> {
-        self.authorize(&request, Role::Viewer)?;
+        let role = self.authorize(&request, Role::Viewer)?;
         let task_id =
             TaskId::parse("task_id", &request.get_ref().task_id).map_err(MasterError::from)?;
         let task = self.tasks.task(&task_id).await?;
-        Ok(Response::new(task_view(&task)))
+        let progress = self.lifecycle.progress(&task.id);
+        Ok(Response::new(task_view_for(&task, role, progress.as_ref())))
     }
 
     async fn submit_task(
@@ -288,7 +294,7 @@ impl MasterAgent for AgentGrpc {
         &self,
         request: Request<StreamEventsRequest>,
     ) -> Result<Response<Self::StreamEventsStream>, Status> {
-        self.authorize(&request, Role::Viewer)?;
+        let role = self.authorize(&request, Role::Viewer)?;
         let revoked = self
             .auth
             .revoked(bearer(&request).map(str::to_string), Role::Viewer);
@@ -337,9 +343,12 @@ impl MasterAgent for AgentGrpc {
                     }
                     Event::TaskState { task_id, .. } => {
                         match store.get_task(task_id).await {
-                            Ok(Some(task)) => Some(Wire::TaskState(task_view(&task))),
+                            Ok(Some(task)) => Some(Wire::TaskState(task_view_for(&task, role, None))),
                             _ => None,
                         }
+                    }
+                    Event::TaskProgress { task_id, worker_id, progress, .. } => {
+                        Some(Wire::TaskProgress(progress_message(task_id, worker_id, progress)))
                     }
                 };
                 let Some(event) = event else { continue };

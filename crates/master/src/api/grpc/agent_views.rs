@@ -1,9 +1,12 @@
 //! The protobuf views the `MasterAgent` API answers with: tasks, and workers
 //! with what they have free.
 
+use crate::auth::users::Role;
 use crate::core::convert;
+use crate::core::events::TaskProgress;
 use crate::core::registry::{WorkerEntry, WorkerState as LiveState};
 use crate::store::TaskRecord;
+use cloudai_proto::v1::TaskProgress as WireProgress;
 use cloudai_proto::v1::{FreeResources, TaskView, WorkerInfo, WorkerState, WorkerView};
 use std::collections::HashMap;
 
@@ -14,7 +17,37 @@ pub(super) fn millis_timestamp(millis: i64) -> cloudai_proto::Timestamp {
     }
 }
 
-/// The protobuf view of a task.
+/// The protobuf view of a task as `role` may see it: its environment only
+/// for operators and admins, its pull progress while it is assigned.
+pub fn task_view_for(task: &TaskRecord, role: Role, progress: Option<&TaskProgress>) -> TaskView {
+    let mut view = task_view(task);
+    if role < Role::Operator
+        && let Some(task) = view.task.as_mut()
+    {
+        task.env.clear();
+    }
+    let worker_id = task.worker_id.as_deref().unwrap_or_default();
+    view.progress = progress.map(|p| progress_message(&task.id, worker_id, p));
+    view
+}
+
+/// The protobuf form of a task's pull progress.
+pub fn progress_message(task_id: &str, worker_id: &str, progress: &TaskProgress) -> WireProgress {
+    WireProgress {
+        task_id: task_id.to_string(),
+        worker_id: worker_id.to_string(),
+        attempt: progress.attempt,
+        phase: progress.phase.clone(),
+        layers_done: progress.layers_done,
+        layers_total: progress.layers_total,
+        bytes_done: progress.bytes_done,
+        bytes_total: progress.bytes_total,
+        message: progress.message.clone(),
+    }
+}
+
+/// The protobuf view of a task, whole (callers showing it to a viewer use
+/// [`task_view_for`]).
 pub fn task_view(task: &TaskRecord) -> TaskView {
     TaskView {
         task: Some(convert::task_message(task)),
@@ -27,6 +60,7 @@ pub fn task_view(task: &TaskRecord) -> TaskView {
         exit_code: task.exit_code,
         error: task.error.clone().unwrap_or_default(),
         max_retries: task.max_retries,
+        progress: None,
     }
 }
 

@@ -8,12 +8,12 @@ use crate::core::tasks::Tasks;
 use crate::core::telemetry::Telemetry;
 use crate::core::workers::Workers;
 use crate::services::Services;
-use cloudai_common::ids::WorkerId;
+use cloudai_common::ids::{TaskId, WorkerId};
 use cloudai_proto::v1::master_service_server::{MasterService, MasterServiceServer};
 use cloudai_proto::v1::{
     CertificateResponse, Heartbeat, HeartbeatResponse, JoinClusterRequest, RegisterWorkerRequest,
-    RegisterWorkerResponse, RenewCertificateRequest, ReportTaskCompletionResponse, TaskLogPart,
-    TaskResult, UploadTaskLogResponse,
+    RegisterWorkerResponse, RenewCertificateRequest, ReportTaskCompletionResponse,
+    ReportTaskProgressResponse, TaskLogPart, TaskProgress, TaskResult, UploadTaskLogResponse,
 };
 use std::sync::Arc;
 use std::time::Instant;
@@ -137,6 +137,25 @@ impl MasterService for MasterGrpc {
             .observe_rpc("ReportTaskCompletion", started.elapsed());
         outcome?;
         Ok(Response::new(ReportTaskCompletionResponse {}))
+    }
+
+    async fn report_task_progress(
+        &self,
+        request: Request<TaskProgress>,
+    ) -> Result<Response<ReportTaskProgressResponse>, Status> {
+        let started = Instant::now();
+        let (peer, certs) = (request.remote_addr(), request.peer_certs());
+        let report = request.into_inner();
+        let worker_id = worker_id(&report.worker_id)?;
+        self.auth
+            .authenticate_worker(&worker_id, certs.as_deref().map(Vec::as_slice), peer)?;
+        TaskId::parse("task_id", &report.task_id)
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let kept = self.tasks.lifecycle().record_progress(&report);
+        self.metrics
+            .observe_rpc("ReportTaskProgress", started.elapsed());
+        kept?;
+        Ok(Response::new(ReportTaskProgressResponse {}))
     }
 
     async fn upload_task_log(

@@ -1,7 +1,8 @@
 //! The HTTP port: the axum router and its token check (`router`), the handles
 //! its routes share (`app`), the
 //! listeners behind the connection gate and TLS (`listener`), the dashboard's
-//! JSON API (`rest`), a task's live output (`logs_ws`), WebSocket telemetry
+//! JSON API (`rest`), secrets for admins (`secrets`), a task's live output
+//! (`logs_ws`), WebSocket telemetry
 //! (`telemetry_ws`) and
 //! the dashboard page itself (`dashboard`).
 
@@ -11,4 +12,5 @@ pub(crate) mod listener;
 pub(crate) mod logs_ws;
 pub(crate) mod rest;
 pub(crate) mod router;
+pub(crate) mod secrets;
 pub(crate) mod telemetry_ws;

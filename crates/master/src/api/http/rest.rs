@@ -1,11 +1,12 @@
-//! The read-only JSON API behind the dashboard (viewer token, like the
-//! WebSocket telemetry):
+//! The JSON API behind the dashboard (viewer token, like the WebSocket
+//! telemetry):
 //!
 //! - `GET /api/cluster`: workers by state, tasks by state, queue depth, uptime, store health;
 //! - `GET /api/tasks?state=&worker=&limit=`: tasks, most recent first;
 //! - `GET /api/tasks/{id}`: one task, with its stored log tail once it ended;
 //! - `GET /api/tasks/{id}/log`: a finished task's whole stored output, as text.
 //!
+//! `/api/secrets` (admin only) is in `secrets.rs`.
 //! `GET /ws/logs/{id}` (a task's output live) is in `logs_ws.rs`.
 //!
 //! Task environments are never sent: they may hold secrets, and a viewer token
@@ -52,6 +53,16 @@ pub struct TaskView {
     late_results: Vec<crate::store::LateResult>,
     /// Why a queued task is still waiting, when the scheduler knows.
     waiting_reason: Option<String>,
+    /// While assigned: how its worker's image pull goes.
+    progress: Option<TaskProgressView>,
+}
+
+/// Pull progress with its line for people (`pulling 43% (1.2 of 2.8 GiB)`).
+#[derive(Debug, Serialize)]
+struct TaskProgressView {
+    #[serde(flatten)]
+    progress: crate::core::events::TaskProgress,
+    text: String,
 }
 
 impl TaskView {
@@ -59,8 +70,16 @@ impl TaskView {
         let waiting_reason = (task.state == TaskState::Queued)
             .then(|| app.scheduler.waiting_reason(&task.id))
             .flatten();
+        let progress = (task.state == TaskState::Assigned)
+            .then(|| app.lifecycle.progress(&task.id))
+            .flatten()
+            .map(|progress| TaskProgressView {
+                text: progress.describe(),
+                progress,
+            });
         Self {
             waiting_reason,
+            progress,
             id: task.id,
             image: task.image,
             command: task.command,

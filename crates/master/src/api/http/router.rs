@@ -5,7 +5,7 @@
 
 use crate::api::http::app::{App, Credential};
 use crate::api::http::listener::Peer;
-use crate::api::http::{dashboard, logs_ws, rest as api, telemetry_ws as ws};
+use crate::api::http::{dashboard, logs_ws, rest as api, secrets, telemetry_ws as ws};
 use crate::auth::users::Role;
 use crate::services::Services;
 use axum::extract::{ConnectInfo, Request, State};
@@ -27,6 +27,11 @@ pub fn router(services: &Services) -> Router {
         .route("/api/tasks", get(api::tasks))
         .route("/api/tasks/{task_id}", get(api::task))
         .route("/api/tasks/{task_id}/log", get(api::task_log))
+        .route("/api/secrets", get(secrets::list))
+        .route(
+            "/api/secrets/{name}",
+            axum::routing::put(secrets::set).delete(secrets::remove),
+        )
         .route_layer(middleware::from_fn_with_state(app.clone(), require_viewer));
     Router::new()
         .route("/healthz", get(healthz))

@@ -75,6 +75,11 @@ pub(super) enum Repl {
         #[command(subcommand)]
         action: TokenAction,
     },
+    Secrets,
+    Secret {
+        #[command(subcommand)]
+        action: SecretAction,
+    },
     #[command(alias = "quit")]
     Exit,
 }
@@ -104,6 +109,21 @@ pub(super) enum TokenAction {
     Revoke {
         #[arg(allow_hyphen_values = true)]
         id: String,
+    },
+}
+
+/// `secret set|remove`.
+#[derive(Debug, Subcommand)]
+pub(super) enum SecretAction {
+    Set {
+        #[arg(allow_hyphen_values = true)]
+        name: String,
+        #[arg(long, value_name = "HOST")]
+        registry: Option<String>,
+    },
+    Remove {
+        #[arg(allow_hyphen_values = true)]
+        name: String,
     },
 }
 
@@ -181,6 +201,17 @@ impl Repl {
             Repl::Token {
                 action: TokenAction::Revoke { id },
             } => Command::TokenRevoke { id },
+            Repl::Secrets => Command::Secrets,
+            Repl::Secret {
+                action: SecretAction::Set { name, registry },
+            } => Command::SecretSet {
+                name,
+                registry,
+                value: None,
+            },
+            Repl::Secret {
+                action: SecretAction::Remove { name },
+            } => Command::SecretRemove { name },
             Repl::Exit => Command::Exit,
         })
     }
@@ -196,6 +227,10 @@ fn message(name: &str, typed: &str, positionals: usize, error: &clap::Error) -> 
         "status" | "stats" | "tasks" => "unexpected arguments".to_string(),
         "user" => "expected `user add <name> <role>` or `user remove <name>`".to_string(),
         "token" => "expected `token create <user>` or `token revoke <token-id>`".to_string(),
+        "secret" => {
+            "expected `secret set <name> [--registry HOST]` or `secret remove <name>`".to_string()
+        }
+        "secrets" => "unexpected arguments".to_string(),
         // The rest take only a fixed number of words.
         _ => format!(
             "{typed} takes {positionals} argument{}",

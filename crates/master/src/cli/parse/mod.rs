@@ -96,6 +96,23 @@ pub enum Command {
         /// Token id.
         id: String,
     },
+    /// `secrets`: secret names (never values).
+    Secrets,
+    /// `secret set <name> [--registry HOST]`: the value is read next,
+    /// without echo on a terminal (the REPL fills `value` before running it).
+    SecretSet {
+        /// Secret name.
+        name: String,
+        /// Registry host the secret logs in to (value `USER:PASSWORD`).
+        registry: Option<String>,
+        /// The value, once read.
+        value: Option<String>,
+    },
+    /// `secret remove <name>`.
+    SecretRemove {
+        /// Secret name.
+        name: String,
+    },
     /// `exit`: stop the master.
     Exit,
 }
@@ -134,7 +151,7 @@ pub const COMMANDS: &[(&str, &str, &str)] = &[
     ),
     (
         "task",
-        "task <worker|auto> <image> [--cpus N] [--memory SIZE] [--gpus N|all|UUID,...] [--env K=V]... [--timeout DUR] [--priority N] [--retries N] [--shm-size SIZE] [--user USER] [--workdir PATH] [--volume NAME|/HOST:/PATH[:ro]]... [--tmpfs /PATH[:SIZE]]... [--label K=V]... [--network bridge|none|host] [--] [command...]",
+        "task <worker|auto> <image> [--cpus N] [--memory SIZE] [--gpus N|all|UUID,...] [--env K=V]... [--secret ENV=NAME]... [--timeout DUR] [--priority N] [--retries N] [--shm-size SIZE] [--user USER] [--workdir PATH] [--volume NAME|/HOST:/PATH[:ro]]... [--tmpfs /PATH[:SIZE]]... [--label K=V]... [--network bridge|none|host] [--ipc private|host] [--pull missing|always|never] [--pull-timeout DUR] [--] [command...]",
         "run a container task on a worker (or let the master pick one with auto)",
     ),
     (
@@ -177,6 +194,16 @@ pub const COMMANDS: &[(&str, &str, &str)] = &[
         "token",
         "token create <user> | token revoke <token-id>",
         "create an API token (shown once) or revoke one",
+    ),
+    (
+        "secrets",
+        "secrets",
+        "secret names, registry logins and when they were set (never values)",
+    ),
+    (
+        "secret",
+        "secret set <name> [--registry HOST] | secret remove <name>",
+        "set a secret (the value is read next, not echoed; with --registry it is USER:PASSWORD for that registry) or remove one",
     ),
     ("exit", "exit", "stop the master (Ctrl-D does the same)"),
 ];

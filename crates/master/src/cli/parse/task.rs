@@ -3,7 +3,7 @@
 
 use super::usage_error;
 use crate::core::tasks::{MAX_RETRIES, Placement, TaskRequest};
-use crate::store::{ContainerOptions, Limits, MountKind, MountRecord};
+use crate::store::{ContainerOptions, Limits, MountKind, MountRecord, PullPolicy};
 use clap::error::{ContextKind, ContextValue, ErrorKind};
 use cloudai_common::units::{parse_duration, parse_size};
 use std::collections::BTreeMap;
@@ -46,6 +46,14 @@ pub(super) struct TaskArgs {
     labels: Vec<(String, String)>,
     #[arg(long, value_name = "bridge|none|host", allow_hyphen_values = true)]
     network: Option<String>,
+    #[arg(long, value_name = "private|host", allow_hyphen_values = true)]
+    ipc: Option<String>,
+    #[arg(long, value_name = "missing|always|never", allow_hyphen_values = true, value_parser = parse_pull)]
+    pull: Option<PullPolicy>,
+    #[arg(long, value_name = "DUR", allow_hyphen_values = true, value_parser = parse_pull_timeout)]
+    pull_timeout: Option<u64>,
+    #[arg(long = "secret", value_name = "ENV=NAME", allow_hyphen_values = true, value_parser = parse_secret)]
+    secrets: Vec<(String, String)>,
     /// The container command and its arguments (empty: the image's default).
     #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
     command: Vec<String>,
@@ -109,6 +117,10 @@ impl TaskArgs {
                 mounts: self.volumes.into_iter().chain(self.tmpfs).collect(),
                 labels: self.labels.into_iter().collect(),
                 network: self.network.unwrap_or_default(),
+                ipc: self.ipc.unwrap_or_default(),
+                pull: self.pull.unwrap_or_default(),
+                pull_timeout_seconds: self.pull_timeout.unwrap_or(0),
+                secret_env: self.secrets.into_iter().collect(),
             },
         })
     }
@@ -204,6 +216,37 @@ fn parse_label(pair: &str) -> Result<(String, String), String> {
     pair.split_once('=')
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .ok_or_else(|| format!("--label: expected KEY=VALUE, got '{pair}'"))
+}
+
+fn parse_pull(text: &str) -> Result<PullPolicy, String> {
+    match text {
+        "missing" => Ok(PullPolicy::Missing),
+        "always" => Ok(PullPolicy::Always),
+        "never" => Ok(PullPolicy::Never),
+        _ => Err(format!(
+            "--pull: '{text}' is not one of missing (the default), always, never"
+        )),
+    }
+}
+
+fn parse_pull_timeout(text: &str) -> Result<u64, String> {
+    let timeout = parse_duration(text).map_err(|e| format!("--pull-timeout: {e}"))?;
+    if timeout < std::time::Duration::from_secs(1) {
+        return Err(format!(
+            "--pull-timeout: '{text}' is shorter than the 1s minimum"
+        ));
+    }
+    Ok(timeout.as_secs())
+}
+
+/// `ENV=NAME`: the variable ENV gets the value of secret NAME.
+fn parse_secret(pair: &str) -> Result<(String, String), String> {
+    pair.split_once('=')
+        .filter(|(variable, name)| !variable.is_empty() && !name.is_empty())
+        .map(|(variable, name)| (variable.to_string(), name.to_string()))
+        .ok_or_else(|| {
+            format!("--secret: '{pair}' should be ENV=NAME (the variable, then the secret's name)")
+        })
 }
 
 fn parse_shm_size(text: &str) -> Result<u64, String> {

@@ -8,14 +8,15 @@
 mod tables;
 
 use super::{
-    AssignmentRecord, LogChunkRecord, ResultRecord, Store, StoreError, StoreResult, TaskRecord,
-    TaskState, UserRecord, WorkerRecord, Write, assignment_key, log_chunk_key,
+    AssignmentRecord, LogChunkRecord, ResultRecord, SecretRecord, Store, StoreError, StoreResult,
+    TaskRecord, TaskState, UserRecord, WorkerRecord, Write, assignment_key, log_chunk_key,
 };
 use redb::{Database, ReadableDatabase, ReadableTable};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use tables::{
-    ASSIGNMENTS, LOG_CHUNKS, RESULTS, TASKS, USERS, WORKER_REGISTRY, backend, table_operation,
+    ASSIGNMENTS, LOG_CHUNKS, RESULTS, SECRETS, TASKS, USERS, WORKER_REGISTRY, backend,
+    table_operation,
 };
 
 /// File name of the embedded store inside the data directory.
@@ -45,6 +46,7 @@ impl EmbeddedStore {
             ASSIGNMENTS,
             RESULTS,
             LOG_CHUNKS,
+            SECRETS,
         ] {
             txn.open_table(table).map_err(|e| opening(e.to_string()))?;
         }
@@ -275,6 +277,20 @@ impl Store for EmbeddedStore {
 
     async fn list_users(&self) -> StoreResult<Vec<UserRecord>> {
         self.scan("listing users", USERS, String::new()).await
+    }
+
+    async fn put_secret(&self, secret: &SecretRecord) -> StoreResult<()> {
+        self.put("saving a secret", SECRETS, secret.name.clone(), secret)
+            .await
+    }
+
+    async fn list_secrets(&self) -> StoreResult<Vec<SecretRecord>> {
+        self.scan("listing secrets", SECRETS, String::new()).await
+    }
+
+    async fn delete_secret(&self, name: &str) -> StoreResult<bool> {
+        self.delete("deleting a secret", SECRETS, name.to_string())
+            .await
     }
 }
 

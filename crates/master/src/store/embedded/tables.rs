@@ -14,6 +14,7 @@ pub(super) const WORKER_REGISTRY: Table = TableDefinition::new("WORKER_REGISTRY"
 pub(super) const TASKS: Table = TableDefinition::new("TASKS");
 pub(super) const ASSIGNMENTS: Table = TableDefinition::new("ASSIGNMENTS");
 pub(super) const RESULTS: Table = TableDefinition::new("RESULTS");
+pub(super) const SECRETS: Table = TableDefinition::new("SECRETS");
 /// Raw output bytes (not JSON), keyed by [`log_chunk_key`](crate::store::log_chunk_key).
 pub(super) const LOG_CHUNKS: Table = TableDefinition::new("LOG_CHUNKS");
 
@@ -139,6 +140,7 @@ fn table_name(table: Table) -> &'static str {
         "WORKER_REGISTRY" => "WORKER_REGISTRY",
         "TASKS" => "TASKS",
         "ASSIGNMENTS" => "ASSIGNMENTS",
+        "SECRETS" => "SECRETS",
         _ => "RESULTS",
     }
 }
@@ -152,7 +154,7 @@ pub(super) fn table_operation(write: &Write) -> Result<(Table, String, Option<Ve
             .map_err(|e| e.to_string())
     }
     let (collection, key) = write.document();
-    let table = [USERS, WORKER_REGISTRY, TASKS, ASSIGNMENTS, RESULTS]
+    let table = [USERS, WORKER_REGISTRY, TASKS, ASSIGNMENTS, RESULTS, SECRETS]
         .into_iter()
         .find(|table| table.name() == collection)
         .ok_or_else(|| format!("no table {collection}"))?;
@@ -162,7 +164,8 @@ pub(super) fn table_operation(write: &Write) -> Result<(Table, String, Option<Ve
         Write::PutAssignment(assignment) => encode(assignment)?,
         Write::PutResult(result) => encode(result)?,
         Write::PutUser(user) => encode(user)?,
-        Write::DeleteWorker(_) | Write::DeleteUser(_) => None,
+        Write::PutSecret(secret) => encode(secret)?,
+        Write::DeleteWorker(_) | Write::DeleteUser(_) | Write::DeleteSecret(_) => None,
     };
     Ok((table, key, value))
 }

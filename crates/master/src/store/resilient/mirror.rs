@@ -3,7 +3,9 @@
 //! in step with the journal by changing both under one lock.
 
 use super::ResilientStore;
-use crate::store::{AssignmentRecord, ResultRecord, TaskRecord, UserRecord, WorkerRecord, Write};
+use crate::store::{
+    AssignmentRecord, ResultRecord, SecretRecord, TaskRecord, UserRecord, WorkerRecord, Write,
+};
 use std::collections::{BTreeMap, HashMap};
 use tokio::sync::oneshot;
 
@@ -13,6 +15,7 @@ pub(super) struct Mirror {
     pub(super) workers: BTreeMap<String, WorkerRecord>,
     pub(super) tasks: HashMap<String, TaskRecord>,
     pub(super) users: BTreeMap<String, UserRecord>,
+    pub(super) secrets: BTreeMap<String, SecretRecord>,
     /// Assignments and results not yet written (read back before the backend).
     pub(super) unwritten_assignments: Vec<AssignmentRecord>,
     pub(super) unwritten_results: HashMap<String, ResultRecord>,
@@ -51,6 +54,11 @@ impl ResilientStore {
                 .insert(user.name.clone(), user.clone())
                 .is_some(),
             Write::DeleteUser(name) => mirror.users.remove(name).is_some(),
+            Write::PutSecret(secret) => mirror
+                .secrets
+                .insert(secret.name.clone(), secret.clone())
+                .is_some(),
+            Write::DeleteSecret(name) => mirror.secrets.remove(name).is_some(),
         };
         (existed, self.enqueue(write))
     }

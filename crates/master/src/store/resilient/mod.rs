@@ -24,8 +24,8 @@ mod journal;
 mod mirror;
 
 use super::{
-    AssignmentRecord, LogChunkRecord, ResultRecord, Store, StoreError, StoreResult, TaskRecord,
-    TaskState, UserRecord, WorkerRecord, Write,
+    AssignmentRecord, LogChunkRecord, ResultRecord, SecretRecord, Store, StoreError, StoreResult,
+    TaskRecord, TaskState, UserRecord, WorkerRecord, Write,
 };
 use journal::{CALL_TIMEOUT, Journal, Pending, flush, within};
 use mirror::Mirror;
@@ -62,6 +62,9 @@ impl ResilientStore {
         }
         for task in backend.list_tasks().await? {
             mirror.tasks.insert(task.id.clone(), task);
+        }
+        for secret in backend.list_secrets().await? {
+            mirror.secrets.insert(secret.name.clone(), secret);
         }
         for user in backend.list_users().await? {
             mirror.users.insert(user.name.clone(), user);
@@ -319,6 +322,19 @@ impl Store for ResilientStore {
     async fn delete_user(&self, name: &str) -> StoreResult<bool> {
         Ok(self.write(Write::DeleteUser(name.into())).await)
     }
+
+    async fn put_secret(&self, secret: &SecretRecord) -> StoreResult<()> {
+        self.write(Write::PutSecret(secret.clone())).await;
+        Ok(())
+    }
+
+    async fn list_secrets(&self) -> StoreResult<Vec<SecretRecord>> {
+        Ok(self.mirror().secrets.values().cloned().collect())
+    }
+
+    async fn delete_secret(&self, name: &str) -> StoreResult<bool> {
+        Ok(self.write(Write::DeleteSecret(name.into())).await)
+    }
 }
 
 #[cfg(test)]
@@ -427,6 +443,18 @@ mod tests {
         async fn delete_user(&self, name: &str) -> StoreResult<bool> {
             self.check()?;
             self.inner.delete_user(name).await
+        }
+        async fn put_secret(&self, secret: &SecretRecord) -> StoreResult<()> {
+            self.check()?;
+            self.inner.put_secret(secret).await
+        }
+        async fn list_secrets(&self) -> StoreResult<Vec<SecretRecord>> {
+            self.check()?;
+            self.inner.list_secrets().await
+        }
+        async fn delete_secret(&self, name: &str) -> StoreResult<bool> {
+            self.check()?;
+            self.inner.delete_secret(name).await
         }
         async fn put_log_chunk(&self, chunk: &LogChunkRecord) -> StoreResult<()> {
             self.check()?;

@@ -1,14 +1,14 @@
-//! Container runtime over bollard: pull, create with limits, start, logs, wait,
+//! Container runtime over bollard: create with limits, start, logs, wait,
 //! inspect, stop, remove, and finding this worker's own containers. Reading a
-//! container's output is in `output`.
+//! container's output is in `output`, getting its image in `pull`.
 
 mod output;
+mod pull;
 
 use bollard::Docker;
 use bollard::models::{ContainerCreateBody, DeviceRequest, HostConfig};
 use bollard::query_parameters::{
-    CreateContainerOptions, CreateImageOptions, ListContainersOptions, RemoveContainerOptions,
-    StopContainerOptions,
+    CreateContainerOptions, ListContainersOptions, RemoveContainerOptions, StopContainerOptions,
 };
 use cloudai_common::resources::GpuRequest;
 use cloudai_proto::v1::Task;
@@ -17,6 +17,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 pub use output::{Collected, LogRead};
+pub use pull::{ImageRequest, PullProgress};
 
 /// Label holding the task id on every CloudAI container.
 pub const LABEL_TASK: &str = "cloudai.task_id";
@@ -108,43 +109,6 @@ impl Executor {
         }
     }
 
-    /// Pulls `image` unless it is already present.
-    pub async fn ensure_image(&self, image: &str, timeout: Duration) -> Result<(), DockerError> {
-        match self.docker.inspect_image(image).await {
-            Ok(_) => return Ok(()),
-            Err(bollard::errors::Error::DockerResponseServerError {
-                status_code: 404, ..
-            }) => {}
-            Err(e) => {
-                let message = format!("cannot inspect image '{image}': {}", docker_message(e));
-                return Err(DockerError(message));
-            }
-        }
-        tracing::info!(image, "pulling image");
-        let options = CreateImageOptions {
-            from_image: Some(image.to_string()),
-            ..Default::default()
-        };
-        let pull = async {
-            let mut progress = self.docker.create_image(Some(options), None, None);
-            while let Some(step) = progress.next().await {
-                step.map_err(docker_message)?;
-            }
-            Ok::<(), String>(())
-        };
-        let failure = match tokio::time::timeout(timeout, pull).await {
-            Ok(Ok(())) => return Ok(()),
-            Ok(Err(message)) => {
-                format!("image '{image}' is not on this worker and could not be pulled: {message}")
-            }
-            Err(_) => format!(
-                "pulling image '{image}' took longer than {}s",
-                timeout.as_secs()
-            ),
-        };
-        Err(DockerError(failure))
-    }
-
     /// Creates and starts the task's container with its limits and labels.
     pub async fn start(&self, task: &Task, worker_id: &str) -> Result<String, DockerError> {
         let name = container_name(&task.task_id, task.attempt.max(1));
@@ -175,6 +139,7 @@ impl Executor {
                     .then(|| i64::try_from(options.shm_size_bytes).unwrap_or(i64::MAX)),
                 mounts: (!options.mounts.is_empty()).then(|| mounts(&options.mounts)),
                 network_mode: given(options.network.clone()),
+                ipc_mode: given(options.ipc.clone()),
                 memory: (limits.memory_bytes > 0).then_some(limits.memory_bytes),
                 // Equal swap and memory limits: the container cannot swap past its limit.
                 memory_swap: (limits.memory_bytes > 0).then_some(limits.memory_bytes),
