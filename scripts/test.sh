@@ -1,15 +1,16 @@
 #!/usr/bin/env bash
 # The whole test suite, from a clean checkout: installs and starts what the
 # tests need when missing (dockerd, the offline test image, nx-27017, Chromium and
-# chromedriver), builds every binary and test once, then runs them all with
-# cargo-nextest (cargo test as fallback), the core end-to-end suite a second
-# time with the master on MongoDB, and a short run of every fuzz target.
+# chromedriver, Docker's registry), builds every binary and test once, then runs
+# them all with cargo-nextest (cargo test as fallback), the core end-to-end suite
+# a second time with the master on MongoDB, and a short run of every fuzz target.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 bash scripts/ensure-docker.sh
 bash scripts/build-test-image.sh
 bash scripts/ensure-chromium.sh
+bash scripts/ensure-registry.sh
 
 echo "==> nx-27017 (MongoDB wire-protocol server for the MongoDB backend's tests)"
 command -v nx-27017 >/dev/null 2>&1 || python3 -m pip install --quiet nx-27017

@@ -5,6 +5,7 @@
 pub mod history;
 pub mod netns;
 pub mod proxy;
+pub mod registry;
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
