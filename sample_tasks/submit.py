@@ -5,7 +5,11 @@ API and checks its result.
       --ca cloudai-data/tls/ca.crt --token cat1.xxxxxxxx.yyyy --steps 5
 
 With --bad-input it submits STEPS=abc and expects the task to fail with exit
-code 2. Exits 0 when the task ended as expected, 1 otherwise.
+code 2. With --volume NAME it mounts the named Docker volume NAME (created on
+the worker on first use) at /data and sets DATA_DIR=/data: the task reads
+/data/input.txt and writes /data/result.json (see task.py), and --steps, when
+given, caps the number of input values. Exits 0 when the task ended as
+expected, 1 otherwise.
 """
 
 import argparse
@@ -21,6 +25,7 @@ from cloudai_proto import master_agent_pb2 as pb  # noqa: E402
 from cloudai_proto import master_agent_pb2_grpc as rpc  # noqa: E402
 from cloudai_proto import master_worker_pb2 as wpb  # noqa: E402
 
+DATA_DIR = "/data"
 FINAL = {"TASK_STATUS_COMPLETED", "TASK_STATUS_FAILED", "TASK_STATUS_CANCELLED", "TASK_STATUS_TIMED_OUT"}
 
 
@@ -31,8 +36,13 @@ def main() -> int:
     parser.add_argument("--token", help="an operator API token")
     parser.add_argument("--insecure", action="store_true")
     parser.add_argument("--image", default="cloudai-sample/python-task:latest")
-    parser.add_argument("--steps", type=int, default=5)
+    parser.add_argument("--steps", type=int, help="STEPS (default 5; with --volume: every input value)")
     parser.add_argument("--bad-input", action="store_true", help="submit STEPS=abc and expect exit code 2")
+    parser.add_argument(
+        "--volume",
+        metavar="NAME",
+        help="mount the named volume NAME at /data and set DATA_DIR=/data (input.txt in, result.json out)",
+    )
     parser.add_argument("--timeout", type=float, default=120)
     args = parser.parse_args()
 
@@ -43,8 +53,23 @@ def main() -> int:
     stub = rpc.MasterAgentStub(channel)
     metadata = [("authorization", f"Bearer {args.token}")] if args.token else []
 
-    env = {"STEPS": "abc" if args.bad_input else str(args.steps), "DELAY": "0.1"}
-    task = wpb.Task(image=args.image, env=env, limits=wpb.ResourceLimits(memory_bytes=128 << 20), timeout_seconds=300)
+    env = {"DELAY": "0.1"}
+    if args.bad_input:
+        env["STEPS"] = "abc"
+    elif args.steps is not None or not args.volume:
+        env["STEPS"] = str(5 if args.steps is None else args.steps)
+    options = None
+    if args.volume:
+        env["DATA_DIR"] = DATA_DIR
+        mount = wpb.Mount(kind=wpb.Mount.KIND_VOLUME, source=args.volume, target=DATA_DIR)
+        options = wpb.ContainerOptions(mounts=[mount])
+    task = wpb.Task(
+        image=args.image,
+        env=env,
+        limits=wpb.ResourceLimits(memory_bytes=128 << 20),
+        timeout_seconds=300,
+        options=options,
+    )
     submitted = stub.SubmitTask(pb.SubmitTaskRequest(task=task), metadata=metadata)
     print(f"submitted {submitted.task_id}", flush=True)
 
@@ -63,6 +88,13 @@ def main() -> int:
             expected = ("TASK_STATUS_FAILED", 2) if args.bad_input else ("TASK_STATUS_COMPLETED", 0)
             if (status, code) == expected:
                 print("ok: the task ended as expected", flush=True)
+                if args.volume and not args.bad_input:
+                    print(
+                        f"the result is {DATA_DIR}/result.json in volume {args.volume} on {view.worker_id}; "
+                        f"read it with: task {view.worker_id} cloudai-test/busybox:latest "
+                        f"--volume {args.volume}:{DATA_DIR}:ro -- cat {DATA_DIR}/result.json",
+                        flush=True,
+                    )
                 return 0
             print(f"unexpected: wanted {expected}", file=sys.stderr)
             return 1
