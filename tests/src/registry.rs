@@ -69,6 +69,25 @@ impl Registry {
         );
     }
 
+    /// [`Registry::start`] on a given port (a test that points a pull at
+    /// the port before the registry is up); panics when the port is taken.
+    pub fn start_on(dir: &Path, users: &[(&str, &str)], port: u16) -> Registry {
+        std::fs::create_dir_all(dir).unwrap();
+        let htpasswd = dir.join("htpasswd");
+        std::fs::write(&htpasswd, htpasswd_lines(users)).unwrap();
+        let (config, log_path) = (dir.join("config.yml"), dir.join("registry.log"));
+        let host = format!("127.0.0.1:{port}");
+        std::fs::write(&config, config_yml(dir, &htpasswd, &host)).unwrap();
+        match start_once(&config, &log_path, &host) {
+            Started::Up(child) => Registry {
+                child,
+                host,
+                log_path,
+            },
+            Started::PortTaken => panic!("port {port} is taken; log:\n{}", read(&log_path)),
+        }
+    }
+
     /// The full reference of `repo` (`name:tag`) in this registry.
     pub fn reference(&self, repo: &str) -> String {
         format!("{}/{repo}", self.host)

@@ -51,19 +51,24 @@ pub async fn run_new(
         credentials: credentials.as_ref(),
     };
     let (progress, watching) = watch::channel(PullProgress::default());
-    worker
+    let done = CancellationToken::new();
+    let forwarder = worker
         .tracker()
         .spawn(crate::master_link::progress::forward(
             worker.clone(),
             task.task_id.clone(),
             handle.attempt,
             watching,
+            done.clone(),
         ));
     // A cancel stops the pull too: the task never started.
     let pulled = tokio::select! {
         pulled = executor.prepare_image(&request, &progress) => pulled,
         _ = handle.stop.cancelled() => Ok(()),
     };
+    // Its last progress reaches the master before the task runs.
+    done.cancel();
+    let _ = forwarder.await;
     drop(progress);
     if let Err(error) = pulled {
         return fail_before_start(&worker, &task, &handle, started_at, error.to_string());

@@ -40,7 +40,7 @@ pub struct PullProgress {
 }
 
 /// Pull attempts before a transient error fails the task.
-const PULL_ATTEMPTS: u32 = 4;
+const PULL_ATTEMPTS: u32 = 5;
 /// Pause before the first retry; doubled for each next one.
 const FIRST_RETRY: Duration = Duration::from_secs(1);
 
