@@ -361,6 +361,10 @@ async fn pull_policies_the_pull_timeout_and_retries() {
         assert!(std::time::Instant::now() < deadline, "no retry reported");
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
+    // The REPL shows it too: the `tasks` note, and `monitor` while it pulls.
+    master.poll("tasks", &[&task, "pulling: retrying in"], WAIT);
+    let from = master.send(&format!("monitor {task}"));
+    master.wait_from(from, "[pulling", WAIT);
     let registry = Registry::start_on(&dir.path().join("registry"), &[("bob", &password)], port);
     let pushed = registry.push(
         TEST_IMAGE,
@@ -369,6 +373,7 @@ async fn pull_policies_the_pull_timeout_and_retries() {
         &password,
     );
     assert_eq!(pushed, image);
+    master.wait_from(from, "pulled-after-retries", WAIT);
     let line = finished(&mut master, &task);
     assert!(line.contains("completed (exit code 0)"), "{line}");
     assert!(
@@ -376,4 +381,118 @@ async fn pull_policies_the_pull_timeout_and_retries() {
         "{}",
         worker.log()
     );
+}
+
+/// A named volume, removed on drop.
+struct Volume(String);
+
+impl Drop for Volume {
+    fn drop(&mut self) {
+        let _ = Command::new("docker")
+            .args(["volume", "rm", "-f", &self.0])
+            .output();
+    }
+}
+
+/// The whole job: a dataset volume, a cache volume, 8 GiB of shared
+/// memory, a non-root user in a working directory and a private image, from
+/// the REPL and from the agent API.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_training_style_job_runs_from_the_repl_and_the_api() {
+    use cloudai_proto::v1::master_agent_client::MasterAgentClient;
+    use cloudai_proto::v1::{ContainerOptions, Mount, SubmitTaskRequest, Task, mount};
+    let password = unique("pw");
+    let dir = tempfile::tempdir().unwrap();
+    let registry = Registry::start(&dir.path().join("registry"), &[("trainer", &password)]);
+    let image = registry.push(
+        TEST_IMAGE,
+        &format!("ml/{}:v1", unique("train")),
+        "trainer",
+        &password,
+    );
+    let _pulled = Pulled(vec![image.clone()]);
+    let (dataset, cache) = (Volume(unique("dataset")), Volume(unique("hf-cache")));
+    let filled = Command::new("docker")
+        .args([
+            "run",
+            "--rm",
+            "-v",
+            &format!("{}:/data", dataset.0),
+            TEST_IMAGE,
+        ])
+        .args(["sh", "-c", "echo imagenet-shard-0 > /data/input.txt"])
+        .output()
+        .unwrap();
+    assert!(filled.status.success(), "{filled:?}");
+
+    let mut master = Master::start(&dir.path().join("master"), &MasterOptions::default());
+    let worker = Worker::join(&mut master, "train", dir.path());
+    set_secret(
+        &mut master,
+        "ml-registry",
+        Some(&registry.host),
+        &format!("trainer:{password}"),
+    );
+    let script = "echo uid=$(id -u) pwd=$(pwd) shm=$(df -k /dev/shm | tail -1 | awk '{print $2}') data=$(cat /data/input.txt) cache=$(test -d /root/.cache/huggingface && echo mounted)";
+    let task = master.submit(&format!(
+        "task {} {image} --volume {}:/data:ro --volume {}:/root/.cache/huggingface --shm-size 8g --user 1000:1000 --workdir /workspace -- sh -c \"{script}\"",
+        worker.id, dataset.0, cache.0
+    ));
+    let expected = "uid=1000 pwd=/workspace shm=8388608 data=imagenet-shard-0 cache=mounted";
+    let line = finished(&mut master, &task);
+    assert!(line.contains("completed (exit code 0)"), "{line}");
+    let from = master.send(&format!("logs {task}"));
+    master.wait_from(from, expected, WAIT);
+
+    // The same job through the agent API.
+    let operator = master.api_token("operator");
+    let tls = tonic::transport::ClientTlsConfig::new()
+        .ca_certificate(tonic::transport::Certificate::from_pem(master.ca_pem()))
+        .domain_name("127.0.0.1");
+    let channel = tonic::transport::Channel::from_shared(format!("https://{}", master.grpc_addr))
+        .unwrap()
+        .tls_config(tls)
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let volume = |source: &str, target: &str, read_only: bool| Mount {
+        kind: mount::Kind::Volume as i32,
+        source: source.into(),
+        target: target.into(),
+        read_only,
+        tmpfs_size_bytes: 0,
+    };
+    let mut request = tonic::Request::new(SubmitTaskRequest {
+        task: Some(Task {
+            image: image.clone(),
+            command: vec!["sh".into(), "-c".into(), script.into()],
+            options: Some(ContainerOptions {
+                shm_size_bytes: 8 << 30,
+                user: "1000:1000".into(),
+                workdir: "/workspace".into(),
+                mounts: vec![
+                    volume(&dataset.0, "/data", true),
+                    volume(&cache.0, "/root/.cache/huggingface", false),
+                ],
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        worker_id: worker.id.clone(),
+        ..Default::default()
+    });
+    request.metadata_mut().insert(
+        "authorization",
+        format!("Bearer {operator}").parse().unwrap(),
+    );
+    let submitted = MasterAgentClient::new(channel)
+        .submit_task(request)
+        .await
+        .expect("the agent API takes the job")
+        .into_inner();
+    let line = finished(&mut master, &submitted.task_id);
+    assert!(line.contains("completed (exit code 0)"), "{line}");
+    let from = master.send(&format!("logs {}", submitted.task_id));
+    master.wait_from(from, expected, WAIT);
 }
