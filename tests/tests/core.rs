@@ -708,8 +708,9 @@ fn a_large_output_is_stored_whole() {
         "task {} {TEST_IMAGE} -- sh -c 'seq 1 {lines}; head -c 49152 /dev/zero | tr \"\\0\" x'",
         whole.id
     ));
+    // Six large outputs through one debug-build worker on two cores take a while.
     for task in full.iter().chain([&capped, &open_end]) {
-        master.poll("tasks", &[task, "completed"], WAIT);
+        master.poll("tasks", &[task, "completed"], 3 * WAIT);
     }
 
     let viewer = master.api_token("viewer");
