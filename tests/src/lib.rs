@@ -796,7 +796,57 @@ pub fn tls_client_config(ca_pem: &str) -> std::sync::Arc<rustls::ClientConfig> {
     )
 }
 
+/// `message` as a gRPC request carrying `token` as its bearer.
+pub fn with_token<T>(message: T, token: &str) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    request
+        .metadata_mut()
+        .insert("authorization", format!("Bearer {token}").parse().unwrap());
+    request
+}
+
+/// A named Docker volume with a unique name, removed when dropped (even if
+/// the test fails).
+pub struct Volume(pub String);
+
+impl Volume {
+    /// A new name from `prefix` (Docker creates the volume on first use).
+    pub fn new(prefix: &str) -> Volume {
+        Volume(unique(prefix).replace('-', "_"))
+    }
+}
+
+impl Drop for Volume {
+    fn drop(&mut self) {
+        let _ = Command::new("docker")
+            .args(["volume", "rm", "-f", &self.0])
+            .output();
+    }
+}
+
 impl Master {
+    /// A TLS channel to the master's gRPC port trusting its CA, optionally
+    /// with a client identity (a worker's certificate).
+    pub async fn grpc_channel(
+        &self,
+        identity: Option<tonic::transport::Identity>,
+    ) -> tonic::transport::Channel {
+        use tonic::transport::{Certificate, Channel, ClientTlsConfig};
+        let mut tls = ClientTlsConfig::new()
+            .ca_certificate(Certificate::from_pem(self.ca_pem()))
+            .domain_name("127.0.0.1");
+        if let Some(identity) = identity {
+            tls = tls.identity(identity);
+        }
+        Channel::from_shared(format!("https://{}", self.grpc_addr))
+            .unwrap()
+            .tls_config(tls)
+            .unwrap()
+            .connect()
+            .await
+            .expect("TLS connection to the master")
+    }
+
     /// Creates a user with `role` and returns an API token for it.
     pub fn api_token(&mut self, role: &str) -> String {
         let user = unique(role);

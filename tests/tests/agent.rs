@@ -1,7 +1,7 @@
 //! The Python agentic scheduler placing real tasks through a real master, and
 //! the built-in scheduler taking over when the agent is gone.
 
-use cloudai_e2e::{Master, MasterOptions, TEST_IMAGE, WAIT, Worker, word_after};
+use cloudai_e2e::{Master, MasterOptions, TEST_IMAGE, WAIT, Worker, with_token, word_after};
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -155,31 +155,20 @@ async fn stream_events_reports_task_transitions() {
     use cloudai_proto::v1::{
         ContainerOptions, StreamEventsRequest, SubmitTaskRequest, Task, TaskStatus,
     };
-    use tonic::transport::{Certificate, Channel, ClientTlsConfig};
 
     let dir = tempfile::tempdir().unwrap();
     let mut master = Master::start(&dir.path().join("master"), &MasterOptions::default());
     let _worker = Worker::join(&mut master, "ev", dir.path());
     let viewer = master.api_token("viewer");
     let operator = master.api_token("operator");
-    let tls = ClientTlsConfig::new()
-        .ca_certificate(Certificate::from_pem(master.ca_pem()))
-        .domain_name("127.0.0.1");
-    let channel = Channel::from_shared(format!("https://{}", master.grpc_addr))
-        .unwrap()
-        .tls_config(tls)
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
-    let mut agent = MasterAgentClient::new(channel);
+    let mut agent = MasterAgentClient::new(master.grpc_channel(None).await);
 
     let mut events = agent
-        .stream_events(with(
-            &viewer,
+        .stream_events(with_token(
             StreamEventsRequest {
                 include_telemetry: false,
             },
+            &viewer,
         ))
         .await
         .unwrap()
@@ -208,12 +197,12 @@ async fn stream_events_reports_task_transitions() {
         ..Default::default()
     };
     let submitted = agent
-        .submit_task(with(
-            &operator,
+        .submit_task(with_token(
             SubmitTaskRequest {
                 task: Some(task),
                 ..Default::default()
             },
+            &operator,
         ))
         .await
         .unwrap()
@@ -245,11 +234,11 @@ async fn stream_events_reports_task_transitions() {
 
     // GetTask: the environment for an operator, none for a viewer.
     let get = |token: &str| {
-        with(
-            token,
+        with_token(
             cloudai_proto::v1::GetTaskRequest {
                 task_id: submitted.task_id.clone(),
             },
+            token,
         )
     };
     let seen_by_operator = agent.get_task(get(&operator)).await.unwrap().into_inner();
@@ -260,14 +249,6 @@ async fn stream_events_reports_task_transitions() {
     );
     let seen_by_viewer = agent.get_task(get(&viewer)).await.unwrap().into_inner();
     assert!(seen_by_viewer.task.unwrap().env.is_empty());
-}
-
-fn with<T>(token: &str, message: T) -> tonic::Request<T> {
-    let mut request = tonic::Request::new(message);
-    request
-        .metadata_mut()
-        .insert("authorization", format!("Bearer {token}").parse().unwrap());
-    request
 }
 
 /// One pass of the agent (`--once`) with `token`.

@@ -1,7 +1,8 @@
 //! The core cluster loop end to end: real binaries, real dockerd, real store.
 
 use cloudai_e2e::{
-    Master, MasterOptions, TEST_IMAGE, WAIT, Worker, WorkerOptions, free_port, unique, word_after,
+    Master, MasterOptions, TEST_IMAGE, Volume, WAIT, Worker, WorkerOptions, free_port, unique,
+    word_after,
 };
 use cloudai_proto::v1::master_service_client::MasterServiceClient;
 use cloudai_proto::v1::{Heartbeat, RegisterWorkerRequest, TaskLogPart, WorkerInfo};
@@ -80,17 +81,6 @@ fn container_options_set_shared_memory_user_and_workdir() {
     }
 }
 
-/// A named Docker volume, removed when dropped (even if the test fails).
-struct Volume(String);
-
-impl Drop for Volume {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("docker")
-            .args(["volume", "rm", "-f", &self.0])
-            .output();
-    }
-}
-
 #[test]
 fn volumes_host_paths_and_tmpfs_are_mounted_as_asked() {
     let dir = tempfile::tempdir().unwrap();
@@ -105,7 +95,7 @@ fn volumes_host_paths_and_tmpfs_are_mounted_as_asked() {
         dir.path(),
         &["--allow-host-path", &shared],
     );
-    let volume = Volume(unique("cache").replace('-', "_"));
+    let volume = Volume::new("cache");
     let run = |master: &mut Master, options: &str, script: &str| {
         let task = master.submit(&format!(
             "task {} {TEST_IMAGE} {options} -- sh -c '{script}'",

@@ -5,7 +5,9 @@
 //! and secret values found nowhere but in the container that asked for them.
 
 use cloudai_e2e::registry::{Registry, StalledRegistry};
-use cloudai_e2e::{Master, MasterOptions, TEST_IMAGE, WAIT, Worker, free_port, unique};
+use cloudai_e2e::{
+    Master, MasterOptions, TEST_IMAGE, Volume, WAIT, Worker, free_port, unique, with_token,
+};
 use futures::StreamExt;
 use std::path::Path;
 use std::process::Command;
@@ -383,17 +385,6 @@ async fn pull_policies_the_pull_timeout_and_retries() {
     );
 }
 
-/// A named volume, removed on drop.
-struct Volume(String);
-
-impl Drop for Volume {
-    fn drop(&mut self) {
-        let _ = Command::new("docker")
-            .args(["volume", "rm", "-f", &self.0])
-            .output();
-    }
-}
-
 /// The whole job: a dataset volume, a cache volume, 8 GiB of shared
 /// memory, a non-root user in a working directory and a private image, from
 /// the REPL and from the agent API.
@@ -411,7 +402,7 @@ async fn a_training_style_job_runs_from_the_repl_and_the_api() {
         &password,
     );
     let _pulled = Pulled(vec![image.clone()]);
-    let (dataset, cache) = (Volume(unique("dataset")), Volume(unique("hf-cache")));
+    let (dataset, cache) = (Volume::new("dataset"), Volume::new("hf-cache"));
     let filled = Command::new("docker")
         .args([
             "run",
@@ -446,16 +437,7 @@ async fn a_training_style_job_runs_from_the_repl_and_the_api() {
 
     // The same job through the agent API.
     let operator = master.api_token("operator");
-    let tls = tonic::transport::ClientTlsConfig::new()
-        .ca_certificate(tonic::transport::Certificate::from_pem(master.ca_pem()))
-        .domain_name("127.0.0.1");
-    let channel = tonic::transport::Channel::from_shared(format!("https://{}", master.grpc_addr))
-        .unwrap()
-        .tls_config(tls)
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
+    let channel = master.grpc_channel(None).await;
     let volume = |source: &str, target: &str, read_only: bool| Mount {
         kind: mount::Kind::Volume as i32,
         source: source.into(),
@@ -463,7 +445,7 @@ async fn a_training_style_job_runs_from_the_repl_and_the_api() {
         read_only,
         tmpfs_size_bytes: 0,
     };
-    let mut request = tonic::Request::new(SubmitTaskRequest {
+    let request = SubmitTaskRequest {
         task: Some(Task {
             image: image.clone(),
             command: vec!["sh".into(), "-c".into(), script.into()],
@@ -481,13 +463,9 @@ async fn a_training_style_job_runs_from_the_repl_and_the_api() {
         }),
         worker_id: worker.id.clone(),
         ..Default::default()
-    });
-    request.metadata_mut().insert(
-        "authorization",
-        format!("Bearer {operator}").parse().unwrap(),
-    );
+    };
     let submitted = MasterAgentClient::new(channel)
-        .submit_task(request)
+        .submit_task(with_token(request, &operator))
         .await
         .expect("the agent API takes the job")
         .into_inner();

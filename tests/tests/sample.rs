@@ -2,7 +2,7 @@
 //! REPL, submitted by sample_tasks/submit.py through the MasterAgent API, and
 //! run on a named volume it reads its input from and writes its result to.
 
-use cloudai_e2e::{Master, MasterOptions, TEST_IMAGE, WAIT, Worker, unique, word_after};
+use cloudai_e2e::{Master, MasterOptions, TEST_IMAGE, Volume, WAIT, Worker, word_after};
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
@@ -11,23 +11,6 @@ const IMAGE: &str = "cloudai-sample/python-task:latest";
 
 fn repo() -> &'static Path {
     Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
-}
-
-/// A named Docker volume, removed when dropped (even if the test fails).
-struct Volume(String);
-
-impl Volume {
-    fn new(prefix: &str) -> Volume {
-        Volume(unique(prefix).replace('-', "_"))
-    }
-}
-
-impl Drop for Volume {
-    fn drop(&mut self) {
-        let _ = Command::new("docker")
-            .args(["volume", "rm", "-f", &self.0])
-            .output();
-    }
 }
 
 /// Submits a task line, waits until `tasks` shows it `state` (`completed`,

@@ -2,7 +2,7 @@
 //! roles, plaintext and oversized requests, and secrets kept out of logs.
 
 use cloudai_e2e::{
-    Master, MasterOptions, TEST_IMAGE, WAIT, Worker, WorkerOptions, free_port, unique,
+    Master, MasterOptions, TEST_IMAGE, WAIT, Worker, WorkerOptions, free_port, unique, with_token,
 };
 use cloudai_proto::v1::master_agent_client::MasterAgentClient;
 use cloudai_proto::v1::master_service_client::MasterServiceClient;
@@ -13,35 +13,10 @@ use tokio_tungstenite::tungstenite::Message;
 use tonic::Code;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
 
-/// A TLS channel to the master trusting its CA, optionally with a client identity.
-async fn channel(master: &Master, identity: Option<Identity>) -> Channel {
-    let mut tls = ClientTlsConfig::new()
-        .ca_certificate(Certificate::from_pem(master.ca_pem()))
-        .domain_name("127.0.0.1");
-    if let Some(identity) = identity {
-        tls = tls.identity(identity);
-    }
-    Channel::from_shared(format!("https://{}", master.grpc_addr))
-        .unwrap()
-        .tls_config(tls)
-        .unwrap()
-        .connect()
-        .await
-        .expect("TLS connection to the master")
-}
-
 fn worker_identity(worker: &Worker) -> Identity {
     let read =
         |name: &str| std::fs::read_to_string(worker.data_dir.join("tls").join(name)).unwrap();
     Identity::from_pem(read("worker.crt"), read("worker.key"))
-}
-
-fn with_token<T>(message: T, token: &str) -> tonic::Request<T> {
-    let mut request = tonic::Request::new(message);
-    request
-        .metadata_mut()
-        .insert("authorization", format!("Bearer {token}").parse().unwrap());
-    request
 }
 
 fn echo_task() -> Task {
@@ -150,7 +125,7 @@ async fn certificates_bind_workers_and_other_cas_are_refused() {
     let b = Worker::join(&mut master, "cb", dir.path());
 
     // Worker a's certificate cannot speak for worker b.
-    let mut as_a = MasterServiceClient::new(channel(&master, Some(worker_identity(&a))).await);
+    let mut as_a = MasterServiceClient::new(master.grpc_channel(Some(worker_identity(&a))).await);
     let status = as_a
         .send_heartbeat(Heartbeat {
             worker_id: b.id.clone(),
@@ -167,7 +142,7 @@ async fn certificates_bind_workers_and_other_cas_are_refused() {
     .expect("a speaking for itself");
 
     // No client certificate: Unauthenticated.
-    let mut anonymous = MasterServiceClient::new(channel(&master, None).await);
+    let mut anonymous = MasterServiceClient::new(master.grpc_channel(None).await);
     let status = anonymous
         .send_heartbeat(Heartbeat {
             worker_id: a.id.clone(),
@@ -225,7 +200,7 @@ async fn api_tokens_and_roles_guard_the_agent_api_and_telemetry() {
     let _worker = Worker::join(&mut master, "ra", dir.path());
     let viewer = master.api_token("viewer");
     let operator = master.api_token("operator");
-    let mut agent = MasterAgentClient::new(channel(&master, None).await);
+    let mut agent = MasterAgentClient::new(master.grpc_channel(None).await);
 
     let status = agent
         .get_cluster_state(GetClusterStateRequest {})
@@ -312,7 +287,7 @@ async fn api_tokens_and_roles_guard_the_agent_api_and_telemetry() {
         .unwrap_err();
     assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
     // A body that is not the request's message is the client's error too.
-    let mut raw = tonic::client::Grpc::new(channel(&master, None).await);
+    let mut raw = tonic::client::Grpc::new(master.grpc_channel(None).await);
     raw.ready().await.unwrap();
     let wrong = cloudai_proto::v1::ResourceLimits {
         nano_cpus: 5,
@@ -332,7 +307,7 @@ async fn api_tokens_and_roles_guard_the_agent_api_and_telemetry() {
             .unwrap_err();
     assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
     assert!(status.message().contains("malformed request"), "{status:?}");
-    let mut agent = MasterAgentClient::new(channel(&master, None).await);
+    let mut agent = MasterAgentClient::new(master.grpc_channel(None).await);
     agent
         .get_cluster_state(with_token(GetClusterStateRequest {}, &viewer))
         .await
@@ -441,14 +416,14 @@ async fn registration_needs_the_workers_own_certificate() {
         task_ids: vec![],
     };
     // Without a certificate, even the registered id and address are refused.
-    let mut anonymous = MasterServiceClient::new(channel(&master, None).await);
+    let mut anonymous = MasterServiceClient::new(master.grpc_channel(None).await);
     let status = anonymous
         .register_worker(claim(&a.id, &a.address))
         .await
         .unwrap_err();
     assert_eq!(status.code(), Code::Unauthenticated, "{status:?}");
     // With another worker's certificate too.
-    let mut as_b = MasterServiceClient::new(channel(&master, Some(worker_identity(&b))).await);
+    let mut as_b = MasterServiceClient::new(master.grpc_channel(Some(worker_identity(&b))).await);
     let status = as_b
         .register_worker(claim(&a.id, &a.address))
         .await
@@ -469,7 +444,7 @@ async fn the_master_itself_refuses_a_token_for_another_worker() {
     let token_a = master.register(&a, &format!("127.0.0.1:{port_a}")).unwrap();
     master.register(&b, &format!("127.0.0.1:{}", free_port()));
     // A client that skips the worker's own check: the master refuses too.
-    let mut client = MasterServiceClient::new(channel(&master, None).await);
+    let mut client = MasterServiceClient::new(master.grpc_channel(None).await);
     let request = JoinClusterRequest {
         worker_id: b.clone(),
         token: token_a.clone(),
@@ -506,7 +481,7 @@ async fn revoking_a_token_ends_its_open_streams() {
     let mut master = Master::start(&dir.path().join("master"), &MasterOptions::default());
     let viewer = master.api_token("viewer");
     let other = master.api_token("viewer");
-    let mut agent = MasterAgentClient::new(channel(&master, None).await);
+    let mut agent = MasterAgentClient::new(master.grpc_channel(None).await);
     let request = cloudai_proto::v1::StreamEventsRequest {
         include_telemetry: false,
     };

@@ -157,7 +157,7 @@ fn run_interactive(
                         tracing::warn!(%error, path = %history.display(), "could not save REPL history");
                     }
                 }
-                let mut hidden = |prompt: &str| super::keys::read_hidden(prompt);
+                let mut hidden = super::keys::read_hidden;
                 if handle_line(services, runtime, &current, &line, &mut hidden)? == Flow::Exit {
                     return Ok(Flow::Exit);
                 }

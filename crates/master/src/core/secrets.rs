@@ -134,7 +134,7 @@ impl Secrets {
         validate::secret_name(name)?;
         if !self.store.delete_secret(name).await? {
             return Err(MasterError::NotFound(format!(
-                "no secret '{name}': `secret list` shows them"
+                "no secret '{name}': `secrets` lists them"
             )));
         }
         tracing::info!(secret = name, "secret removed");

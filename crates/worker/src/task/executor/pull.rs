@@ -143,21 +143,14 @@ impl Executor {
                 detail.current,
                 detail.total,
             );
-            let now = layers.progress();
+            // The layers' state, keeping the latest note (a retry's).
             progress.send_if_modified(|p| {
-                let changed = (p.layers_done, p.layers_total, p.bytes_done, p.bytes_total)
-                    != (
-                        now.layers_done,
-                        now.layers_total,
-                        now.bytes_done,
-                        now.bytes_total,
-                    );
-                if changed {
-                    *p = PullProgress {
-                        message: p.message.clone(),
-                        ..now
-                    };
-                }
+                let now = PullProgress {
+                    message: p.message.clone(),
+                    ..layers.progress()
+                };
+                let changed = *p != now;
+                *p = now;
                 changed
             });
         }
