@@ -309,6 +309,46 @@ async fn the_dashboard_shows_the_cluster_live() {
         .await;
     browser.shot("04-task-finished").await;
 
+    // A pull in progress shows in the task's row and its details: an image
+    // from a registry that is not up is retried with backoff, and says so.
+    let absent = format!("127.0.0.1:{}/team/absent:v1", free_port());
+    let pulling = master.submit(&format!(
+        "task {} {absent} --pull always -- true",
+        worker.id
+    ));
+    let row = format!("#tasks tbody tr[data-task-id=\"{pulling}\"]");
+    let text = browser
+        .wait_for(
+            "the pull's progress in the task's row",
+            &format!(
+                "const c = document.querySelector('{row} td.progress'); \
+                 return c && c.textContent.includes('retrying in') && c.textContent"
+            ),
+        )
+        .await;
+    assert!(
+        text.as_str()
+            .unwrap()
+            .contains(&format!("{} · pulling: retrying in", worker.id)),
+        "{text}"
+    );
+    browser.click(&row).await;
+    browser
+        .wait_for(
+            "the pull's progress in the task's details",
+            "const d = document.querySelector('#task-details dd[data-field=\"pulling\"]'); \
+             return d && d.textContent.startsWith('pulling')",
+        )
+        .await;
+    browser.shot("04b-task-pulling").await;
+    master.expect(&format!("cancel {pulling}"), "stop requested");
+    browser
+        .wait_for(
+            "the cancelled pull in the table",
+            &format!("const r = document.querySelector('{row}'); return r && r.dataset.state === 'cancelled'"),
+        )
+        .await;
+
     // A task with more output than its tail, followed live (the page keeps up
     // with its 100,000 lines), offers the whole output once it ended.
     let large = master.submit(&format!(

@@ -8,6 +8,9 @@ use cloudai_e2e::registry::{Registry, StalledRegistry};
 use cloudai_e2e::{
     Master, MasterOptions, TEST_IMAGE, Volume, WAIT, Worker, free_port, unique, with_token,
 };
+use cloudai_proto::v1::cluster_event::Event as Wire;
+use cloudai_proto::v1::master_agent_client::MasterAgentClient;
+use cloudai_proto::v1::{ClusterEvent, StreamEventsRequest};
 use futures::StreamExt;
 use std::path::Path;
 use std::process::Command;
@@ -67,6 +70,27 @@ fn collect(mut socket: cloudai_e2e::Socket) -> Arc<Mutex<Vec<String>>> {
         }
     });
     frames
+}
+
+/// Every event of a gRPC `StreamEvents` stream, collected in the background.
+async fn collect_grpc(master: &Master, token: &str) -> Arc<Mutex<Vec<ClusterEvent>>> {
+    let mut agent = MasterAgentClient::new(master.grpc_channel(None).await);
+    let request = StreamEventsRequest {
+        include_telemetry: false,
+    };
+    let mut stream = agent
+        .stream_events(with_token(request, token))
+        .await
+        .unwrap()
+        .into_inner();
+    let events = Arc::new(Mutex::new(Vec::new()));
+    let sink = events.clone();
+    tokio::spawn(async move {
+        while let Some(Ok(event)) = stream.next().await {
+            sink.lock().unwrap().push(event);
+        }
+    });
+    events
 }
 
 /// Waits until `task` ended (its `tasks` row shows a final state) and
@@ -153,6 +177,7 @@ async fn a_private_image_pulls_with_its_registry_login_and_secrets_leak_nowhere(
             .await
             .unwrap(),
     );
+    let grpc_events = collect_grpc(&master, &viewer).await;
     let run = |master: &mut Master, extra: &str| {
         master.submit(&format!(
             "task {} {image} {extra} -- sh -c 'echo key=$(echo $WANDB_KEY | sed s/./\\&./g); wc -c < /blob'",
@@ -224,6 +249,23 @@ async fn a_private_image_pulls_with_its_registry_login_and_secrets_leak_nowhere(
         "{last}"
     );
 
+    // The same over gRPC `StreamEvents`.
+    let pulls: Vec<_> = grpc_events
+        .lock()
+        .unwrap()
+        .iter()
+        .filter_map(|e| match &e.event {
+            Some(Wire::TaskProgress(p)) if p.task_id == task => Some(p.clone()),
+            _ => None,
+        })
+        .collect();
+    assert!(!pulls.is_empty(), "no gRPC task_progress for {task}");
+    assert!(
+        pulls.iter().any(|p| p.bytes_total >= 3_000_000),
+        "{pulls:?}"
+    );
+    assert!(pulls.iter().all(|p| p.phase == "pulling"), "{pulls:?}");
+
     // Secrets over the API: admin only, names without values.
     let (status, _, body) = master
         .http_request("GET", "/api/secrets", Some(&operator), None)
@@ -269,6 +311,10 @@ async fn a_private_image_pulls_with_its_registry_login_and_secrets_leak_nowhere(
         ("/api/tasks".into(), listed.into_bytes()),
         ("/api/secrets".into(), body.into_bytes()),
         ("WebSocket events".into(), events.into_bytes()),
+        (
+            "gRPC events".into(),
+            format!("{:?}", grpc_events.lock().unwrap()).into_bytes(),
+        ),
         (
             "REPL output".into(),
             master.output().join("\n").into_bytes(),
