@@ -5,6 +5,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let files = [
         format!("{proto_dir}/master_worker.proto"),
         format!("{proto_dir}/master_agent.proto"),
+        format!("{proto_dir}/master_admin.proto"),
     ];
     for file in &files {
         println!("cargo:rerun-if-changed={file}");

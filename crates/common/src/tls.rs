@@ -148,16 +148,24 @@ fn restrict(_: &Path, _: u32) -> std::io::Result<()> {
     Ok(())
 }
 
-/// Trusts a server whose presented chain includes a CA certificate with the
-/// pinned fingerprint (from a join token), then verifies the server normally
-/// against that CA.
+/// What a [`CaVerifier`] does with the chain a server presents.
 #[derive(Debug)]
-struct PinnedCaVerifier {
-    ca_fingerprint: String,
+enum CaCheck {
+    /// Trust a server whose chain includes a CA certificate with this
+    /// fingerprint (from a join token), then verify it normally against that CA.
+    Pinned(String),
+    /// Accept any server and keep its chain: only to show an operator the CA's
+    /// fingerprint before they decide to trust it.
+    Record(std::sync::Mutex<Vec<CertificateDer<'static>>>),
+}
+
+#[derive(Debug)]
+struct CaVerifier {
+    check: CaCheck,
     provider: Arc<rustls::crypto::CryptoProvider>,
 }
 
-impl ServerCertVerifier for PinnedCaVerifier {
+impl ServerCertVerifier for CaVerifier {
     fn verify_server_cert(
         &self,
         end_entity: &CertificateDer<'_>,
@@ -166,9 +174,18 @@ impl ServerCertVerifier for PinnedCaVerifier {
         ocsp_response: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
+        let pinned = match &self.check {
+            CaCheck::Pinned(fingerprint) => fingerprint,
+            CaCheck::Record(seen) => {
+                let mut seen = seen.lock().unwrap_or_else(|p| p.into_inner());
+                seen.push(end_entity.clone().into_owned());
+                seen.extend(intermediates.iter().map(|c| c.clone().into_owned()));
+                return Ok(ServerCertVerified::assertion());
+            }
+        };
         let ca = intermediates
             .iter()
-            .find(|cert| fingerprint(cert) == self.ca_fingerprint)
+            .find(|cert| fingerprint(cert) == *pinned)
             .ok_or_else(|| {
                 rustls::Error::General(
                     "the master's CA does not match the join token's fingerprint".into(),
@@ -218,8 +235,78 @@ impl ServerCertVerifier for PinnedCaVerifier {
     }
 }
 
-/// A lazily connected gRPC channel to `address` (host:port) that trusts only a
-/// master whose CA has the given fingerprint. Used once, to join a cluster.
+/// The certificate chain a TLS server at `address` (`host:port`) presents,
+/// leaf first, unverified: what `cloudai login` shows before trusting a CA.
+pub async fn presented_chain(address: &str) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    install_crypto_provider();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let verifier = Arc::new(CaVerifier {
+        check: CaCheck::Record(std::sync::Mutex::default()),
+        provider: provider.clone(),
+    });
+    let mut config = ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| TlsError(e.to_string()))?
+        .dangerous()
+        .with_custom_certificate_verifier(verifier.clone())
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    let server_name = server_name(address)?;
+    let tcp = tokio::time::timeout(CONNECT_TIMEOUT, tokio::net::TcpStream::connect(address))
+        .await
+        .map_err(|_| {
+            TlsError(format!(
+                "no answer from {address} within {CONNECT_TIMEOUT:?}"
+            ))
+        })?
+        .map_err(|e| TlsError(format!("cannot connect to {address}: {e}")))?;
+    tokio::time::timeout(
+        CONNECT_TIMEOUT,
+        tokio_rustls::TlsConnector::from(Arc::new(config)).connect(server_name, tcp),
+    )
+    .await
+    .map_err(|_| {
+        TlsError(format!(
+            "no TLS handshake with {address} within {CONNECT_TIMEOUT:?}"
+        ))
+    })?
+    .map_err(|e| {
+        TlsError(format!(
+            "no TLS from {address} (is it a CloudAI master with TLS?): {e}"
+        ))
+    })?;
+    match &verifier.check {
+        CaCheck::Record(seen) => Ok(seen.lock().unwrap_or_else(|p| p.into_inner()).clone()),
+        CaCheck::Pinned(_) => Ok(Vec::new()),
+    }
+}
+
+/// A certificate as PEM.
+pub fn pem(der: &CertificateDer<'_>) -> String {
+    use base64::Engine;
+    let text = base64::engine::general_purpose::STANDARD.encode(der.as_ref());
+    let mut pem = String::from("-----BEGIN CERTIFICATE-----\n");
+    for line in text.as_bytes().chunks(64) {
+        pem.push_str(std::str::from_utf8(line).unwrap_or_default());
+        pem.push('\n');
+    }
+    pem.push_str("-----END CERTIFICATE-----\n");
+    pem
+}
+
+/// The TLS server name of `host:port` (brackets of an IPv6 host removed).
+fn server_name(address: &str) -> Result<ServerName<'static>, TlsError> {
+    let (host, _) = address
+        .rsplit_once(':')
+        .ok_or_else(|| TlsError(format!("'{address}' is not host:port")))?;
+    ServerName::try_from(
+        host.trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_string(),
+    )
+    .map_err(|e| TlsError(format!("'{host}' is not a valid server name: {e}")))
+}
+
 /// How long a connection to the peer may take to open.
 pub const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
 
@@ -244,11 +331,13 @@ pub fn lazy_channel(
     Ok(endpoint.connect_lazy())
 }
 
+/// A lazily connected gRPC channel to `address` (host:port) that trusts only a
+/// master whose CA has the given fingerprint. Used once, to join a cluster.
 pub fn pinned_channel(address: &str, ca_fingerprint: &str) -> Result<Channel, TlsError> {
     install_crypto_provider();
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let verifier = PinnedCaVerifier {
-        ca_fingerprint: ca_fingerprint.to_string(),
+    let verifier = CaVerifier {
+        check: CaCheck::Pinned(ca_fingerprint.to_string()),
         provider: provider.clone(),
     };
     let mut config = ClientConfig::builder_with_provider(provider)
@@ -259,15 +348,7 @@ pub fn pinned_channel(address: &str, ca_fingerprint: &str) -> Result<Channel, Tl
         .with_no_client_auth();
     config.alpn_protocols = vec![b"h2".to_vec()];
     let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
-    let (host, _) = address
-        .rsplit_once(':')
-        .ok_or_else(|| TlsError(format!("'{address}' is not host:port")))?;
-    let server_name = ServerName::try_from(
-        host.trim_start_matches('[')
-            .trim_end_matches(']')
-            .to_string(),
-    )
-    .map_err(|e| TlsError(format!("'{host}' is not a valid server name: {e}")))?;
+    let server_name = server_name(address)?;
     let target = address.to_string();
     let endpoint = Endpoint::from_shared(format!("http://{address}"))
         .map_err(|e| TlsError(format!("invalid address '{address}': {e}")))?

@@ -105,9 +105,64 @@ pub fn format_duration(duration: Duration) -> String {
     }
 }
 
+/// A moment (ms since the Unix epoch) as `2026-12-02 13:45:07 UTC`; a moment
+/// out of the calendar's range as its raw number.
+pub fn format_millis_utc(millis: i64) -> String {
+    let Ok(at) = time::OffsetDateTime::from_unix_timestamp(millis.div_euclid(1000)) else {
+        return format!("{millis} ms after the epoch");
+    };
+    format!(
+        "{}-{:02}-{:02} {:02}:{:02}:{:02} UTC",
+        at.year(),
+        u8::from(at.month()),
+        at.day(),
+        at.hour(),
+        at.minute(),
+        at.second()
+    )
+}
+
+/// A pull's progress in one line for people: `pulling 43% (1.2 of 2.8 GiB)`,
+/// or the layer count while no size is known yet, then the latest note.
+pub fn describe_pull(progress: &cloudai_proto::v1::TaskProgress) -> String {
+    let mut text = if progress.bytes_total > 0 {
+        let done = progress.bytes_done.min(progress.bytes_total);
+        let percent = u128::from(done) * 100 / u128::from(progress.bytes_total);
+        let (done, total) = (format_bytes(done), format_bytes(progress.bytes_total));
+        // "1.2 of 2.8 GiB": the unit once when both share it.
+        let done = match (done.rsplit_once(' '), total.rsplit_once(' ')) {
+            (Some((number, unit)), Some((_, same))) if unit == same => number.to_string(),
+            _ => done,
+        };
+        format!("{} {percent}% ({done} of {total})", progress.phase)
+    } else if progress.layers_total > 0 {
+        format!(
+            "{} ({} of {} layers)",
+            progress.phase, progress.layers_done, progress.layers_total
+        )
+    } else {
+        progress.phase.clone()
+    };
+    if !progress.message.is_empty() {
+        text.push_str(": ");
+        text.push_str(&progress.message);
+    }
+    text
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn moments_in_utc() {
+        assert_eq!(format_millis_utc(0), "1970-01-01 00:00:00 UTC");
+        assert_eq!(
+            format_millis_utc(1_796_218_507_999),
+            "2026-12-02 13:35:07 UTC"
+        );
+        assert!(format_millis_utc(i64::MAX).contains("epoch"));
+    }
 
     #[test]
     fn sizes() {

@@ -6,6 +6,9 @@
 use cloudai_proto::v1::{ContainerOptions, Mount, ResourceLimits, Task, mount};
 use std::collections::HashMap;
 
+/// Most retries a task may ask for.
+pub const MAX_RETRIES: u32 = 100;
+
 /// Longest accepted worker or task id.
 pub const MAX_ID_LEN: usize = 64;
 /// Longest accepted image reference.

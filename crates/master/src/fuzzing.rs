@@ -18,7 +18,7 @@ use prost::Message;
 
 /// A REPL line through the command parser.
 pub fn repl_line(line: &str) {
-    let _ = crate::cli::parse::parse(line);
+    let _ = cloudai_cli::parse::parse(line);
 }
 
 /// A WebSocket client message, then what it selects.
@@ -54,6 +54,7 @@ pub fn api_token(token: &str) {
             id: "abcd1234".into(),
             hash: cloudai_common::tls::fingerprint(b"s3cret"),
             created_at: 0,
+            expires_at: None,
         }],
     }]);
     let _ = index.lookup(token);

@@ -5,7 +5,7 @@
 //! - `auth/`: the PKI, worker admission, users and API tokens;
 //! - `api/grpc/` and `api/http/`: transport only (gRPC services; the HTTP
 //!   server with the dashboard, its API, WebSocket telemetry and metrics);
-//! - [`cli`]: the operator REPL; [`store`]: the `Store` trait and its backends;
+//! - [`cli`]: the console REPL (the shared `cloudai_cli` command layer, in-process); [`store`]: the `Store` trait and its backends;
 //!   [`config`]: flags and environment.
 //!
 //! - `services`: builds the services once and hands each adapter its handles.
@@ -242,6 +242,7 @@ pub async fn start(
     let grpc = builder
         .add_service(crate::api::grpc::worker_api::MasterGrpc::service(&services))
         .add_service(crate::api::grpc::agent_api::AgentGrpc::service(&services))
+        .add_service(crate::api::grpc::admin_api::AdminGrpc::service(&services))
         .serve_with_incoming_shutdown(
             cloudai_common::net::incoming(Arc::new(listeners.grpc), gate.clone()),
             shutdown.clone().cancelled_owned(),

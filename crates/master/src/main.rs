@@ -99,7 +99,7 @@ async fn serve(config: MasterConfig, handle: tokio::runtime::Handle) -> anyhow::
     // not the master; SIGTERM, `exit` and Ctrl-D stop the master.
     let interactive = !config.no_repl && std::io::stdin().is_terminal();
     if !config.no_repl {
-        cli::repl::spawn(running.services.clone(), handle, config.data_dir.clone())?;
+        cli::spawn(running.services.clone(), handle, config.data_dir.clone())?;
     }
     tokio::spawn(async move {
         let stop = async {

@@ -4,7 +4,9 @@
 //!   `WorkerService` (served by workers, called by the master) come from
 //!   `proto/master_worker.proto`;
 //! - `MasterAgent` (served by the master, called by external schedulers)
-//!   comes from `proto/master_agent.proto`.
+//!   comes from `proto/master_agent.proto`;
+//! - `MasterAdmin` (served by the master, called by the `cloudai` CLI) comes
+//!   from `proto/master_admin.proto`.
 //!
 //! Everything lives in [`v1`], the `cloudai.v1` protobuf package.
 

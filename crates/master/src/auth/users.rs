@@ -53,11 +53,53 @@ pub struct Caller {
     pub user: String,
     /// Their role.
     pub role: Role,
+    /// The token's id (`None` for the console and `--insecure`).
+    pub token_id: Option<String>,
+    /// When the token stops working (ms since epoch).
+    pub expires_at: Option<i64>,
 }
 
-/// In-memory index of token ids, loaded from the store and kept in step with it.
+impl Caller {
+    /// The master's own console: the local admin, no token.
+    pub fn console() -> Caller {
+        Caller {
+            user: CONSOLE_USER.into(),
+            role: Role::Admin,
+            token_id: None,
+            expires_at: None,
+        }
+    }
+}
+
+/// The owner of what the master's own console does.
+pub const CONSOLE_USER: &str = "console";
+
+/// Longest lifetime `token create --expires` accepts: ten years.
+pub const MAX_TOKEN_LIFETIME_SECONDS: u64 = 10 * 365 * 24 * 3600;
+
+/// One token as the index knows it.
+struct IndexedToken {
+    user: String,
+    role: Role,
+    hash: String,
+    expires_at: Option<i64>,
+}
+
+/// Why a token was not accepted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Refusal {
+    /// Unknown id, wrong secret, or not a token at all.
+    Invalid,
+    /// It expired at this moment (ms since epoch).
+    Expired(i64),
+}
+
+/// In-memory index of token ids, loaded from the store and kept in step with
+/// it, and when each token was last used (since the master started: writing
+/// the store on every call would cost more than the answer is worth).
 pub struct TokenIndex {
-    by_id: Mutex<HashMap<String, (String, Role, String)>>,
+    by_id: Mutex<HashMap<String, IndexedToken>>,
+    last_used: Mutex<HashMap<String, i64>>,
     /// Bumped whenever tokens or users change, so open streams re-check theirs.
     changes: tokio::sync::watch::Sender<u64>,
 }
@@ -66,6 +108,7 @@ impl Default for TokenIndex {
     fn default() -> Self {
         Self {
             by_id: Mutex::default(),
+            last_used: Mutex::default(),
             changes: tokio::sync::watch::Sender::new(0),
         }
     }
@@ -82,27 +125,80 @@ impl TokenIndex {
             for token in &user.tokens {
                 index.insert(
                     token.id.clone(),
-                    (user.name.clone(), role, token.hash.clone()),
+                    IndexedToken {
+                        user: user.name.clone(),
+                        role,
+                        hash: token.hash.clone(),
+                        expires_at: token.expires_at,
+                    },
                 );
             }
         }
+        self.last_used
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|id, _| index.contains_key(id));
         drop(index);
         self.changes.send_modify(|generation| *generation += 1);
     }
 
-    pub(crate) fn lookup(&self, token: &str) -> Option<Caller> {
+    /// The caller a token names at `now` (ms since epoch), noting its use.
+    pub(crate) fn check(&self, token: &str, now: i64) -> Result<Caller, Refusal> {
         let mut parts = token.trim().splitn(3, '.');
-        if parts.next()? != "cat1" {
-            return None;
+        if parts.next() != Some("cat1") {
+            return Err(Refusal::Invalid);
         }
-        let (id, secret) = (parts.next()?, parts.next()?);
+        let (Some(id), Some(secret)) = (parts.next(), parts.next()) else {
+            return Err(Refusal::Invalid);
+        };
         let index = self.by_id.lock().unwrap_or_else(|p| p.into_inner());
-        let (user, role, hash) = index.get(id)?;
-        (tls::fingerprint(secret.as_bytes()) == *hash).then(|| Caller {
-            user: user.clone(),
-            role: *role,
-        })
+        let entry = index.get(id).ok_or(Refusal::Invalid)?;
+        if tls::fingerprint(secret.as_bytes()) != entry.hash {
+            return Err(Refusal::Invalid);
+        }
+        if let Some(at) = entry.expires_at
+            && at <= now
+        {
+            return Err(Refusal::Expired(at));
+        }
+        let caller = Caller {
+            user: entry.user.clone(),
+            role: entry.role,
+            token_id: Some(id.to_string()),
+            expires_at: entry.expires_at,
+        };
+        drop(index);
+        self.last_used
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id.to_string(), now);
+        Ok(caller)
     }
+
+    /// The caller a token names now, if it is valid.
+    pub(crate) fn lookup(&self, token: &str) -> Option<Caller> {
+        self.check(token, now_millis()).ok()
+    }
+
+    /// When a token was last used since the master started.
+    pub(crate) fn last_used(&self, token_id: &str) -> Option<i64> {
+        self.last_used
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(token_id)
+            .copied()
+    }
+}
+
+/// A token just made: the only time its secret is seen.
+#[derive(Debug, Clone)]
+pub struct CreatedToken {
+    /// `cat1.<id>.<secret>`.
+    pub token: String,
+    /// Its public id.
+    pub id: String,
+    /// When it stops working (ms since epoch).
+    pub expires_at: Option<i64>,
 }
 
 impl Auth {
@@ -159,8 +255,32 @@ impl Auth {
         Ok(self.store().list_users().await?)
     }
 
-    /// Creates an API token for a user; the returned secret is shown once.
-    pub async fn create_token(&self, name: &str) -> MasterResult<String> {
+    /// Creates an API token for a user, valid for `lifetime` (`None`:
+    /// until revoked); the returned token is shown once.
+    pub async fn create_token(
+        &self,
+        name: &str,
+        lifetime: Option<std::time::Duration>,
+    ) -> MasterResult<CreatedToken> {
+        let now = now_millis();
+        let expires_at = match lifetime {
+            None => None,
+            Some(lifetime) if lifetime.as_secs() > MAX_TOKEN_LIFETIME_SECONDS => {
+                return Err(MasterError::InvalidArgument(format!(
+                    "a token may live at most {} days",
+                    MAX_TOKEN_LIFETIME_SECONDS / 86_400
+                )));
+            }
+            Some(lifetime) if lifetime.is_zero() => {
+                return Err(MasterError::InvalidArgument(
+                    "a token's lifetime must be longer than zero".into(),
+                ));
+            }
+            Some(lifetime) => {
+                // Bounded above, so this cannot overflow.
+                Some(now + i64::try_from(lifetime.as_millis()).unwrap_or(i64::MAX / 2))
+            }
+        };
         let users = self.store().list_users().await?;
         let Some(mut user) = users.into_iter().find(|u| u.name == name) else {
             return Err(MasterError::NotFound(format!(
@@ -172,12 +292,22 @@ impl Auth {
         user.tokens.push(ApiTokenRecord {
             id: id.clone(),
             hash: tls::fingerprint(secret.as_bytes()),
-            created_at: now_millis(),
+            created_at: now,
+            expires_at,
         });
         self.store().put_user(&user).await?;
         self.reindex_users().await?;
-        tracing::info!(user = name, token_id = id, "API token created");
-        Ok(format!("cat1.{id}.{secret}"))
+        tracing::info!(user = name, token_id = id, ?expires_at, "API token created");
+        Ok(CreatedToken {
+            token: format!("cat1.{id}.{secret}"),
+            id,
+            expires_at,
+        })
+    }
+
+    /// When a token was last used since the master started.
+    pub fn token_last_used(&self, token_id: &str) -> Option<i64> {
+        self.tokens().last_used(token_id)
     }
 
     /// Revokes one API token by its id; returns the name of its user.
@@ -239,6 +369,8 @@ impl Auth {
             return Ok(Caller {
                 user: "anonymous".into(),
                 role: Role::Admin,
+                token_id: None,
+                expires_at: None,
             });
         }
         // Valid tokens always pass; only failures are rate limited.
@@ -249,12 +381,19 @@ impl Auth {
                 "an API token is required: send `Authorization: Bearer <token>` (create one on the master with `token create <user>`)".into(),
             ));
         };
-        let Some(caller) = self.tokens().lookup(token) else {
-            self.limiter().check(peer)?;
-            self.limiter().fail(peer);
-            return Err(MasterError::Unauthenticated(
-                "the API token is not valid (revoked or mistyped)".into(),
-            ));
+        let caller = match self.tokens().check(token, now_millis()) {
+            Ok(caller) => caller,
+            Err(refusal) => {
+                self.limiter().check(peer)?;
+                self.limiter().fail(peer);
+                return Err(MasterError::Unauthenticated(match refusal {
+                    Refusal::Invalid => "the API token is not valid (revoked or mistyped)".into(),
+                    Refusal::Expired(at) => format!(
+                        "the API token expired {}: ask an admin for a new one (`token create <user> --expires 30d`)",
+                        cloudai_common::units::format_millis_utc(at)
+                    ),
+                }));
+            }
         };
         if caller.role < required {
             return Err(MasterError::PermissionDenied(format!(
@@ -291,17 +430,43 @@ mod tests {
                 id: "abcd1234".into(),
                 hash: tls::fingerprint(secret.as_bytes()),
                 created_at: 0,
+                expires_at: None,
             }],
         }]);
         assert_eq!(
             index.lookup("cat1.abcd1234.s3cret"),
             Some(Caller {
                 user: "ana".into(),
-                role: Role::Viewer
+                role: Role::Viewer,
+                token_id: Some("abcd1234".into()),
+                expires_at: None,
             })
         );
         assert_eq!(index.lookup("cat1.abcd1234.wrong"), None);
         assert_eq!(index.lookup("cat1.ffff0000.s3cret"), None);
         assert_eq!(index.lookup("garbage"), None);
+        assert!(index.last_used("abcd1234").is_some());
+    }
+
+    #[test]
+    fn expired_tokens_are_refused_and_say_when() {
+        let index = TokenIndex::default();
+        index.rebuild(&[UserRecord {
+            name: "bo".into(),
+            role: "admin".into(),
+            created_at: 0,
+            tokens: vec![ApiTokenRecord {
+                id: "00ff00ff".into(),
+                hash: tls::fingerprint(b"x"),
+                created_at: 0,
+                expires_at: Some(1_000),
+            }],
+        }]);
+        assert!(index.check("cat1.00ff00ff.x", 999).is_ok());
+        assert_eq!(
+            index.check("cat1.00ff00ff.x", 1_000),
+            Err(Refusal::Expired(1_000))
+        );
+        assert_eq!(index.check("cat1.00ff00ff.y", 0), Err(Refusal::Invalid));
     }
 }

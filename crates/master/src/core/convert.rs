@@ -150,6 +150,13 @@ pub fn task_status(state: TaskState) -> TaskStatus {
     }
 }
 
+/// Stored state of a protobuf status (`None` for `UNSPECIFIED`).
+pub fn task_state(status: TaskStatus) -> Option<TaskState> {
+    TaskState::ALL
+        .into_iter()
+        .find(|state| task_status(*state) == status)
+}
+
 /// Stored state of the outcome a worker reports: a final state, or `Lost`
 /// for an attempt that did not run to its end; `None` for other statuses.
 pub fn reported_state(status: TaskStatus) -> Option<TaskState> {

@@ -6,7 +6,6 @@ use crate::core::events::{Event, TaskProgress};
 use crate::core::lifecycle::Lifecycle;
 use crate::error::{MasterError, MasterResult};
 use crate::store::{TaskState, now_millis};
-use cloudai_common::units::format_bytes;
 
 /// Longest note kept from a report.
 const MAX_MESSAGE: usize = 512;
@@ -15,29 +14,15 @@ impl TaskProgress {
     /// One line for people: `pulling 43% (1.2 of 2.8 GiB)`, or the layer
     /// count while no size is known yet.
     pub fn describe(&self) -> String {
-        let mut text = if self.bytes_total > 0 {
-            let done = self.bytes_done.min(self.bytes_total);
-            let percent = u128::from(done) * 100 / u128::from(self.bytes_total);
-            let (done, total) = (format_bytes(done), format_bytes(self.bytes_total));
-            // "1.2 of 2.8 GiB": the unit once when both share it.
-            let done = match (done.rsplit_once(' '), total.rsplit_once(' ')) {
-                (Some((number, unit)), Some((_, same))) if unit == same => number.to_string(),
-                _ => done,
-            };
-            format!("{} {percent}% ({done} of {total})", self.phase)
-        } else if self.layers_total > 0 {
-            format!(
-                "{} ({} of {} layers)",
-                self.phase, self.layers_done, self.layers_total
-            )
-        } else {
-            self.phase.clone()
-        };
-        if !self.message.is_empty() {
-            text.push_str(": ");
-            text.push_str(&self.message);
-        }
-        text
+        cloudai_common::units::describe_pull(&cloudai_proto::v1::TaskProgress {
+            phase: self.phase.clone(),
+            layers_done: self.layers_done,
+            layers_total: self.layers_total,
+            bytes_done: self.bytes_done,
+            bytes_total: self.bytes_total,
+            message: self.message.clone(),
+            ..Default::default()
+        })
     }
 }
 

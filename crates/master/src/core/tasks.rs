@@ -52,10 +52,11 @@ pub struct TaskRequest {
     pub max_retries: u32,
     /// How the container runs (shared memory, user, working directory).
     pub options: ContainerOptions,
+    /// Who submits it (a user name, or `console`).
+    pub owner: String,
 }
 
-/// Most retries a task may ask for.
-pub const MAX_RETRIES: u32 = 100;
+pub use cloudai_common::validate::MAX_RETRIES;
 
 fn new_task_id() -> String {
     let id = uuid::Uuid::new_v4().simple().to_string();
@@ -133,6 +134,7 @@ impl Tasks {
             priority: request.priority,
             max_retries: request.max_retries,
             options: request.options,
+            owner: request.owner,
             ..TaskRecord::queued(&new_task_id(), &request.image, now)
         };
         validate::task(&convert::task_message(&task))?;

@@ -218,6 +218,7 @@ pub(super) fn request(placement: Placement, retries: u32) -> TaskRequest {
         priority: 0,
         max_retries: retries,
         options: Default::default(),
+        owner: "ana".into(),
     }
 }
 

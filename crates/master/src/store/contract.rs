@@ -286,6 +286,7 @@ pub async fn users(store: Arc<dyn Store>) {
                 id: "0a1b2c3d".into(),
                 hash: "f".repeat(64),
                 created_at: 1,
+                expires_at: Some(2),
             }],
         })
         .await

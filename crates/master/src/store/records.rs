@@ -269,6 +269,10 @@ pub struct TaskRecord {
     /// How the container runs (shared memory, user, working directory).
     #[serde(default, skip_serializing_if = "ContainerOptions::is_default")]
     pub options: ContainerOptions,
+    /// Who submitted it: the API token's user, `console` for the master's
+    /// own REPL (empty for tasks stored before owners were kept).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub owner: String,
 }
 
 /// How a task's container runs, beyond its command and limits (empty: as the
@@ -443,6 +447,7 @@ impl TaskRecord {
             assigned_gpus: Vec::new(),
             late_results: Vec::new(),
             options: ContainerOptions::default(),
+            owner: String::new(),
         }
     }
 }
@@ -533,6 +538,9 @@ pub struct ApiTokenRecord {
     pub hash: String,
     /// When created (ms since epoch).
     pub created_at: i64,
+    /// When it stops working (ms since epoch); `None`: never.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<i64>,
 }
 
 /// A secret (`SECRETS`): its value only sealed with the operator's key,

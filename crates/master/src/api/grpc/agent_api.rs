@@ -7,6 +7,7 @@
 use crate::api::grpc::agent_views::{
     millis_timestamp, progress_message, task_view_for, worker_view,
 };
+use crate::api::grpc::{bearer, caller};
 use crate::auth::Auth;
 use crate::auth::users::Role;
 use crate::core::convert;
@@ -69,20 +70,8 @@ impl AgentGrpc {
 
     /// The caller's role, when it has at least `role`.
     fn authorize<T>(&self, request: &Request<T>, role: Role) -> Result<Role, Status> {
-        let caller = self
-            .auth
-            .authorize(bearer(request), role, request.remote_addr())?;
-        Ok(caller.role)
+        Ok(caller(&self.auth, request, role)?.role)
     }
-}
-
-/// The bearer token of a call, from its `authorization` metadata.
-fn bearer<T>(request: &Request<T>) -> Option<&str> {
-    request
-        .metadata()
-        .get("authorization")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
 }
 
 #[tonic::async_trait]
@@ -99,6 +88,7 @@ impl MasterAgent for AgentGrpc {
                 .into_iter()
                 .map(|c| (c.id.clone(), c))
                 .collect();
+        let placed = self.lifecycle.running_per_worker();
         let workers = self
             .workers
             .registry()
@@ -106,6 +96,7 @@ impl MasterAgent for AgentGrpc {
             .iter()
             .map(|w| {
                 let mut view = worker_view(w, &HashMap::new());
+                view.placed_tasks = placed.get(&w.record.id).copied().unwrap_or(0) as u32;
                 if let Some(c) = candidates.get(&w.record.id) {
                     let live_free = c
                         .live_memory_used
@@ -194,7 +185,7 @@ impl MasterAgent for AgentGrpc {
         &self,
         request: Request<SubmitTaskRequest>,
     ) -> Result<Response<SubmitTaskResponse>, Status> {
-        self.authorize(&request, Role::Operator)?;
+        let owner = caller(&self.auth, &request, Role::Operator)?.user;
         let request = request.into_inner();
         let task = request
             .task
@@ -224,6 +215,7 @@ impl MasterAgent for AgentGrpc {
                 priority: request.priority,
                 max_retries: request.max_retries,
                 options: convert::options_record(task.options).map_err(MasterError::from)?,
+                owner,
             })
             .await?;
         Ok(Response::new(SubmitTaskResponse {

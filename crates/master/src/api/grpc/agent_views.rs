@@ -61,6 +61,11 @@ pub fn task_view(task: &TaskRecord) -> TaskView {
         error: task.error.clone().unwrap_or_default(),
         max_retries: task.max_retries,
         progress: None,
+        owner: task.owner.clone(),
+        attempt: task.attempt,
+        started_at: task.started_at.map(millis_timestamp),
+        finished_at: task.finished_at.map(millis_timestamp),
+        oom_killed: task.oom_killed,
     }
 }
 
@@ -113,6 +118,10 @@ pub(super) fn worker_view(
             .map(|hb| hb.running_task_ids.clone())
             .unwrap_or_default(),
         last_heartbeat_at: latest.as_ref().and_then(|hb| hb.timestamp),
+        last_seen_ms_ago: entry
+            .last_seen
+            .map(|t| u64::try_from(t.elapsed().as_millis()).unwrap_or(u64::MAX)),
+        placed_tasks: 0, // filled by callers that know the lifecycle
         latest,
         free: Some(free),
         info: Some(info),

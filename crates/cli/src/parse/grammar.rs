@@ -2,10 +2,10 @@
 //! (or the error it gave) to a [`Command`] (or a one-line message).
 
 use super::task::{self, TaskArgs};
-use super::{Command, task_id, unknown_command, usage, usage_error, worker_id};
-use crate::store::TaskState;
+use super::{Command, TaskFilter, task_id, unknown_command, usage, usage_error, worker_id};
 use clap::error::ErrorKind;
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
+use cloudai_proto::v1::TaskStatus;
 
 /// One REPL line, without a binary name. Help and version flags are off: `help`
 /// is a command, and a word like `--help` is an argument like any other.
@@ -44,10 +44,19 @@ pub(super) enum Repl {
         #[arg(allow_hyphen_values = true)]
         id: String,
     },
+    #[command(alias = "run")]
     Task(Box<TaskArgs>),
     Tasks {
         #[arg(long, allow_hyphen_values = true, value_parser = parse_state)]
-        state: Option<TaskState>,
+        state: Option<TaskStatus>,
+        #[arg(long, value_name = "ID", allow_hyphen_values = true)]
+        worker: Option<String>,
+        #[arg(long, value_name = "USER", allow_hyphen_values = true)]
+        owner: Option<String>,
+        #[arg(long)]
+        newest: bool,
+        #[arg(long, value_name = "N", value_parser = parse_limit)]
+        limit: Option<u32>,
     },
     Monitor {
         #[arg(allow_hyphen_values = true)]
@@ -56,6 +65,8 @@ pub(super) enum Repl {
     Logs {
         #[arg(allow_hyphen_values = true)]
         task: String,
+        #[arg(short, long)]
+        follow: bool,
     },
     Cancel {
         #[arg(allow_hyphen_values = true)]
@@ -105,6 +116,8 @@ pub(super) enum TokenAction {
     Create {
         #[arg(allow_hyphen_values = true)]
         user: String,
+        #[arg(long, value_name = "DUR", value_parser = parse_expires)]
+        expires: Option<std::time::Duration>,
     },
     Revoke {
         #[arg(allow_hyphen_values = true)]
@@ -173,13 +186,26 @@ impl Repl {
             Repl::Unregister { id } => Command::Unregister {
                 id: worker_id(&id)?,
             },
-            Repl::Task(args) => Command::Task(Box::new(args.into_request(words)?)),
-            Repl::Tasks { state } => Command::Tasks { state },
+            Repl::Task(args) => Command::Task(Box::new(args.into_submission(words)?)),
+            Repl::Tasks {
+                state,
+                worker,
+                owner,
+                newest,
+                limit,
+            } => Command::Tasks(TaskFilter {
+                state,
+                worker,
+                owner,
+                newest_first: newest,
+                limit,
+            }),
             Repl::Monitor { task } => Command::Monitor {
                 task_id: task_id(&task)?,
             },
-            Repl::Logs { task } => Command::Logs {
+            Repl::Logs { task, follow } => Command::Logs {
                 task_id: task_id(&task)?,
+                follow,
             },
             Repl::Cancel { task } => Command::Cancel {
                 task_id: task_id(&task)?,
@@ -196,8 +222,8 @@ impl Repl {
                 action: UserAction::Remove { name },
             } => Command::UserRemove { name },
             Repl::Token {
-                action: TokenAction::Create { user },
-            } => Command::TokenCreate { user },
+                action: TokenAction::Create { user, expires },
+            } => Command::TokenCreate { user, expires },
             Repl::Token {
                 action: TokenAction::Revoke { id },
             } => Command::TokenRevoke { id },
@@ -222,11 +248,15 @@ impl Repl {
 fn message(name: &str, typed: &str, positionals: usize, error: &clap::Error) -> String {
     let problem = match name {
         "task" => return task::message(error),
-        "tasks" if error.kind() == ErrorKind::ValueValidation => super::validation_message(error),
+        "tasks" | "logs" if error.kind() == ErrorKind::ValueValidation => {
+            super::validation_message(error)
+        }
         "help" => "too many arguments".to_string(),
         "status" | "stats" | "tasks" => "unexpected arguments".to_string(),
         "user" => "expected `user add <name> <role>` or `user remove <name>`".to_string(),
-        "token" => "expected `token create <user>` or `token revoke <token-id>`".to_string(),
+        "token" if error.kind() == ErrorKind::ValueValidation => super::validation_message(error),
+        "token" => "expected `token create <user> [--expires DUR]` or `token revoke <token-id>`"
+            .to_string(),
         "secret" => {
             "expected `secret set <name> [--registry HOST]` or `secret remove <name>`".to_string()
         }
@@ -240,6 +270,17 @@ fn message(name: &str, typed: &str, positionals: usize, error: &clap::Error) -> 
     usage_error(name, &problem)
 }
 
-fn parse_state(text: &str) -> Result<TaskState, String> {
-    TaskState::parse(text).ok_or_else(|| format!("unknown state '{text}'"))
+fn parse_expires(text: &str) -> Result<std::time::Duration, String> {
+    cloudai_common::units::parse_duration(text).map_err(|e| format!("--expires: {e}"))
+}
+
+fn parse_state(text: &str) -> Result<TaskStatus, String> {
+    crate::views::parse_state(text).ok_or_else(|| format!("unknown state '{text}'"))
+}
+
+fn parse_limit(text: &str) -> Result<u32, String> {
+    text.parse()
+        .ok()
+        .filter(|n| (1..=10_000).contains(n))
+        .ok_or_else(|| format!("--limit: '{text}' is not a count from 1 to 10000"))
 }

@@ -2,14 +2,17 @@
 //! task ids where a command takes one. The logic is a pure function;
 //! [`ReplHelper`] plugs it into rustyline with live ids from the master.
 
-use super::parse::{COMMANDS, usage};
-use crate::services::Services;
+use crate::client::Client;
+use crate::parse::{COMMANDS, usage};
+use cloudai_proto::v1::ListTasksRequest;
 use rustyline::completion::{Completer, Pair};
 use rustyline::highlight::Highlighter;
 use rustyline::hint::Hinter;
 use rustyline::validate::Validator;
 use rustyline::{Context, Helper};
 use std::borrow::Cow;
+use std::time::Duration;
+use tokio::runtime::Handle;
 
 /// What the word under the cursor can be.
 fn candidates_for(words_before: &[&str], workers: &[String], tasks: &[String]) -> Vec<String> {
@@ -31,14 +34,19 @@ fn candidates_for(words_before: &[&str], workers: &[String], tasks: &[String]) -
         ["stats", _] => vec!["--watch".into()],
         ["unregister" | "join-token"] => workers.to_vec(),
         ["monitor" | "logs" | "cancel"] => tasks.to_vec(),
-        ["tasks"] => vec!["--state".into()],
-        ["tasks", "--state"] => crate::store::TaskState::ALL
+        ["logs", _] => vec!["--follow".into()],
+        ["tasks", ..] if words_before.last() == Some(&"--state") => crate::views::STATES
             .iter()
-            .map(|s| s.as_str().to_string())
+            .map(|s| crate::views::state_name(*s as i32).to_string())
             .collect(),
+        ["tasks", ..] if words_before.last() == Some(&"--worker") => workers.to_vec(),
+        ["tasks", ..] => ["--state", "--worker", "--owner", "--newest", "--limit"]
+            .map(String::from)
+            .to_vec(),
         ["status"] => vec!["--watch".into()],
         ["user"] => vec!["add".into(), "remove".into()],
         ["token"] => vec!["create".into(), "revoke".into()],
+        ["secret"] => vec!["set".into(), "remove".into()],
         ["user", "add", _] => vec!["admin".into(), "operator".into(), "viewer".into()],
         _ => Vec::new(),
     }
@@ -86,14 +94,53 @@ pub fn hint(line: &str) -> Option<String> {
 
 /// The rustyline helper: completion, hints, and dim hint styling.
 pub struct ReplHelper {
-    services: Services,
+    client: Client,
+    runtime: Handle,
     colour: bool,
 }
 
+/// Longest a completion waits for the master's ids.
+const LOOKUP_WAIT: Duration = Duration::from_secs(1);
+
 impl ReplHelper {
-    /// A helper reading ids from `master`.
-    pub fn new(services: Services, colour: bool) -> Self {
-        Self { services, colour }
+    /// A helper reading ids from the master through `client`.
+    pub fn new(client: Client, runtime: Handle, colour: bool) -> Self {
+        Self {
+            client,
+            runtime,
+            colour,
+        }
+    }
+
+    /// Worker ids and recent task ids (none when the master does not answer
+    /// at once: completion must never hang the prompt).
+    fn ids(&self) -> (Vec<String>, Vec<String>) {
+        let client = self.client.clone();
+        self.runtime.block_on(async move {
+            let workers = tokio::time::timeout(LOOKUP_WAIT, client.cluster_state()).await;
+            let workers = match workers {
+                Ok(Ok(state)) => state
+                    .workers
+                    .into_iter()
+                    .filter_map(|w| w.info.map(|i| i.worker_id))
+                    .collect(),
+                _ => Vec::new(),
+            };
+            let recent = ListTasksRequest {
+                limit: 200,
+                newest_first: true,
+                ..Default::default()
+            };
+            let tasks = match tokio::time::timeout(LOOKUP_WAIT, client.tasks(recent)).await {
+                Ok(Ok(answer)) => answer
+                    .tasks
+                    .into_iter()
+                    .filter_map(|t| t.task.map(|t| t.task_id))
+                    .collect(),
+                _ => Vec::new(),
+            };
+            (workers, tasks)
+        })
     }
 }
 
@@ -106,22 +153,7 @@ impl Completer for ReplHelper {
         pos: usize,
         _: &Context<'_>,
     ) -> rustyline::Result<(usize, Vec<Pair>)> {
-        let workers: Vec<String> = self
-            .services
-            .workers
-            .registry()
-            .list()
-            .into_iter()
-            .map(|w| w.record.id)
-            .collect();
-        let mut tasks: Vec<String> = self
-            .services
-            .lifecycle
-            .active_tasks()
-            .keys()
-            .cloned()
-            .collect();
-        tasks.extend(self.services.lifecycle.recent_task_ids());
+        let (workers, tasks) = self.ids();
         let (start, found) = complete(&line[..pos], &workers, &tasks);
         Ok((
             start,

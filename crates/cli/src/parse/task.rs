@@ -1,12 +1,24 @@
 //! The `task` command: its clap arguments, the value parsers that check each
-//! option, and the step from the parsed words to a [`TaskRequest`].
+//! option, and the step from the parsed words to a [`TaskSubmission`].
 
 use super::usage_error;
-use crate::core::tasks::{MAX_RETRIES, Placement, TaskRequest};
-use crate::store::{ContainerOptions, Limits, MountKind, MountRecord, PullPolicy};
 use clap::error::{ContextKind, ContextValue, ErrorKind};
 use cloudai_common::units::{parse_duration, parse_size};
-use std::collections::BTreeMap;
+use cloudai_common::validate::MAX_RETRIES;
+use cloudai_proto::v1::mount::Kind as MountKind;
+use cloudai_proto::v1::{
+    ContainerOptions, Mount as MountRecord, PullPolicy, ResourceLimits as Limits,
+    SubmitTaskRequest, Task,
+};
+
+/// A task to submit, and whether to follow it until it ends.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TaskSubmission {
+    /// What goes to `SubmitTask`.
+    pub request: SubmitTaskRequest,
+    /// `--follow`: stream its output, then end with its exit code.
+    pub follow: bool,
+}
 
 /// `task <worker|auto> <image> [options] [--] [command…]`. Option values may
 /// start with `-` (`--cpus -1` is out of range, not a missing value); the
@@ -16,6 +28,9 @@ use std::collections::BTreeMap;
 pub(super) struct TaskArgs {
     /// Worker id, or `auto` to let the master pick one.
     target: String,
+    /// Follow the task's output until it ends (exit with its exit code).
+    #[arg(short = 'f', long)]
+    follow: bool,
     /// Container image.
     image: String,
     #[arg(long, value_name = "N", allow_hyphen_values = true, value_parser = parse_cpus)]
@@ -71,7 +86,7 @@ impl TaskArgs {
     /// The request these arguments describe. `words` is the whole line, which
     /// tells whether the command came after `--`: a command that starts with
     /// `--` without one is a mistyped option.
-    pub(super) fn into_request(self, words: &[String]) -> Result<TaskRequest, String> {
+    pub(super) fn into_submission(self, words: &[String]) -> Result<TaskSubmission, String> {
         if let Some(first) = self.command.first()
             && first.starts_with("--")
         {
@@ -97,31 +112,40 @@ impl TaskArgs {
                 limits.gpu_device_ids = ids;
             }
         }
-        Ok(TaskRequest {
-            placement: if self.target == "auto" {
-                Placement::Auto
-            } else {
-                Placement::Worker(super::worker_id(&self.target)?)
-            },
+        let worker_id = if self.target == "auto" {
+            String::new()
+        } else {
+            super::worker_id(&self.target)?.to_string()
+        };
+        let options = ContainerOptions {
+            shm_size_bytes: self.shm_size.unwrap_or(0),
+            user: self.user.unwrap_or_default(),
+            workdir: self.workdir.unwrap_or_default(),
+            mounts: self.volumes.into_iter().chain(self.tmpfs).collect(),
+            labels: self.labels.into_iter().collect(),
+            network: self.network.unwrap_or_default(),
+            ipc: self.ipc.unwrap_or_default(),
+            pull: self.pull.unwrap_or(PullPolicy::Missing) as i32,
+            pull_timeout_seconds: self.pull_timeout.unwrap_or(0),
+            secret_env: self.secrets.into_iter().collect(),
+        };
+        let task = Task {
             image: self.image,
             command: self.command,
-            env: self.env.into_iter().collect::<BTreeMap<_, _>>(),
-            limits,
+            env: self.env.into_iter().collect(),
+            limits: Some(limits),
             timeout_seconds: self.timeout.unwrap_or(0),
-            priority: self.priority.unwrap_or(0),
-            max_retries: self.retries.unwrap_or(0),
-            options: ContainerOptions {
-                shm_size_bytes: self.shm_size.unwrap_or(0),
-                user: self.user.unwrap_or_default(),
-                workdir: self.workdir.unwrap_or_default(),
-                mounts: self.volumes.into_iter().chain(self.tmpfs).collect(),
-                labels: self.labels.into_iter().collect(),
-                network: self.network.unwrap_or_default(),
-                ipc: self.ipc.unwrap_or_default(),
-                pull: self.pull.unwrap_or_default(),
-                pull_timeout_seconds: self.pull_timeout.unwrap_or(0),
-                secret_env: self.secrets.into_iter().collect(),
+            options: (options != ContainerOptions::default()).then_some(options),
+            ..Task::default()
+        };
+        Ok(TaskSubmission {
+            request: SubmitTaskRequest {
+                task: Some(task),
+                worker_id,
+                priority: self.priority.unwrap_or(0),
+                max_retries: self.retries.unwrap_or(0),
             },
+            follow: self.follow,
         })
     }
 }
@@ -183,9 +207,9 @@ fn parse_volume(text: &str) -> Result<MountRecord, String> {
     };
     Ok(MountRecord {
         kind: if source.starts_with('/') {
-            MountKind::HostPath
+            MountKind::HostPath as i32
         } else {
-            MountKind::Volume
+            MountKind::Volume as i32
         },
         source: source.to_string(),
         target: target.to_string(),
@@ -204,7 +228,7 @@ fn parse_tmpfs(text: &str) -> Result<MountRecord, String> {
         None => (text, 0),
     };
     Ok(MountRecord {
-        kind: MountKind::Tmpfs,
+        kind: MountKind::Tmpfs as i32,
         source: String::new(),
         target: target.to_string(),
         read_only: false,

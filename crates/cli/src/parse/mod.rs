@@ -6,9 +6,10 @@
 mod grammar;
 mod task;
 
-use crate::core::tasks::TaskRequest;
-use crate::store::TaskState;
+pub use task::TaskSubmission;
+
 use cloudai_common::ids::{TaskId, WorkerId};
+use cloudai_proto::v1::TaskStatus;
 
 /// One parsed REPL command.
 #[derive(Debug, Clone, PartialEq)]
@@ -44,21 +45,20 @@ pub enum Command {
         id: WorkerId,
     },
     /// `task <worker|auto> <image> [options] [--] [command…]`.
-    Task(Box<TaskRequest>),
-    /// `tasks [--state S]`.
-    Tasks {
-        /// Only tasks in this state.
-        state: Option<TaskState>,
-    },
+    Task(Box<TaskSubmission>),
+    /// `tasks [--state S] [--worker W] [--owner U] [--newest] [--limit N]`.
+    Tasks(TaskFilter),
     /// `monitor <task>`: follow a running task's logs, or print a finished one's.
     Monitor {
         /// Task id.
         task_id: TaskId,
     },
-    /// `logs <task>`: stored logs of a task.
+    /// `logs <task> [-f]`: stored logs of a task, or (`-f`) its live output.
     Logs {
         /// Task id.
         task_id: TaskId,
+        /// Follow it live until it ends.
+        follow: bool,
     },
     /// `cancel <task>`.
     Cancel {
@@ -86,10 +86,12 @@ pub enum Command {
         /// User name.
         name: String,
     },
-    /// `token create <user>`.
+    /// `token create <user> [--expires DUR]`.
     TokenCreate {
         /// User name.
         user: String,
+        /// How long the token works (`None`: until revoked).
+        expires: Option<std::time::Duration>,
     },
     /// `token revoke <token-id>`.
     TokenRevoke {
@@ -115,6 +117,21 @@ pub enum Command {
     },
     /// `exit`: stop the master.
     Exit,
+}
+
+/// Which tasks `tasks` lists.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TaskFilter {
+    /// Only tasks in this state.
+    pub state: Option<TaskStatus>,
+    /// Only tasks of this worker.
+    pub worker: Option<String>,
+    /// Only tasks this user submitted.
+    pub owner: Option<String>,
+    /// Newest first (default: oldest first).
+    pub newest_first: bool,
+    /// At most this many.
+    pub limit: Option<u32>,
 }
 
 /// Name, usage and one-line description of every command.
@@ -151,13 +168,13 @@ pub const COMMANDS: &[(&str, &str, &str)] = &[
     ),
     (
         "task",
-        "task <worker|auto> <image> [--cpus N] [--memory SIZE] [--gpus N|all|UUID,...] [--env K=V]... [--secret ENV=NAME]... [--timeout DUR] [--priority N] [--retries N] [--shm-size SIZE] [--user USER] [--workdir PATH] [--volume NAME|/HOST:/PATH[:ro]]... [--tmpfs /PATH[:SIZE]]... [--label K=V]... [--network bridge|none|host] [--ipc private|host] [--pull missing|always|never] [--pull-timeout DUR] [--] [command...]",
-        "run a container task on a worker (or let the master pick one with auto)",
+        "task <worker|auto> <image> [--follow] [--cpus N] [--memory SIZE] [--gpus N|all|UUID,...] [--env K=V]... [--secret ENV=NAME]... [--timeout DUR] [--priority N] [--retries N] [--shm-size SIZE] [--user USER] [--workdir PATH] [--volume NAME|/HOST:/PATH[:ro]]... [--tmpfs /PATH[:SIZE]]... [--label K=V]... [--network bridge|none|host] [--ipc private|host] [--pull missing|always|never] [--pull-timeout DUR] [--] [command...]",
+        "run a container task on a worker (or let the master pick one with auto); --follow streams its output and ends with its exit code",
     ),
     (
         "tasks",
-        "tasks [--state STATE]",
-        "list tasks, newest last (states: queued assigned running completed failed cancelled timed_out lost)",
+        "tasks [--state STATE] [--worker ID] [--owner USER] [--newest] [--limit N]",
+        "list tasks, newest last (states: queued assigned running completed failed cancelled timed_out lost unknown)",
     ),
     (
         "monitor",
@@ -166,8 +183,8 @@ pub const COMMANDS: &[(&str, &str, &str)] = &[
     ),
     (
         "logs",
-        "logs <task>",
-        "print a finished task's whole stored output",
+        "logs <task> [-f]",
+        "print a finished task's whole stored output (-f: follow a running one live, like monitor)",
     ),
     (
         "cancel",
@@ -192,7 +209,7 @@ pub const COMMANDS: &[(&str, &str, &str)] = &[
     ),
     (
         "token",
-        "token create <user> | token revoke <token-id>",
+        "token create <user> [--expires DUR] | token revoke <token-id>",
         "create an API token (shown once) or revoke one",
     ),
     (
@@ -205,7 +222,11 @@ pub const COMMANDS: &[(&str, &str, &str)] = &[
         "secret set <name> [--registry HOST] | secret remove <name>",
         "set a secret (the value is read next, not echoed; with --registry it is USER:PASSWORD for that registry) or remove one",
     ),
-    ("exit", "exit", "stop the master (Ctrl-D does the same)"),
+    (
+        "exit",
+        "exit",
+        "leave the REPL; at the master's own console this stops the master (Ctrl-D does the same)",
+    ),
 ];
 
 /// Usage line of a command.
@@ -253,6 +274,12 @@ impl PartialEq<String> for ParseError {
     fn eq(&self, other: &String) -> bool {
         self.0 == *other
     }
+}
+
+/// The grammar as a clap command (for completion scripts).
+pub fn grammar_command() -> clap::Command {
+    use clap::CommandFactory;
+    grammar::Repl::command()
 }
 
 /// Parses one REPL line.
@@ -324,12 +351,40 @@ mod tests {
     fn worker(id: &str) -> WorkerId {
         WorkerId::parse("worker", id).unwrap()
     }
-    use crate::core::tasks::Placement;
+    use cloudai_proto::v1::{ContainerOptions, ResourceLimits};
 
-    fn task(line: &str) -> TaskRequest {
-        match parse(line).unwrap() {
-            Command::Task(request) => *request,
+    /// A parsed `task` line, flattened for the assertions.
+    struct Flat {
+        placement: String,
+        image: String,
+        command: Vec<String>,
+        env: std::collections::HashMap<String, String>,
+        limits: ResourceLimits,
+        timeout_seconds: u64,
+        priority: i32,
+        max_retries: u32,
+        options: ContainerOptions,
+        follow: bool,
+    }
+
+    fn task(line: &str) -> Flat {
+        let submission = match parse(line).unwrap() {
+            Command::Task(submission) => *submission,
             other => panic!("expected a task, got {other:?}"),
+        };
+        let request = submission.request;
+        let task = request.task.unwrap();
+        Flat {
+            placement: request.worker_id,
+            image: task.image,
+            command: task.command,
+            env: task.env,
+            limits: task.limits.unwrap_or_default(),
+            timeout_seconds: task.timeout_seconds,
+            priority: request.priority,
+            max_retries: request.max_retries,
+            options: task.options.unwrap_or_default(),
+            follow: submission.follow,
         }
     }
 
@@ -389,7 +444,15 @@ mod tests {
         assert_eq!(
             parse("logs t-1").unwrap(),
             Command::Logs {
-                task_id: TaskId::parse("t", "t-1").unwrap()
+                task_id: TaskId::parse("t", "t-1").unwrap(),
+                follow: false
+            }
+        );
+        assert_eq!(
+            parse("logs -f t-1").unwrap(),
+            Command::Logs {
+                task_id: TaskId::parse("t", "t-1").unwrap(),
+                follow: true
             }
         );
         assert_eq!(
@@ -398,12 +461,26 @@ mod tests {
                 task_id: TaskId::parse("t", "t-1").unwrap()
             }
         );
-        assert_eq!(parse("tasks").unwrap(), Command::Tasks { state: None });
+        assert_eq!(
+            parse("tasks").unwrap(),
+            Command::Tasks(TaskFilter::default())
+        );
         assert_eq!(
             parse("tasks --state failed").unwrap(),
-            Command::Tasks {
-                state: Some(TaskState::Failed)
-            }
+            Command::Tasks(TaskFilter {
+                state: Some(TaskStatus::Failed),
+                ..TaskFilter::default()
+            })
+        );
+        assert_eq!(
+            parse("tasks --worker w1 --owner ana --newest --limit 5").unwrap(),
+            Command::Tasks(TaskFilter {
+                worker: Some("w1".into()),
+                owner: Some("ana".into()),
+                newest_first: true,
+                limit: Some(5),
+                ..TaskFilter::default()
+            })
         );
         assert_eq!(parse("exit").unwrap(), Command::Exit);
         assert_eq!(
@@ -425,7 +502,22 @@ mod tests {
         );
         assert_eq!(
             parse("token create ana").unwrap(),
-            Command::TokenCreate { user: "ana".into() }
+            Command::TokenCreate {
+                user: "ana".into(),
+                expires: None
+            }
+        );
+        assert_eq!(
+            parse("token create ana --expires 30d").unwrap(),
+            Command::TokenCreate {
+                user: "ana".into(),
+                expires: Some(std::time::Duration::from_secs(30 * 86_400))
+            }
+        );
+        assert!(
+            parse("token create ana --expires soon")
+                .unwrap_err()
+                .starts_with("--expires:")
         );
         assert_eq!(
             parse("token revoke ab12cd34").unwrap(),
@@ -441,7 +533,7 @@ mod tests {
             "task w1 busybox --cpus 1.5 --memory 512m --gpus 2 --env A=1 --env B=x=y --timeout 90s --priority 5 --retries 2 -- sh -c 'echo hi; exit 3'",
         );
         assert_eq!((request.priority, request.max_retries), (5, 2));
-        assert_eq!(request.placement, Placement::Worker(worker("w1")));
+        assert_eq!(request.placement, "w1");
         assert_eq!(request.image, "busybox");
         assert_eq!(request.limits.nano_cpus, 1_500_000_000);
         assert_eq!(request.limits.memory_bytes, 512 << 20);
@@ -458,7 +550,10 @@ mod tests {
         assert_eq!(request.options.shm_size_bytes, 8 << 30);
         assert_eq!(request.options.user, "1000:1000");
         assert_eq!(request.options.workdir, "/ws");
-        assert!(task("task auto img").options.is_default());
+        assert_eq!(task("task auto img").options, ContainerOptions::default());
+        assert!(task("task auto img --follow").follow);
+        assert!(task("run auto img -f -- true").follow);
+        assert!(!task("task auto img -- -f").follow);
         assert!(
             parse("task auto img --shm-size lots")
                 .unwrap_err()
@@ -469,7 +564,7 @@ mod tests {
     #[test]
     fn task_command_without_separator_and_gpu_forms() {
         let request = task("task auto busybox echo --not-an-option");
-        assert_eq!(request.placement, Placement::Auto);
+        assert_eq!(request.placement, "");
         assert_eq!(request.command, vec!["echo", "--not-an-option"]);
         assert_eq!(task("task auto img --gpus all").limits.gpu_count, -1);
         let by_uuid = task("task auto img --gpus GPU-a,GPU-b");
@@ -500,6 +595,7 @@ mod tests {
             ("task w1 img --retries 1000", "not a count"),
             ("task w1 img --bogus 1", "unknown option"),
             ("tasks --state sleeping", "unknown state"),
+            ("tasks --limit 0", "--limit"),
             ("monitor", "usage: monitor <task>"),
             ("help nope", "unknown command"),
             ("status now", "usage: status"),
@@ -520,7 +616,7 @@ mod tests {
     #[test]
     fn options_go_anywhere_before_the_command() {
         let request = task("task --cpus 2 w1 img -m 1g echo --cpus 3 -e A=1");
-        assert_eq!(request.placement, Placement::Worker(worker("w1")));
+        assert_eq!(request.placement, "w1");
         assert_eq!(request.image, "img");
         assert_eq!(request.limits.nano_cpus, 2_000_000_000);
         assert_eq!(request.limits.memory_bytes, 1 << 30);
@@ -609,7 +705,7 @@ mod tests {
             ),
             (
                 "tasks --state",
-                "unexpected arguments; usage: tasks [--state STATE]",
+                "unexpected arguments; usage: tasks [--state STATE] [--worker ID] [--owner USER] [--newest] [--limit N]",
             ),
             ("workers -h", "workers takes 0 arguments; usage: workers"),
             ("help a b", "too many arguments; usage: help [command]"),

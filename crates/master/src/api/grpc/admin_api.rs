@@ -1,0 +1,636 @@
+//! The `MasterAdmin` gRPC service: what the master's console does, for the
+//! `cloudai` CLI. Reads need a viewer token; changes to security state
+//! (workers, join tokens, users, tokens, secrets), and reading it, need an
+//! admin token. The console calls the same service in-process as the local
+//! admin (see [`super::caller`]).
+
+use super::agent_views::{millis_timestamp, progress_message, task_view_for};
+use super::caller;
+use crate::auth::Auth;
+use crate::auth::users::{Caller, Role};
+use crate::core::convert;
+use crate::core::events::{Event, EventBus};
+use crate::core::lifecycle::Lifecycle;
+use crate::core::registry::WorkerState;
+use crate::core::runtime::{Runtime, Settings};
+use crate::core::scheduler::Scheduler;
+use crate::core::secrets::Secrets;
+use crate::core::tasks::Tasks;
+use crate::core::workers::{Registration, Workers};
+use crate::error::{MasterError, MasterResult};
+use crate::services::{Services, Vitals};
+use crate::store::{Store, TaskRecord, TaskState, now_millis};
+use cloudai_common::ids::{TaskId, WorkerId};
+use cloudai_proto::v1::master_admin_server::{MasterAdmin, MasterAdminServer};
+use cloudai_proto::v1::task_output::Item;
+use cloudai_proto::v1::{
+    AddUserRequest, AddUserResponse, AdminRegisterWorkerRequest, AdminRegisterWorkerResponse,
+    ApiToken, ClusterStatus, CreateTokenRequest, CreateTokenResponse, GetStatusRequest,
+    IssueJoinTokenRequest, IssueJoinTokenResponse, JoinToken, ListCertificatesRequest,
+    ListCertificatesResponse, ListSecretsRequest, ListSecretsResponse, ListTasksRequest,
+    ListTasksResponse, ListUsersRequest, ListUsersResponse, RemoveSecretRequest,
+    RemoveSecretResponse, RemoveUserRequest, RemoveUserResponse, RevokeTokenRequest,
+    RevokeTokenResponse, Secret, SetSecretRequest, SetSecretResponse, StreamTaskOutputRequest,
+    TaskOutput, TaskStatus, UnregisterWorkerRequest, UnregisterWorkerResponse, User, WhoAmIRequest,
+    WhoAmIResponse, WorkerCertificate,
+};
+use futures::StreamExt;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status};
+
+/// Most tasks one `ListTasks` answer holds.
+pub const MAX_LIST_TASKS: u32 = 10_000;
+/// What `ListTasks` answers without a limit.
+pub const DEFAULT_LIST_TASKS: u32 = 1_000;
+/// How long a followed task's final state may take after its output ends.
+const FINAL_STATE_WAIT: Duration = Duration::from_secs(30);
+
+/// The `MasterAdmin` implementation.
+pub struct AdminGrpc {
+    auth: Auth,
+    settings: Settings,
+    runtime: Runtime,
+    store: Arc<dyn Store>,
+    events: EventBus,
+    lifecycle: Lifecycle,
+    workers: Workers,
+    tasks: Tasks,
+    scheduler: Scheduler,
+    secrets: Secrets,
+    vitals: Vitals,
+}
+
+impl AdminGrpc {
+    /// The service over the master's services.
+    pub fn new(services: &Services) -> Self {
+        Self {
+            auth: services.auth.clone(),
+            settings: services.settings.clone(),
+            runtime: services.runtime.clone(),
+            store: services.store.clone(),
+            events: services.events.clone(),
+            lifecycle: services.lifecycle.clone(),
+            workers: services.workers.clone(),
+            tasks: services.tasks.clone(),
+            scheduler: services.scheduler.clone(),
+            secrets: services.secrets.clone(),
+            vitals: services.vitals.clone(),
+        }
+    }
+
+    /// A tonic service, with message size limits.
+    pub fn service(services: &Services) -> MasterAdminServer<Self> {
+        MasterAdminServer::new(Self::new(services))
+            .max_decoding_message_size(crate::api::grpc::worker_api::MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(crate::api::grpc::worker_api::MAX_MESSAGE_BYTES)
+    }
+
+    fn authorize<T>(&self, request: &Request<T>, role: Role) -> Result<Caller, Status> {
+        caller(&self.auth, request, role)
+    }
+
+    /// A task as `role` may see it, with its waiting reason and pull progress.
+    fn view(&self, task: &TaskRecord, role: Role) -> cloudai_proto::v1::TaskView {
+        let progress = self.lifecycle.progress(&task.id);
+        let mut view = task_view_for(task, role, progress.as_ref());
+        if task.state == TaskState::Queued {
+            view.waiting_reason = self.scheduler.waiting_reason(&task.id).unwrap_or_default();
+        }
+        view
+    }
+
+    fn join_token(&self, worker_id: &str, token: String) -> JoinToken {
+        let ttl = self.auth.join_token_ttl();
+        let address = self
+            .workers
+            .registry()
+            .get(worker_id)
+            .map(|w| w.record.address)
+            .unwrap_or_default();
+        let expires = now_millis().saturating_add(i64::try_from(ttl.as_millis()).unwrap_or(0));
+        JoinToken {
+            worker_id: worker_id.to_string(),
+            worker_address: address,
+            token,
+            expires_at: Some(millis_timestamp(expires)),
+            ttl_seconds: ttl.as_secs(),
+            master_address: self.workers.address_for_workers("<this-master-host>"),
+        }
+    }
+}
+
+fn worker_id(field: &'static str, value: &str) -> Result<WorkerId, Status> {
+    Ok(WorkerId::parse(field, value).map_err(MasterError::from)?)
+}
+
+#[tonic::async_trait]
+impl MasterAdmin for AdminGrpc {
+    async fn who_am_i(
+        &self,
+        request: Request<WhoAmIRequest>,
+    ) -> Result<Response<WhoAmIResponse>, Status> {
+        let caller = self.authorize(&request, Role::Viewer)?;
+        Ok(Response::new(WhoAmIResponse {
+            user: caller.user,
+            role: caller.role.as_str().into(),
+            token_expires_at: caller.expires_at.map(millis_timestamp),
+        }))
+    }
+
+    async fn get_status(
+        &self,
+        request: Request<GetStatusRequest>,
+    ) -> Result<Response<ClusterStatus>, Status> {
+        self.authorize(&request, Role::Viewer)?;
+        let (pending, active, inactive) = self.workers.registry().counts();
+        let tasks_by_state = self
+            .lifecycle
+            .task_counts()
+            .await?
+            .into_iter()
+            .filter(|(_, n)| *n > 0)
+            .map(|(state, n)| (state.as_str().to_string(), n as u64))
+            .collect();
+        Ok(Response::new(ClusterStatus {
+            workers_active: active as u32,
+            workers_inactive: inactive as u32,
+            workers_pending: pending as u32,
+            tasks_by_state,
+            store: self.vitals.store_description(),
+            store_error: self
+                .vitals
+                .store()
+                .await
+                .err()
+                .map_or(String::new(), |e| e.to_string()),
+            uptime_seconds: self.vitals.uptime().as_secs(),
+            placement_mode: self.settings.placement_mode.as_str().into(),
+            heartbeat_interval_ms: self.settings.heartbeat_interval.as_millis() as u64,
+            version: env!("CARGO_PKG_VERSION").into(),
+        }))
+    }
+
+    async fn list_tasks(
+        &self,
+        request: Request<ListTasksRequest>,
+    ) -> Result<Response<ListTasksResponse>, Status> {
+        let role = self.authorize(&request, Role::Viewer)?.role;
+        let filter = request.into_inner();
+        let state = match TaskStatus::try_from(filter.state) {
+            Ok(TaskStatus::Unspecified) => None,
+            Ok(status) => convert::task_state(status),
+            Err(_) => return Err(Status::invalid_argument("state: not a task status")),
+        };
+        if filter.limit > MAX_LIST_TASKS {
+            return Err(Status::invalid_argument(format!(
+                "limit: {} is more than the {MAX_LIST_TASKS} one answer holds",
+                filter.limit
+            )));
+        }
+        let limit = if filter.limit == 0 {
+            DEFAULT_LIST_TASKS
+        } else {
+            filter.limit
+        } as usize;
+        let mut tasks: Vec<TaskRecord> = self
+            .store
+            .list_tasks()
+            .await
+            .map_err(MasterError::from)?
+            .into_iter()
+            .filter(|t| state.is_none_or(|s| t.state == s))
+            .filter(|t| {
+                filter.worker_id.is_empty() || t.worker_id.as_deref() == Some(&filter.worker_id)
+            })
+            .filter(|t| filter.owner.is_empty() || t.owner == filter.owner)
+            .collect();
+        tasks.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
+        if filter.newest_first {
+            tasks.reverse();
+        }
+        let matched = tasks.len() as u64;
+        let tasks = tasks
+            .iter()
+            .take(limit)
+            .map(|t| self.view(t, role))
+            .collect();
+        Ok(Response::new(ListTasksResponse { tasks, matched }))
+    }
+
+    type StreamTaskOutputStream = ReceiverStream<Result<TaskOutput, Status>>;
+
+    async fn stream_task_output(
+        &self,
+        request: Request<StreamTaskOutputRequest>,
+    ) -> Result<Response<Self::StreamTaskOutputStream>, Status> {
+        let caller = self.authorize(&request, Role::Viewer)?;
+        let revoked = self
+            .auth
+            .revoked(super::bearer(&request).map(str::to_string), Role::Viewer);
+        let ask = request.into_inner();
+        let task_id = TaskId::parse("task_id", &ask.task_id).map_err(MasterError::from)?;
+        // Subscribed before the first read, so no state change falls between.
+        let events = self.events.subscribe();
+        let task = self.tasks.task(&task_id).await?;
+        if !task.state.is_terminal() && !ask.follow {
+            return Err(MasterError::FailedPrecondition(format!(
+                "task '{task_id}' is {}; its output is stored when it ends: follow it live (`logs -f {task_id}`)",
+                task.state
+            ))
+            .into());
+        }
+        let (tx, rx) = mpsc::channel(64);
+        let follower = Follower {
+            admin: self.clone_handles(),
+            role: caller.role,
+            task_id,
+            tx,
+        };
+        let shutdown = self.runtime.shutdown.clone();
+        self.runtime.tracker.spawn(async move {
+            let tx = follower.tx.clone();
+            let outcome = tokio::select! {
+                _ = shutdown.cancelled() => Err(Status::unavailable("the master is stopping")),
+                _ = revoked => Err(Status::unauthenticated("the API token was revoked")),
+                _ = tx.closed() => return,
+                outcome = follower.run(task, events) => outcome,
+            };
+            if let Err(status) = outcome {
+                let _ = tx.send(Err(status)).await;
+            }
+        });
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+
+    async fn register_worker(
+        &self,
+        request: Request<AdminRegisterWorkerRequest>,
+    ) -> Result<Response<AdminRegisterWorkerResponse>, Status> {
+        self.authorize(&request, Role::Admin)?;
+        let ask = request.into_inner();
+        let id = worker_id("worker_id", &ask.worker_id)?;
+        let mut answer = AdminRegisterWorkerResponse::default();
+        match self.workers.register(&id, &ask.address).await? {
+            Registration::Existing(state) => {
+                answer.already_registered = true;
+                answer.state = state.as_str().into();
+            }
+            Registration::Added => {
+                answer.state = WorkerState::Pending.as_str().into();
+                if let Some(token) = self.auth.issue_join_token(&id).await? {
+                    answer.join_token = Some(self.join_token(&id, token));
+                } else {
+                    match self.workers.invite(&id, &ask.address).await {
+                        Ok(()) => answer.invited = true,
+                        Err(reason) => answer.invite_error = reason.to_string(),
+                    }
+                }
+            }
+        }
+        Ok(Response::new(answer))
+    }
+
+    async fn unregister_worker(
+        &self,
+        request: Request<UnregisterWorkerRequest>,
+    ) -> Result<Response<UnregisterWorkerResponse>, Status> {
+        self.authorize(&request, Role::Admin)?;
+        let id = worker_id("worker_id", &request.get_ref().worker_id)?;
+        self.workers.unregister(&id).await?;
+        Ok(Response::new(UnregisterWorkerResponse {}))
+    }
+
+    async fn issue_join_token(
+        &self,
+        request: Request<IssueJoinTokenRequest>,
+    ) -> Result<Response<IssueJoinTokenResponse>, Status> {
+        self.authorize(&request, Role::Admin)?;
+        let id = worker_id("worker_id", &request.get_ref().worker_id)?;
+        let token = self.auth.issue_join_token(&id).await?;
+        Ok(Response::new(IssueJoinTokenResponse {
+            join_token: token.map(|token| self.join_token(&id, token)),
+        }))
+    }
+
+    async fn list_certificates(
+        &self,
+        request: Request<ListCertificatesRequest>,
+    ) -> Result<Response<ListCertificatesResponse>, Status> {
+        self.authorize(&request, Role::Admin)?;
+        if self.auth.pki().is_none() {
+            return Ok(Response::new(ListCertificatesResponse {
+                insecure: true,
+                workers: vec![],
+            }));
+        }
+        let workers = self
+            .workers
+            .registry()
+            .list()
+            .into_iter()
+            .map(|w| WorkerCertificate {
+                worker_id: w.record.id,
+                fingerprint: w.record.cert_fingerprint.unwrap_or_default(),
+                expires_at: w
+                    .record
+                    .cert_expires_at
+                    .map(|s| millis_timestamp(s.saturating_mul(1000))),
+                join_token_expires_at: w.record.join_token_expires_at.map(millis_timestamp),
+            })
+            .collect();
+        Ok(Response::new(ListCertificatesResponse {
+            insecure: false,
+            workers,
+        }))
+    }
+
+    async fn list_users(
+        &self,
+        request: Request<ListUsersRequest>,
+    ) -> Result<Response<ListUsersResponse>, Status> {
+        self.authorize(&request, Role::Admin)?;
+        let users = self
+            .auth
+            .users()
+            .await?
+            .into_iter()
+            .map(|user| User {
+                tokens: user
+                    .tokens
+                    .iter()
+                    .map(|t| ApiToken {
+                        id: t.id.clone(),
+                        created_at: Some(millis_timestamp(t.created_at)),
+                        expires_at: t.expires_at.map(millis_timestamp),
+                        last_used_at: self.auth.token_last_used(&t.id).map(millis_timestamp),
+                    })
+                    .collect(),
+                name: user.name,
+                role: user.role,
+                created_at: Some(millis_timestamp(user.created_at)),
+            })
+            .collect();
+        Ok(Response::new(ListUsersResponse { users }))
+    }
+
+    async fn add_user(
+        &self,
+        request: Request<AddUserRequest>,
+    ) -> Result<Response<AddUserResponse>, Status> {
+        self.authorize(&request, Role::Admin)?;
+        let ask = request.get_ref();
+        let role = self.auth.add_user(&ask.name, &ask.role).await?;
+        Ok(Response::new(AddUserResponse {
+            role: role.as_str().into(),
+        }))
+    }
+
+    async fn remove_user(
+        &self,
+        request: Request<RemoveUserRequest>,
+    ) -> Result<Response<RemoveUserResponse>, Status> {
+        self.authorize(&request, Role::Admin)?;
+        self.auth.remove_user(&request.get_ref().name).await?;
+        Ok(Response::new(RemoveUserResponse {}))
+    }
+
+    async fn create_token(
+        &self,
+        request: Request<CreateTokenRequest>,
+    ) -> Result<Response<CreateTokenResponse>, Status> {
+        self.authorize(&request, Role::Admin)?;
+        let ask = request.get_ref();
+        let lifetime =
+            (ask.expires_in_seconds > 0).then(|| Duration::from_secs(ask.expires_in_seconds));
+        let created = self.auth.create_token(&ask.user, lifetime).await?;
+        Ok(Response::new(CreateTokenResponse {
+            token: created.token,
+            id: created.id,
+            expires_at: created.expires_at.map(millis_timestamp),
+        }))
+    }
+
+    async fn revoke_token(
+        &self,
+        request: Request<RevokeTokenRequest>,
+    ) -> Result<Response<RevokeTokenResponse>, Status> {
+        self.authorize(&request, Role::Admin)?;
+        let user = self.auth.revoke_token(&request.get_ref().token_id).await?;
+        Ok(Response::new(RevokeTokenResponse { user }))
+    }
+
+    async fn list_secrets(
+        &self,
+        request: Request<ListSecretsRequest>,
+    ) -> Result<Response<ListSecretsResponse>, Status> {
+        self.authorize(&request, Role::Admin)?;
+        let secrets = self
+            .secrets
+            .list()
+            .await?
+            .into_iter()
+            .map(|s| Secret {
+                name: s.name,
+                registry: s.registry.unwrap_or_default(),
+                updated_at: Some(millis_timestamp(s.updated_at)),
+            })
+            .collect();
+        Ok(Response::new(ListSecretsResponse { secrets }))
+    }
+
+    async fn set_secret(
+        &self,
+        request: Request<SetSecretRequest>,
+    ) -> Result<Response<SetSecretResponse>, Status> {
+        self.authorize(&request, Role::Admin)?;
+        let ask = request.into_inner();
+        let registry = (!ask.registry.is_empty()).then_some(ask.registry.as_str());
+        let replaced = self.secrets.set(&ask.name, &ask.value, registry).await?;
+        Ok(Response::new(SetSecretResponse { replaced }))
+    }
+
+    async fn remove_secret(
+        &self,
+        request: Request<RemoveSecretRequest>,
+    ) -> Result<Response<RemoveSecretResponse>, Status> {
+        self.authorize(&request, Role::Admin)?;
+        self.secrets.remove(&request.get_ref().name).await?;
+        Ok(Response::new(RemoveSecretResponse {}))
+    }
+}
+
+/// What following a task's output needs.
+#[derive(Clone)]
+struct Handles {
+    lifecycle: Lifecycle,
+    tasks: Tasks,
+    scheduler: Scheduler,
+}
+
+impl AdminGrpc {
+    fn clone_handles(&self) -> Handles {
+        Handles {
+            lifecycle: self.lifecycle.clone(),
+            tasks: self.tasks.clone(),
+            scheduler: self.scheduler.clone(),
+        }
+    }
+}
+
+/// Sends one task's output down a stream: stored, or live until it ends.
+struct Follower {
+    admin: Handles,
+    role: Role,
+    task_id: TaskId,
+    tx: mpsc::Sender<Result<TaskOutput, Status>>,
+}
+
+type Events = tokio::sync::broadcast::Receiver<Arc<crate::core::events::Envelope>>;
+
+impl Follower {
+    async fn send(&self, item: Item) -> Result<(), Status> {
+        self.tx
+            .send(Ok(TaskOutput { item: Some(item) }))
+            .await
+            .map_err(|_| Status::cancelled("the client went away"))
+    }
+
+    fn view(&self, task: &TaskRecord) -> cloudai_proto::v1::TaskView {
+        let progress = self.admin.lifecycle.progress(&task.id);
+        task_view_for(task, self.role, progress.as_ref())
+    }
+
+    async fn run(self, mut task: TaskRecord, mut events: Events) -> Result<(), Status> {
+        // Until it is placed: why it waits, whenever that changes.
+        let mut said = String::new();
+        while matches!(
+            task.state,
+            TaskState::Queued | TaskState::Lost | TaskState::Unknown
+        ) {
+            let note = match task.state {
+                TaskState::Queued => format!(
+                    "waiting: {}",
+                    self.admin
+                        .scheduler
+                        .waiting_reason(&task.id)
+                        .unwrap_or_else(|| "in the queue".into())
+                ),
+                state => format!("{state}: waiting for the master to place it again"),
+            };
+            if note != said {
+                self.send(Item::Note(note.clone())).await?;
+                said = note;
+            }
+            // A state change, or a second to re-read the waiting reason.
+            let _ =
+                tokio::time::timeout(Duration::from_secs(1), changed(&mut events, &task.id)).await;
+            task = self.admin.tasks.task(&self.task_id).await?;
+        }
+        let mut live = false;
+        if !task.state.is_terminal() {
+            match self.admin.tasks.follow_logs(&task).await {
+                Ok(stream) => {
+                    self.follow(&task, stream, &mut events).await?;
+                    live = true;
+                }
+                // The attempt may have ended in between (its worker keeps no
+                // output of finished tasks): then the stored output follows.
+                Err(error) => tracing::debug!(task_id = %task.id, %error, "no live output"),
+            }
+            let deadline = tokio::time::Instant::now() + FINAL_STATE_WAIT;
+            match self
+                .admin
+                .lifecycle
+                .wait_until_final(&task.id, &mut events, deadline)
+                .await?
+            {
+                Some(ended) => task = ended,
+                None => {
+                    let now = self.admin.tasks.task(&self.task_id).await?;
+                    return Err(Status::deadline_exceeded(format!(
+                        "task {} is still {}: its worker has not reported yet",
+                        now.id, now.state
+                    )));
+                }
+            }
+        }
+        if !live {
+            self.stored(&task).await?;
+        }
+        self.send(Item::Finished(self.view(&task))).await
+    }
+
+    /// The live output of a placed task, with its pull's progress, until the
+    /// container's output ends.
+    async fn follow(
+        &self,
+        task: &TaskRecord,
+        mut stream: crate::core::worker_client::LogStream,
+        events: &mut Events,
+    ) -> Result<(), Status> {
+        if let Some(progress) = self.admin.lifecycle.progress(&task.id) {
+            let worker = task.worker_id.as_deref().unwrap_or_default();
+            self.send(Item::Progress(progress_message(
+                &task.id, worker, &progress,
+            )))
+            .await?;
+        }
+        loop {
+            tokio::select! {
+                event = events.recv() => {
+                    if let Ok(envelope) = event
+                        && let Event::TaskProgress { task_id, worker_id, progress, .. } = &envelope.event
+                        && task_id == task.id.as_str()
+                    {
+                        self.send(Item::Progress(progress_message(task_id, worker_id, progress))).await?;
+                    }
+                }
+                chunk = stream.next() => match chunk {
+                    Some(Ok(chunk)) => self.send(Item::Data(chunk.data)).await?,
+                    Some(Err(status)) => {
+                        self.send(Item::Note(format!("log stream ended: {}", status.message()))).await?;
+                        return Ok(());
+                    }
+                    None => return Ok(()),
+                },
+            }
+        }
+    }
+
+    /// A finished task's stored output.
+    async fn stored(&self, task: &TaskRecord) -> MasterResult<()> {
+        let Some(output) = self.admin.tasks.stored_output(task).await? else {
+            let _ = self.send(Item::Note("no output stored".into())).await;
+            return Ok(());
+        };
+        let mut pieces = std::pin::pin!(output.pieces());
+        while let Some(piece) = pieces.next().await {
+            if self.send(Item::Data(piece?)).await.is_err() {
+                return Ok(());
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Resolves when an event says `task_id` changed state (or events were missed).
+async fn changed(events: &mut Events, task_id: &str) {
+    loop {
+        match events.recv().await {
+            Ok(envelope) => {
+                if let Event::TaskState { task_id: id, .. } = &envelope.event
+                    && id == task_id
+                {
+                    return;
+                }
+            }
+            Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => return,
+            Err(tokio::sync::broadcast::error::RecvError::Closed) => {
+                std::future::pending::<()>().await
+            }
+        }
+    }
+}
