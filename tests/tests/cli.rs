@@ -230,6 +230,56 @@ fn an_operator_runs_the_cluster_from_their_own_machine() {
     let completion = cli.ok(&["completion", "bash"]);
     assert!(completion.contains("cloudai") && completion.contains("join-token"));
 
+    // A running task followed live, watched, then cancelled.
+    let long = cli.ok(&[
+        "task",
+        &worker.id,
+        TEST_IMAGE,
+        "--",
+        "sh",
+        "-c",
+        "echo started; sleep 60",
+    ]);
+    let long = word_after(&long, "task ").to_string();
+    let mut follow = cli
+        .command(&["logs", "-f", &long])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut watch = cli
+        .command(&["status", "--watch"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let first_line = |child: &mut std::process::Child, needle: &str| {
+        use std::io::BufRead;
+        let out = child.stdout.take().unwrap();
+        let mut lines = std::io::BufReader::new(out).lines();
+        let found = lines
+            .by_ref()
+            .map_while(Result::ok)
+            .any(|l| l.contains(needle));
+        assert!(found, "no `{needle}`");
+        lines
+    };
+    let _follow_rest = first_line(&mut follow, "started");
+    let _watch_rest = first_line(&mut watch, "redraws every");
+    // Ctrl-C stops a live view; the task keeps running.
+    let interrupted = Command::new("kill")
+        .args(["-INT", &watch.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(interrupted.success());
+    let watched = watch.wait().unwrap();
+    assert_eq!(watched.code(), Some(0), "Ctrl-C ends --watch cleanly");
+    assert!(cli.ok(&["cancel", &long]).contains("stop requested from"));
+    let followed = follow.wait().unwrap();
+    assert!(followed.success(), "logs -f ends when the task does");
+    assert!(
+        cli.ok(&["monitor", &long])
+            .contains(&format!("task {long} cancelled"))
+    );
+
     // Workers and certificates.
     let registered = cli.ok(&["register", "cli-extra", "127.0.0.1:1"]);
     assert!(
@@ -251,6 +301,10 @@ fn an_operator_runs_the_cluster_from_their_own_machine() {
     assert!(set.status.success(), "{}", stderr(&set));
     let secrets = cli.ok(&["secrets", "-o", "json"]);
     assert!(secrets.contains("cli-secret") && !secrets.contains("s3cr3t-value"));
+    assert!(
+        cli.ok(&["secret", "remove", "cli-secret"])
+            .contains("removed")
+    );
 
     // Users and tokens: roles, expiry, revocation.
     assert!(
@@ -297,6 +351,26 @@ fn an_operator_runs_the_cluster_from_their_own_machine() {
         revoked.contains("not valid (revoked or mistyped)"),
         "{revoked}"
     );
+    assert!(
+        cli.ok(&["user", "remove", "cli-viewer"])
+            .contains("removed")
+    );
+
+    // Contexts: a second one, switching, removing.
+    cli.ok(&[
+        "login", &addr, "--token", &admin, "--yes", "--name", "other",
+    ]);
+    assert!(cli.ok(&["context", "list"]).contains("* other"));
+    assert!(
+        cli.ok(&["context", "use", "lab"])
+            .contains("'lab' is current")
+    );
+    assert!(cli.ok(&["context", "remove", "other"]).contains("removed"));
+    assert!(
+        cli.fails(&["context", "use", "other"], 1)
+            .contains("no context 'other'")
+    );
+    assert!(cli.ok(&["--context", "lab", "whoami"]).contains("(admin)"));
 }
 
 #[test]
