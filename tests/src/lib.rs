@@ -467,6 +467,11 @@ impl Master {
         self.out.all()
     }
 
+    /// The process id (for its memory, or a signal).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// The master's log so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log_path).unwrap_or_default()
@@ -664,6 +669,11 @@ impl Worker {
                 ..WorkerOptions::default()
             },
         )
+    }
+
+    /// The process id (for its memory, or a signal).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// The worker's log so far.

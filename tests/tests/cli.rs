@@ -190,15 +190,46 @@ fn an_operator_runs_the_cluster_from_their_own_machine() {
     assert_eq!(run.status.code(), Some(0), "{}", stderr(&run));
     assert!(stdout(&run).contains("queued-then-run"));
 
+    // Queued, then placed: the output is followed live, not printed at the end.
+    let mut live = cli
+        .command(&[
+            "run",
+            "auto",
+            TEST_IMAGE,
+            "-f",
+            "--",
+            "sh",
+            "-c",
+            "echo early; sleep 4; echo late",
+        ])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(live.stdout.take().unwrap()).lines();
+    use std::io::BufRead;
+    assert!(lines.by_ref().map_while(Result::ok).any(|l| l == "early"));
+    let early = Instant::now();
+    assert!(lines.by_ref().map_while(Result::ok).any(|l| l == "late"));
+    assert!(
+        early.elapsed() > Duration::from_secs(2),
+        "`early` came live, before the end"
+    );
+    assert!(live.wait().unwrap().success());
+    // A container command's own flags stay its own, without `--`.
+    let own = cli.ok(&["run", "auto", TEST_IMAGE, "-f", "echo", "-o", "json", "-h"]);
+    assert!(own.contains("-o json -h"), "{own}");
+
     // The stored output, the task list and its filters.
     let logs = cli.ok(&["logs", &task]);
     assert!(logs.contains("from-the-laptop"), "{logs}");
     let tasks = json(&cli.ok(&["tasks", "--newest", "-o", "json"]));
     let listed = tasks.as_array().unwrap();
-    assert_eq!(listed.len(), 2, "{tasks}");
-    assert_eq!(listed[1]["id"], task.as_str(), "newest first");
-    assert_eq!(listed[1]["exit_code"], 3);
-    assert!(listed[1]["owner"].as_str().unwrap().starts_with("admin-"));
+    assert_eq!(listed.len(), 4, "{tasks}");
+    assert_eq!(listed[3]["id"], task.as_str(), "newest first");
+    assert_eq!(listed[3]["exit_code"], 3);
+    assert!(listed[3]["owner"].as_str().unwrap().starts_with("admin-"));
+    let newest = json(&cli.ok(&["tasks", "--limit", "1", "-o", "json"]));
+    assert_eq!(newest[0]["id"], listed[0]["id"], "a limit keeps the newest");
     assert!(cli.ok(&["tasks", "--owner", "nobody"]).contains("no tasks"));
     assert!(cli.ok(&["tasks", "--worker", &worker.id]).contains(&task));
 
@@ -272,7 +303,19 @@ fn an_operator_runs_the_cluster_from_their_own_machine() {
     assert!(interrupted.success());
     let watched = watch.wait().unwrap();
     assert_eq!(watched.code(), Some(0), "Ctrl-C ends --watch cleanly");
+    // The console follows it too, unmoved by token changes elsewhere.
+    let from = master.send(&format!("monitor {long}"));
+    master.wait_from(from, "started", WAIT);
+    cli.ok(&["user", "add", "cli-bystander", "viewer"]);
+    cli.ok(&["token", "create", "cli-bystander"]);
     assert!(cli.ok(&["cancel", &long]).contains("stop requested from"));
+    master.wait_from(from, &format!("task {long} cancelled"), WAIT);
+    assert!(
+        !master.output()[from..]
+            .iter()
+            .any(|l| l.contains("revoked")),
+        "the console's view ended with a token change"
+    );
     let followed = follow.wait().unwrap();
     assert!(followed.success(), "logs -f ends when the task does");
     assert!(
@@ -343,6 +386,18 @@ fn an_operator_runs_the_cluster_from_their_own_machine() {
     std::thread::sleep(Duration::from_millis(1500));
     let expired = cli.fails(&["--token", short, "status"], 1);
     assert!(expired.contains("the API token expired"), "{expired}");
+    // A stream opened with a token ends when the token expires.
+    let made = cli.ok(&["token", "create", "cli-viewer", "--expires", "3s"]);
+    let brief = made
+        .split_whitespace()
+        .find(|w| w.starts_with("cat1."))
+        .unwrap();
+    let sleeper = cli.ok(&["task", &worker.id, TEST_IMAGE, "--", "sleep", "60"]);
+    let sleeper = word_after(&sleeper, "task ").to_string();
+    let ended = cli.run(&["--token", brief, "logs", "-f", &sleeper]);
+    assert_eq!(ended.status.code(), Some(1), "{}", stderr(&ended));
+    assert!(stderr(&ended).contains("revoked"), "{}", stderr(&ended));
+    cli.ok(&["cancel", &sleeper]);
     let token_id = viewer.split('.').nth(1).unwrap();
     assert!(cli.ok(&["token", "revoke", token_id]).contains("revoked"));
     let args = as_viewer(&["status"]);
@@ -380,6 +435,13 @@ fn it_says_what_to_do_when_the_master_is_unreachable_or_untrusted() {
     let nowhere = format!("127.0.0.1:{}", free_port());
     let none = cli.fails(&["status"], 1);
     assert!(none.contains("cloudai login"), "{none}");
+    // Help needs no master; a token is never sent without a CA.
+    assert!(cli.ok(&["help", "task"]).contains("usage: cloudai task"));
+    let clear = cli.fails(
+        &["--master", "127.0.0.1:1", "--token", "cat1.a.b", "status"],
+        1,
+    );
+    assert!(clear.contains("no CA to check the master"), "{clear}");
     let down = cli.fails(&["--master", &nowhere, "status"], 1);
     assert!(
         down.contains(&format!("cannot reach the master at {nowhere}")),

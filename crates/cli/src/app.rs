@@ -195,7 +195,8 @@ pub fn main() -> ExitCode {
         }
     };
     match dispatch(cli, &runtime) {
-        Ok(code) => ExitCode::from(u8::try_from(code.clamp(0, 255)).unwrap_or(1)),
+        // A code outside 0–255 (Docker can report -1) is a failure, never 0.
+        Ok(code) => ExitCode::from(u8::try_from(code).unwrap_or(1)),
         Err(Exit::Usage(message)) => {
             eprintln!("error: {message}");
             ExitCode::from(2)
@@ -224,14 +225,15 @@ impl From<anyhow::Error> for Exit {
 /// Takes the global flags out of a command's words (up to a `--`, after
 /// which the words are a container command's): `cloudai tasks -o json`.
 fn take_globals(words: Vec<String>, global: &mut Global) -> Result<Vec<String>, Exit> {
-    let mut kept = Vec::with_capacity(words.len());
+    let end = command_start(&words);
+    let (words, container) = {
+        let mut words = words;
+        let container = words.split_off(end);
+        (words, container)
+    };
+    let mut kept = Vec::with_capacity(words.len() + container.len());
     let mut words = words.into_iter();
     while let Some(word) = words.next() {
-        if word == "--" {
-            kept.push(word);
-            kept.extend(words.by_ref());
-            break;
-        }
         let (flag, inline) = match word.split_once('=') {
             Some((flag, value)) if flag.starts_with("--") => {
                 (flag.to_string(), Some(value.to_string()))
@@ -269,7 +271,54 @@ fn take_globals(words: Vec<String>, global: &mut Global) -> Result<Vec<String>, 
             }
         }
     }
+    kept.extend(container);
     Ok(kept)
+}
+
+/// Where a `task` line's container command starts (its words belong to the
+/// container, flags and all): at `--`, or at the first word after the worker
+/// and the image that is not one of `task`'s options; the end for any other
+/// command.
+fn command_start(words: &[String]) -> usize {
+    if !matches!(words.first().map(String::as_str), Some("task" | "run")) {
+        return words.len();
+    }
+    let grammar = parse::grammar_command();
+    let Some(task) = grammar.find_subcommand("task") else {
+        return words.len();
+    };
+    let takes_value = |word: &str| {
+        task.get_arguments().any(|arg| {
+            let named = arg.get_long().is_some_and(|l| word == format!("--{l}"))
+                || arg.get_short().is_some_and(|c| word == format!("-{c}"));
+            named && arg.get_action().takes_values()
+        })
+    };
+    let mut positionals = 0;
+    let mut index = 1;
+    while index < words.len() {
+        let word = words[index].as_str();
+        if word == "--" {
+            return index;
+        }
+        if word.starts_with('-') {
+            // A global flag or one of task's; its value is the next word.
+            let global = matches!(
+                word,
+                "--context" | "--master" | "--token" | "--ca" | "--output" | "-o"
+            );
+            if (global || takes_value(word)) && !word.contains('=') {
+                index += 1;
+            }
+        } else {
+            positionals += 1;
+            if positionals > 2 {
+                return index;
+            }
+        }
+        index += 1;
+    }
+    words.len()
 }
 
 fn dispatch(mut cli: Cli, runtime: &tokio::runtime::Runtime) -> Result<i32, Exit> {
@@ -282,6 +331,13 @@ fn dispatch(mut cli: Cli, runtime: &tokio::runtime::Runtime) -> Result<i32, Exit
     };
     if is_help_request(&cli.words) {
         print_help(first)?;
+        return Ok(0);
+    }
+    // `help <command>` needs no master.
+    if let [help, topic] = cli.words.as_slice()
+        && help == "help"
+    {
+        print_help(topic)?;
         return Ok(0);
     }
     if matches!(
@@ -320,12 +376,10 @@ fn dispatch(mut cli: Cli, runtime: &tokio::runtime::Runtime) -> Result<i32, Exit
     runtime.block_on(run_one(&session, command))
 }
 
-/// `cloudai <command> --help` (before any `--` that starts a container command).
+/// `cloudai <command> --help` (before any container command).
 fn is_help_request(words: &[String]) -> bool {
-    words
+    words[1..command_start(words).max(1)]
         .iter()
-        .skip(1)
-        .take_while(|w| *w != "--")
         .any(|w| w == "--help" || w == "-h")
         || (words.len() == 1 && words[0] == "help")
 }
@@ -455,6 +509,12 @@ fn connect(master: &str, ca_pem: Option<&str>, token: Option<String>) -> Result<
                     .ca_certificate(Certificate::from_pem(pem))
                     .domain_name(host),
             )
+        }
+        // A token never crosses the network in the clear.
+        None if token.is_some() => {
+            return Err(Exit::Error(anyhow!(
+                "no CA to check the master at {master} with, and a token to send: `cloudai login {master}` (or --ca FILE); a master run with --insecure takes no token"
+            )));
         }
         None => None,
     };

@@ -76,12 +76,43 @@ impl Config {
     }
 
     /// Writes the config to `path`, readable by its owner only (it holds
-    /// tokens), replacing the old file in one step.
+    /// tokens), replacing the old file in one step. A directory it creates
+    /// for it is the owner's only too; an existing one is left as it is.
     pub fn save(&self, path: &Path) -> Result<(), ConfigError> {
+        use std::io::Write;
+        use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+        let fail = |what: &str, e: std::io::Error| {
+            ConfigError(format!("cannot {what} {}: {e}", path.display()))
+        };
         let text = serde_json::to_string_pretty(self)
             .map_err(|e| ConfigError(format!("cannot encode the config: {e}")))?;
-        cloudai_common::tls::write_private(path, &(text + "\n"))
-            .map_err(|e| ConfigError(format!("cannot write {}: {}", path.display(), e.0)))
+        let dir = match path.parent() {
+            Some(dir) if !dir.as_os_str().is_empty() => dir,
+            _ => Path::new("."),
+        };
+        if !dir.exists() {
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)
+                .map_err(|e| fail("create the directory of", e))?;
+        }
+        let name = path
+            .file_name()
+            .ok_or_else(|| ConfigError(format!("{} is not a file path", path.display())))?;
+        let tmp = dir.join(format!(".{}.tmp", name.to_string_lossy()));
+        let _ = std::fs::remove_file(&tmp);
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&tmp)
+            .map_err(|e| fail("write", e))?;
+        file.write_all(text.as_bytes())
+            .and_then(|()| file.write_all(b"\n"))
+            .and_then(|()| file.sync_all())
+            .map_err(|e| fail("write", e))?;
+        std::fs::rename(&tmp, path).map_err(|e| fail("write", e))
     }
 
     /// The context named `name`, or the current one.
@@ -125,6 +156,16 @@ mod tests {
             use std::os::unix::fs::PermissionsExt;
             let mode = std::fs::metadata(&path).unwrap().permissions().mode();
             assert_eq!(mode & 0o777, 0o600);
+        }
+        // An existing directory keeps its mode.
+        let shared = dir.path().join("shared");
+        std::fs::create_dir(&shared).unwrap();
+        config.save(&shared.join("c.json")).unwrap();
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&shared).unwrap().permissions().mode();
+            assert_ne!(mode & 0o777, 0o700);
         }
         let (name, context) = config.context(None).unwrap().unwrap();
         assert_eq!((name, context.master.as_str()), ("prod", "10.0.0.5:50051"));

@@ -325,7 +325,8 @@ pub async fn run(
             writeln!(out, "user {name} removed; their tokens no longer work")?
         }
         Command::TokenCreate { user, expires } => {
-            let seconds = expires.map_or(0, |d| d.as_secs().max(1));
+            // The grammar refuses less than a second; 0 means no expiry.
+            let seconds = expires.map_or(0, |d| d.as_secs());
             let created = client.create_token(&user, seconds).await?;
             let until = if created.expires_at.is_some() {
                 format!(

@@ -87,9 +87,9 @@ pub(crate) async fn output(
             item = stream.next() => item,
         };
         let Some(item) = item else {
-            return Err(Failure::Usage(format!(
-                "the output of {task_id} ended early: the master stopped; `monitor {task_id}` resumes"
-            )));
+            return Err(Failure::Api(tonic::Status::unavailable(format!(
+                "the output of {task_id} ended early (the master stopped?); `monitor {task_id}` resumes"
+            ))));
         };
         match item?.item {
             Some(Item::Data(data)) => {

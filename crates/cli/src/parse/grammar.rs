@@ -271,7 +271,14 @@ fn message(name: &str, typed: &str, positionals: usize, error: &clap::Error) -> 
 }
 
 fn parse_expires(text: &str) -> Result<std::time::Duration, String> {
-    cloudai_common::units::parse_duration(text).map_err(|e| format!("--expires: {e}"))
+    let lifetime =
+        cloudai_common::units::parse_duration(text).map_err(|e| format!("--expires: {e}"))?;
+    if lifetime < std::time::Duration::from_secs(1) {
+        return Err(format!(
+            "--expires: '{text}' is shorter than the 1s minimum"
+        ));
+    }
+    Ok(lifetime)
 }
 
 fn parse_state(text: &str) -> Result<TaskStatus, String> {

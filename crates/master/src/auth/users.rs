@@ -144,6 +144,18 @@ impl TokenIndex {
 
     /// The caller a token names at `now` (ms since epoch), noting its use.
     pub(crate) fn check(&self, token: &str, now: i64) -> Result<Caller, Refusal> {
+        let caller = self.find(token, now)?;
+        if let Some(id) = &caller.token_id {
+            self.last_used
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(id.clone(), now);
+        }
+        Ok(caller)
+    }
+
+    /// The caller a token names at `now`, without counting it as a use.
+    fn find(&self, token: &str, now: i64) -> Result<Caller, Refusal> {
         let mut parts = token.trim().splitn(3, '.');
         if parts.next() != Some("cat1") {
             return Err(Refusal::Invalid);
@@ -161,18 +173,12 @@ impl TokenIndex {
         {
             return Err(Refusal::Expired(at));
         }
-        let caller = Caller {
+        Ok(Caller {
             user: entry.user.clone(),
             role: entry.role,
             token_id: Some(id.to_string()),
             expires_at: entry.expires_at,
-        };
-        drop(index);
-        self.last_used
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(id.to_string(), now);
-        Ok(caller)
+        })
     }
 
     /// The caller a token names now, if it is valid.
@@ -327,8 +333,8 @@ impl Auth {
         )))
     }
 
-    /// Resolves once `token` no longer grants `required`: revoked, or its
-    /// user removed. Streams opened with the token end with it. Never
+    /// Resolves once `token` no longer grants `required`: revoked, its user
+    /// removed, or expired. Streams opened with the token end with it. Never
     /// resolves with `--insecure` (no tokens).
     pub fn revoked(
         &self,
@@ -342,16 +348,29 @@ impl Auth {
             if insecure {
                 return std::future::pending().await;
             }
-            loop {
-                if changes.changed().await.is_err() {
-                    return std::future::pending().await;
-                }
-                let still = token
+            let grants = || {
+                token
                     .as_deref()
-                    .and_then(|t| auth.tokens().lookup(t))
-                    .is_some_and(|caller| caller.role >= required);
-                if !still {
-                    return;
+                    .and_then(|t| auth.tokens().find(t, now_millis()).ok())
+                    .filter(|caller| caller.role >= required)
+            };
+            loop {
+                let Some(caller) = grants() else { return };
+                let expiry = async {
+                    match caller.expires_at {
+                        Some(at) => {
+                            // At most a day at a time: the loop looks again.
+                            let left = at.saturating_sub(now_millis()).clamp(0, 86_400_000);
+                            tokio::time::sleep(std::time::Duration::from_millis(left as u64)).await;
+                        }
+                        None => std::future::pending().await,
+                    }
+                };
+                tokio::select! {
+                    changed = changes.changed() => if changed.is_err() {
+                        return std::future::pending().await;
+                    },
+                    () = expiry => {}
                 }
             }
         }

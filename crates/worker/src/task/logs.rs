@@ -18,8 +18,15 @@ struct State {
     /// Every byte pushed, kept or not.
     total: u64,
     truncated: bool,
-    /// `None` once the task's output has ended.
-    live: Option<broadcast::Sender<LogChunk>>,
+    live: Live,
+}
+
+/// The live fan-out: made when the first follower comes (most tasks have
+/// none, and a channel holds `FOLLOWER_CAPACITY` slots), gone once the
+/// output ended.
+enum Live {
+    Open(Option<broadcast::Sender<LogChunk>>),
+    Ended,
 }
 
 /// Output of one task.
@@ -45,14 +52,13 @@ impl Default for LogBuffer {
 impl LogBuffer {
     /// An empty, open buffer.
     pub fn new() -> Self {
-        let (live, _) = broadcast::channel(FOLLOWER_CAPACITY);
         Self {
             state: Mutex::new(State {
                 chunks: VecDeque::new(),
                 bytes: 0,
                 total: 0,
                 truncated: false,
-                live: Some(live),
+                live: Live::Open(None),
             }),
         }
     }
@@ -64,8 +70,8 @@ impl LogBuffer {
     /// Appends a chunk and hands it to followers.
     pub fn push(&self, chunk: LogChunk) {
         let mut state = self.lock();
-        if let Some(live) = &state.live {
-            // No follower is fine.
+        if let Live::Open(Some(live)) = &state.live {
+            // No follower left is fine.
             let _ = live.send(chunk.clone());
         }
         state.bytes += chunk.data.len();
@@ -82,15 +88,23 @@ impl LogBuffer {
 
     /// Marks the output as ended; followers' streams finish.
     pub fn close(&self) {
-        self.lock().live = None;
+        self.lock().live = Live::Ended;
     }
 
     /// Backlog plus live receiver, atomically.
     pub fn subscribe(&self) -> Subscription {
-        let state = self.lock();
+        let mut state = self.lock();
+        let live = match &mut state.live {
+            Live::Open(sender) => Some(
+                sender
+                    .get_or_insert_with(|| broadcast::channel(FOLLOWER_CAPACITY).0)
+                    .subscribe(),
+            ),
+            Live::Ended => None,
+        };
         Subscription {
             backlog: state.chunks.iter().cloned().collect(),
-            live: state.live.as_ref().map(broadcast::Sender::subscribe),
+            live,
         }
     }
 

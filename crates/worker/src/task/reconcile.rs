@@ -54,6 +54,8 @@ pub async fn reconcile(worker: &Worker) -> Result<usize, DockerError> {
             container.timeout_seconds,
             handle,
             SystemTime::now(),
+            // Its limits are not known here: inspect its end.
+            true,
         ));
     }
     Ok(count)

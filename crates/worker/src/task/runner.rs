@@ -97,6 +97,7 @@ pub async fn run_new(
         }
     };
     tracing::info!(task_id = %task.task_id, container = %name, "task container started");
+    let memory_limited = task.limits.as_ref().is_some_and(|l| l.memory_bytes > 0);
     supervise(
         worker,
         task.task_id,
@@ -104,6 +105,7 @@ pub async fn run_new(
         task.timeout_seconds,
         handle,
         started_at,
+        memory_limited,
     )
     .await;
 }
@@ -132,6 +134,8 @@ fn fail_before_start(
 }
 
 /// Follows a started (or adopted) container to its end and queues the result.
+/// `memory_limited`: the container may be killed for its memory limit (its
+/// end is then inspected for the OOM flag; pass `true` when unknown).
 pub async fn supervise(
     worker: Worker,
     task_id: String,
@@ -139,6 +143,7 @@ pub async fn supervise(
     timeout_seconds: u64,
     handle: Arc<TaskHandle>,
     started_at: SystemTime,
+    memory_limited: bool,
 ) {
     let executor = worker.executor();
     handle
@@ -167,8 +172,8 @@ pub async fn supervise(
         }
         tokio::time::sleep(Duration::from_secs(timeout_seconds)).await;
     };
-    tokio::select! {
-        _ = executor.wait(&name) => {}
+    let waited = tokio::select! {
+        waited = executor.wait(&name) => waited,
         _ = worker.shutdown_token().cancelled() => {
             // The container keeps running; the next start of this worker adopts it.
             tracing::info!(task_id, container = %name, "worker stopping: leaving the container running");
@@ -177,15 +182,15 @@ pub async fn supervise(
         }
         _ = handle.stop.cancelled() => {
             executor.stop(&name, handle.grace().unwrap_or(worker.config().stop_grace)).await;
-            executor.wait(&name).await;
+            executor.wait(&name).await
         }
         _ = timeout => {
             tracing::info!(task_id, timeout_seconds, "task timed out");
             handle.request_stop(StopReason::TimedOut);
             executor.stop(&name, worker.config().stop_grace).await;
-            executor.wait(&name).await;
+            executor.wait(&name).await
         }
-    }
+    };
     handle
         .running
         .store(false, std::sync::atomic::Ordering::SeqCst);
@@ -197,7 +202,7 @@ pub async fn supervise(
         spool.finish().await;
     }
     handle.logs.close();
-    let report = match executor.outcome(&name).await {
+    let report = match executor.outcome(&name, waited, memory_limited).await {
         Ok(outcome) => {
             let (status, error) =
                 match (handle.stop_reason(), outcome.oom_killed, outcome.exit_code) {

@@ -47,6 +47,8 @@ pub const MAX_LIST_TASKS: u32 = 10_000;
 pub const DEFAULT_LIST_TASKS: u32 = 1_000;
 /// How long a followed task's final state may take after its output ends.
 const FINAL_STATE_WAIT: Duration = Duration::from_secs(30);
+/// How often a followed task is looked at again without an event about it.
+const RECHECK: Duration = Duration::from_millis(500);
 
 /// The `MasterAdmin` implementation.
 pub struct AdminGrpc {
@@ -208,15 +210,13 @@ impl MasterAdmin for AdminGrpc {
             .filter(|t| filter.owner.is_empty() || t.owner == filter.owner)
             .collect();
         tasks.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
-        if filter.newest_first {
-            tasks.reverse();
-        }
         let matched = tasks.len() as u64;
-        let tasks = tasks
-            .iter()
-            .take(limit)
-            .map(|t| self.view(t, role))
-            .collect();
+        // The newest `limit`, in the order asked for.
+        let mut newest = tasks.split_off(tasks.len().saturating_sub(limit));
+        if filter.newest_first {
+            newest.reverse();
+        }
+        let tasks = newest.iter().map(|t| self.view(t, role)).collect();
         Ok(Response::new(ListTasksResponse { tasks, matched }))
     }
 
@@ -227,9 +227,16 @@ impl MasterAdmin for AdminGrpc {
         request: Request<StreamTaskOutputRequest>,
     ) -> Result<Response<Self::StreamTaskOutputStream>, Status> {
         let caller = self.authorize(&request, Role::Viewer)?;
-        let revoked = self
-            .auth
-            .revoked(super::bearer(&request).map(str::to_string), Role::Viewer);
+        // The console has no token to lose; every other stream ends with its token.
+        let revoked: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> =
+            if caller.token_id.is_some() {
+                Box::pin(
+                    self.auth
+                        .revoked(super::bearer(&request).map(str::to_string), Role::Viewer),
+                )
+            } else {
+                Box::pin(std::future::pending())
+            };
         let ask = request.into_inner();
         let task_id = TaskId::parse("task_id", &ask.task_id).map_err(MasterError::from)?;
         // Subscribed before the first read, so no state change falls between.
@@ -254,7 +261,7 @@ impl MasterAdmin for AdminGrpc {
             let tx = follower.tx.clone();
             let outcome = tokio::select! {
                 _ = shutdown.cancelled() => Err(Status::unavailable("the master is stopping")),
-                _ = revoked => Err(Status::unauthenticated("the API token was revoked")),
+                _ = revoked => Err(Status::unauthenticated("the API token was revoked or has expired")),
                 _ = tx.closed() => return,
                 outcome = follower.run(task, events) => outcome,
             };
@@ -503,74 +510,83 @@ impl Follower {
         task_view_for(task, self.role, progress.as_ref())
     }
 
+    /// Follows the task through its attempts until it ends: why it waits
+    /// while queued, each placed attempt's live output (retried until its
+    /// worker has it), then the stored output of an attempt that was not
+    /// streamed, and the final state.
     async fn run(self, mut task: TaskRecord, mut events: Events) -> Result<(), Status> {
-        // Until it is placed: why it waits, whenever that changes.
         let mut said = String::new();
-        while matches!(
-            task.state,
-            TaskState::Queued | TaskState::Lost | TaskState::Unknown
-        ) {
+        // The attempt whose live output was sent, and when that output ended.
+        let mut streamed: Option<(u32, tokio::time::Instant)> = None;
+        loop {
             let note = match task.state {
-                TaskState::Queued => format!(
+                state if state.is_terminal() => {
+                    if streamed.is_none_or(|(attempt, _)| attempt != task.attempt) {
+                        self.stored(&task).await?;
+                    }
+                    return self.send(Item::Finished(self.view(&task))).await;
+                }
+                TaskState::Queued => Some(format!(
                     "waiting: {}",
                     self.admin
                         .scheduler
                         .waiting_reason(&task.id)
                         .unwrap_or_else(|| "in the queue".into())
-                ),
-                state => format!("{state}: waiting for the master to place it again"),
+                )),
+                TaskState::Lost => Some("lost: waiting for the master to place it again".into()),
+                // Assigned, running, or unknown (its worker silent): it has
+                // output on its worker, or will have.
+                _ => match streamed {
+                    Some((attempt, ended)) if attempt == task.attempt => {
+                        if ended.elapsed() > FINAL_STATE_WAIT {
+                            return Err(Status::deadline_exceeded(format!(
+                                "task {} is still {}: its worker has not reported yet",
+                                task.id, task.state
+                            )));
+                        }
+                        None
+                    }
+                    _ => match self.admin.tasks.follow_logs(&task).await {
+                        Ok(stream) => {
+                            if self.follow(&task, stream, &mut events).await? {
+                                streamed = Some((task.attempt, tokio::time::Instant::now()));
+                            }
+                            None
+                        }
+                        // Its worker does not hold it yet (the assignment is
+                        // on its way), or cannot be reached: try again soon.
+                        Err(error) => {
+                            tracing::debug!(task_id = %task.id, %error, "no live output yet");
+                            (task.state == TaskState::Unknown)
+                                .then(|| format!("unknown: {error}; waiting for its worker"))
+                        }
+                    },
+                },
             };
-            if note != said {
+            if let Some(note) = note
+                && note != said
+            {
                 self.send(Item::Note(note.clone())).await?;
                 said = note;
             }
-            // A state change, or a second to re-read the waiting reason.
-            let _ =
-                tokio::time::timeout(Duration::from_secs(1), changed(&mut events, &task.id)).await;
+            // A state change, or a moment to look again.
+            let _ = tokio::time::timeout(RECHECK, changed(&mut events, &task.id)).await;
             task = self.admin.tasks.task(&self.task_id).await?;
         }
-        let mut live = false;
-        if !task.state.is_terminal() {
-            match self.admin.tasks.follow_logs(&task).await {
-                Ok(stream) => {
-                    self.follow(&task, stream, &mut events).await?;
-                    live = true;
-                }
-                // The attempt may have ended in between (its worker keeps no
-                // output of finished tasks): then the stored output follows.
-                Err(error) => tracing::debug!(task_id = %task.id, %error, "no live output"),
-            }
-            let deadline = tokio::time::Instant::now() + FINAL_STATE_WAIT;
-            match self
-                .admin
-                .lifecycle
-                .wait_until_final(&task.id, &mut events, deadline)
-                .await?
-            {
-                Some(ended) => task = ended,
-                None => {
-                    let now = self.admin.tasks.task(&self.task_id).await?;
-                    return Err(Status::deadline_exceeded(format!(
-                        "task {} is still {}: its worker has not reported yet",
-                        now.id, now.state
-                    )));
-                }
-            }
-        }
-        if !live {
-            self.stored(&task).await?;
-        }
-        self.send(Item::Finished(self.view(&task))).await
     }
 
     /// The live output of a placed task, with its pull's progress, until the
-    /// container's output ends.
+    /// container's output ends. Returns whether that output was sent: it
+    /// ended cleanly, or broke off after some of it (sending the stored
+    /// output after that would repeat it); a stream that broke off before
+    /// any output counts as none.
     async fn follow(
         &self,
         task: &TaskRecord,
         mut stream: crate::core::worker_client::LogStream,
         events: &mut Events,
-    ) -> Result<(), Status> {
+    ) -> Result<bool, Status> {
+        let mut sent = false;
         if let Some(progress) = self.admin.lifecycle.progress(&task.id) {
             let worker = task.worker_id.as_deref().unwrap_or_default();
             self.send(Item::Progress(progress_message(
@@ -589,12 +605,17 @@ impl Follower {
                     }
                 }
                 chunk = stream.next() => match chunk {
-                    Some(Ok(chunk)) => self.send(Item::Data(chunk.data)).await?,
-                    Some(Err(status)) => {
-                        self.send(Item::Note(format!("log stream ended: {}", status.message()))).await?;
-                        return Ok(());
+                    Some(Ok(chunk)) => {
+                        sent = true;
+                        self.send(Item::Data(chunk.data)).await?;
                     }
-                    None => return Ok(()),
+                    Some(Err(status)) => {
+                        if sent {
+                            self.send(Item::Note(format!("log stream ended: {}", status.message()))).await?;
+                        }
+                        return Ok(sent);
+                    }
+                    None => return Ok(true),
                 },
             }
         }

@@ -165,16 +165,35 @@ impl Executor {
         Ok(name)
     }
 
-    /// Waits for the container to stop.
-    pub async fn wait(&self, name: &str) {
+    /// Waits for the container to stop; returns its exit code when Docker
+    /// gave one with the wait (a non-zero one arrives as an error).
+    pub async fn wait(&self, name: &str) -> Option<i32> {
         let mut wait = self.docker.wait_container(name, None);
-        // A non-zero exit arrives as `Err(DockerContainerWaitError)`: either way it stopped;
-        // `outcome` reads the real exit code.
-        let _ = wait.next().await;
+        let code = match wait.next().await {
+            Some(Ok(response)) => Some(response.status_code),
+            Some(Err(bollard::errors::Error::DockerContainerWaitError { code, .. })) => Some(code),
+            _ => None,
+        };
+        code.and_then(|c| i32::try_from(c).ok())
     }
 
-    /// Exit code and OOM flag of a stopped container.
-    pub async fn outcome(&self, name: &str) -> Result<Outcome, DockerError> {
+    /// Exit code and OOM flag of a stopped container. With the exit code from
+    /// the wait and no memory limit (nothing to be killed for exceeding) that
+    /// is the outcome; otherwise Docker is asked (one inspect).
+    pub async fn outcome(
+        &self,
+        name: &str,
+        waited: Option<i32>,
+        memory_limited: bool,
+    ) -> Result<Outcome, DockerError> {
+        if let Some(code) = waited
+            && !memory_limited
+        {
+            return Ok(Outcome {
+                exit_code: Some(code),
+                oom_killed: false,
+            });
+        }
         let info = self
             .docker
             .inspect_container(name, None)
