@@ -384,6 +384,8 @@ fn an_operator_runs_the_cluster_from_their_own_machine() {
         .find(|w| w.starts_with("cat1."))
         .unwrap();
     std::thread::sleep(Duration::from_millis(1500));
+    assert!(cli.ok(&["tasks", "--since", "1s"]).contains("no tasks"));
+    assert!(cli.ok(&["tasks", "--since", "1h"]).contains(&task));
     let expired = cli.fails(&["--token", short, "status"], 1);
     assert!(expired.contains("the API token expired"), "{expired}");
     // A stream opened with a token ends when the token expires.

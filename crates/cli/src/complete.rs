@@ -40,9 +40,11 @@ fn candidates_for(words_before: &[&str], workers: &[String], tasks: &[String]) -
             .map(|s| crate::views::state_name(*s as i32).to_string())
             .collect(),
         ["tasks", ..] if words_before.last() == Some(&"--worker") => workers.to_vec(),
-        ["tasks", ..] => ["--state", "--worker", "--owner", "--newest", "--limit"]
-            .map(String::from)
-            .to_vec(),
+        ["tasks", ..] => [
+            "--state", "--worker", "--owner", "--since", "--newest", "--limit",
+        ]
+        .map(String::from)
+        .to_vec(),
         ["status"] => vec!["--watch".into()],
         ["user"] => vec!["add".into(), "remove".into()],
         ["token"] => vec!["create".into(), "revoke".into()],

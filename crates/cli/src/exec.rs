@@ -449,5 +449,6 @@ fn list_request(filter: &TaskFilter) -> ListTasksRequest {
         owner: filter.owner.clone().unwrap_or_default(),
         limit: filter.limit.unwrap_or(0),
         newest_first: filter.newest_first,
+        since_seconds: filter.since.map_or(0, |d| d.as_secs().max(1)),
     }
 }

@@ -53,6 +53,8 @@ pub(super) enum Repl {
         worker: Option<String>,
         #[arg(long, value_name = "USER", allow_hyphen_values = true)]
         owner: Option<String>,
+        #[arg(long, value_name = "DUR", value_parser = parse_since)]
+        since: Option<std::time::Duration>,
         #[arg(long)]
         newest: bool,
         #[arg(long, value_name = "N", value_parser = parse_limit)]
@@ -191,6 +193,7 @@ impl Repl {
                 state,
                 worker,
                 owner,
+                since,
                 newest,
                 limit,
             } => Command::Tasks(TaskFilter {
@@ -199,6 +202,7 @@ impl Repl {
                 owner,
                 newest_first: newest,
                 limit,
+                since,
             }),
             Repl::Monitor { task } => Command::Monitor {
                 task_id: task_id(&task)?,
@@ -283,6 +287,10 @@ fn parse_expires(text: &str) -> Result<std::time::Duration, String> {
 
 fn parse_state(text: &str) -> Result<TaskStatus, String> {
     crate::views::parse_state(text).ok_or_else(|| format!("unknown state '{text}'"))
+}
+
+fn parse_since(text: &str) -> Result<std::time::Duration, String> {
+    cloudai_common::units::parse_duration(text).map_err(|e| format!("--since: {e}"))
 }
 
 fn parse_limit(text: &str) -> Result<u32, String> {

@@ -132,6 +132,8 @@ pub struct TaskFilter {
     pub newest_first: bool,
     /// At most this many.
     pub limit: Option<u32>,
+    /// Only tasks submitted this recently.
+    pub since: Option<std::time::Duration>,
 }
 
 /// Name, usage and one-line description of every command.
@@ -173,7 +175,7 @@ pub const COMMANDS: &[(&str, &str, &str)] = &[
     ),
     (
         "tasks",
-        "tasks [--state STATE] [--worker ID] [--owner USER] [--newest] [--limit N]",
+        "tasks [--state STATE] [--worker ID] [--owner USER] [--since DUR] [--newest] [--limit N]",
         "list tasks, newest last (states: queued assigned running completed failed cancelled timed_out lost unknown)",
     ),
     (
@@ -473,12 +475,13 @@ mod tests {
             })
         );
         assert_eq!(
-            parse("tasks --worker w1 --owner ana --newest --limit 5").unwrap(),
+            parse("tasks --worker w1 --owner ana --newest --limit 5 --since 1h").unwrap(),
             Command::Tasks(TaskFilter {
                 worker: Some("w1".into()),
                 owner: Some("ana".into()),
                 newest_first: true,
                 limit: Some(5),
+                since: Some(std::time::Duration::from_secs(3600)),
                 ..TaskFilter::default()
             })
         );
@@ -596,6 +599,7 @@ mod tests {
             ("task w1 img --bogus 1", "unknown option"),
             ("tasks --state sleeping", "unknown state"),
             ("tasks --limit 0", "--limit"),
+            ("tasks --since soon", "--since"),
             ("monitor", "usage: monitor <task>"),
             ("help nope", "unknown command"),
             ("status now", "usage: status"),
@@ -705,7 +709,7 @@ mod tests {
             ),
             (
                 "tasks --state",
-                "unexpected arguments; usage: tasks [--state STATE] [--worker ID] [--owner USER] [--newest] [--limit N]",
+                "unexpected arguments; usage: tasks [--state STATE] [--worker ID] [--owner USER] [--since DUR] [--newest] [--limit N]",
             ),
             ("workers -h", "workers takes 0 arguments; usage: workers"),
             ("help a b", "too many arguments; usage: help [command]"),

@@ -197,6 +197,14 @@ impl MasterAdmin for AdminGrpc {
         } else {
             filter.limit
         } as usize;
+        let since = match filter.since_seconds {
+            0 => i64::MIN,
+            seconds => now_millis().saturating_sub(
+                i64::try_from(seconds)
+                    .unwrap_or(i64::MAX)
+                    .saturating_mul(1000),
+            ),
+        };
         let mut tasks: Vec<TaskRecord> = self
             .store
             .list_tasks()
@@ -208,6 +216,7 @@ impl MasterAdmin for AdminGrpc {
                 filter.worker_id.is_empty() || t.worker_id.as_deref() == Some(&filter.worker_id)
             })
             .filter(|t| filter.owner.is_empty() || t.owner == filter.owner)
+            .filter(|t| t.created_at >= since)
             .collect();
         tasks.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
         let matched = tasks.len() as u64;
