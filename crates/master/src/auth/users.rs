@@ -181,11 +181,6 @@ impl TokenIndex {
         })
     }
 
-    /// The caller a token names now, if it is valid.
-    pub(crate) fn lookup(&self, token: &str) -> Option<Caller> {
-        self.check(token, now_millis()).ok()
-    }
-
     /// When a token was last used since the master started.
     pub(crate) fn last_used(&self, token_id: &str) -> Option<i64> {
         self.last_used
@@ -453,7 +448,7 @@ mod tests {
             }],
         }]);
         assert_eq!(
-            index.lookup("cat1.abcd1234.s3cret"),
+            index.check("cat1.abcd1234.s3cret", 0).ok(),
             Some(Caller {
                 user: "ana".into(),
                 role: Role::Viewer,
@@ -461,9 +456,9 @@ mod tests {
                 expires_at: None,
             })
         );
-        assert_eq!(index.lookup("cat1.abcd1234.wrong"), None);
-        assert_eq!(index.lookup("cat1.ffff0000.s3cret"), None);
-        assert_eq!(index.lookup("garbage"), None);
+        assert_eq!(index.check("cat1.abcd1234.wrong", 0).ok(), None);
+        assert_eq!(index.check("cat1.ffff0000.s3cret", 0).ok(), None);
+        assert_eq!(index.check("garbage", 0).ok(), None);
         assert!(index.last_used("abcd1234").is_some());
     }
 

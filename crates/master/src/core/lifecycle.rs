@@ -9,13 +9,10 @@ use crate::core::metrics::MasterMetrics;
 use crate::core::runtime::{Runtime, Settings};
 use crate::error::{MasterError, MasterResult};
 use crate::store::{Store, TaskRecord, TaskState, Write, now_millis};
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
 use tokio::sync::Notify;
 use tokio::sync::broadcast::error::RecvError;
-
-/// How many finished task ids are kept for REPL completion.
-const RECENT_TASKS: usize = 200;
 
 /// Where a non-final task currently is, kept in memory for O(1) heartbeat checks.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -68,8 +65,6 @@ struct Inner {
     runtime: Runtime,
     /// Non-final tasks by id (std mutex: never held across `.await`).
     active: Mutex<HashMap<String, ActiveTask>>,
-    /// Ids of the last finished tasks (bounded), newest last.
-    recent: Mutex<VecDeque<String>>,
     /// Signalled when the queue or the free capacity changed.
     queue_changed: Notify,
     /// Retry backoff: not placed before this instant (tokio's clock).
@@ -102,7 +97,6 @@ impl Lifecycle {
                 metrics,
                 runtime,
                 active: Mutex::new(active),
-                recent: Mutex::new(VecDeque::new()),
                 queue_changed: Notify::new(),
                 holds: Mutex::new(HashMap::new()),
                 progress: Mutex::new(HashMap::new()),
@@ -171,17 +165,6 @@ impl Lifecycle {
                     .get(*id)
                     .is_none_or(|t| t.worker_id.as_deref() != Some(worker_id))
             })
-            .cloned()
-            .collect()
-    }
-
-    /// Ids of recently finished tasks (for completion), newest last.
-    pub fn recent_task_ids(&self) -> Vec<String> {
-        self.inner
-            .recent
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .iter()
             .cloned()
             .collect()
     }
@@ -313,11 +296,6 @@ impl Lifecycle {
         }
         if task.state.is_terminal() {
             active.remove(&task.id);
-            let mut recent = self.inner.recent.lock().unwrap_or_else(|p| p.into_inner());
-            recent.push_back(task.id.clone());
-            if recent.len() > RECENT_TASKS {
-                recent.pop_front();
-            }
         } else {
             active.insert(task.id.clone(), ActiveTask::of(task));
         }

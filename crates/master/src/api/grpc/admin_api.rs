@@ -94,34 +94,44 @@ impl AdminGrpc {
         caller(&self.auth, request, role)
     }
 
-    /// A task as `role` may see it, with its waiting reason and pull progress.
     fn view(&self, task: &TaskRecord, role: Role) -> cloudai_proto::v1::TaskView {
-        let progress = self.lifecycle.progress(&task.id);
-        let mut view = task_view_for(task, role, progress.as_ref());
-        if task.state == TaskState::Queued {
-            view.waiting_reason = self.scheduler.waiting_reason(&task.id).unwrap_or_default();
-        }
-        view
+        view(&self.lifecycle, &self.scheduler, task, role)
     }
 
+    /// A join token just issued, with what starting its worker needs (the
+    /// address and expiry as the registry recorded them).
     fn join_token(&self, worker_id: &str, token: String) -> JoinToken {
-        let ttl = self.auth.join_token_ttl();
-        let address = self
-            .workers
-            .registry()
-            .get(worker_id)
-            .map(|w| w.record.address)
-            .unwrap_or_default();
-        let expires = now_millis().saturating_add(i64::try_from(ttl.as_millis()).unwrap_or(0));
+        let record = self.workers.registry().get(worker_id).map(|w| w.record);
         JoinToken {
             worker_id: worker_id.to_string(),
-            worker_address: address,
+            worker_address: record
+                .as_ref()
+                .map(|r| r.address.clone())
+                .unwrap_or_default(),
             token,
-            expires_at: Some(millis_timestamp(expires)),
-            ttl_seconds: ttl.as_secs(),
+            expires_at: record
+                .and_then(|r| r.join_token_expires_at)
+                .map(millis_timestamp),
+            ttl_seconds: self.auth.join_token_ttl().as_secs(),
             master_address: self.workers.address_for_workers("<this-master-host>"),
         }
     }
+}
+
+/// A task as `role` may see it, with its pull progress and, while queued,
+/// why it waits.
+fn view(
+    lifecycle: &Lifecycle,
+    scheduler: &Scheduler,
+    task: &TaskRecord,
+    role: Role,
+) -> cloudai_proto::v1::TaskView {
+    let progress = lifecycle.progress(&task.id);
+    let mut view = task_view_for(task, role, progress.as_ref());
+    if task.state == TaskState::Queued {
+        view.waiting_reason = scheduler.waiting_reason(&task.id).unwrap_or_default();
+    }
+    view
 }
 
 fn worker_id(field: &'static str, value: &str) -> Result<WorkerId, Status> {
@@ -515,8 +525,12 @@ impl Follower {
     }
 
     fn view(&self, task: &TaskRecord) -> cloudai_proto::v1::TaskView {
-        let progress = self.admin.lifecycle.progress(&task.id);
-        task_view_for(task, self.role, progress.as_ref())
+        view(
+            &self.admin.lifecycle,
+            &self.admin.scheduler,
+            task,
+            self.role,
+        )
     }
 
     /// Follows the task through its attempts until it ends: why it waits
