@@ -222,6 +222,19 @@ impl From<anyhow::Error> for Exit {
     }
 }
 
+impl From<config::ConfigError> for Exit {
+    fn from(error: config::ConfigError) -> Self {
+        Exit::Error(error.into())
+    }
+}
+
+/// The config file's path and what it holds.
+fn load_config() -> Result<(std::path::PathBuf, Config), Exit> {
+    let path = config::path()?;
+    let config = Config::load(&path)?;
+    Ok((path, config))
+}
+
 /// Takes the global flags out of a command's words (up to a `--`, after
 /// which the words are a container command's): `cloudai tasks -o json`.
 fn take_globals(words: Vec<String>, global: &mut Global) -> Result<Vec<String>, Exit> {
@@ -467,11 +480,9 @@ struct Target {
 }
 
 fn target(global: &Global) -> Result<Target, Exit> {
-    let path = config::path().map_err(|e| Exit::Error(e.into()))?;
-    let config = Config::load(&path).map_err(|e| Exit::Error(e.into()))?;
+    let (_, config) = load_config()?;
     let context = config
-        .context(global.context.as_deref())
-        .map_err(|e| Exit::Error(e.into()))?
+        .context(global.context.as_deref())?
         .map(|(_, c)| c.clone())
         .unwrap_or_default();
     let master = global.master.clone().unwrap_or(context.master);
@@ -498,18 +509,11 @@ fn target(global: &Global) -> Result<Target, Exit> {
 fn connect(master: &str, ca_pem: Option<&str>, token: Option<String>) -> Result<Client, Exit> {
     use tonic::transport::{Certificate, ClientTlsConfig};
     let tls = match ca_pem {
-        Some(pem) => {
-            let host = master
-                .rsplit_once(':')
-                .map_or(master, |(host, _)| host)
-                .trim_start_matches('[')
-                .trim_end_matches(']');
-            Some(
-                ClientTlsConfig::new()
-                    .ca_certificate(Certificate::from_pem(pem))
-                    .domain_name(host),
-            )
-        }
+        Some(pem) => Some(
+            ClientTlsConfig::new()
+                .ca_certificate(Certificate::from_pem(pem))
+                .domain_name(cloudai_common::tls::host_of(master)),
+        ),
         // A token never crosses the network in the clear.
         None if token.is_some() => {
             return Err(Exit::Error(anyhow!(
@@ -660,8 +664,7 @@ async fn login(
         .who_am_i()
         .await
         .map_err(|status| Exit::Error(anyhow!("login failed: {}", client.explain(&status))))?;
-    let path = config::path().map_err(|e| Exit::Error(e.into()))?;
-    let mut config = Config::load(&path).map_err(|e| Exit::Error(e.into()))?;
+    let (path, mut config) = load_config()?;
     let name = name.unwrap_or_else(|| {
         address
             .rsplit_once(':')
@@ -678,7 +681,7 @@ async fn login(
         },
     );
     config.current = Some(name.clone());
-    config.save(&path).map_err(|e| Exit::Error(e.into()))?;
+    config.save(&path)?;
     println!(
         "logged in to {address} as {} ({}); context '{name}' is current (saved in {})",
         me.user,
@@ -742,8 +745,7 @@ async fn trust_presented_ca(
 }
 
 fn context(action: ContextAction) -> Result<i32, Exit> {
-    let path = config::path().map_err(|e| Exit::Error(e.into()))?;
-    let mut config = Config::load(&path).map_err(|e| Exit::Error(e.into()))?;
+    let (path, mut config) = load_config()?;
     match action {
         ContextAction::List => {
             if config.contexts.is_empty() {
@@ -769,7 +771,7 @@ fn context(action: ContextAction) -> Result<i32, Exit> {
                 )));
             }
             config.current = Some(name.clone());
-            config.save(&path).map_err(|e| Exit::Error(e.into()))?;
+            config.save(&path)?;
             println!("context '{name}' is current");
         }
         ContextAction::Remove { name } => {
@@ -781,7 +783,7 @@ fn context(action: ContextAction) -> Result<i32, Exit> {
             if config.current.as_deref() == Some(&name) {
                 config.current = None;
             }
-            config.save(&path).map_err(|e| Exit::Error(e.into()))?;
+            config.save(&path)?;
             println!("context '{name}' removed");
         }
     }

@@ -260,10 +260,7 @@ impl Client {
     pub fn explain(&self, status: &Status) -> String {
         if status.code() == tonic::Code::Unavailable || status.code() == tonic::Code::Unknown {
             let cause = chain(status);
-            if cause.contains("UnknownIssuer")
-                || cause.contains("invalid peer certificate")
-                || cause.contains("certificate")
-            {
+            if cause.contains("UnknownIssuer") || cause.contains("certificate") {
                 return format!(
                     "the {} presented a certificate the trusted CA did not sign ({cause}); log in again with the cluster's CA (`cloudai login ADDR --ca ca.pem`)",
                     self.target

@@ -117,6 +117,24 @@ fn json(out: &mut dyn Write, value: &impl Serialize) -> Result<(), Failure> {
     Ok(())
 }
 
+/// A read command's answer: its items as a JSON list of `J`, or as `text`
+/// renders them.
+fn show<T, J>(
+    out: &mut dyn Write,
+    as_json: bool,
+    items: &[T],
+    text: impl FnOnce(&[T]) -> String,
+) -> Result<(), Failure>
+where
+    J: for<'a> From<&'a T> + Serialize,
+{
+    if as_json {
+        json(out, &items.iter().map(J::from).collect::<Vec<J>>())
+    } else {
+        Ok(write!(out, "{}", text(items))?)
+    }
+}
+
 /// Runs one command; the caller reports a failure.
 pub async fn run(
     session: &Session,
@@ -165,23 +183,13 @@ pub async fn run(
             .await?
         }
         Command::Workers => {
-            let workers = workers(client).await?;
-            if as_json {
-                let list: Vec<WorkerJson> = workers.iter().map(WorkerJson::from).collect();
-                json(out, &list)?;
-            } else {
-                write!(out, "{}", views::workers(&workers))?;
-            }
+            show::<_, WorkerJson>(out, as_json, &workers(client).await?, views::workers)?
         }
         Command::Stats { worker, watch } => {
             let only = worker.as_deref();
-            if as_json {
-                let list: Vec<WorkerJson> = chosen(client, only)
-                    .await?
-                    .iter()
-                    .map(WorkerJson::from)
-                    .collect();
-                json(out, &list)?;
+            if as_json || !watch {
+                let workers = chosen(client, only).await?;
+                show::<_, WorkerJson>(out, as_json, &workers, |w| views::stats(w, colour))?;
                 return Ok(Done::OK);
             }
             let interval = watch_interval(client, watch).await?;
@@ -234,11 +242,7 @@ pub async fn run(
                 }
                 _ => {
                     let task = client.task(&id).await?;
-                    let worker = if task.worker_id.is_empty() {
-                        "-"
-                    } else {
-                        task.worker_id.as_str()
-                    };
+                    let worker = views::worker_of(&task);
                     writeln!(
                         out,
                         "task {id} {} on {worker} (follow it with `monitor {id}`)",
@@ -261,12 +265,9 @@ pub async fn run(
         }
         Command::Tasks(filter) => {
             let answer = client.tasks(list_request(&filter)).await?;
-            if as_json {
-                let list: Vec<TaskJson> = answer.tasks.iter().map(TaskJson::from).collect();
-                json(out, &list)?;
-            } else {
-                write!(out, "{}", views::tasks(&answer.tasks, answer.matched))?;
-            }
+            show::<_, TaskJson>(out, as_json, &answer.tasks, |tasks| {
+                views::tasks(tasks, answer.matched)
+            })?
         }
         Command::Monitor { task_id } => {
             output(client, &task_id, true, out, interrupt).await?;
@@ -280,11 +281,7 @@ pub async fn run(
                 writeln!(out, "task {task_id} cancelled")?;
             } else {
                 let task = client.task(&task_id).await?;
-                let worker = if task.worker_id.is_empty() {
-                    "-"
-                } else {
-                    task.worker_id.as_str()
-                };
+                let worker = views::worker_of(&task);
                 writeln!(out, "task {task_id}: stop requested from {worker}")?;
             }
         }
@@ -297,21 +294,10 @@ pub async fn run(
         },
         Command::Certs => {
             let answer = client.certificates().await?;
-            if as_json {
-                let list: Vec<CertJson> = answer.workers.iter().map(CertJson::from).collect();
-                json(out, &list)?;
-            } else {
-                write!(out, "{}", views::certs(&answer))?;
-            }
+            show::<_, CertJson>(out, as_json, &answer.workers, |_| views::certs(&answer))?
         }
         Command::Users => {
-            let users = client.users().await?.users;
-            if as_json {
-                let list: Vec<UserJson> = users.iter().map(UserJson::from).collect();
-                json(out, &list)?;
-            } else {
-                write!(out, "{}", views::users(&users))?;
-            }
+            show::<_, UserJson>(out, as_json, &client.users().await?.users, views::users)?
         }
         Command::UserAdd { name, role } => {
             let role = client.add_user(&name, &role).await?.role;
@@ -346,15 +332,12 @@ pub async fn run(
             let user = client.revoke_token(&id).await?.user;
             writeln!(out, "token {id} of {user} revoked")?
         }
-        Command::Secrets => {
-            let secrets = client.secrets().await?.secrets;
-            if as_json {
-                let list: Vec<SecretJson> = secrets.iter().map(SecretJson::from).collect();
-                json(out, &list)?;
-            } else {
-                write!(out, "{}", views::secrets(&secrets))?;
-            }
-        }
+        Command::Secrets => show::<_, SecretJson>(
+            out,
+            as_json,
+            &client.secrets().await?.secrets,
+            views::secrets,
+        )?,
         Command::SecretSet {
             name,
             registry,

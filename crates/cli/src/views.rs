@@ -60,17 +60,6 @@ pub fn parse_state(name: &str) -> Option<TaskStatus> {
     STATES.into_iter().find(|s| state_name(*s as i32) == name)
 }
 
-/// Whether a task state is final.
-pub fn is_final(status: i32) -> bool {
-    matches!(
-        TaskStatus::try_from(status),
-        Ok(TaskStatus::Completed
-            | TaskStatus::Failed
-            | TaskStatus::Cancelled
-            | TaskStatus::TimedOut)
-    )
-}
-
 fn worker_state_name(state: i32) -> &'static str {
     match WorkerState::try_from(state).unwrap_or(WorkerState::Unspecified) {
         WorkerState::Active => "active",
@@ -287,6 +276,15 @@ pub fn stats(workers: &[WorkerView], colour: bool) -> String {
     out
 }
 
+/// The worker a task is on (or was asked for), `-` for none.
+pub fn worker_of(task: &TaskView) -> &str {
+    if task.worker_id.is_empty() {
+        "-"
+    } else {
+        &task.worker_id
+    }
+}
+
 /// What the NOTE column says about a task.
 fn note(task: &TaskView) -> String {
     match TaskStatus::try_from(task.status) {
@@ -316,11 +314,7 @@ pub fn tasks(tasks: &[TaskView], matched: u64) -> String {
         table.add_row(vec![
             task.task_id.clone(),
             state_name(t.status).to_string(),
-            if t.worker_id.is_empty() {
-                "-".into()
-            } else {
-                t.worker_id.clone()
-            },
+            worker_of(t).to_string(),
             t.exit_code.map_or("-".to_string(), |c| c.to_string()),
             task.image.clone(),
             note(t),
@@ -679,7 +673,5 @@ mod tests {
             assert_eq!(parse_state(state_name(state as i32)), Some(state));
         }
         assert_eq!(parse_state("sleeping"), None);
-        assert!(is_final(TaskStatus::TimedOut as i32));
-        assert!(!is_final(TaskStatus::Lost as i32));
     }
 }

@@ -296,15 +296,22 @@ pub fn pem(der: &CertificateDer<'_>) -> String {
 
 /// The TLS server name of `host:port` (brackets of an IPv6 host removed).
 fn server_name(address: &str) -> Result<ServerName<'static>, TlsError> {
-    let (host, _) = address
+    if !address.contains(':') {
+        return Err(TlsError(format!("'{address}' is not host:port")));
+    }
+    let host = host_of(address);
+    ServerName::try_from(host.to_string())
+        .map_err(|e| TlsError(format!("'{host}' is not a valid server name: {e}")))
+}
+
+/// The host of `host:port`, without the brackets of an IPv6 host: the name a
+/// server's certificate must carry.
+pub fn host_of(address: &str) -> &str {
+    address
         .rsplit_once(':')
-        .ok_or_else(|| TlsError(format!("'{address}' is not host:port")))?;
-    ServerName::try_from(
-        host.trim_start_matches('[')
-            .trim_end_matches(']')
-            .to_string(),
-    )
-    .map_err(|e| TlsError(format!("'{host}' is not a valid server name: {e}")))
+        .map_or(address, |(host, _)| host)
+        .trim_start_matches('[')
+        .trim_end_matches(']')
 }
 
 /// How long a connection to the peer may take to open.
