@@ -20,7 +20,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-const FINAL: [&str; 5] = ["completed", "failed", "cancelled", "timed_out", "lost"];
+/// States nothing moves a task out of. `lost` is not one: the master retries
+/// or fails a lost attempt right after, and the API may show it in between.
+const FINAL: [&str; 4] = ["completed", "failed", "cancelled", "timed_out"];
 
 /// How to reach a master's HTTP port from another thread.
 #[derive(Clone)]
