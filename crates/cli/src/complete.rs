@@ -41,7 +41,8 @@ fn candidates_for(words_before: &[&str], workers: &[String], tasks: &[String]) -
             .collect(),
         ["tasks", ..] if words_before.last() == Some(&"--worker") => workers.to_vec(),
         ["tasks", ..] => [
-            "--state", "--worker", "--owner", "--since", "--newest", "--limit",
+            "--state", "--worker", "--owner", "--image", "--since", "--until", "--cursor",
+            "--newest", "--limit",
         ]
         .map(String::from)
         .to_vec(),

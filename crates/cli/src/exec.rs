@@ -266,7 +266,7 @@ pub async fn run(
         Command::Tasks(filter) => {
             let answer = client.tasks(list_request(&filter)).await?;
             show::<_, TaskJson>(out, as_json, &answer.tasks, |tasks| {
-                views::tasks(tasks, answer.matched)
+                views::tasks(tasks, &answer.next_cursor)
             })?
         }
         Command::Monitor { task_id } => {
@@ -433,5 +433,8 @@ fn list_request(filter: &TaskFilter) -> ListTasksRequest {
         limit: filter.limit.unwrap_or(0),
         newest_first: filter.newest_first,
         since_seconds: filter.since.map_or(0, |d| d.as_secs().max(1)),
+        image: filter.image.clone().unwrap_or_default(),
+        cursor: filter.cursor.clone().unwrap_or_default(),
+        until_seconds: filter.until.map_or(0, |d| d.as_secs().max(1)),
     }
 }

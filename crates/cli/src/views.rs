@@ -304,7 +304,7 @@ pub fn progress(progress: &cloudai_proto::v1::TaskProgress) -> String {
 }
 
 /// `tasks`: a table with waiting reasons and pull progress.
-pub fn tasks(tasks: &[TaskView], matched: u64) -> String {
+pub fn tasks(tasks: &[TaskView], next_cursor: &str) -> String {
     if tasks.is_empty() {
         return "no tasks\n".into();
     }
@@ -320,9 +320,9 @@ pub fn tasks(tasks: &[TaskView], matched: u64) -> String {
             note(t),
         ]);
     }
-    let more = (matched as usize > tasks.len()).then(|| {
+    let more = (!next_cursor.is_empty()).then(|| {
         format!(
-            "({} of {matched} shown: `--limit N` shows more)\n",
+            "({} shown; older ones: `--cursor {next_cursor}`)\n",
             tasks.len()
         )
     });

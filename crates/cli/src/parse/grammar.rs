@@ -53,8 +53,14 @@ pub(super) enum Repl {
         worker: Option<String>,
         #[arg(long, value_name = "USER", allow_hyphen_values = true)]
         owner: Option<String>,
+        #[arg(long, value_name = "IMAGE", allow_hyphen_values = true)]
+        image: Option<String>,
         #[arg(long, value_name = "DUR", value_parser = parse_since)]
         since: Option<std::time::Duration>,
+        #[arg(long, value_name = "DUR", value_parser = parse_until)]
+        until: Option<std::time::Duration>,
+        #[arg(long, value_name = "CURSOR", allow_hyphen_values = true)]
+        cursor: Option<String>,
         #[arg(long)]
         newest: bool,
         #[arg(long, value_name = "N", value_parser = parse_limit)]
@@ -193,16 +199,22 @@ impl Repl {
                 state,
                 worker,
                 owner,
+                image,
                 since,
+                until,
+                cursor,
                 newest,
                 limit,
             } => Command::Tasks(TaskFilter {
                 state,
                 worker,
                 owner,
+                image,
                 newest_first: newest,
                 limit,
                 since,
+                until,
+                cursor,
             }),
             Repl::Monitor { task } => Command::Monitor {
                 task_id: task_id(&task)?,
@@ -291,6 +303,10 @@ fn parse_state(text: &str) -> Result<TaskStatus, String> {
 
 fn parse_since(text: &str) -> Result<std::time::Duration, String> {
     cloudai_common::units::parse_duration(text).map_err(|e| format!("--since: {e}"))
+}
+
+fn parse_until(text: &str) -> Result<std::time::Duration, String> {
+    cloudai_common::units::parse_duration(text).map_err(|e| format!("--until: {e}"))
 }
 
 fn parse_limit(text: &str) -> Result<u32, String> {

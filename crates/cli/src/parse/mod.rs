@@ -128,12 +128,18 @@ pub struct TaskFilter {
     pub worker: Option<String>,
     /// Only tasks this user submitted.
     pub owner: Option<String>,
-    /// Newest first (default: oldest first).
+    /// Only tasks of this image.
+    pub image: Option<String>,
+    /// Newest first (default: the page oldest first).
     pub newest_first: bool,
     /// At most this many.
     pub limit: Option<u32>,
     /// Only tasks submitted this recently.
     pub since: Option<std::time::Duration>,
+    /// Only tasks submitted longer ago than this.
+    pub until: Option<std::time::Duration>,
+    /// Only tasks older than this position (a listing's `--cursor` hint).
+    pub cursor: Option<String>,
 }
 
 /// Name, usage and one-line description of every command.
@@ -175,8 +181,8 @@ pub const COMMANDS: &[(&str, &str, &str)] = &[
     ),
     (
         "tasks",
-        "tasks [--state STATE] [--worker ID] [--owner USER] [--since DUR] [--newest] [--limit N]",
-        "list tasks, newest last (states: queued assigned running completed failed cancelled timed_out lost unknown)",
+        "tasks [--state STATE] [--worker ID] [--owner USER] [--image IMAGE] [--since DUR] [--until DUR] [--cursor C] [--newest] [--limit N]",
+        "list the newest tasks, newest last; --cursor pages to older ones (states: queued assigned running completed failed cancelled timed_out lost unknown)",
     ),
     (
         "monitor",
@@ -709,7 +715,7 @@ mod tests {
             ),
             (
                 "tasks --state",
-                "unexpected arguments; usage: tasks [--state STATE] [--worker ID] [--owner USER] [--since DUR] [--newest] [--limit N]",
+                "unexpected arguments; usage: tasks [--state STATE] [--worker ID] [--owner USER] [--image IMAGE] [--since DUR] [--until DUR] [--cursor C] [--newest] [--limit N]",
             ),
             ("workers -h", "workers takes 0 arguments; usage: workers"),
             ("help a b", "too many arguments; usage: help [command]"),

@@ -406,17 +406,31 @@ async function refreshCluster() {
   store.title = cluster.store;
 }
 
+// History is paged newest first: `taskPages` holds the cursor of every page
+// shown after the first (Older pushes one, Newer pops one).
+const taskPages = [];
+let olderTasks = null;
+
 async function refreshTasks() {
   const params = new URLSearchParams({ limit: '200' });
   if ($('#filter-state').value) params.set('state', $('#filter-state').value);
   if ($('#filter-worker').value) params.set('worker', $('#filter-worker').value);
+  if (taskPages.length) params.set('cursor', taskPages[taskPages.length - 1]);
   let answer;
   try { answer = await api(`/api/tasks?${params}`); } catch { return; }
   const body = $('#tasks tbody');
   body.replaceChildren(...answer.tasks.map(taskRow));
   $('#no-tasks').hidden = answer.tasks.length > 0;
-  $('#tasks-count').textContent = answer.matching > answer.tasks.length
-    ? `latest ${answer.tasks.length} of ${answer.matching}` : `${answer.matching} task${answer.matching === 1 ? '' : 's'}`;
+  olderTasks = answer.next_cursor;
+  $('#tasks-older').disabled = !olderTasks;
+  $('#tasks-newer').disabled = taskPages.length === 0;
+  const page = taskPages.length ? `page ${taskPages.length + 1}: ` : 'latest ';
+  $('#tasks-count').textContent = `${page}${answer.tasks.length} task${answer.tasks.length === 1 ? '' : 's'}`;
+}
+
+function firstTaskPage() {
+  taskPages.length = 0;
+  refreshTasks();
 }
 
 function taskRow(task) {
@@ -604,8 +618,10 @@ function start() {
     setConnection('connecting', 'connecting…');
     connect();
   });
-  $('#filter-state').addEventListener('change', refreshTasks);
-  $('#filter-worker').addEventListener('change', refreshTasks);
+  $('#filter-state').addEventListener('change', firstTaskPage);
+  $('#filter-worker').addEventListener('change', firstTaskPage);
+  $('#tasks-older').addEventListener('click', () => { if (olderTasks) { taskPages.push(olderTasks); refreshTasks(); } });
+  $('#tasks-newer').addEventListener('click', () => { taskPages.pop(); refreshTasks(); });
   $('#task-log-download').addEventListener('click', downloadLog);
   $('#task-view-close').addEventListener('click', () => {
     closeLogSocket();

@@ -65,6 +65,9 @@ struct Inner {
     runtime: Runtime,
     /// Non-final tasks by id (std mutex: never held across `.await`).
     active: Mutex<HashMap<String, ActiveTask>>,
+    /// Finished tasks by final state: counted from the store at start, then
+    /// kept in step with every transition (history stays in the store).
+    finished: Mutex<BTreeMap<TaskState, usize>>,
     /// Signalled when the queue or the free capacity changed.
     queue_changed: Notify,
     /// Retry backoff: not placed before this instant (tokio's clock).
@@ -83,11 +86,17 @@ impl Lifecycle {
         runtime: Runtime,
     ) -> MasterResult<Self> {
         let active = store
-            .list_tasks()
+            .list_unfinished_tasks()
             .await?
             .into_iter()
-            .filter(|t| !t.state.is_terminal())
             .map(|t| (t.id.clone(), ActiveTask::of(&t)))
+            .collect();
+        let finished = store
+            .count_tasks()
+            .await?
+            .into_iter()
+            .filter(|(state, _)| state.is_terminal())
+            .map(|(state, n)| (state, usize::try_from(n).unwrap_or(usize::MAX)))
             .collect();
         Ok(Self {
             inner: Arc::new(Inner {
@@ -97,6 +106,7 @@ impl Lifecycle {
                 metrics,
                 runtime,
                 active: Mutex::new(active),
+                finished: Mutex::new(finished),
                 queue_changed: Notify::new(),
                 holds: Mutex::new(HashMap::new()),
                 progress: Mutex::new(HashMap::new()),
@@ -189,10 +199,30 @@ impl Lifecycle {
         )
     }
 
-    /// All tasks by state, every state listed.
-    pub async fn task_counts(&self) -> MasterResult<BTreeMap<TaskState, usize>> {
-        let tasks = self.store().list_tasks().await?;
-        Ok(count_states(tasks.iter().map(|t| t.state), TaskState::ALL))
+    /// All tasks by state, every state listed (from memory).
+    pub fn task_counts(&self) -> BTreeMap<TaskState, usize> {
+        let mut counts = self.active_counts();
+        let finished = self
+            .inner
+            .finished
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        for state in TaskState::ALL.into_iter().filter(|s| s.is_terminal()) {
+            counts.insert(state, finished.get(&state).copied().unwrap_or(0));
+        }
+        counts
+    }
+
+    /// Counts a finished task that left the store (pruned history).
+    pub(crate) fn forget_finished(&self, state: TaskState) {
+        let mut finished = self
+            .inner
+            .finished
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if let Some(count) = finished.get_mut(&state) {
+            *count = count.saturating_sub(1);
+        }
     }
 
     /// One task, or a clear `NotFound` (the id was checked where it entered).
@@ -272,6 +302,17 @@ impl Lifecycle {
     pub(crate) fn changed_state(&self, from: TaskState, task: &TaskRecord) {
         let next = task.state;
         self.index_task(task);
+        if from.is_terminal() {
+            self.forget_finished(from);
+        }
+        if next.is_terminal() {
+            let mut finished = self
+                .inner
+                .finished
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            *finished.entry(next).or_default() += 1;
+        }
         self.inner.metrics.count_transition(next);
         if next.is_terminal() || next == TaskState::Queued {
             self.wake_scheduler();

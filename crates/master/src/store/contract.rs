@@ -13,7 +13,7 @@ use std::sync::Arc;
 macro_rules! contract_tests {
     ($fresh:expr) => {
         $crate::store::contract::contract_tests!(@each $fresh;
-            workers, tasks, assignments_and_results, batches,
+            workers, tasks, task_history, assignments_and_results, batches,
             conditional_updates_with_records, log_chunks, users, secrets);
 
         #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -77,7 +77,24 @@ pub async fn workers(store: Arc<dyn Store>) {
     assert_eq!(store.list_workers().await.unwrap().len(), 1);
 }
 
-/// Tasks: get, list oldest first, conditional updates follow the expected state.
+/// Every task of a store, newest first, read a page at a time.
+pub async fn all_tasks(store: &dyn Store) -> Vec<TaskRecord> {
+    let mut query = TaskQuery {
+        limit: 3,
+        ..TaskQuery::default()
+    };
+    let mut tasks = Vec::new();
+    loop {
+        let page = store.query_tasks(&query).await.unwrap();
+        tasks.extend(page.tasks);
+        match page.next {
+            Some(next) => query.before = Some(next),
+            None => return tasks,
+        }
+    }
+}
+
+/// Tasks: get, list newest first, conditional updates follow the expected state.
 pub async fn tasks(store: Arc<dyn Store>) {
     store
         .put_task(&task("t-2", 20, TaskState::Queued))
@@ -92,14 +109,8 @@ pub async fn tasks(store: Arc<dyn Store>) {
         task("t-1", 10, TaskState::Queued)
     );
     assert!(store.get_task("nope").await.unwrap().is_none());
-    let ids: Vec<String> = store
-        .list_tasks()
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|t| t.id)
-        .collect();
-    assert_eq!(ids, ["t-1", "t-2"]);
+    let ids: Vec<String> = all_tasks(&*store).await.into_iter().map(|t| t.id).collect();
+    assert_eq!(ids, ["t-2", "t-1"]);
 
     let completed = task("t-1", 10, TaskState::Completed);
     assert!(
@@ -131,6 +142,101 @@ pub async fn tasks(store: Arc<dyn Store>) {
     );
 }
 
+/// History: pages newest first that continue where the last one ended,
+/// filters, the time range, unfinished tasks and counts that follow updates.
+pub async fn task_history(store: Arc<dyn Store>) {
+    let states = [TaskState::Completed, TaskState::Failed, TaskState::Queued];
+    for n in 0..12 {
+        let mut t = task(&format!("h-{n:02}"), 100 + n / 2, states[n as usize % 3]);
+        t.owner = if n < 6 { "ana".into() } else { "bo".into() };
+        t.image = if n % 2 == 0 { "even" } else { "odd" }.into();
+        store.put_task(&t).await.unwrap();
+    }
+    let ids = |tasks: &[TaskRecord]| tasks.iter().map(|t| t.id.clone()).collect::<Vec<_>>();
+    let everything = all_tasks(&*store).await;
+    let expected: Vec<String> = (0..12).rev().map(|n| format!("h-{n:02}")).collect();
+    assert_eq!(ids(&everything), expected, "newest first, ties by id");
+
+    let page = |query: TaskQuery| {
+        let store = store.clone();
+        async move { store.query_tasks(&query).await.unwrap() }
+    };
+    let first = page(TaskQuery {
+        limit: 5,
+        ..TaskQuery::default()
+    })
+    .await;
+    assert_eq!(ids(&first.tasks), expected[..5]);
+    let second = page(TaskQuery {
+        limit: 5,
+        before: first.next.clone(),
+        ..TaskQuery::default()
+    })
+    .await;
+    assert_eq!(ids(&second.tasks), expected[5..10]);
+    let last = page(TaskQuery {
+        limit: 5,
+        before: second.next.clone(),
+        ..TaskQuery::default()
+    })
+    .await;
+    assert_eq!(ids(&last.tasks), expected[10..]);
+    assert_eq!(last.next, None, "nothing older");
+
+    let filtered = page(TaskQuery {
+        state: Some(TaskState::Failed),
+        owner: Some("bo".into()),
+        limit: 100,
+        ..TaskQuery::default()
+    })
+    .await;
+    assert_eq!(ids(&filtered.tasks), ["h-10", "h-07"]);
+    let by_image = page(TaskQuery {
+        image: Some("odd".into()),
+        since: Some(102),
+        until: Some(105),
+        limit: 100,
+        ..TaskQuery::default()
+    })
+    .await;
+    assert_eq!(ids(&by_image.tasks), ["h-09", "h-07", "h-05"]);
+    let by_worker = page(TaskQuery {
+        worker_id: Some("elsewhere".into()),
+        limit: 100,
+        ..TaskQuery::default()
+    })
+    .await;
+    assert!(by_worker.tasks.is_empty() && by_worker.next.is_none());
+
+    let mut unfinished = ids(&store.list_unfinished_tasks().await.unwrap());
+    unfinished.sort();
+    assert_eq!(unfinished, ["h-02", "h-05", "h-08", "h-11"]);
+    let mut done = task("h-02", 101, TaskState::Completed);
+    done.owner = "ana".into();
+    done.image = "even".into();
+    assert!(
+        store
+            .update_task_if(&done, &[TaskState::Queued])
+            .await
+            .unwrap()
+    );
+    assert_eq!(store.list_unfinished_tasks().await.unwrap().len(), 3);
+    let counts = store.count_tasks().await.unwrap();
+    assert_eq!(counts.get(&TaskState::Completed), Some(&5));
+    assert_eq!(counts.get(&TaskState::Failed), Some(&4));
+    assert_eq!(counts.get(&TaskState::Queued), Some(&3));
+    let completed = page(TaskQuery {
+        state: Some(TaskState::Completed),
+        limit: 100,
+        ..TaskQuery::default()
+    })
+    .await;
+    assert_eq!(
+        ids(&completed.tasks),
+        ["h-09", "h-06", "h-03", "h-02", "h-00"]
+    );
+}
+
 /// Concurrent writers: every insert lands, and exactly one of many racing
 /// conditional updates from the same state wins.
 pub async fn concurrent_writers(store: Arc<dyn Store>) {
@@ -145,7 +251,7 @@ pub async fn concurrent_writers(store: Arc<dyn Store>) {
     for insert in futures::future::join_all(inserts).await {
         insert.unwrap().unwrap();
     }
-    assert_eq!(store.list_tasks().await.unwrap().len(), 40);
+    assert_eq!(all_tasks(&*store).await.len(), 40);
     let racers = (0..16).map(|i| {
         let store = store.clone();
         tokio::spawn(async move {

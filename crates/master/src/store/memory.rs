@@ -3,8 +3,8 @@
 //! blocks, so tests can run on tokio's paused clock.
 
 use super::{
-    AssignmentRecord, LogChunkRecord, ResultRecord, SecretRecord, Store, StoreResult, TaskRecord,
-    TaskState, UserRecord, WorkerRecord, assignment_key, log_chunk_key,
+    AssignmentRecord, LogChunkRecord, ResultRecord, SecretRecord, Store, StoreResult, TaskPage,
+    TaskQuery, TaskRecord, TaskState, UserRecord, WorkerRecord, assignment_key, log_chunk_key,
 };
 use std::collections::BTreeMap;
 use std::sync::Mutex;
@@ -86,10 +86,22 @@ impl Store for MemoryStore {
             .cloned())
     }
 
-    async fn list_tasks(&self) -> StoreResult<Vec<TaskRecord>> {
-        let mut tasks = self.tables().tasks.clone();
-        tasks.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
-        Ok(tasks)
+    async fn query_tasks(&self, query: &TaskQuery) -> StoreResult<TaskPage> {
+        Ok(query.page(self.tables().tasks.clone()))
+    }
+
+    async fn list_unfinished_tasks(&self) -> StoreResult<Vec<TaskRecord>> {
+        let tables = self.tables();
+        let unfinished = tables.tasks.iter().filter(|t| !t.state.is_terminal());
+        Ok(unfinished.cloned().collect())
+    }
+
+    async fn count_tasks(&self) -> StoreResult<BTreeMap<TaskState, u64>> {
+        let mut counts = BTreeMap::new();
+        for task in &self.tables().tasks {
+            *counts.entry(task.state).or_default() += 1;
+        }
+        Ok(counts)
     }
 
     async fn put_assignment(&self, assignment: &AssignmentRecord) -> StoreResult<()> {

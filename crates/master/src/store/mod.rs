@@ -11,6 +11,7 @@ mod embedded;
 #[cfg(test)]
 mod memory;
 mod mongo;
+mod query;
 mod records;
 mod resilient;
 pub mod transfer;
@@ -19,12 +20,14 @@ pub use embedded::EmbeddedStore;
 #[cfg(test)]
 pub(crate) use memory::MemoryStore;
 pub use mongo::{MongoStore, redact};
+pub use query::{BadCursor, MAX_PAGE, TaskCursor, TaskPage, TaskQuery};
 pub use records::{
     ApiTokenRecord, AssignmentRecord, ContainerOptions, GpuRecord, HostRecord, LateResult, Limits,
     LogChunkRecord, MAX_LATE_RESULTS, MountKind, MountRecord, PullPolicy, ResultRecord,
     SecretRecord, TaskRecord, TaskState, UserRecord, WorkerRecord, now_millis,
 };
 pub use resilient::ResilientStore;
+use std::collections::BTreeMap;
 
 /// What can go wrong talking to a store.
 #[derive(Debug, thiserror::Error)]
@@ -102,8 +105,12 @@ pub trait Store: Send + Sync + 'static {
     async fn update_task_if(&self, task: &TaskRecord, expected: &[TaskState]) -> StoreResult<bool>;
     /// One task by id.
     async fn get_task(&self, task_id: &str) -> StoreResult<Option<TaskRecord>>;
-    /// All tasks, oldest first.
-    async fn list_tasks(&self) -> StoreResult<Vec<TaskRecord>>;
+    /// A page of tasks, newest first ([`TaskQuery`]).
+    async fn query_tasks(&self, query: &TaskQuery) -> StoreResult<TaskPage>;
+    /// Every task not in a final state (what a master holds while it runs).
+    async fn list_unfinished_tasks(&self) -> StoreResult<Vec<TaskRecord>>;
+    /// How many tasks there are in each state (states with none may be missing).
+    async fn count_tasks(&self) -> StoreResult<BTreeMap<TaskState, u64>>;
 
     /// Records that a task attempt was placed on a worker.
     async fn put_assignment(&self, assignment: &AssignmentRecord) -> StoreResult<()>;

@@ -8,7 +8,7 @@
 
 use super::{
     AssignmentRecord, LogChunkRecord, ResultRecord, SecretRecord, Store, StoreError, StoreResult,
-    TaskRecord, TaskState, UserRecord, WorkerRecord, Write,
+    TaskCursor, TaskPage, TaskQuery, TaskRecord, TaskState, UserRecord, WorkerRecord, Write,
 };
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
@@ -18,6 +18,7 @@ use mongodb::options::IndexOptions;
 use mongodb::{Client, Collection, Database, IndexModel};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+use std::collections::BTreeMap;
 
 /// A MongoDB-backed store.
 #[derive(Clone)]
@@ -105,9 +106,14 @@ impl MongoStore {
             .create_index(unique(doc! { "id": 1 }))
             .await
             .map_err(&indexing)?;
-        // The queue: queued tasks by priority, then age.
+        // The unfinished tasks a starting master loads, and history by state.
         tasks
-            .create_index(plain(doc! { "state": 1, "priority": -1, "created_at": 1 }))
+            .create_index(plain(doc! { "state": 1, "created_at": -1, "id": -1 }))
+            .await
+            .map_err(&indexing)?;
+        // History, newest first.
+        tasks
+            .create_index(plain(doc! { "created_at": -1, "id": -1 }))
             .await
             .map_err(&indexing)?;
         self.db
@@ -162,6 +168,62 @@ impl MongoStore {
             .map_err(failed(operation))?;
         cursor.try_collect().await.map_err(failed(operation))
     }
+}
+
+/// Task states as stored (their BSON strings).
+fn states(
+    operation: &'static str,
+    states: impl IntoIterator<Item = TaskState>,
+) -> StoreResult<Vec<Bson>> {
+    states
+        .into_iter()
+        .map(|s| {
+            to_bson(&s).map_err(|e| StoreError::Backend {
+                operation,
+                message: e.to_string(),
+            })
+        })
+        .collect()
+}
+
+/// The MongoDB filter of a history query (all but its limit).
+fn task_filter(query: &TaskQuery) -> Document {
+    let mut filter = Document::new();
+    if let Some(state) = query.state {
+        filter.insert("state", state.as_str());
+    }
+    if let Some(worker) = &query.worker_id {
+        filter.insert("worker_id", worker.as_str());
+    }
+    match query.owner.as_deref() {
+        // Tasks stored before owners were kept have no owner field.
+        Some("") => drop(filter.insert("owner", doc! { "$in": ["", Bson::Null] })),
+        Some(owner) => drop(filter.insert("owner", owner)),
+        None => {}
+    }
+    if let Some(image) = &query.image {
+        filter.insert("image", image.as_str());
+    }
+    let mut time = Document::new();
+    if let Some(since) = query.since {
+        time.insert("$gte", since);
+    }
+    if let Some(until) = query.until {
+        time.insert("$lt", until);
+    }
+    if !time.is_empty() {
+        filter.insert("created_at", time);
+    }
+    if let Some(cursor) = &query.before {
+        filter.insert(
+            "$or",
+            vec![
+                doc! { "created_at": { "$lt": cursor.created_at } },
+                doc! { "created_at": cursor.created_at, "id": { "$lt": &cursor.id } },
+            ],
+        );
+    }
+    filter
 }
 
 /// Writes of one batch in flight at once.
@@ -235,15 +297,7 @@ impl Store for MongoStore {
     }
 
     async fn update_task_if(&self, task: &TaskRecord, expected: &[TaskState]) -> StoreResult<bool> {
-        let states: Vec<Bson> = expected
-            .iter()
-            .map(|s| {
-                to_bson(s).map_err(|e| StoreError::Backend {
-                    operation: "updating a task",
-                    message: e.to_string(),
-                })
-            })
-            .collect::<StoreResult<_>>()?;
+        let states = states("updating a task", expected.iter().copied())?;
         // A conditional single-document replace: matched 0 or 1.
         let result = self
             .collection::<TaskRecord>("TASKS")
@@ -260,14 +314,46 @@ impl Store for MongoStore {
             .map_err(failed("reading a task"))
     }
 
-    async fn list_tasks(&self) -> StoreResult<Vec<TaskRecord>> {
+    async fn query_tasks(&self, query: &TaskQuery) -> StoreResult<TaskPage> {
+        let operation = "listing tasks";
+        let size = query.page_size();
+        let cursor = self
+            .collection::<TaskRecord>("TASKS")
+            .find(task_filter(query))
+            .sort(doc! { "created_at": -1, "id": -1 })
+            .limit(i64::try_from(size + 1).unwrap_or(i64::MAX))
+            .await
+            .map_err(failed(operation))?;
+        let mut tasks: Vec<TaskRecord> = cursor.try_collect().await.map_err(failed(operation))?;
+        let next = (tasks.len() > size).then(|| TaskCursor::of(&tasks[size - 1]));
+        tasks.truncate(size);
+        Ok(TaskPage { tasks, next })
+    }
+
+    async fn list_unfinished_tasks(&self) -> StoreResult<Vec<TaskRecord>> {
+        let unfinished = TaskState::ALL.into_iter().filter(|s| !s.is_terminal());
+        let filter = doc! { "state": { "$in": states("listing unfinished tasks", unfinished)? } };
         self.all(
-            "listing tasks",
+            "listing unfinished tasks",
             "TASKS",
-            doc! {},
-            doc! { "created_at": 1, "id": 1 },
+            filter,
+            doc! { "created_at": 1 },
         )
         .await
+    }
+
+    async fn count_tasks(&self) -> StoreResult<BTreeMap<TaskState, u64>> {
+        let tasks = self.collection::<Document>("TASKS");
+        let counted = TaskState::ALL.map(|state| {
+            let tasks = tasks.clone();
+            async move {
+                let filter = doc! { "state": state.as_str() };
+                let count = tasks.count_documents(filter).await;
+                count.map(|n| (state, n)).map_err(failed("counting tasks"))
+            }
+        });
+        let counts = futures::future::try_join_all(counted).await?;
+        Ok(counts.into_iter().filter(|(_, n)| *n > 0).collect())
     }
 
     async fn put_assignment(&self, assignment: &AssignmentRecord) -> StoreResult<()> {

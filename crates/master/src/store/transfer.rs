@@ -7,8 +7,8 @@
 //! stored output chunks follow its result, their bytes in base64.
 
 use super::{
-    AssignmentRecord, LogChunkRecord, ResultRecord, SecretRecord, Store, StoreError, TaskRecord,
-    UserRecord, WorkerRecord,
+    AssignmentRecord, LogChunkRecord, ResultRecord, SecretRecord, Store, StoreError, TaskQuery,
+    TaskRecord, UserRecord, WorkerRecord,
 };
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
@@ -20,6 +20,8 @@ use std::io::{BufRead, Write};
 pub const MAX_LINE_BYTES: usize = 16 << 20;
 /// Log chunks read from the store at once while exporting.
 const CHUNK_PAGE: usize = 16;
+/// Tasks read from the store at once while exporting.
+const TASK_PAGE: usize = 500;
 
 /// One exported record, tagged with its collection.
 #[derive(Debug, Serialize, Deserialize)]
@@ -157,43 +159,64 @@ pub async fn export(
         write(Line::Worker(worker))?;
         counts.workers += 1;
     }
-    for task in store.list_tasks().await? {
-        let assignments = store.list_assignments(&task.id).await?;
-        let result = store.get_result(&task.id).await?;
-        write(Line::Task(task))?;
-        counts.tasks += 1;
-        for assignment in assignments {
-            write(Line::Assignment(assignment))?;
-            counts.assignments += 1;
-        }
-        if let Some(result) = result {
-            let (task_id, attempt, chunks) =
-                (result.task_id.clone(), result.attempt, result.log_chunks);
-            write(Line::Result(result))?;
-            counts.results += 1;
-            let mut next = 0;
-            while next < chunks {
-                let page = store
-                    .log_chunks(&task_id, attempt, next, CHUNK_PAGE)
-                    .await?;
-                let Some(last) = page.last() else { break };
-                next = last.seq + 1;
-                for chunk in page {
-                    write(Line::LogChunk(chunk.into()))?;
-                    counts.log_chunks += 1;
-                }
+    // History a page at a time, newest first: memory holds one page.
+    let mut query = TaskQuery {
+        limit: TASK_PAGE,
+        ..TaskQuery::default()
+    };
+    loop {
+        let page = store.query_tasks(&query).await?;
+        for task in page.tasks {
+            export_task(store, task, &mut write, &mut counts).await?;
+            if counts.tasks.is_multiple_of(1000) {
+                progress(&counts);
             }
         }
-        if counts.tasks % 1000 == 0 {
-            progress(&counts);
+        match page.next {
+            Some(next) => query.before = Some(next),
+            None => break,
         }
     }
     out.flush()?;
     Ok(counts)
 }
 
-/// Loads records written by [`export`] into `store`, which must hold no
-/// workers, tasks or users yet; `progress` is called every 1,000 tasks.
+/// Writes one task and what belongs to it: assignments, result, output.
+async fn export_task(
+    store: &dyn Store,
+    task: TaskRecord,
+    write: &mut impl FnMut(Line) -> std::io::Result<()>,
+    counts: &mut Counts,
+) -> Result<(), TransferError> {
+    let assignments = store.list_assignments(&task.id).await?;
+    let result = store.get_result(&task.id).await?;
+    write(Line::Task(task))?;
+    counts.tasks += 1;
+    for assignment in assignments {
+        write(Line::Assignment(assignment))?;
+        counts.assignments += 1;
+    }
+    if let Some(result) = result {
+        let (task_id, attempt, chunks) =
+            (result.task_id.clone(), result.attempt, result.log_chunks);
+        write(Line::Result(result))?;
+        counts.results += 1;
+        let mut next = 0;
+        while next < chunks {
+            let page = store
+                .log_chunks(&task_id, attempt, next, CHUNK_PAGE)
+                .await?;
+            let Some(last) = page.last() else { break };
+            next = last.seq + 1;
+            for chunk in page {
+                write(Line::LogChunk(chunk.into()))?;
+                counts.log_chunks += 1;
+            }
+        }
+    }
+    Ok(())
+}
+
 /// One line of an export, or the error naming its number.
 pub(crate) fn parse_line(number: usize, text: &str) -> Result<Line, TransferError> {
     serde_json::from_str(text).map_err(|e| TransferError::Malformed {
@@ -202,6 +225,8 @@ pub(crate) fn parse_line(number: usize, text: &str) -> Result<Line, TransferErro
     })
 }
 
+/// Loads records written by [`export`] into `store`, which must hold no
+/// workers, tasks or users yet; `progress` is called every 1,000 tasks.
 pub async fn import(
     store: &dyn Store,
     input: impl BufRead,
@@ -210,9 +235,9 @@ pub async fn import(
     let (users, workers, tasks) = (
         store.list_users().await?.len(),
         store.list_workers().await?.len(),
-        store.list_tasks().await?.len(),
+        store.count_tasks().await?.values().sum::<u64>(),
     );
-    if users + workers + tasks > 0 {
+    if users + workers > 0 || tasks > 0 {
         return Err(TransferError::NotEmpty(format!(
             "{users} users, {workers} workers, {tasks} tasks"
         )));
@@ -363,9 +388,13 @@ mod tests {
         let target = EmbeddedStore::open(target_dir.path()).unwrap();
         let imported = import(&target, file.as_slice(), |_| {}).await.unwrap();
         assert_eq!(imported, exported);
+        let everything = TaskQuery {
+            limit: 100,
+            ..TaskQuery::default()
+        };
         assert_eq!(
-            target.list_tasks().await.unwrap(),
-            source.list_tasks().await.unwrap()
+            target.query_tasks(&everything).await.unwrap(),
+            source.query_tasks(&everything).await.unwrap()
         );
         assert_eq!(target.list_assignments("t-2").await.unwrap().len(), 1);
         assert_eq!(

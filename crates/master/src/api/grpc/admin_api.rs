@@ -19,7 +19,7 @@ use crate::core::tasks::Tasks;
 use crate::core::workers::{Registration, Workers};
 use crate::error::{MasterError, MasterResult};
 use crate::services::{Services, Vitals};
-use crate::store::{Store, TaskRecord, TaskState, now_millis};
+use crate::store::{Store, TaskCursor, TaskQuery, TaskRecord, TaskState, now_millis};
 use cloudai_common::ids::{TaskId, WorkerId};
 use cloudai_proto::v1::master_admin_server::{MasterAdmin, MasterAdminServer};
 use cloudai_proto::v1::task_output::Item;
@@ -31,8 +31,8 @@ use cloudai_proto::v1::{
     ListTasksResponse, ListUsersRequest, ListUsersResponse, RemoveSecretRequest,
     RemoveSecretResponse, RemoveUserRequest, RemoveUserResponse, RevokeTokenRequest,
     RevokeTokenResponse, Secret, SetSecretRequest, SetSecretResponse, StreamTaskOutputRequest,
-    TaskOutput, TaskStatus, UnregisterWorkerRequest, UnregisterWorkerResponse, User, WhoAmIRequest,
-    WhoAmIResponse, WorkerCertificate,
+    TaskOutput, TaskStatus, TaskView, UnregisterWorkerRequest, UnregisterWorkerResponse, User,
+    WhoAmIRequest, WhoAmIResponse, WorkerCertificate,
 };
 use futures::StreamExt;
 use std::sync::Arc;
@@ -161,7 +161,6 @@ impl MasterAdmin for AdminGrpc {
         let tasks_by_state = self
             .lifecycle
             .task_counts()
-            .await?
             .into_iter()
             .filter(|(_, n)| *n > 0)
             .map(|(state, n)| (state.as_str().to_string(), n as u64))
@@ -207,36 +206,40 @@ impl MasterAdmin for AdminGrpc {
         } else {
             filter.limit
         } as usize;
-        let since = match filter.since_seconds {
-            0 => i64::MIN,
-            seconds => now_millis().saturating_sub(
-                i64::try_from(seconds)
-                    .unwrap_or(i64::MAX)
-                    .saturating_mul(1000),
-            ),
+        let ago = |seconds: u64| {
+            let millis = i64::try_from(seconds)
+                .unwrap_or(i64::MAX)
+                .saturating_mul(1000);
+            now_millis().saturating_sub(millis)
         };
-        let mut tasks: Vec<TaskRecord> = self
+        let before = match filter.cursor.as_str() {
+            "" => None,
+            text => {
+                Some(TaskCursor::parse(text).map_err(|e| Status::invalid_argument(e.to_string()))?)
+            }
+        };
+        let nonempty = |text: String| (!text.is_empty()).then_some(text);
+        let query = TaskQuery {
+            state,
+            worker_id: nonempty(filter.worker_id),
+            owner: nonempty(filter.owner),
+            image: nonempty(filter.image),
+            since: (filter.since_seconds > 0).then(|| ago(filter.since_seconds)),
+            until: (filter.until_seconds > 0).then(|| ago(filter.until_seconds)),
+            before,
+            limit,
+        };
+        let page = self
             .store
-            .list_tasks()
+            .query_tasks(&query)
             .await
-            .map_err(MasterError::from)?
-            .into_iter()
-            .filter(|t| state.is_none_or(|s| t.state == s))
-            .filter(|t| {
-                filter.worker_id.is_empty() || t.worker_id.as_deref() == Some(&filter.worker_id)
-            })
-            .filter(|t| filter.owner.is_empty() || t.owner == filter.owner)
-            .filter(|t| t.created_at >= since)
-            .collect();
-        tasks.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
-        let matched = tasks.len() as u64;
-        // The newest `limit`, in the order asked for.
-        let mut newest = tasks.split_off(tasks.len().saturating_sub(limit));
-        if filter.newest_first {
-            newest.reverse();
+            .map_err(MasterError::from)?;
+        let mut tasks: Vec<TaskView> = page.tasks.iter().map(|t| self.view(t, role)).collect();
+        if !filter.newest_first {
+            tasks.reverse();
         }
-        let tasks = newest.iter().map(|t| self.view(t, role)).collect();
-        Ok(Response::new(ListTasksResponse { tasks, matched }))
+        let next_cursor = page.next.map(|c| c.to_string()).unwrap_or_default();
+        Ok(Response::new(ListTasksResponse { tasks, next_cursor }))
     }
 
     type StreamTaskOutputStream = ReceiverStream<Result<TaskOutput, Status>>;

@@ -14,7 +14,7 @@
 
 use crate::api::http::app::App;
 use crate::error::MasterError;
-use crate::store::{Limits, TaskRecord, TaskState};
+use crate::store::{Limits, TaskCursor, TaskQuery, TaskRecord, TaskState};
 use axum::Json;
 use axum::body::Body;
 use axum::extract::{Path, Query, State};
@@ -176,7 +176,6 @@ pub async fn cluster(State(app): State<App>) -> Result<Json<Value>, ApiError> {
     let by_state: BTreeMap<&'static str, usize> = app
         .lifecycle
         .task_counts()
-        .await?
         .into_iter()
         .map(|(state, n)| (state.as_str(), n))
         .collect();
@@ -186,17 +185,23 @@ pub async fn cluster(State(app): State<App>) -> Result<Json<Value>, ApiError> {
     Ok(Json(body))
 }
 
-/// Filters of `GET /api/tasks`.
+/// Filters of `GET /api/tasks`: `since` and `until` are Unix seconds,
+/// `cursor` a `next_cursor` an earlier page returned.
 #[derive(Debug, Deserialize)]
 pub struct TaskFilter {
     state: Option<String>,
     worker: Option<String>,
+    owner: Option<String>,
+    image: Option<String>,
+    since: Option<i64>,
+    until: Option<i64>,
+    cursor: Option<String>,
     limit: Option<usize>,
 }
 
 impl TaskFilter {
-    /// The state, worker and limit asked for, each checked.
-    pub(crate) fn check(self) -> Result<(Option<TaskState>, Option<String>, usize), MasterError> {
+    /// The store query this filter asks for, each part checked.
+    pub(crate) fn check(self) -> Result<TaskQuery, MasterError> {
         let state = match self.state.as_deref().filter(|s| !s.is_empty()) {
             Some(name) => Some(TaskState::parse(name).ok_or_else(|| {
                 MasterError::InvalidArgument(format!(
@@ -216,31 +221,49 @@ impl TaskFilter {
                 "limit must be between 1 and {MAX_TASKS_LISTED}"
             )));
         }
-        Ok((state, worker, limit))
+        let millis = |name: &str, seconds: Option<i64>| {
+            seconds
+                .map(|s| {
+                    s.checked_mul(1000).ok_or_else(|| {
+                        MasterError::InvalidArgument(format!("{name}: {s} is not a time"))
+                    })
+                })
+                .transpose()
+        };
+        let before = self
+            .cursor
+            .filter(|c| !c.is_empty())
+            .map(|c| TaskCursor::parse(&c))
+            .transpose()
+            .map_err(|e| MasterError::InvalidArgument(e.to_string()))?;
+        let nonempty = |text: Option<String>| text.filter(|t| !t.is_empty());
+        Ok(TaskQuery {
+            state,
+            worker_id: worker,
+            owner: nonempty(self.owner),
+            image: nonempty(self.image),
+            since: millis("since", self.since)?,
+            until: millis("until", self.until)?,
+            before,
+            limit,
+        })
     }
 }
 
-/// `GET /api/tasks`.
+/// `GET /api/tasks`: a page of history, newest first, and the cursor of
+/// the next one (`null` at the end).
 pub async fn tasks(
     State(app): State<App>,
     Query(filter): Query<TaskFilter>,
 ) -> Result<Json<Value>, ApiError> {
-    let (state, worker, limit) = filter.check()?;
-    let mut tasks = app.store.list_tasks().await?;
-    tasks.retain(|t| {
-        state.is_none_or(|s| t.state == s)
-            && worker
-                .as_deref()
-                .is_none_or(|w| t.worker_id.as_deref() == Some(w))
-    });
-    let matching = tasks.len();
-    let recent: Vec<TaskView> = tasks
+    let page = app.store.query_tasks(&filter.check()?).await?;
+    let tasks: Vec<TaskView> = page
+        .tasks
         .into_iter()
-        .rev()
-        .take(limit)
         .map(|t| TaskView::of(&app, t))
         .collect();
-    Ok(Json(json!({ "matching": matching, "tasks": recent })))
+    let next_cursor = page.next.map(|c| c.to_string());
+    Ok(Json(json!({ "tasks": tasks, "next_cursor": next_cursor })))
 }
 
 /// `GET /api/tasks/{id}`.

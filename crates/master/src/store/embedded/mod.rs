@@ -6,17 +6,20 @@
 //! blocking pool so they never stall the async core.
 
 mod tables;
+mod task_index;
 
 use super::{
     AssignmentRecord, LogChunkRecord, ResultRecord, SecretRecord, Store, StoreError, StoreResult,
-    TaskRecord, TaskState, UserRecord, WorkerRecord, Write, assignment_key, log_chunk_key,
+    TaskPage, TaskQuery, TaskRecord, TaskState, UserRecord, WorkerRecord, Write, assignment_key,
+    log_chunk_key,
 };
 use redb::{Database, ReadableDatabase, ReadableTable};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use tables::{
-    ASSIGNMENTS, LOG_CHUNKS, RESULTS, SECRETS, TASKS, USERS, WORKER_REGISTRY, backend,
-    table_operation,
+    ASSIGNMENTS, LOG_CHUNKS, META, RESULTS, SECRETS, TASK_COUNTS, TASKS, TASKS_BY_TIME,
+    TASKS_UNFINISHED, USERS, WORKER_REGISTRY, backend, table_operation,
 };
 
 /// File name of the embedded store inside the data directory.
@@ -47,9 +50,14 @@ impl EmbeddedStore {
             RESULTS,
             LOG_CHUNKS,
             SECRETS,
+            TASKS_BY_TIME,
+            TASKS_UNFINISHED,
+            TASK_COUNTS,
+            META,
         ] {
             txn.open_table(table).map_err(|e| opening(e.to_string()))?;
         }
+        task_index::ensure_indexes(&txn).map_err(&opening)?;
         txn.commit().map_err(|e| opening(e.to_string()))?;
         Ok(Self {
             db: Arc::new(db),
@@ -98,8 +106,7 @@ impl Store for EmbeddedStore {
     }
 
     async fn put_task(&self, task: &TaskRecord) -> StoreResult<()> {
-        self.put("saving a task", TASKS, task.id.clone(), task)
-            .await
+        self.write_batch(&[Write::PutTask(task.clone())]).await
     }
 
     async fn update_task_if(&self, task: &TaskRecord, expected: &[TaskState]) -> StoreResult<bool> {
@@ -107,10 +114,11 @@ impl Store for EmbeddedStore {
         let bytes = serde_json::to_vec(task).map_err(|e| backend(operation)(e.to_string()))?;
         let key = task.id.clone();
         let expected = expected.to_vec();
+        let task = task.clone();
         self.blocking(operation, move |db| {
             let txn = db.begin_write().map_err(|e| e.to_string())?;
             let written = {
-                let mut table = txn.open_table(TASKS).map_err(|e| e.to_string())?;
+                let table = txn.open_table(TASKS).map_err(|e| e.to_string())?;
                 let current: Option<TaskRecord> =
                     match table.get(key.as_str()).map_err(|e| e.to_string())? {
                         Some(value) => {
@@ -118,16 +126,11 @@ impl Store for EmbeddedStore {
                         }
                         None => None,
                     };
-                match current {
-                    Some(current) if expected.contains(&current.state) => {
-                        table
-                            .insert(key.as_str(), bytes.as_slice())
-                            .map_err(|e| e.to_string())?;
-                        true
-                    }
-                    _ => false,
-                }
+                current.is_some_and(|current| expected.contains(&current.state))
             };
+            if written {
+                task_index::write_task(&txn, &task, &bytes)?;
+            }
             txn.commit().map_err(|e| e.to_string())?;
             Ok(written)
         })
@@ -145,9 +148,14 @@ impl Store for EmbeddedStore {
             .map(table_operation)
             .collect::<Result<Vec<_>, String>>()
             .map_err(backend(operation))?;
+        let writes = writes.to_vec();
         self.blocking(operation, move |db| {
             let txn = db.begin_write().map_err(|e| e.to_string())?;
-            for (table, key, value) in &operations {
+            for ((table, key, value), write) in operations.iter().zip(&writes) {
+                if let (Write::PutTask(task), Some(bytes)) = (write, value) {
+                    task_index::write_task(&txn, task, bytes)?;
+                    continue;
+                }
                 let mut table = txn.open_table(*table).map_err(|e| e.to_string())?;
                 match value {
                     Some(bytes) => table.insert(key.as_str(), bytes.as_slice()).map(drop),
@@ -160,10 +168,31 @@ impl Store for EmbeddedStore {
         .await
     }
 
-    async fn list_tasks(&self) -> StoreResult<Vec<TaskRecord>> {
-        let mut tasks: Vec<TaskRecord> = self.scan("listing tasks", TASKS, String::new()).await?;
-        tasks.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
-        Ok(tasks)
+    async fn query_tasks(&self, query: &TaskQuery) -> StoreResult<TaskPage> {
+        let query = query.clone();
+        let (tasks, next) = self
+            .blocking("listing tasks", move |db| {
+                let txn = db.begin_read().map_err(|e| e.to_string())?;
+                task_index::query(&txn, &query)
+            })
+            .await?;
+        Ok(TaskPage { tasks, next })
+    }
+
+    async fn list_unfinished_tasks(&self) -> StoreResult<Vec<TaskRecord>> {
+        self.blocking("listing unfinished tasks", |db| {
+            let txn = db.begin_read().map_err(|e| e.to_string())?;
+            task_index::unfinished(&txn)
+        })
+        .await
+    }
+
+    async fn count_tasks(&self) -> StoreResult<BTreeMap<TaskState, u64>> {
+        self.blocking("counting tasks", |db| {
+            let txn = db.begin_read().map_err(|e| e.to_string())?;
+            task_index::counts(&txn)
+        })
+        .await
     }
 
     async fn put_assignment(&self, assignment: &AssignmentRecord) -> StoreResult<()> {
@@ -316,6 +345,41 @@ mod tests {
             Arc::new(EmbeddedStore::open(&path).unwrap()) as Arc<dyn Store>
         })
         .await;
+    }
+
+    /// A file from before the task indexes (tasks only in `TASKS`) is
+    /// indexed when it is opened: history, unfinished tasks and counts.
+    #[tokio::test]
+    async fn a_store_without_indexes_is_indexed_on_open() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = EmbeddedStore::open(dir.path()).unwrap();
+            for (id, state) in [("t-a", TaskState::Completed), ("t-b", TaskState::Queued)] {
+                let task = TaskRecord {
+                    state,
+                    ..TaskRecord::queued(id, "busybox", 5)
+                };
+                store.put_task(&task).await.unwrap();
+            }
+            // Back to what an older master left: no indexes, no marker.
+            let txn = store.db.begin_write().unwrap();
+            for table in [TASKS_BY_TIME, TASKS_UNFINISHED, TASK_COUNTS, META] {
+                txn.delete_table(table).unwrap();
+            }
+            txn.commit().unwrap();
+        }
+        let store = EmbeddedStore::open(dir.path()).unwrap();
+        let all = contract::all_tasks(&store).await;
+        assert_eq!(
+            all.iter().map(|t| t.id.as_str()).collect::<Vec<_>>(),
+            ["t-b", "t-a"]
+        );
+        let unfinished = store.list_unfinished_tasks().await.unwrap();
+        assert_eq!(unfinished.len(), 1);
+        assert_eq!(unfinished[0].id, "t-b");
+        let counts = store.count_tasks().await.unwrap();
+        assert_eq!(counts[&TaskState::Completed], 1);
+        assert_eq!(counts[&TaskState::Queued], 1);
     }
 
     #[test]

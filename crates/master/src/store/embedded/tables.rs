@@ -17,6 +17,14 @@ pub(super) const RESULTS: Table = TableDefinition::new("RESULTS");
 pub(super) const SECRETS: Table = TableDefinition::new("SECRETS");
 /// Raw output bytes (not JSON), keyed by [`log_chunk_key`](crate::store::log_chunk_key).
 pub(super) const LOG_CHUNKS: Table = TableDefinition::new("LOG_CHUNKS");
+/// Newest-first history: `<created_at>/<id>` to the fields filters use.
+pub(super) const TASKS_BY_TIME: Table = TableDefinition::new("TASKS_BY_TIME");
+/// Ids of the tasks not in a final state.
+pub(super) const TASKS_UNFINISHED: Table = TableDefinition::new("TASKS_UNFINISHED");
+/// Tasks per state (little-endian u64).
+pub(super) const TASK_COUNTS: Table = TableDefinition::new("TASK_COUNTS");
+/// What the file holds beyond the collections (index versions).
+pub(super) const META: Table = TableDefinition::new("META");
 
 pub(super) fn backend(operation: &'static str) -> impl Fn(String) -> StoreError {
     move |message| StoreError::Backend { operation, message }

@@ -5,7 +5,7 @@
 use super::ResilientStore;
 use crate::store::{Store, StoreError, StoreResult, Write};
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
@@ -43,6 +43,11 @@ impl Pending {
 pub(super) struct Journal {
     /// Writes enqueued and not yet stored.
     pub(super) pending: AtomicUsize,
+    /// Writes enqueued so far: the last one's sequence number.
+    enqueued: AtomicU64,
+    /// Writes stored so far (in journal order, so every sequence number up
+    /// to this one is stored).
+    pub(super) stored: AtomicU64,
     /// Set while the backend fails; callers then do not wait for their write.
     pub(super) degraded: AtomicBool,
     /// The backend's last error, while degraded.
@@ -51,16 +56,18 @@ pub(super) struct Journal {
 
 impl ResilientStore {
     /// Queues `write` (the caller holds the mirror lock, so the journal order
-    /// is the order the mirror changed in) and returns what to wait on.
-    pub(super) fn enqueue(&self, write: Write) -> Option<oneshot::Receiver<()>> {
+    /// is the order the mirror changed in) and returns its sequence number
+    /// and what to wait on.
+    pub(super) fn enqueue(&self, write: Write) -> (u64, Option<oneshot::Receiver<()>>) {
         self.journal.pending.fetch_add(1, Ordering::SeqCst);
+        let seq = self.journal.enqueued.fetch_add(1, Ordering::SeqCst) + 1;
         let (waiter, done) = oneshot::channel();
         let waiter = (!self.journal.degraded.load(Ordering::SeqCst)).then_some(waiter);
         let waits = waiter.is_some();
         // The flusher lives as long as the runtime; if it is gone the write
         // stays in memory only, which health then reports as pending.
         let _ = self.sender.send(Pending { write, waiter });
-        waits.then_some(done)
+        (seq, waits.then_some(done))
     }
 }
 
@@ -117,10 +124,13 @@ pub(super) async fn flush(
             .unwrap_or_else(|_| Err(timed_out("writing")));
         match outcome {
             Ok(()) => {
+                // Counted stored before any waiter goes on, so what it reads
+                // next already finds its write released from memory.
+                journal.stored.fetch_add(count as u64, Ordering::SeqCst);
+                journal.pending.fetch_sub(count, Ordering::SeqCst);
                 for mut stored in queue.drain(..count) {
                     stored.release();
                 }
-                journal.pending.fetch_sub(count, Ordering::SeqCst);
                 backoff = MIN_BACKOFF;
                 if queue.is_empty() && journal.degraded.swap(false, Ordering::SeqCst) {
                     *journal.last_error.lock().unwrap_or_else(|e| e.into_inner()) = None;

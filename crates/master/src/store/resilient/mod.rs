@@ -1,6 +1,13 @@
 //! Serving through a store outage: [`ResilientStore`] wraps either backend,
-//! answers reads of workers, tasks and users from memory, and writes through
-//! an ordered journal that one flusher task drains with retries and backoff.
+//! answers reads of workers, users and the tasks a master works on from
+//! memory, and writes through an ordered journal that one flusher task
+//! drains with retries and backoff.
+//!
+//! Memory holds every unfinished task and every task whose last write is not
+//! stored yet; a finished task leaves it once stored (into a cache of the
+//! last [`RECENT_TASKS`](mirror::RECENT_TASKS)), and reads of older tasks
+//! and pages of history go to the backend, merged with what memory holds.
+//! While the backend is away, history pages show what memory holds.
 //!
 //! While the backend answers, a write returns once it is stored, exactly as
 //! with the bare backend. When the backend fails or stalls, the write returns
@@ -23,12 +30,14 @@
 mod journal;
 mod mirror;
 
+use super::query::is_older;
 use super::{
     AssignmentRecord, LogChunkRecord, ResultRecord, SecretRecord, Store, StoreError, StoreResult,
-    TaskRecord, TaskState, UserRecord, WorkerRecord, Write,
+    TaskCursor, TaskPage, TaskQuery, TaskRecord, TaskState, UserRecord, WorkerRecord, Write,
 };
 use journal::{CALL_TIMEOUT, Journal, Pending, flush, within};
 use mirror::Mirror;
+use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -50,18 +59,25 @@ pub struct ResilientStore {
     /// memory only).
     flusher: Mutex<Option<tokio::task::JoinHandle<()>>>,
     stop_flusher: CancellationToken,
+    /// Serializes conditional updates of tasks not in memory, which are
+    /// decided against a read of the backend.
+    cold_updates: tokio::sync::Mutex<()>,
 }
 
+/// Backend pages one history page may read to fill itself around the tasks
+/// memory holds.
+const MAX_PAGE_READS: usize = 4;
+
 impl ResilientStore {
-    /// Loads workers, tasks and users from `backend` and starts the flusher
-    /// (on the current tokio runtime).
+    /// Loads workers, users, secrets and the unfinished tasks from `backend`
+    /// and starts the flusher (on the current tokio runtime).
     pub async fn load(backend: Arc<dyn Store>) -> StoreResult<Self> {
         let mut mirror = Mirror::default();
         for worker in backend.list_workers().await? {
             mirror.workers.insert(worker.id.clone(), worker);
         }
-        for task in backend.list_tasks().await? {
-            mirror.tasks.insert(task.id.clone(), task);
+        for task in backend.list_unfinished_tasks().await? {
+            mirror.hold_loaded(task);
         }
         for secret in backend.list_secrets().await? {
             mirror.secrets.insert(secret.name.clone(), secret);
@@ -85,6 +101,7 @@ impl ResilientStore {
             sender,
             flusher: Mutex::new(Some(flusher)),
             stop_flusher,
+            cold_updates: tokio::sync::Mutex::new(()),
         })
     }
 
@@ -117,6 +134,116 @@ impl ResilientStore {
         call: impl std::future::Future<Output = StoreResult<T>>,
     ) -> StoreResult<T> {
         within(CALL_TIMEOUT, operation, call).await
+    }
+
+    /// Records a task write and the writes that come with it; returns what
+    /// to wait on (the last of them).
+    fn record_all(
+        &self,
+        mirror: &mut mirror::Mirror,
+        task: &TaskRecord,
+        also: &[Write],
+    ) -> Option<oneshot::Receiver<()>> {
+        let mut done = self.record(mirror, Write::PutTask(task.clone())).1;
+        for write in also {
+            done = self.record(mirror, write.clone()).1;
+        }
+        done
+    }
+
+    /// A conditional update of a task memory does not hold (it finished and
+    /// was stored): decided against the backend's copy, one at a time, and
+    /// read again if memory released a task meanwhile.
+    async fn update_stored_task_if(
+        &self,
+        task: &TaskRecord,
+        expected: &[TaskState],
+        also: &[Write],
+    ) -> StoreResult<bool> {
+        let _one_at_a_time = self.cold_updates.lock().await;
+        let done = loop {
+            let releases = self.mirror().releases;
+            let read = self.read("reading a task", self.backend.get_task(&task.id));
+            let stored = read.await?;
+            let mut mirror = self.mirror();
+            let current = match mirror.task(&task.id) {
+                Some(task) => task.state,
+                None if mirror.releases != releases => continue,
+                None => match stored {
+                    Some(stored) => stored.state,
+                    None => return Ok(false),
+                },
+            };
+            if !expected.contains(&current) {
+                return Ok(false);
+            }
+            break self.record_all(&mut mirror, task, also);
+        };
+        Self::settle(done).await;
+        Ok(true)
+    }
+
+    /// A page of history from memory alone (held and recent tasks).
+    fn page_from_memory(&self, query: &TaskQuery) -> TaskPage {
+        let mirror = self.mirror();
+        let held = mirror.tasks.values().map(|held| &held.task);
+        let recent = mirror
+            .recent
+            .values()
+            .filter(|t| !mirror.tasks.contains_key(&t.id));
+        let mut page = query.page(held.chain(recent).cloned());
+        // Older history is in the backend, out of reach.
+        page.next = None;
+        page
+    }
+
+    /// A page of history: backend pages, their tasks replaced by the copies
+    /// memory holds, merged with the held tasks in the range read.
+    async fn query_merged(&self, query: &TaskQuery) -> StoreResult<TaskPage> {
+        let size = query.page_size();
+        let held: Vec<TaskRecord> = {
+            let mirror = self.mirror();
+            let held = mirror.tasks.values().map(|held| &held.task);
+            held.filter(|t| query.matches(t) && query.beyond_cursor(&TaskCursor::of(t)))
+                .cloned()
+                .collect()
+        };
+        let mut stored: Vec<TaskRecord> = Vec::new();
+        let mut read_to: Option<TaskCursor> = None;
+        let mut ask = query.clone();
+        for _ in 0..MAX_PAGE_READS {
+            let page = self
+                .read("listing tasks", self.backend.query_tasks(&ask))
+                .await?;
+            {
+                let mirror = self.mirror();
+                stored.extend(
+                    page.tasks
+                        .into_iter()
+                        .filter(|t| !mirror.tasks.contains_key(&t.id)),
+                );
+            }
+            read_to = page.next;
+            let Some(to) = &read_to else { break };
+            let held_in_range = held.iter().filter(|t| !is_older(t, to)).count();
+            if stored.len() + held_in_range >= size {
+                break;
+            }
+            ask.before = read_to.clone();
+        }
+        // Held tasks older than what was read belong to a later page.
+        let in_range = held
+            .into_iter()
+            .filter(|t| read_to.as_ref().is_none_or(|to| !is_older(t, to)));
+        let mut tasks: Vec<TaskRecord> = stored.into_iter().chain(in_range).collect();
+        tasks.sort_by(super::query::newest_first);
+        let next = if tasks.len() > size {
+            tasks.truncate(size);
+            tasks.last().map(TaskCursor::of)
+        } else {
+            read_to
+        };
+        Ok(TaskPage { tasks, next })
     }
 }
 
@@ -208,14 +335,17 @@ impl Store for ResilientStore {
         let done = {
             let mut mirror = self.mirror();
             match mirror.tasks.get(&task.id) {
-                Some(current) if expected.contains(&current.state) => {}
-                _ => return Ok(false),
+                Some(held) if expected.contains(&held.task.state) => {
+                    Some(self.record_all(&mut mirror, task, also))
+                }
+                Some(_) => return Ok(false),
+                // Not in memory: finished and stored, or unknown.
+                None if !expected.iter().any(|s| s.is_terminal()) => return Ok(false),
+                None => None,
             }
-            let mut done = self.record(&mut mirror, Write::PutTask(task.clone())).1;
-            for write in also {
-                done = self.record(&mut mirror, write.clone()).1;
-            }
-            done
+        };
+        let Some(done) = done else {
+            return self.update_stored_task_if(task, expected, also).await;
         };
         // The journal is ordered: once the last write is stored, all are.
         Self::settle(done).await;
@@ -223,30 +353,46 @@ impl Store for ResilientStore {
     }
 
     async fn get_task(&self, task_id: &str) -> StoreResult<Option<TaskRecord>> {
-        Ok(self.mirror().tasks.get(task_id).cloned())
+        if let Some(task) = self.mirror().task(task_id) {
+            return Ok(Some(task.clone()));
+        }
+        let stored = self.read("reading a task", self.backend.get_task(task_id));
+        let stored = stored.await?;
+        // Written while it was read: memory has the newer copy.
+        Ok(self.mirror().task(task_id).cloned().or(stored))
     }
 
-    async fn list_tasks(&self) -> StoreResult<Vec<TaskRecord>> {
-        let mut tasks: Vec<TaskRecord> = self.mirror().tasks.values().cloned().collect();
-        tasks.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
-        Ok(tasks)
+    async fn query_tasks(&self, query: &TaskQuery) -> StoreResult<TaskPage> {
+        if self.journal.degraded.load(Ordering::SeqCst) {
+            return Ok(self.page_from_memory(query));
+        }
+        match self.query_merged(query).await {
+            Ok(page) => Ok(page),
+            Err(error) => {
+                tracing::warn!(%error, "listing tasks from memory only");
+                Ok(self.page_from_memory(query))
+            }
+        }
+    }
+
+    async fn list_unfinished_tasks(&self) -> StoreResult<Vec<TaskRecord>> {
+        let mirror = self.mirror();
+        let held = mirror.tasks.values().map(|held| &held.task);
+        Ok(held.filter(|t| !t.state.is_terminal()).cloned().collect())
+    }
+
+    async fn count_tasks(&self) -> StoreResult<BTreeMap<TaskState, u64>> {
+        self.read("counting tasks", self.backend.count_tasks())
+            .await
     }
 
     async fn put_assignment(&self, assignment: &AssignmentRecord) -> StoreResult<()> {
         self.write(Write::PutAssignment(assignment.clone())).await;
-        self.settled();
         Ok(())
     }
 
     async fn list_assignments(&self, task_id: &str) -> StoreResult<Vec<AssignmentRecord>> {
-        self.settled();
-        let unwritten: Vec<AssignmentRecord> = self
-            .mirror()
-            .unwritten_assignments
-            .iter()
-            .filter(|a| a.task_id == task_id)
-            .cloned()
-            .collect();
+        let unwritten = self.mirror().unwritten_assignments(task_id);
         let mut all = match self
             .read(
                 "listing assignments",
@@ -271,13 +417,11 @@ impl Store for ResilientStore {
 
     async fn put_result(&self, result: &ResultRecord) -> StoreResult<()> {
         self.write(Write::PutResult(result.clone())).await;
-        self.settled();
         Ok(())
     }
 
     async fn get_result(&self, task_id: &str) -> StoreResult<Option<ResultRecord>> {
-        self.settled();
-        if let Some(result) = self.mirror().unwritten_results.get(task_id) {
+        if let Some(result) = self.mirror().unwritten_result(task_id) {
             return Ok(Some(result.clone()));
         }
         self.read("reading a result", self.backend.get_result(task_id))
@@ -412,9 +556,17 @@ mod tests {
             self.check()?;
             self.inner.get_task(task_id).await
         }
-        async fn list_tasks(&self) -> StoreResult<Vec<TaskRecord>> {
+        async fn query_tasks(&self, query: &TaskQuery) -> StoreResult<TaskPage> {
             self.check()?;
-            self.inner.list_tasks().await
+            self.inner.query_tasks(query).await
+        }
+        async fn list_unfinished_tasks(&self) -> StoreResult<Vec<TaskRecord>> {
+            self.check()?;
+            self.inner.list_unfinished_tasks().await
+        }
+        async fn count_tasks(&self) -> StoreResult<BTreeMap<TaskState, u64>> {
+            self.check()?;
+            self.inner.count_tasks().await
         }
         async fn put_assignment(&self, assignment: &AssignmentRecord) -> StoreResult<()> {
             self.check()?;
@@ -483,6 +635,157 @@ mod tests {
             state,
             ..task.clone()
         }
+    }
+
+    async fn stored_everything(store: &ResilientStore) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        while store.pending_writes() > 0 {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "writes never drained"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn finished_tasks_leave_memory_and_are_read_from_the_backend() {
+        let (_dir, inner) = embedded();
+        let store = ResilientStore::load(inner.clone()).await.unwrap();
+        let total = mirror::RECENT_TASKS + 500;
+        for n in 0..total {
+            let queued = TaskRecord::queued(&format!("t-{n:05}"), "busybox", n as i64);
+            store.put_task(&queued).await.unwrap();
+            let state = if n == 0 {
+                TaskState::Failed
+            } else {
+                TaskState::Completed
+            };
+            let done = with_state(&queued, state);
+            assert!(
+                store
+                    .update_task_if(&done, &[TaskState::Queued])
+                    .await
+                    .unwrap()
+            );
+        }
+        store
+            .put_task(&TaskRecord::queued("t-waiting", "busybox", 0))
+            .await
+            .unwrap();
+        stored_everything(&store).await;
+        {
+            let mirror = store.mirror();
+            let held: Vec<&str> = mirror.tasks.keys().map(String::as_str).collect();
+            assert_eq!(
+                held,
+                ["t-waiting"],
+                "only the unfinished task stays in memory"
+            );
+            assert!(mirror.recent.values().count() <= mirror::RECENT_TASKS);
+        }
+        // The oldest is only in the backend now; reads still find it.
+        let oldest = store.get_task("t-00000").await.unwrap().unwrap();
+        assert_eq!(oldest.state, TaskState::Failed);
+        // A conditional update of a stored finished task is decided by the backend's copy.
+        let corrected = with_state(&oldest, TaskState::Completed);
+        assert!(
+            !store
+                .update_task_if(&corrected, &[TaskState::Cancelled])
+                .await
+                .unwrap()
+        );
+        assert!(
+            store
+                .update_task_if(&corrected, &[TaskState::Failed])
+                .await
+                .unwrap()
+        );
+        assert_eq!(
+            store.get_task("t-00000").await.unwrap().unwrap().state,
+            TaskState::Completed
+        );
+        let unfinished = store.list_unfinished_tasks().await.unwrap();
+        assert_eq!(unfinished.len(), 1);
+        let listed = crate::store::contract::all_tasks(&store).await;
+        assert_eq!(listed.len(), total + 1);
+        assert_eq!(listed.last().unwrap().id, "t-00000", "oldest last");
+        assert_eq!(
+            store.count_tasks().await.unwrap()[&TaskState::Completed],
+            total as u64
+        );
+    }
+
+    #[tokio::test]
+    async fn pages_merge_what_memory_holds_and_fall_back_to_it_in_an_outage() {
+        let (_dir, inner) = embedded();
+        let flaky = Arc::new(Flaky {
+            inner: inner.clone(),
+            down: AtomicBool::new(false),
+        });
+        let store = ResilientStore::load(flaky.clone()).await.unwrap();
+        for n in 0..10 {
+            let task = TaskRecord::queued(&format!("t-{n}"), "busybox", n);
+            store
+                .put_task(&with_state(&task, TaskState::Completed))
+                .await
+                .unwrap();
+        }
+        stored_everything(&store).await;
+        flaky.down.store(true, Ordering::SeqCst);
+        // Written during the outage: only memory has it, and it is the newest.
+        let queued = TaskRecord::queued("t-new", "busybox", 50);
+        store.put_task(&queued).await.unwrap();
+        let page = store
+            .query_tasks(&TaskQuery {
+                limit: 3,
+                ..TaskQuery::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(
+            page.tasks[0].id, "t-new",
+            "memory answers while the store is away"
+        );
+        assert!(page.next.is_none(), "older history is out of reach");
+
+        flaky.down.store(false, Ordering::SeqCst);
+        stored_everything(&store).await;
+        // The queued task was stored as queued; memory's newer copy wins.
+        let running = with_state(&queued, TaskState::Running);
+        flaky.down.store(true, Ordering::SeqCst);
+        assert!(
+            store
+                .update_task_if(&running, &[TaskState::Queued])
+                .await
+                .unwrap()
+        );
+        flaky.down.store(false, Ordering::SeqCst);
+        let running_only = TaskQuery {
+            state: Some(TaskState::Running),
+            limit: 5,
+            ..TaskQuery::default()
+        };
+        let page = store.query_tasks(&running_only).await.unwrap();
+        assert_eq!(page.tasks.len(), 1);
+        assert_eq!(page.tasks[0].state, TaskState::Running);
+        stored_everything(&store).await;
+        let mut query = TaskQuery {
+            limit: 4,
+            ..TaskQuery::default()
+        };
+        let mut seen = Vec::new();
+        loop {
+            let page = store.query_tasks(&query).await.unwrap();
+            seen.extend(page.tasks.into_iter().map(|t| t.id));
+            match page.next {
+                Some(next) => query.before = Some(next),
+                None => break,
+            }
+        }
+        let mut expected = vec!["t-new".to_string()];
+        expected.extend((0..10).rev().map(|n| format!("t-{n}")));
+        assert_eq!(seen, expected, "every task once, newest first");
     }
 
     #[tokio::test]
