@@ -754,3 +754,40 @@ fn a_large_output_is_stored_whole() {
     );
     assert_stored_output(&master, &runtime, &viewer, &capped, &want);
 }
+
+/// History pages newest first, each page pointing at the next with a
+/// cursor, and `--keep-history` prunes finished tasks in the background.
+#[test]
+fn history_pages_with_a_cursor_and_old_tasks_are_pruned() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = MasterOptions {
+        extra: vec!["--keep-history", "4s"],
+        ..MasterOptions::default()
+    };
+    let mut master = Master::start(&dir.path().join("master"), &options);
+    let worker = Worker::join(&mut master, "h", dir.path());
+    let tasks: Vec<String> = (0..3)
+        .map(|n| master.submit(&format!("task {} {TEST_IMAGE} -- echo run-{n}", worker.id)))
+        .collect();
+    for task in &tasks {
+        master.poll("tasks", &[task, "completed"], WAIT);
+    }
+    // The newest two, then the one before them.
+    let first = master.poll("tasks --limit 2", &["older ones: `--cursor "], WAIT);
+    assert!(
+        first.contains(&tasks[2]) && first.contains(&tasks[1]),
+        "{first}"
+    );
+    assert!(!first.contains(&tasks[0]), "{first}");
+    let cursor = word_after(&first, "--cursor ").trim_end_matches(['`', ')']);
+    let from = master.send(&format!("tasks --limit 2 --cursor {cursor}"));
+    let second = master.wait_from(from, &tasks[0], WAIT);
+    assert!(!second.contains(&tasks[2]), "{second}");
+    let from = master.send("tasks --cursor nonsense");
+    master.wait_from(from, "is not one a task listing returned", WAIT);
+
+    // Finished more than 4 s ago: pruned, output and all.
+    master.poll("tasks", &["no tasks"], WAIT);
+    let from = master.send(&format!("logs {}", tasks[0]));
+    master.wait_from(from, "no task", WAIT);
+}

@@ -42,6 +42,11 @@ pub struct MasterConfig {
     #[arg(long, env = "CLOUDAI_MONGODB_DATABASE", default_value = "cloudai")]
     pub mongodb_database: String,
 
+    /// Remove finished tasks (with their results and output) once they
+    /// finished this long ago, in the background (e.g. 90d). Unset: keep all.
+    #[arg(long, env = "CLOUDAI_KEEP_HISTORY", value_name = "DUR", value_parser = parse_duration)]
+    pub keep_history: Option<Duration>,
+
     /// Interval workers send heartbeats at (e.g. 5s, 500ms).
     #[arg(long, env = "CLOUDAI_HEARTBEAT_INTERVAL", default_value = "5s", value_parser = parse_duration)]
     pub heartbeat_interval: Duration,
@@ -191,6 +196,12 @@ impl MasterConfig {
         }
         if self.max_connections == 0 || self.max_connections_per_ip == 0 {
             return Err("--max-connections and --max-connections-per-ip must be at least 1".into());
+        }
+        if self
+            .keep_history
+            .is_some_and(|keep| keep < Duration::from_secs(1))
+        {
+            return Err("--keep-history must be at least 1s".into());
         }
         if self.idle_timeout < Duration::from_secs(1) {
             return Err("--idle-timeout must be at least 1s".into());

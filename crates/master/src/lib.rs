@@ -207,6 +207,9 @@ pub async fn start(
         lifecycle.give_up_after_window(&worker_id);
     }
     lifecycle.finish_lost_left_by_a_crash();
+    if let Some(keep) = config.keep_history {
+        core::retention::keep_history(lifecycle, keep);
+    }
     for (id, address) in config.preregistrations() {
         let Some(existing) = workers.registry().get(&id) else {
             workers.register(&id, &address).await?;

@@ -23,6 +23,7 @@
 //!   an attempt; `task_logs`: whole outputs in chunks;
 //! - `scheduler`: the queue and its loop; `capacity`: what workers can take;
 //!   `placement`: the resource-aware choice;
+//! - `retention`: `--keep-history`, pruning finished tasks in the background;
 //! - `secrets`: secrets sealed with the operator's key (`sealing`), opened
 //!   only into the copy of a task sent to its worker; `progress`: the latest
 //!   pull progress of each preparing task;
@@ -42,6 +43,7 @@ pub(crate) mod placement;
 pub(crate) mod progress;
 pub(crate) mod registry;
 pub(crate) mod results;
+pub(crate) mod retention;
 pub(crate) mod retries;
 pub(crate) mod runtime;
 pub(crate) mod scheduler;

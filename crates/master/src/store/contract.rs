@@ -13,7 +13,7 @@ use std::sync::Arc;
 macro_rules! contract_tests {
     ($fresh:expr) => {
         $crate::store::contract::contract_tests!(@each $fresh;
-            workers, tasks, task_history, assignments_and_results, batches,
+            workers, tasks, task_history, pruning, assignments_and_results, batches,
             conditional_updates_with_records, log_chunks, users, secrets);
 
         #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -235,6 +235,66 @@ pub async fn task_history(store: Arc<dyn Store>) {
         ids(&completed.tasks),
         ["h-09", "h-06", "h-03", "h-02", "h-00"]
     );
+}
+
+/// Pruning removes finished tasks with everything of theirs, and nothing else.
+pub async fn pruning(store: Arc<dyn Store>) {
+    for (id, state) in [
+        ("p-done", TaskState::Completed),
+        ("p-live", TaskState::Running),
+    ] {
+        store.put_task(&task(id, 1, state)).await.unwrap();
+        store
+            .put_assignment(&AssignmentRecord {
+                task_id: id.into(),
+                attempt: 1,
+                worker_id: "w1".into(),
+                assigned_at: 1,
+            })
+            .await
+            .unwrap();
+        store
+            .put_log_chunk(&LogChunkRecord {
+                task_id: id.into(),
+                attempt: 1,
+                seq: 0,
+                data: b"out".to_vec(),
+            })
+            .await
+            .unwrap();
+    }
+    // A task whose id extends the pruned one's keeps its records.
+    store
+        .put_task(&task("p-done2", 2, TaskState::Completed))
+        .await
+        .unwrap();
+    store
+        .put_log_chunk(&LogChunkRecord {
+            task_id: "p-done2".into(),
+            attempt: 1,
+            seq: 0,
+            data: b"kept".to_vec(),
+        })
+        .await
+        .unwrap();
+    let ids = ["p-done", "p-live", "p-ghost"].map(String::from);
+    let removed = store.delete_finished_tasks(&ids).await.unwrap();
+    assert_eq!(removed, ["p-done"]);
+    assert!(store.get_task("p-done").await.unwrap().is_none());
+    assert!(store.list_assignments("p-done").await.unwrap().is_empty());
+    assert!(
+        store
+            .log_chunks("p-done", 1, 0, 8)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(store.get_task("p-live").await.unwrap().is_some());
+    assert_eq!(store.list_assignments("p-live").await.unwrap().len(), 1);
+    assert_eq!(store.log_chunks("p-done2", 1, 0, 8).await.unwrap().len(), 1);
+    let counts = store.count_tasks().await.unwrap();
+    assert_eq!(counts.get(&TaskState::Completed), Some(&1));
+    assert_eq!(all_tasks(&*store).await.len(), 2);
 }
 
 /// Concurrent writers: every insert lands, and exactly one of many racing

@@ -96,6 +96,28 @@ impl Store for MemoryStore {
         Ok(unfinished.cloned().collect())
     }
 
+    async fn delete_finished_tasks(&self, task_ids: &[String]) -> StoreResult<Vec<String>> {
+        let mut tables = self.tables();
+        let mut removed = Vec::new();
+        for id in task_ids {
+            let before = tables.tasks.len();
+            tables
+                .tasks
+                .retain(|t| !(&t.id == id && t.state.is_terminal()));
+            if tables.tasks.len() == before {
+                continue;
+            }
+            let prefix = format!("{id}/");
+            tables
+                .assignments
+                .retain(|key, _| !key.starts_with(&prefix));
+            tables.chunks.retain(|key, _| !key.starts_with(&prefix));
+            tables.results.remove(id);
+            removed.push(id.clone());
+        }
+        Ok(removed)
+    }
+
     async fn count_tasks(&self) -> StoreResult<BTreeMap<TaskState, u64>> {
         let mut counts = BTreeMap::new();
         for task in &self.tables().tasks {

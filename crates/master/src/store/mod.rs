@@ -111,6 +111,10 @@ pub trait Store: Send + Sync + 'static {
     async fn list_unfinished_tasks(&self) -> StoreResult<Vec<TaskRecord>>;
     /// How many tasks there are in each state (states with none may be missing).
     async fn count_tasks(&self) -> StoreResult<BTreeMap<TaskState, u64>>;
+    /// Removes those of `task_ids` that are finished, with their
+    /// assignments, results and output chunks (pruned history); returns the
+    /// ids removed. Unknown and unfinished tasks are left alone.
+    async fn delete_finished_tasks(&self, task_ids: &[String]) -> StoreResult<Vec<String>>;
 
     /// Records that a task attempt was placed on a worker.
     async fn put_assignment(&self, assignment: &AssignmentRecord) -> StoreResult<()>;

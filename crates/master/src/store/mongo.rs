@@ -342,6 +342,41 @@ impl Store for MongoStore {
         .await
     }
 
+    /// The task goes last: a prune that fails halfway leaves it, and the
+    /// next prune finds it and removes what is left.
+    async fn delete_finished_tasks(&self, task_ids: &[String]) -> StoreResult<Vec<String>> {
+        let operation = "pruning tasks";
+        let finished = states(
+            operation,
+            TaskState::ALL.into_iter().filter(|s| s.is_terminal()),
+        )?;
+        let found = self
+            .collection::<Document>("TASKS")
+            .find(doc! { "id": { "$in": task_ids }, "state": { "$in": &finished } })
+            .projection(doc! { "id": 1 })
+            .await
+            .map_err(failed(operation))?;
+        let found: Vec<Document> = found.try_collect().await.map_err(failed(operation))?;
+        let ids: Vec<String> = found
+            .iter()
+            .filter_map(|d| d.get_str("id").ok().map(str::to_string))
+            .collect();
+        if ids.is_empty() {
+            return Ok(ids);
+        }
+        for name in ["LOG_CHUNKS", "RESULTS", "ASSIGNMENTS"] {
+            self.collection::<Document>(name)
+                .delete_many(doc! { "task_id": { "$in": &ids } })
+                .await
+                .map_err(failed(operation))?;
+        }
+        self.collection::<Document>("TASKS")
+            .delete_many(doc! { "id": { "$in": &ids }, "state": { "$in": finished } })
+            .await
+            .map_err(failed(operation))?;
+        Ok(ids)
+    }
+
     async fn count_tasks(&self) -> StoreResult<BTreeMap<TaskState, u64>> {
         let tasks = self.collection::<Document>("TASKS");
         let counted = TaskState::ALL.map(|state| {

@@ -8,7 +8,7 @@
 
 use super::{
     AssignmentRecord, LogChunkRecord, ResultRecord, SecretRecord, Store, StoreError, TaskQuery,
-    TaskRecord, UserRecord, WorkerRecord,
+    TaskRecord, UserRecord, WorkerRecord, Write as StoreWrite,
 };
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
@@ -22,6 +22,8 @@ pub const MAX_LINE_BYTES: usize = 16 << 20;
 const CHUNK_PAGE: usize = 16;
 /// Tasks read from the store at once while exporting.
 const TASK_PAGE: usize = 500;
+/// Records written to the store at once while importing.
+const IMPORT_BATCH: usize = 1000;
 
 /// One exported record, tagged with its collection.
 #[derive(Debug, Serialize, Deserialize)]
@@ -243,6 +245,9 @@ pub async fn import(
         )));
     }
     let mut counts = Counts::default();
+    // Records are stored a batch at a time: one commit per batch on the
+    // embedded store, concurrent writes on MongoDB.
+    let mut batch = Vec::with_capacity(IMPORT_BATCH);
     let mut input = input.take(u64::MAX);
     let mut buffer = String::new();
     let mut number = 0;
@@ -265,33 +270,35 @@ pub async fn import(
         let line = parse_line(number, &buffer)?;
         match line {
             Line::User(user) => {
-                store.put_user(&user).await?;
+                batch.push(StoreWrite::PutUser(user));
                 counts.users += 1;
             }
             Line::Secret(secret) => {
-                store.put_secret(&secret).await?;
+                batch.push(StoreWrite::PutSecret(secret));
                 counts.secrets += 1;
             }
             Line::Worker(worker) => {
-                store.put_worker(&worker).await?;
+                batch.push(StoreWrite::PutWorker(worker));
                 counts.workers += 1;
             }
             Line::Task(task) => {
-                store.put_task(&task).await?;
+                batch.push(StoreWrite::PutTask(task));
                 counts.tasks += 1;
-                if counts.tasks % 1000 == 0 {
+                if counts.tasks.is_multiple_of(1000) {
                     progress(&counts);
                 }
             }
             Line::Assignment(assignment) => {
-                store.put_assignment(&assignment).await?;
+                batch.push(StoreWrite::PutAssignment(assignment));
                 counts.assignments += 1;
             }
             Line::Result(result) => {
-                store.put_result(&result).await?;
+                batch.push(StoreWrite::PutResult(result));
                 counts.results += 1;
             }
             Line::LogChunk(chunk) => {
+                // Chunks are not batch writes: what they belong to goes first.
+                store.write_batch(&std::mem::take(&mut batch)).await?;
                 let chunk = chunk
                     .into_record()
                     .map_err(|error| TransferError::Malformed {
@@ -302,7 +309,11 @@ pub async fn import(
                 counts.log_chunks += 1;
             }
         }
+        if batch.len() >= IMPORT_BATCH {
+            store.write_batch(&std::mem::take(&mut batch)).await?;
+        }
     }
+    store.write_batch(&batch).await?;
     Ok(counts)
 }
 

@@ -187,6 +187,22 @@ impl Store for EmbeddedStore {
         .await
     }
 
+    async fn delete_finished_tasks(&self, task_ids: &[String]) -> StoreResult<Vec<String>> {
+        let task_ids = task_ids.to_vec();
+        self.blocking("pruning tasks", move |db| {
+            let txn = db.begin_write().map_err(|e| e.to_string())?;
+            let mut removed = Vec::new();
+            for id in task_ids {
+                if task_index::remove_finished_task(&txn, &id)? {
+                    removed.push(id);
+                }
+            }
+            txn.commit().map_err(|e| e.to_string())?;
+            Ok(removed)
+        })
+        .await
+    }
+
     async fn count_tasks(&self) -> StoreResult<BTreeMap<TaskState, u64>> {
         self.blocking("counting tasks", |db| {
             let txn = db.begin_read().map_err(|e| e.to_string())?;

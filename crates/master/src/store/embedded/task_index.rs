@@ -4,7 +4,10 @@
 //! `TASKS_UNFINISHED` (what a starting master loads) and `TASK_COUNTS`.
 //! A file written before the indexes existed is indexed when it is opened.
 
-use super::tables::{META, TASK_COUNTS, TASKS, TASKS_BY_TIME, TASKS_UNFINISHED, Table};
+use super::tables::{
+    ASSIGNMENTS, LOG_CHUNKS, META, RESULTS, TASK_COUNTS, TASKS, TASKS_BY_TIME, TASKS_UNFINISHED,
+    Table,
+};
 use crate::store::{TaskCursor, TaskQuery, TaskRecord, TaskState};
 use redb::{ReadTransaction, ReadableTable, WriteTransaction};
 use serde::{Deserialize, Serialize};
@@ -136,6 +139,34 @@ pub(super) fn write_task(
         unindex(txn, old)?;
     }
     index(txn, task)
+}
+
+/// Removes a finished task, its index entries, assignments, result and
+/// output chunks, in `txn`; returns whether it was there and finished.
+pub(super) fn remove_finished_task(txn: &WriteTransaction, id: &str) -> Result<bool, String> {
+    let old = {
+        let mut tasks = open(txn, TASKS)?;
+        let old = match tasks.get(id).map_err(|e| e.to_string())? {
+            Some(value) => serde_json::from_slice::<Indexed>(value.value())
+                .map_err(|e| format!("task '{id}': {e}"))?,
+            None => return Ok(false),
+        };
+        if !old.state.is_terminal() {
+            return Ok(false);
+        }
+        tasks.remove(id).map_err(|e| e.to_string())?;
+        old
+    };
+    unindex(txn, &old)?;
+    // Every key `<id>/...`: up to `<id>0`, '0' being the character after '/'.
+    let (start, end) = (format!("{id}/"), format!("{id}0"));
+    for table in [ASSIGNMENTS, LOG_CHUNKS] {
+        open(txn, table)?
+            .retain_in(start.as_str()..end.as_str(), |_, _| false)
+            .map_err(|e| e.to_string())?;
+    }
+    open(txn, RESULTS)?.remove(id).map_err(|e| e.to_string())?;
+    Ok(true)
 }
 
 /// Indexes every task of a file written before the indexes existed (once).

@@ -386,6 +386,24 @@ impl Store for ResilientStore {
             .await
     }
 
+    /// Only tasks memory does not hold (finished and stored) are removed,
+    /// one prune at a time with the updates decided against the backend.
+    async fn delete_finished_tasks(&self, task_ids: &[String]) -> StoreResult<Vec<String>> {
+        let _one_at_a_time = self.cold_updates.lock().await;
+        let stored: Vec<String> = {
+            let mirror = self.mirror();
+            let ids = task_ids.iter().filter(|id| !mirror.tasks.contains_key(*id));
+            ids.cloned().collect()
+        };
+        let call = self.backend.delete_finished_tasks(&stored);
+        let removed = within(LOG_CHUNK_TIMEOUT, "pruning tasks", call).await?;
+        let mut mirror = self.mirror();
+        for id in &removed {
+            mirror.recent.remove(id);
+        }
+        Ok(removed)
+    }
+
     async fn put_assignment(&self, assignment: &AssignmentRecord) -> StoreResult<()> {
         self.write(Write::PutAssignment(assignment.clone())).await;
         Ok(())
@@ -567,6 +585,10 @@ mod tests {
         async fn count_tasks(&self) -> StoreResult<BTreeMap<TaskState, u64>> {
             self.check()?;
             self.inner.count_tasks().await
+        }
+        async fn delete_finished_tasks(&self, ids: &[String]) -> StoreResult<Vec<String>> {
+            self.check()?;
+            self.inner.delete_finished_tasks(ids).await
         }
         async fn put_assignment(&self, assignment: &AssignmentRecord) -> StoreResult<()> {
             self.check()?;
