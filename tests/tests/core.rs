@@ -773,15 +773,24 @@ fn history_pages_with_a_cursor_and_old_tasks_are_pruned() {
         master.poll("tasks", &[task, "completed"], WAIT);
     }
     // The newest two, then the one before them.
-    let first = master.poll("tasks --limit 2", &["older ones: `--cursor "], WAIT);
+    // What one command printed, up to the line with `last`.
+    let listing = |master: &mut Master, command: &str, last: &str| {
+        let from = master.send(command);
+        master.wait_from(from, last, WAIT);
+        master.output()[from..].join("\n")
+    };
+    let first = listing(&mut master, "tasks --limit 2", "older ones: `--cursor ");
     assert!(
         first.contains(&tasks[2]) && first.contains(&tasks[1]),
         "{first}"
     );
     assert!(!first.contains(&tasks[0]), "{first}");
     let cursor = word_after(&first, "--cursor ").trim_end_matches(['`', ')']);
-    let from = master.send(&format!("tasks --limit 2 --cursor {cursor}"));
-    let second = master.wait_from(from, &tasks[0], WAIT);
+    let second = listing(
+        &mut master,
+        &format!("tasks --limit 2 --cursor {cursor}"),
+        &tasks[0],
+    );
     assert!(!second.contains(&tasks[2]), "{second}");
     let from = master.send("tasks --cursor nonsense");
     master.wait_from(from, "is not one a task listing returned", WAIT);
