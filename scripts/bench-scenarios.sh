@@ -5,7 +5,7 @@
 #
 # SCENARIO: scale (100 / 1,000 / 10,000 workers at 5 s), heartbeats-10k,
 # peak-ingest, paced-ingest, dispatch, dispatch-paced, dispatch-mongodb,
-# websocket, churn. RUNS (default 3) repeats it; each run prints one line of
+# websocket, churn, million, restart-empty, million-mongodb. RUNS (default 3) repeats it; each run prints one line of
 # the load generator's JSON summary. Needs release binaries
 # (`cargo build --release --bins`); dispatch-mongodb needs nx-27017.
 set -euo pipefail
@@ -33,6 +33,14 @@ if what == "heartbeats":
 elif what == "dispatch":
     print(f"{x['completed']}/{x['tasks']} tasks, {x['per_second']:.0f} tasks/s, submit->assign "
           f"p50 {ms(x['submit_to_assign']['p50_us'])} p99 {ms(x['submit_to_assign']['p99_us'])}, {rss}")
+elif what == "million":
+    r, m = d["restart"], x["master_rss_bytes"]
+    mb = lambda b: f"{b / 2**20:.0f} MB" if b else "?"
+    print(f"{x['completed']}/{x['tasks']} tasks through {d['workers']} workers: {x['per_second']:.0f} tasks/s, "
+          f"last tenth {x['last_tenth_per_second'] or 0:.0f}/s, submit->assign p99 {ms(x['submit_to_assign']['p99_us'])}; "
+          f"RSS start {mb(m['start'])} middle {mb(m['middle'])} end {mb(m['end'])}; restart with {r['queued']} queued: "
+          f"serving {r['serving_seconds']:.2f} s, first placement {r['first_placement_seconds'] or 0:.2f} s, "
+          f"RSS {mb(r['master_rss_bytes']['serving'])} serving, {mb(r['master_rss_bytes']['after_queue'])} after the queue")
 elif what == "websocket":
     print(f"{w['clients']} clients (+{w['stalled_clients']} stalled) x {d['workers']} workers: "
           f"{h['sent']} events, received min {w['telemetry_received_min']} max {w['telemetry_received_max']}, "
@@ -53,6 +61,18 @@ run() { # what, loadgen args...
   done
 }
 
+# Starts nx-27017 on a free port with its data in $out/$1: sets port and nx_pid.
+start_nx() {
+  port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+  mkdir -p "$out/$1"
+  nx-27017 --data-dir "$out/$1" --host 127.0.0.1 -p "$port" --pid-file "$out/$1/pid" \
+    --log-file "$out/$1/log" >/dev/null 2>&1 &
+  nx_pid=$!
+  for _ in $(seq 50); do (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break; sleep 0.1; done
+}
+
+million="--workers 10000 --heartbeat-ms 5000 --duration 10 --submitters 64 --restart --queued 10000"
+
 case "$scenario" in
   scale)
     for n in 100 1000 10000; do run heartbeats --workers "$n" --heartbeat-ms 5000 --duration 20 --tasks 0; done ;;
@@ -64,16 +84,20 @@ case "$scenario" in
   dispatch-mongodb)
     command -v nx-27017 >/dev/null || { echo "pip install nx-27017" >&2; exit 1; }
     for i in $(seq "$runs"); do
-      port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-      mkdir -p "$out/nx$i"
-      nx-27017 --data-dir "$out/nx$i" --host 127.0.0.1 -p "$port" --pid-file "$out/nx$i/pid" \
-        --log-file "$out/nx$i/log" >/dev/null 2>&1 &
-      nx_pid=$!
-      for _ in $(seq 50); do (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break; sleep 0.1; done
+      start_nx "nx$i"
       runs=1 run dispatch --workers 1000 --heartbeat-ms 5000 --duration 2 --tasks 2000 \
         "--master-arg=--mongodb-uri=mongodb://127.0.0.1:$port/?directConnection=true"
       kill "$nx_pid"; wait "$nx_pid" 2>/dev/null || true; nx_pid=
     done ;;
+  # 1,000,000 tasks through 10,000 workers, then a restart with 10,000 queued;
+  # restart-empty is the same restart with no history, to compare with.
+  million)        run million $million --tasks 1000000 ;;
+  restart-empty)  run million $million --tasks 0 ;;
+  million-mongodb)
+    command -v nx-27017 >/dev/null || { echo "pip install nx-27017" >&2; exit 1; }
+    start_nx nx
+    runs=1 run million --workers 1000 --heartbeat-ms 5000 --duration 2 --tasks 5000 --restart --queued 1000 \
+      "--master-arg=--mongodb-uri=mongodb://127.0.0.1:$port/?directConnection=true" ;;
   websocket)      run websocket --workers 1000 --heartbeat-ms 5000 --duration 20 --ws-clients 1000 --stalled-clients 1 --tasks 0 ;;
   churn)          run churn --workers 1000 --heartbeat-ms 1000 --duration 20 --churn-percent 10 --tasks 0 ;;
   *) echo "unknown scenario '$scenario'; see the comment at the top of $0" >&2; exit 2 ;;

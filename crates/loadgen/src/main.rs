@@ -9,6 +9,8 @@
 
 mod heartbeats;
 mod master;
+mod progress;
+mod restart;
 mod sim;
 mod submit;
 mod watchers;
@@ -81,6 +83,14 @@ struct Args {
     /// clients and 1 stalled one, 10 % churn, 200 tasks.
     #[arg(long)]
     quick: bool,
+    /// After the dispatch phase: silence the workers, queue `--queued` tasks,
+    /// kill the master and start it again on its data directory; measures the
+    /// time until it serves and places the first queued task.
+    #[arg(long)]
+    restart: bool,
+    /// Tasks queued before the restart (with `--restart`).
+    #[arg(long, default_value_t = 1000)]
+    queued: usize,
     /// Also write the summary as JSON to this file.
     #[arg(long)]
     json: Option<PathBuf>,
@@ -115,7 +125,7 @@ async fn main() -> anyhow::Result<()> {
         Some(path) => path.clone(),
         None => std::env::current_exe()?.with_file_name("cloudai-master"),
     };
-    let spawned = master::spawn(&master::MasterSpec {
+    let mut spawned = master::spawn(&master::MasterSpec {
         binary,
         workers: args.workers,
         sim: &sim,
@@ -178,12 +188,16 @@ async fn main() -> anyhow::Result<()> {
     eprintln!("submitting {} tasks", args.tasks);
     let agent = MasterAgentClient::new(channel);
     let dispatch_start = Instant::now();
-    submit_tasks(&args, &agent, &submitted).await;
-    let deadline = Instant::now() + Duration::from_secs(120);
+    let watch = progress::Watch::start(spawned.pid(), completed.clone());
+    submit_tasks(&args, args.tasks as u64, 0, &agent, &submitted).await;
+    // Two minutes, or more for runs that need more at 500 tasks/s.
+    let limit = Duration::from_secs(120.max(args.tasks as u64 / 500));
+    let deadline = Instant::now() + limit;
     while completed.load(Ordering::Relaxed) < args.tasks as u64 && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let dispatch_elapsed = dispatch_start.elapsed();
+    let watched = watch.stop(args.tasks as u64);
     keepalive.abort();
     let done = completed.load(Ordering::Relaxed);
     let assign_latency = Samples::default();
@@ -196,6 +210,18 @@ async fn main() -> anyhow::Result<()> {
         }
     }
     let usage = spawned.usage();
+    let restarted = if args.restart {
+        let cluster = restart::Cluster {
+            client: &client,
+            agent: &agent,
+            port: &port,
+            assigned: &assigned,
+            completed: &completed,
+        };
+        Some(restart::restart_phase(&args, &mut spawned, cluster).await?)
+    } else {
+        None
+    };
 
     let summary = json!({
         "workers": args.workers,
@@ -227,9 +253,12 @@ async fn main() -> anyhow::Result<()> {
             "tasks": args.tasks,
             "completed": done,
             "per_second": done as f64 / dispatch_elapsed.as_secs_f64(),
+            "last_tenth_per_second": watched["last_tenth_per_second"],
             "submit_to_assign": assign_latency.percentiles(),
+            "master_rss_bytes": watched["master_rss_bytes"],
         },
         "master_rss_bytes": usage.map(|(_, rss)| rss),
+        "restart": restarted,
     });
     println!("{}", serde_json::to_string_pretty(&summary)?);
     if let Some(path) = &args.json {

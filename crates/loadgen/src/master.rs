@@ -13,6 +13,9 @@ pub struct SpawnedMaster {
     pub grpc: String,
     /// HTTP address.
     pub http: String,
+    /// The command line it was started with (kept for a restart).
+    command: Vec<std::ffi::OsString>,
+    binary: PathBuf,
     _data: tempfile::TempDir,
 }
 
@@ -28,6 +31,54 @@ impl SpawnedMaster {
     pub fn usage(&self) -> Option<(f64, u64)> {
         process_usage(self.child.id())
     }
+
+    /// The process id of the master running now.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Kills the master with SIGKILL and starts it again on the same data
+    /// directory and ports; returns once it serves (its banner).
+    pub fn restart(&mut self) -> anyhow::Result<()> {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let mut args = self.command.clone();
+        for (flag, address) in [("--grpc-addr", &self.grpc), ("--http-addr", &self.http)] {
+            let at = args
+                .iter()
+                .position(|a| a == flag)
+                .context("no address flag")?;
+            args[at + 1] = address.into();
+        }
+        let (child, _, _) = launch(&self.binary, &args)?;
+        self.child = child;
+        Ok(())
+    }
+}
+
+/// Starts the binary and reads its banner: the child and its gRPC and HTTP addresses.
+fn launch(
+    binary: &std::path::Path,
+    args: &[std::ffi::OsString],
+) -> anyhow::Result<(Child, String, String)> {
+    let mut child = Command::new(binary)
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .with_context(|| format!("cannot start {}", binary.display()))?;
+    let stdout = child.stdout.take().context("the master's stdout")?;
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut line)?;
+    let after = |marker: &str| {
+        line.split(marker)
+            .nth(1)
+            .and_then(|rest| rest.split(',').next())
+            .map(str::to_string)
+            .with_context(|| format!("no '{marker}' in the master's banner: {line}"))
+    };
+    Ok((child, after("gRPC on ")?, after("HTTP on ")?))
 }
 
 /// How to start the master.
@@ -51,43 +102,40 @@ pub fn spawn(spec: &MasterSpec<'_>) -> anyhow::Result<SpawnedMaster> {
     // expect, and a timeout no busy moment of the run can reach.
     let interval = spec.heartbeat_ms.max(100);
     let inactivity = (interval * 3).max(3000);
-    let mut command = Command::new(&spec.binary);
-    command
-        .args(["--insecure", "--no-repl"])
-        .args(["--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0"])
-        .args(["--heartbeat-interval", &format!("{interval}ms")])
-        .args(["--inactivity-timeout", &format!("{inactivity}ms")])
-        .args(["--reinvite-interval", "1h"])
+    let mut command: Vec<std::ffi::OsString> = [
+        "--insecure",
+        "--no-repl",
+        "--grpc-addr",
+        "127.0.0.1:0",
+        "--http-addr",
+        "127.0.0.1:0",
+        "--heartbeat-interval",
+        &format!("{interval}ms"),
+        "--inactivity-timeout",
+        &format!("{inactivity}ms"),
+        "--reinvite-interval",
+        "1h",
         // Every simulated worker and WebSocket client comes from loopback.
-        .args(["--max-connections-per-ip", "65536"])
-        .arg("--data-dir")
-        .arg(data.path())
-        .args(spec.extra)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit());
+        "--max-connections-per-ip",
+        "65536",
+        "--data-dir",
+    ]
+    .into_iter()
+    .map(Into::into)
+    .collect();
+    command.push(data.path().into());
+    command.extend(spec.extra.iter().map(Into::into));
     for i in 0..spec.workers {
-        command
-            .arg("--register")
-            .arg(format!("{}={}", worker_id(i), spec.sim));
+        command.push("--register".into());
+        command.push(format!("{}={}", worker_id(i), spec.sim).into());
     }
-    let mut child = command
-        .spawn()
-        .with_context(|| format!("cannot start {}", spec.binary.display()))?;
-    let stdout = child.stdout.take().context("the master's stdout")?;
-    let mut line = String::new();
-    std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut line)?;
-    let after = |marker: &str| {
-        line.split(marker)
-            .nth(1)
-            .and_then(|rest| rest.split(',').next())
-            .map(str::to_string)
-            .with_context(|| format!("no '{marker}' in the master's banner: {line}"))
-    };
+    let (child, grpc, http) = launch(&spec.binary, &command)?;
     Ok(SpawnedMaster {
-        grpc: after("gRPC on ")?,
-        http: after("HTTP on ")?,
+        grpc,
+        http,
         child,
+        command,
+        binary: spec.binary.clone(),
         _data: data,
     })
 }

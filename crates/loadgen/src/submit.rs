@@ -10,9 +10,12 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tonic::transport::Channel;
 
-/// Submits `--tasks` tasks from `--submitters` concurrent clients.
+/// Submits `total` tasks (each with `max_retries`) from `--submitters`
+/// concurrent clients.
 pub(crate) async fn submit_tasks(
     args: &Args,
+    total: u64,
+    max_retries: u32,
     agent: &MasterAgentClient<Channel>,
     submitted: &Arc<Mutex<HashMap<String, Instant>>>,
 ) {
@@ -23,12 +26,8 @@ pub(crate) async fn submit_tasks(
         (args.task_rate > 0).then(|| Duration::from_secs_f64(count as f64 / args.task_rate as f64));
     let submitters: Vec<_> = (0..count)
         .map(|k| {
-            let (mut agent, next, submitted, total) = (
-                agent.clone(),
-                next.clone(),
-                submitted.clone(),
-                args.tasks as u64,
-            );
+            let (mut agent, next, submitted, total) =
+                (agent.clone(), next.clone(), submitted.clone(), total);
             tokio::spawn(async move {
                 let mut tick = pace.map(|every| {
                     let start =
@@ -49,6 +48,7 @@ pub(crate) async fn submit_tasks(
                     if let Ok(response) = agent
                         .submit_task(SubmitTaskRequest {
                             task: Some(task),
+                            max_retries,
                             ..Default::default()
                         })
                         .await

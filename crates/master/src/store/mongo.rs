@@ -3,8 +3,9 @@
 //! `LOG_CHUNKS` of output pieces, with the indexes their queries use.
 //! Output bytes are stored as base64 text (`data_base64`), which every
 //! MongoDB wire-protocol server takes: nx-27017, the server CI runs, keeps
-//! documents as JSON and has no binary type. Writes are single-document operations (no
-//! multi-document transactions), idempotent where they can be.
+//! documents as JSON and has no binary type. Writes replace or remove whole documents (no
+//! multi-document transactions), and a batch goes as one multi-statement command per
+//! collection.
 
 use super::{
     AssignmentRecord, LogChunkRecord, ResultRecord, SecretRecord, Store, StoreError, StoreResult,
@@ -12,7 +13,7 @@ use super::{
 };
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
-use futures::{StreamExt, TryStreamExt};
+use futures::TryStreamExt;
 use mongodb::bson::{Bson, Document, doc, to_bson};
 use mongodb::options::IndexOptions;
 use mongodb::{Client, Collection, Database, IndexModel};
@@ -134,6 +135,23 @@ impl MongoStore {
         Ok(())
     }
 
+    /// Runs a write command; statement errors in its reply are errors too.
+    async fn write_command(&self, command: Document) -> StoreResult<()> {
+        let reply = self
+            .db
+            .run_command(command)
+            .await
+            .map_err(failed("writing a batch"))?;
+        let errors = reply.get_array("writeErrors").map(Vec::len).unwrap_or(0);
+        if errors > 0 || reply.contains_key("writeConcernError") {
+            return Err(StoreError::Backend {
+                operation: "writing a batch",
+                message: format!("{errors} writes refused: {reply}"),
+            });
+        }
+        Ok(())
+    }
+
     fn collection<T: Send + Sync>(&self, name: &str) -> Collection<T> {
         self.db.collection(name)
     }
@@ -226,8 +244,36 @@ fn task_filter(query: &TaskQuery) -> Document {
     filter
 }
 
-/// Writes of one batch in flight at once.
-const BATCH_CONCURRENCY: usize = 32;
+/// Statements in one `update` or `delete` command (servers take up to 100,000).
+const MAX_STATEMENTS: usize = 1000;
+
+/// A write as a statement: its collection, the filter of its document and
+/// the document that replaces it (`None`: it is deleted).
+fn statement(write: &Write) -> StoreResult<(&'static str, Document, Option<Document>)> {
+    fn encode<T: Serialize>(value: &T) -> StoreResult<Option<Document>> {
+        mongodb::bson::to_document(value)
+            .map(Some)
+            .map_err(|e| StoreError::Backend {
+                operation: "writing a batch",
+                message: e.to_string(),
+            })
+    }
+    Ok(match write {
+        Write::PutWorker(w) => ("WORKER_REGISTRY", doc! { "id": &w.id }, encode(w)?),
+        Write::DeleteWorker(id) => ("WORKER_REGISTRY", doc! { "id": id }, None),
+        Write::PutTask(t) => ("TASKS", doc! { "id": &t.id }, encode(t)?),
+        Write::PutAssignment(a) => (
+            "ASSIGNMENTS",
+            doc! { "task_id": &a.task_id, "attempt": a.attempt },
+            encode(a)?,
+        ),
+        Write::PutResult(r) => ("RESULTS", doc! { "task_id": &r.task_id }, encode(r)?),
+        Write::PutUser(u) => ("USERS", doc! { "name": &u.name }, encode(u)?),
+        Write::DeleteUser(name) => ("USERS", doc! { "name": name }, None),
+        Write::PutSecret(s) => ("SECRETS", doc! { "name": &s.name }, encode(s)?),
+        Write::DeleteSecret(name) => ("SECRETS", doc! { "name": name }, None),
+    })
+}
 
 #[async_trait::async_trait]
 impl Store for MongoStore {
@@ -272,11 +318,11 @@ impl Store for MongoStore {
         .await
     }
 
-    /// Single-document writes have no group commit to share, so a batch
-    /// keeps only the last write to each document and sends those
-    /// concurrently (several in flight instead of one round trip after
-    /// another). Every write replaces or removes a whole document, so the
-    /// result is the same as applying the batch in order.
+    /// A batch keeps only the last write to each document and sends them
+    /// as one multi-statement `update` (upserts) or `delete` command per
+    /// collection, the collections at once: a few round trips per batch,
+    /// whatever its size. Every write replaces or removes a whole document,
+    /// so the result is the same as applying the batch in order.
     async fn write_batch(&self, writes: &[Write]) -> StoreResult<()> {
         let mut last = std::collections::HashMap::new();
         for (index, write) in writes.iter().enumerate() {
@@ -284,11 +330,36 @@ impl Store for MongoStore {
         }
         let mut order: Vec<usize> = last.into_values().collect();
         order.sort_unstable();
-        futures::stream::iter(order)
-            .map(|index| writes[index].apply_to(self))
-            .buffer_unordered(BATCH_CONCURRENCY)
-            .try_collect::<()>()
-            .await
+        let mut commands: BTreeMap<(&'static str, bool), Vec<Document>> = BTreeMap::new();
+        for index in order {
+            let (collection, filter, replacement) = statement(&writes[index])?;
+            let upsert = replacement.is_some();
+            let statement = match replacement {
+                Some(document) => doc! { "q": filter, "u": document, "upsert": true },
+                None => doc! { "q": filter, "limit": 1 },
+            };
+            commands
+                .entry((collection, upsert))
+                .or_default()
+                .push(statement);
+        }
+        let sent = commands
+            .into_iter()
+            .flat_map(|((collection, upserts), statements)| {
+                let chunks: Vec<Vec<Document>> = statements
+                    .chunks(MAX_STATEMENTS)
+                    .map(<[Document]>::to_vec)
+                    .collect();
+                chunks.into_iter().map(move |chunk| {
+                    let command = if upserts {
+                        doc! { "update": collection, "updates": chunk, "ordered": false }
+                    } else {
+                        doc! { "delete": collection, "deletes": chunk, "ordered": false }
+                    };
+                    self.write_command(command)
+                })
+            });
+        futures::future::try_join_all(sent).await.map(drop)
     }
 
     async fn put_task(&self, task: &TaskRecord) -> StoreResult<()> {

@@ -22,6 +22,10 @@ use tables::{
     TASKS_UNFINISHED, USERS, WORKER_REGISTRY, backend, table_operation,
 };
 
+/// redb's page cache (its default, 1 GiB, would let the master's memory
+/// grow with its history; what a master reads again is recent and small).
+const CACHE_BYTES: usize = 32 << 20;
+
 /// File name of the embedded store inside the data directory.
 pub const FILE_NAME: &str = "cloudai.redb";
 
@@ -39,9 +43,11 @@ impl EmbeddedStore {
         std::fs::create_dir_all(data_dir)
             .map_err(|e| opening(format!("{}: {e}", data_dir.display())))?;
         let path = data_dir.join(FILE_NAME);
-        let db =
-            Database::create(&path).map_err(|e| opening(format!("{}: {e}", path.display())))?;
-        let txn = db.begin_write().map_err(|e| opening(e.to_string()))?;
+        let db = redb::Builder::new()
+            .set_cache_size(CACHE_BYTES)
+            .create(&path)
+            .map_err(|e| opening(format!("{}: {e}", path.display())))?;
+        let txn = tables::begin_write(&db).map_err(&opening)?;
         for table in [
             USERS,
             WORKER_REGISTRY,
@@ -116,7 +122,7 @@ impl Store for EmbeddedStore {
         let expected = expected.to_vec();
         let task = task.clone();
         self.blocking(operation, move |db| {
-            let txn = db.begin_write().map_err(|e| e.to_string())?;
+            let txn = tables::begin_write(db)?;
             let written = {
                 let table = txn.open_table(TASKS).map_err(|e| e.to_string())?;
                 let current: Option<TaskRecord> =
@@ -150,7 +156,7 @@ impl Store for EmbeddedStore {
             .map_err(backend(operation))?;
         let writes = writes.to_vec();
         self.blocking(operation, move |db| {
-            let txn = db.begin_write().map_err(|e| e.to_string())?;
+            let txn = tables::begin_write(db)?;
             for ((table, key, value), write) in operations.iter().zip(&writes) {
                 if let (Write::PutTask(task), Some(bytes)) = (write, value) {
                     task_index::write_task(&txn, task, bytes)?;
@@ -190,7 +196,7 @@ impl Store for EmbeddedStore {
     async fn delete_finished_tasks(&self, task_ids: &[String]) -> StoreResult<Vec<String>> {
         let task_ids = task_ids.to_vec();
         self.blocking("pruning tasks", move |db| {
-            let txn = db.begin_write().map_err(|e| e.to_string())?;
+            let txn = tables::begin_write(db)?;
             let mut removed = Vec::new();
             for id in task_ids {
                 if task_index::remove_finished_task(&txn, &id)? {
@@ -236,7 +242,7 @@ impl Store for EmbeddedStore {
         let key = log_chunk_key(&chunk.task_id, chunk.attempt, chunk.seq);
         let data = chunk.data.clone();
         self.blocking("saving a log chunk", move |db| {
-            let txn = db.begin_write().map_err(|e| e.to_string())?;
+            let txn = tables::begin_write(db)?;
             txn.open_table(LOG_CHUNKS)
                 .map_err(|e| e.to_string())?
                 .insert(key.as_str(), data.as_slice())
@@ -252,7 +258,7 @@ impl Store for EmbeddedStore {
         let start = log_chunk_key(task_id, attempt, 0);
         let end = format!("{}0", assignment_key(task_id, attempt));
         self.blocking("deleting log chunks", move |db| {
-            let txn = db.begin_write().map_err(|e| e.to_string())?;
+            let txn = tables::begin_write(db)?;
             let mut removed = 0;
             {
                 let mut table = txn.open_table(LOG_CHUNKS).map_err(|e| e.to_string())?;

@@ -26,6 +26,15 @@ pub(super) const TASK_COUNTS: Table = TableDefinition::new("TASK_COUNTS");
 /// What the file holds beyond the collections (index versions).
 pub(super) const META: Table = TableDefinition::new("META");
 
+/// A write transaction that records the allocator state with its commit
+/// (redb's quick repair), so opening the file after a crash does not walk
+/// the whole database: a restart does not slow down as history grows.
+pub(super) fn begin_write(db: &Database) -> Result<redb::WriteTransaction, String> {
+    let mut txn = db.begin_write().map_err(|e| e.to_string())?;
+    txn.set_quick_repair(true);
+    Ok(txn)
+}
+
 pub(super) fn backend(operation: &'static str) -> impl Fn(String) -> StoreError {
     move |message| StoreError::Backend { operation, message }
 }
@@ -56,7 +65,7 @@ impl EmbeddedStore {
     ) -> StoreResult<()> {
         let bytes = serde_json::to_vec(value).map_err(|e| backend(operation)(e.to_string()))?;
         self.blocking(operation, move |db| {
-            let txn = db.begin_write().map_err(|e| e.to_string())?;
+            let txn = begin_write(db)?;
             txn.open_table(table)
                 .map_err(|e| e.to_string())?
                 .insert(key.as_str(), bytes.as_slice())
@@ -120,7 +129,7 @@ impl EmbeddedStore {
         key: String,
     ) -> StoreResult<bool> {
         self.blocking(operation, move |db| {
-            let txn = db.begin_write().map_err(|e| e.to_string())?;
+            let txn = begin_write(db)?;
             let existed = txn
                 .open_table(table)
                 .map_err(|e| e.to_string())?
