@@ -254,23 +254,33 @@ fn store_batches(c: &mut Criterion) {
 }
 
 /// The same writes on MongoDB, against a file-backed `nx-27017` server started
-/// here (skipped with a note when `nx-27017` is not installed).
+/// here (skipped with a note when `nx-27017` is not installed), or the server
+/// at `CLOUDAI_BENCH_MONGODB_URI` (named `mongodb_external`). Beside them, the
+/// driver alone against the same server: the server's own bound.
 fn mongodb_writes(c: &mut Criterion) {
-    if std::process::Command::new("nx-27017")
-        .arg("--help")
-        .output()
-        .is_err()
+    let external = std::env::var("CLOUDAI_BENCH_MONGODB_URI").ok();
+    if external.is_none()
+        && std::process::Command::new("nx-27017")
+            .arg("--help")
+            .output()
+            .is_err()
     {
         eprintln!("nx-27017 not installed: MongoDB store benchmarks skipped");
         return;
     }
-    let server = cloudai_e2e::MongoServer::temporary();
+    let server = external.is_none().then(cloudai_e2e::MongoServer::temporary);
+    let (uri, name) = match (&external, &server) {
+        (Some(uri), _) => (uri.clone(), "mongodb_external"),
+        (None, Some(server)) => (server.uri.clone(), "mongodb_nx27017"),
+        (None, None) => unreachable!("one of them is set"),
+    };
     let runtime = two_thread_runtime();
     let store = runtime
-        .block_on(MongoStore::connect(&server.uri, "bench"))
-        .expect("connect to nx-27017");
+        .block_on(MongoStore::connect(&uri, "bench"))
+        .expect("connect to the MongoDB server");
+    driver_only(c, name, &uri, &runtime);
     let mut n = 0u64;
-    c.bench_function("mongodb_nx27017_put_task", |b| {
+    c.bench_function(&format!("{name}_put_task"), |b| {
         b.iter(|| {
             n += 1;
             let task = TaskRecord::queued(&format!("m-{n}"), "busybox", 0);
@@ -278,7 +288,7 @@ fn mongodb_writes(c: &mut Criterion) {
         })
     });
     let mut round = 0;
-    c.bench_function("mongodb_nx27017_batch_64_tasks", |b| {
+    c.bench_function(&format!("{name}_batch_64_tasks"), |b| {
         b.iter(|| {
             round += 1;
             runtime
@@ -286,7 +296,49 @@ fn mongodb_writes(c: &mut Criterion) {
                 .unwrap()
         })
     });
-    log_chunk_benches(c, "mongodb_nx27017", &store, &runtime);
+    log_chunk_benches(c, name, &store, &runtime);
+}
+
+/// The driver with no store code: one small document upserted per round
+/// trip, and 64 in one multi-statement `update` (what a store batch sends).
+fn driver_only(c: &mut Criterion, name: &str, uri: &str, runtime: &tokio::runtime::Runtime) {
+    use mongodb::bson::doc;
+    let client = runtime
+        .block_on(mongodb::Client::with_uri_str(uri))
+        .expect("a MongoDB client");
+    let db = client.database("bench_driver");
+    let docs = db.collection::<mongodb::bson::Document>("D");
+    // Indexed by id, as the store's collections are.
+    let index = mongodb::IndexModel::builder()
+        .keys(doc! { "id": 1 })
+        .build();
+    runtime
+        .block_on(async { docs.create_index(index).await })
+        .expect("an index");
+    let mut n = 0u64;
+    c.bench_function(&format!("{name}_driver_upsert_one"), |b| {
+        b.iter(|| {
+            n += 1;
+            let id = format!("d-{n}");
+            let call = docs
+                .replace_one(doc! { "id": &id }, doc! { "id": &id, "state": "queued" })
+                .upsert(true);
+            runtime.block_on(async { call.await }).unwrap()
+        })
+    });
+    c.bench_function(&format!("{name}_driver_update_64"), |b| {
+        b.iter(|| {
+            n += 1;
+            let updates: Vec<_> = (0..64)
+                .map(|k| {
+                    let id = format!("u-{n}-{k}");
+                    doc! { "q": { "id": &id }, "u": { "id": &id, "state": "queued" }, "upsert": true }
+                })
+                .collect();
+            let command = doc! { "update": "D", "updates": updates, "ordered": false };
+            runtime.block_on(async { db.run_command(command).await }).unwrap()
+        })
+    });
 }
 
 /// Chunk sizes the log benchmarks compare.
