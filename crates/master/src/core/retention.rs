@@ -26,16 +26,16 @@ pub async fn prune_history(lifecycle: &Lifecycle, keep: Duration) -> MasterResul
     let mut removed = 0;
     loop {
         let page = lifecycle.store().query_tasks(&query).await?;
-        let old: Vec<_> = page
+        let ids: Vec<String> = page
             .tasks
             .iter()
             .filter(|t| t.state.is_terminal() && t.finished_at.unwrap_or(t.updated_at) < cutoff)
+            .map(|t| t.id.clone())
             .collect();
-        let ids: Vec<String> = old.iter().map(|t| t.id.clone()).collect();
         if !ids.is_empty() {
             let gone = lifecycle.store().delete_finished_tasks(&ids).await?;
-            for task in old.iter().filter(|t| gone.contains(&t.id)) {
-                lifecycle.forget_finished(task.state);
+            for (_, state) in &gone {
+                lifecycle.forget_finished(*state);
             }
             removed += gone.len() as u64;
         }

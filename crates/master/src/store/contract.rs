@@ -148,7 +148,11 @@ pub async fn task_history(store: Arc<dyn Store>) {
     let states = [TaskState::Completed, TaskState::Failed, TaskState::Queued];
     for n in 0..12 {
         let mut t = task(&format!("h-{n:02}"), 100 + n / 2, states[n as usize % 3]);
-        t.owner = if n < 6 { "ana".into() } else { "bo".into() };
+        t.owner = match n {
+            0 => "a\"na".into(), // escaped in the stored JSON
+            1..6 => "ana".into(),
+            _ => "bo".into(),
+        };
         t.image = if n % 2 == 0 { "even" } else { "odd" }.into();
         store.put_task(&t).await.unwrap();
     }
@@ -191,6 +195,13 @@ pub async fn task_history(store: Arc<dyn Store>) {
     })
     .await;
     assert_eq!(ids(&filtered.tasks), ["h-10", "h-07"]);
+    let quoted = page(TaskQuery {
+        owner: Some("a\"na".into()),
+        limit: 100,
+        ..TaskQuery::default()
+    })
+    .await;
+    assert_eq!(ids(&quoted.tasks), ["h-00"]);
     let by_image = page(TaskQuery {
         image: Some("odd".into()),
         since: Some(102),
@@ -279,7 +290,7 @@ pub async fn pruning(store: Arc<dyn Store>) {
         .unwrap();
     let ids = ["p-done", "p-live", "p-ghost"].map(String::from);
     let removed = store.delete_finished_tasks(&ids).await.unwrap();
-    assert_eq!(removed, ["p-done"]);
+    assert_eq!(removed, [("p-done".to_string(), TaskState::Completed)]);
     assert!(store.get_task("p-done").await.unwrap().is_none());
     assert!(store.list_assignments("p-done").await.unwrap().is_empty());
     assert!(

@@ -96,24 +96,25 @@ impl Store for MemoryStore {
         Ok(unfinished.cloned().collect())
     }
 
-    async fn delete_finished_tasks(&self, task_ids: &[String]) -> StoreResult<Vec<String>> {
+    async fn delete_finished_tasks(
+        &self,
+        task_ids: &[String],
+    ) -> StoreResult<Vec<(String, TaskState)>> {
         let mut tables = self.tables();
         let mut removed = Vec::new();
         for id in task_ids {
-            let before = tables.tasks.len();
-            tables
-                .tasks
-                .retain(|t| !(&t.id == id && t.state.is_terminal()));
-            if tables.tasks.len() == before {
+            let found = tables.tasks.iter().position(|t| &t.id == id);
+            let Some(at) = found.filter(|&at| tables.tasks[at].state.is_terminal()) else {
                 continue;
-            }
+            };
+            let state = tables.tasks.remove(at).state;
             let prefix = format!("{id}/");
             tables
                 .assignments
                 .retain(|key, _| !key.starts_with(&prefix));
             tables.chunks.retain(|key, _| !key.starts_with(&prefix));
             tables.results.remove(id);
-            removed.push(id.clone());
+            removed.push((id.clone(), state));
         }
         Ok(removed)
     }

@@ -113,8 +113,12 @@ pub trait Store: Send + Sync + 'static {
     async fn count_tasks(&self) -> StoreResult<BTreeMap<TaskState, u64>>;
     /// Removes those of `task_ids` that are finished, with their
     /// assignments, results and output chunks (pruned history); returns the
-    /// ids removed. Unknown and unfinished tasks are left alone.
-    async fn delete_finished_tasks(&self, task_ids: &[String]) -> StoreResult<Vec<String>>;
+    /// ids removed and the state each had. Unknown and unfinished tasks are
+    /// left alone.
+    async fn delete_finished_tasks(
+        &self,
+        task_ids: &[String],
+    ) -> StoreResult<Vec<(String, TaskState)>>;
 
     /// Records that a task attempt was placed on a worker.
     async fn put_assignment(&self, assignment: &AssignmentRecord) -> StoreResult<()>;

@@ -415,7 +415,10 @@ impl Store for MongoStore {
 
     /// The task goes last: a prune that fails halfway leaves it, and the
     /// next prune finds it and removes what is left.
-    async fn delete_finished_tasks(&self, task_ids: &[String]) -> StoreResult<Vec<String>> {
+    async fn delete_finished_tasks(
+        &self,
+        task_ids: &[String],
+    ) -> StoreResult<Vec<(String, TaskState)>> {
         let operation = "pruning tasks";
         let finished = states(
             operation,
@@ -424,16 +427,20 @@ impl Store for MongoStore {
         let found = self
             .collection::<Document>("TASKS")
             .find(doc! { "id": { "$in": task_ids }, "state": { "$in": &finished } })
-            .projection(doc! { "id": 1 })
+            .projection(doc! { "id": 1, "state": 1 })
             .await
             .map_err(failed(operation))?;
         let found: Vec<Document> = found.try_collect().await.map_err(failed(operation))?;
-        let ids: Vec<String> = found
+        let removed: Vec<(String, TaskState)> = found
             .iter()
-            .filter_map(|d| d.get_str("id").ok().map(str::to_string))
+            .filter_map(|d| {
+                let state = TaskState::parse(d.get_str("state").ok()?)?;
+                Some((d.get_str("id").ok()?.to_string(), state))
+            })
             .collect();
+        let ids: Vec<&str> = removed.iter().map(|(id, _)| id.as_str()).collect();
         if ids.is_empty() {
-            return Ok(ids);
+            return Ok(removed);
         }
         for name in ["LOG_CHUNKS", "RESULTS", "ASSIGNMENTS"] {
             self.collection::<Document>(name)
@@ -445,7 +452,7 @@ impl Store for MongoStore {
             .delete_many(doc! { "id": { "$in": &ids }, "state": { "$in": finished } })
             .await
             .map_err(failed(operation))?;
-        Ok(ids)
+        Ok(removed)
     }
 
     async fn count_tasks(&self) -> StoreResult<BTreeMap<TaskState, u64>> {

@@ -193,14 +193,17 @@ impl Store for EmbeddedStore {
         .await
     }
 
-    async fn delete_finished_tasks(&self, task_ids: &[String]) -> StoreResult<Vec<String>> {
+    async fn delete_finished_tasks(
+        &self,
+        task_ids: &[String],
+    ) -> StoreResult<Vec<(String, TaskState)>> {
         let task_ids = task_ids.to_vec();
         self.blocking("pruning tasks", move |db| {
             let txn = tables::begin_write(db)?;
             let mut removed = Vec::new();
             for id in task_ids {
-                if task_index::remove_finished_task(&txn, &id)? {
-                    removed.push(id);
+                if let Some(state) = task_index::remove_finished_task(&txn, &id)? {
+                    removed.push((id, state));
                 }
             }
             txn.commit().map_err(|e| e.to_string())?;

@@ -11,6 +11,7 @@ use super::tables::{
 use crate::store::{TaskCursor, TaskQuery, TaskRecord, TaskState};
 use redb::{ReadTransaction, ReadableTable, WriteTransaction};
 use serde::{Deserialize, Serialize};
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 /// Index entries one page may read before it returns what it found (with a
@@ -20,25 +21,44 @@ pub(super) const SCAN_BUDGET: usize = 100_000;
 /// `META` key and value saying the task indexes are complete.
 const INDEXED: (&str, &[u8]) = ("task_indexes", b"1");
 
-/// What a task's `TASKS_BY_TIME` entry holds: the fields a query filters on.
+/// What a task's `TASKS_BY_TIME` entry holds: the fields a query filters on
+/// (borrowed from the stored bytes unless they hold escapes).
 #[derive(Serialize, Deserialize)]
 struct Entry<'a> {
     #[serde(rename = "s")]
     state: TaskState,
     #[serde(rename = "w", default, borrow)]
-    worker_id: Option<&'a str>,
+    worker_id: Option<Cow<'a, str>>,
     #[serde(rename = "o", default, borrow)]
-    owner: &'a str,
+    owner: Cow<'a, str>,
     #[serde(rename = "i", borrow)]
-    image: &'a str,
+    image: Cow<'a, str>,
 }
 
-/// The part of a stored task its index entries are made from.
-#[derive(Deserialize)]
+/// The part of a stored task its index entries are made from. A state this
+/// master does not know (`None`) is indexed by time only.
 struct Indexed {
     id: String,
     created_at: i64,
-    state: TaskState,
+    state: Option<TaskState>,
+}
+
+impl Indexed {
+    fn decode(bytes: &[u8]) -> Result<Self, String> {
+        #[derive(Deserialize)]
+        struct Raw {
+            id: String,
+            created_at: i64,
+            #[serde(default)]
+            state: String,
+        }
+        let raw: Raw = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
+        Ok(Self {
+            state: TaskState::parse(&raw.state),
+            id: raw.id,
+            created_at: raw.created_at,
+        })
+    }
 }
 
 /// The `TASKS_BY_TIME` key: zero-padded submission time, then id, so keys
@@ -90,20 +110,21 @@ fn unindex(txn: &WriteTransaction, old: &Indexed) -> Result<(), String> {
     open(txn, TASKS_BY_TIME)?
         .remove(time_key(old.created_at, &old.id).as_str())
         .map_err(|e| e.to_string())?;
-    if !old.state.is_terminal() {
-        open(txn, TASKS_UNFINISHED)?
-            .remove(old.id.as_str())
-            .map_err(|e| e.to_string())?;
+    open(txn, TASKS_UNFINISHED)?
+        .remove(old.id.as_str())
+        .map_err(|e| e.to_string())?;
+    match old.state {
+        Some(state) => count(txn, state, -1),
+        None => Ok(()),
     }
-    count(txn, old.state, -1)
 }
 
 fn index(txn: &WriteTransaction, task: &TaskRecord) -> Result<(), String> {
     let entry = Entry {
         state: task.state,
-        worker_id: task.worker_id.as_deref(),
-        owner: &task.owner,
-        image: &task.image,
+        worker_id: task.worker_id.as_deref().map(Cow::Borrowed),
+        owner: Cow::Borrowed(&task.owner),
+        image: Cow::Borrowed(&task.image),
     };
     let entry = serde_json::to_vec(&entry).map_err(|e| e.to_string())?;
     open(txn, TASKS_BY_TIME)?
@@ -131,9 +152,16 @@ pub(super) fn write_task(
         let old = tasks
             .insert(task.id.as_str(), bytes)
             .map_err(|e| e.to_string())?;
-        old.map(|v| serde_json::from_slice::<Indexed>(v.value()))
-            .transpose()
-            .map_err(|e| format!("task '{}': {e}", task.id))?
+        match old.map(|v| Indexed::decode(v.value())) {
+            Some(Ok(old)) => Some(old),
+            // Replaced by a record that reads: its old entries cannot be
+            // found, and the new ones are right.
+            Some(Err(error)) => {
+                tracing::warn!(task_id = %task.id, %error, "replacing a stored task that does not decode");
+                None
+            }
+            None => None,
+        }
     };
     if let Some(old) = &old {
         unindex(txn, old)?;
@@ -142,20 +170,26 @@ pub(super) fn write_task(
 }
 
 /// Removes a finished task, its index entries, assignments, result and
-/// output chunks, in `txn`; returns whether it was there and finished.
-pub(super) fn remove_finished_task(txn: &WriteTransaction, id: &str) -> Result<bool, String> {
-    let old = {
+/// output chunks, in `txn`; returns its state when it was there, finished
+/// (a task that does not decode is left alone).
+pub(super) fn remove_finished_task(
+    txn: &WriteTransaction,
+    id: &str,
+) -> Result<Option<TaskState>, String> {
+    let (old, state) = {
         let mut tasks = open(txn, TASKS)?;
         let old = match tasks.get(id).map_err(|e| e.to_string())? {
-            Some(value) => serde_json::from_slice::<Indexed>(value.value())
-                .map_err(|e| format!("task '{id}': {e}"))?,
-            None => return Ok(false),
+            Some(value) => Indexed::decode(value.value()).ok(),
+            None => None,
         };
-        if !old.state.is_terminal() {
-            return Ok(false);
+        let Some((old, state)) = old.and_then(|o| o.state.map(|s| (o, s))) else {
+            return Ok(None);
+        };
+        if !state.is_terminal() {
+            return Ok(None);
         }
         tasks.remove(id).map_err(|e| e.to_string())?;
-        old
+        (old, state)
     };
     unindex(txn, &old)?;
     // Every key `<id>/...`: up to `<id>0`, '0' being the character after '/'.
@@ -166,7 +200,7 @@ pub(super) fn remove_finished_task(txn: &WriteTransaction, id: &str) -> Result<b
             .map_err(|e| e.to_string())?;
     }
     open(txn, RESULTS)?.remove(id).map_err(|e| e.to_string())?;
-    Ok(true)
+    Ok(Some(state))
 }
 
 /// Indexes every task of a file written before the indexes existed (once).
@@ -252,7 +286,7 @@ pub(super) fn query(
             && query
                 .worker_id
                 .as_deref()
-                .is_none_or(|w| entry.worker_id == Some(w))
+                .is_none_or(|w| entry.worker_id.as_deref() == Some(w))
             && query.owner.as_deref().is_none_or(|o| entry.owner == o)
             && query.image.as_deref().is_none_or(|i| entry.image == i);
         if matches {

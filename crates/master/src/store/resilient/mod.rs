@@ -37,7 +37,7 @@ use super::{
 };
 use journal::{CALL_TIMEOUT, Journal, Pending, flush, within};
 use mirror::Mirror;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -67,6 +67,8 @@ pub struct ResilientStore {
 /// Backend pages one history page may read to fill itself around the tasks
 /// memory holds.
 const MAX_PAGE_READS: usize = 4;
+/// Reads of the backend one conditional update of a stored task may take.
+const COLD_READS: usize = 4;
 
 impl ResilientStore {
     /// Loads workers, users, secrets and the unfinished tasks from `backend`
@@ -152,8 +154,9 @@ impl ResilientStore {
     }
 
     /// A conditional update of a task memory does not hold (it finished and
-    /// was stored): decided against the backend's copy, one at a time, and
-    /// read again if memory released a task meanwhile.
+    /// was stored): decided against the backend's copy, one at a time. A task
+    /// released while it was read is in the recent cache, unless so many were
+    /// released that it may have left it: then it is read again.
     async fn update_stored_task_if(
         &self,
         task: &TaskRecord,
@@ -161,26 +164,34 @@ impl ResilientStore {
         also: &[Write],
     ) -> StoreResult<bool> {
         let _one_at_a_time = self.cold_updates.lock().await;
-        let done = loop {
+        for _ in 0..COLD_READS {
             let releases = self.mirror().releases;
             let read = self.read("reading a task", self.backend.get_task(&task.id));
             let stored = read.await?;
-            let mut mirror = self.mirror();
-            let current = match mirror.task(&task.id) {
-                Some(task) => task.state,
-                None if mirror.releases != releases => continue,
-                None => match stored {
-                    Some(stored) => stored.state,
-                    None => return Ok(false),
-                },
+            let done = {
+                let mut mirror = self.mirror();
+                let current = match mirror.task(&task.id) {
+                    Some(task) => task.state,
+                    None if mirror.releases - releases >= mirror::RECENT_TASKS as u64 => {
+                        continue;
+                    }
+                    None => match stored {
+                        Some(stored) => stored.state,
+                        None => return Ok(false),
+                    },
+                };
+                if !expected.contains(&current) {
+                    return Ok(false);
+                }
+                self.record_all(&mut mirror, task, also)
             };
-            if !expected.contains(&current) {
-                return Ok(false);
-            }
-            break self.record_all(&mut mirror, task, also);
-        };
-        Self::settle(done).await;
-        Ok(true)
+            Self::settle(done).await;
+            return Ok(true);
+        }
+        Err(StoreError::Backend {
+            operation: "updating a task",
+            message: "tasks finish too fast to read this one consistently; try again".into(),
+        })
     }
 
     /// A page of history from memory alone (held and recent tasks).
@@ -191,22 +202,26 @@ impl ResilientStore {
             .recent
             .values()
             .filter(|t| !mirror.tasks.contains_key(&t.id));
-        let mut page = query.page(held.chain(recent).cloned());
-        // Older history is in the backend, out of reach.
-        page.next = None;
-        page
+        // Older history is in the backend, out of reach until it is back.
+        query.page(held.chain(recent).cloned())
     }
 
     /// A page of history: backend pages, their tasks replaced by the copies
     /// memory holds, merged with the held tasks in the range read.
     async fn query_merged(&self, query: &TaskQuery) -> StoreResult<TaskPage> {
         let size = query.page_size();
-        let held: Vec<TaskRecord> = {
+        // One view of memory for the whole page: a task held in it is shown
+        // as memory has it, every other one as the backend has it, even if
+        // memory changes while the backend is read.
+        let (held_ids, held): (HashSet<String>, Vec<TaskRecord>) = {
             let mirror = self.mirror();
+            let ids = mirror.tasks.keys().cloned().collect();
             let held = mirror.tasks.values().map(|held| &held.task);
-            held.filter(|t| query.matches(t) && query.beyond_cursor(&TaskCursor::of(t)))
+            let matching = held
+                .filter(|t| query.matches(t) && query.beyond_cursor(&TaskCursor::of(t)))
                 .cloned()
-                .collect()
+                .collect();
+            (ids, matching)
         };
         let mut stored: Vec<TaskRecord> = Vec::new();
         let mut read_to: Option<TaskCursor> = None;
@@ -215,14 +230,7 @@ impl ResilientStore {
             let page = self
                 .read("listing tasks", self.backend.query_tasks(&ask))
                 .await?;
-            {
-                let mirror = self.mirror();
-                stored.extend(
-                    page.tasks
-                        .into_iter()
-                        .filter(|t| !mirror.tasks.contains_key(&t.id)),
-                );
-            }
+            stored.extend(page.tasks.into_iter().filter(|t| !held_ids.contains(&t.id)));
             read_to = page.next;
             let Some(to) = &read_to else { break };
             let held_in_range = held.iter().filter(|t| !is_older(t, to)).count();
@@ -363,16 +371,13 @@ impl Store for ResilientStore {
     }
 
     async fn query_tasks(&self, query: &TaskQuery) -> StoreResult<TaskPage> {
+        // While writes are held the backend is known to be away: memory
+        // answers at once. Otherwise a failed read is an error, never a page
+        // that looks like the end of history.
         if self.journal.degraded.load(Ordering::SeqCst) {
             return Ok(self.page_from_memory(query));
         }
-        match self.query_merged(query).await {
-            Ok(page) => Ok(page),
-            Err(error) => {
-                tracing::warn!(%error, "listing tasks from memory only");
-                Ok(self.page_from_memory(query))
-            }
-        }
+        self.query_merged(query).await
     }
 
     async fn list_unfinished_tasks(&self) -> StoreResult<Vec<TaskRecord>> {
@@ -386,19 +391,27 @@ impl Store for ResilientStore {
             .await
     }
 
-    /// Only tasks memory does not hold (finished and stored) are removed,
-    /// one prune at a time with the updates decided against the backend.
-    async fn delete_finished_tasks(&self, task_ids: &[String]) -> StoreResult<Vec<String>> {
+    /// Only tasks memory does not hold and with no write of theirs waiting
+    /// (finished and stored) are removed, one prune at a time with the
+    /// updates decided against the backend.
+    async fn delete_finished_tasks(
+        &self,
+        task_ids: &[String],
+    ) -> StoreResult<Vec<(String, TaskState)>> {
         let _one_at_a_time = self.cold_updates.lock().await;
         let stored: Vec<String> = {
             let mirror = self.mirror();
-            let ids = task_ids.iter().filter(|id| !mirror.tasks.contains_key(*id));
+            let ids = task_ids.iter().filter(|id| {
+                !mirror.tasks.contains_key(*id)
+                    && mirror.unwritten_result(id).is_none()
+                    && mirror.unwritten_assignments(id).is_empty()
+            });
             ids.cloned().collect()
         };
         let call = self.backend.delete_finished_tasks(&stored);
         let removed = within(LOG_CHUNK_TIMEOUT, "pruning tasks", call).await?;
         let mut mirror = self.mirror();
-        for id in &removed {
+        for (id, _) in &removed {
             mirror.recent.remove(id);
         }
         Ok(removed)
@@ -586,7 +599,10 @@ mod tests {
             self.check()?;
             self.inner.count_tasks().await
         }
-        async fn delete_finished_tasks(&self, ids: &[String]) -> StoreResult<Vec<String>> {
+        async fn delete_finished_tasks(
+            &self,
+            ids: &[String],
+        ) -> StoreResult<Vec<(String, TaskState)>> {
             self.check()?;
             self.inner.delete_finished_tasks(ids).await
         }
@@ -769,7 +785,9 @@ mod tests {
             page.tasks[0].id, "t-new",
             "memory answers while the store is away"
         );
-        assert!(page.next.is_none(), "older history is out of reach");
+        // Memory's pages go on through what it holds (here the recent cache).
+        assert_eq!(page.tasks.len(), 3);
+        assert!(page.next.is_some());
 
         flaky.down.store(false, Ordering::SeqCst);
         stored_everything(&store).await;
