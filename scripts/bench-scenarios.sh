@@ -34,11 +34,11 @@ elif what == "dispatch":
     print(f"{x['completed']}/{x['tasks']} tasks, {x['per_second']:.0f} tasks/s, submit->assign "
           f"p50 {ms(x['submit_to_assign']['p50_us'])} p99 {ms(x['submit_to_assign']['p99_us'])}, {rss}")
 elif what == "million":
-    r, m = d["restart"], x["master_rss_bytes"]
+    r, m = d["restart"], x["master_rss_bytes"] or {}  # no samples in a run without tasks
     mb = lambda b: f"{b / 2**20:.0f} MB" if b else "?"
     print(f"{x['completed']}/{x['tasks']} tasks through {d['workers']} workers: {x['per_second']:.0f} tasks/s, "
           f"last tenth {x['last_tenth_per_second'] or 0:.0f}/s, submit->assign p99 {ms(x['submit_to_assign']['p99_us'])}; "
-          f"RSS start {mb(m['start'])} middle {mb(m['middle'])} end {mb(m['end'])}; restart with {r['queued']} queued: "
+          f"RSS start {mb(m.get('start'))} middle {mb(m.get('middle'))} end {mb(m.get('end'))}; restart with {r['queued']} queued: "
           f"serving {r['serving_seconds']:.2f} s, first placement {r['first_placement_seconds'] or 0:.2f} s, "
           f"RSS {mb(r['master_rss_bytes']['serving'])} serving, {mb(r['master_rss_bytes']['after_queue'])} after the queue")
 elif what == "websocket":
