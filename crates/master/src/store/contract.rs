@@ -79,8 +79,13 @@ pub async fn workers(store: Arc<dyn Store>) {
 
 /// Every task of a store, newest first, read a page at a time.
 pub async fn all_tasks(store: &dyn Store) -> Vec<TaskRecord> {
+    every_page(store, 3).await
+}
+
+/// Every task of a store, newest first, following cursors through pages of `limit`.
+pub async fn every_page(store: &dyn Store, limit: usize) -> Vec<TaskRecord> {
     let mut query = TaskQuery {
-        limit: 3,
+        limit,
         ..TaskQuery::default()
     };
     let mut tasks = Vec::new();

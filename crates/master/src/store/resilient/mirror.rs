@@ -64,8 +64,9 @@ impl Recent {
     }
 
     fn insert(&mut self, task: TaskRecord) {
-        if self.tasks.insert(task.id.clone(), task.clone()).is_none() {
-            self.order.push_back(task.id);
+        let id = task.id.clone();
+        if self.tasks.insert(id.clone(), task).is_none() {
+            self.order.push_back(id);
         }
         while self.order.len() > RECENT_TASKS {
             if let Some(oldest) = self.order.pop_front() {
@@ -81,16 +82,21 @@ impl Recent {
     }
 }
 
+/// The oldest entry of `queue` if its write is stored (`seq <= stored`).
+fn pop_stored(queue: &mut VecDeque<(u64, String)>, stored: u64) -> Option<(u64, String)> {
+    let (seq, _) = queue.front()?;
+    if *seq <= stored {
+        queue.pop_front()
+    } else {
+        None
+    }
+}
+
 impl Mirror {
     /// Drops what the backend now has: finished tasks (into the recent
     /// cache), assignments and results whose writes are stored.
     fn release(&mut self, stored: u64) {
-        while let Some((seq, _)) = self.finishing.front()
-            && *seq <= stored
-        {
-            let Some((seq, id)) = self.finishing.pop_front() else {
-                break;
-            };
+        while let Some((seq, id)) = pop_stored(&mut self.finishing, stored) {
             // A later write to the task is not stored yet: it stays.
             if self
                 .tasks
@@ -109,12 +115,7 @@ impl Mirror {
         {
             self.unwritten_assignments.pop_front();
         }
-        while let Some((seq, _)) = self.result_order.front()
-            && *seq <= stored
-        {
-            let Some((seq, id)) = self.result_order.pop_front() else {
-                break;
-            };
+        while let Some((seq, id)) = pop_stored(&mut self.result_order, stored) {
             if self
                 .unwritten_results
                 .get(&id)

@@ -675,8 +675,9 @@ mod tests {
         }
     }
 
-    async fn stored_everything(store: &ResilientStore) {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    /// Waits, for at most `limit`, until every held write is stored.
+    async fn stored_everything(store: &ResilientStore, limit: Duration) {
+        let deadline = tokio::time::Instant::now() + limit;
         while store.pending_writes() > 0 {
             assert!(
                 tokio::time::Instant::now() < deadline,
@@ -711,7 +712,7 @@ mod tests {
             .put_task(&TaskRecord::queued("t-waiting", "busybox", 0))
             .await
             .unwrap();
-        stored_everything(&store).await;
+        stored_everything(&store, Duration::from_secs(30)).await;
         {
             let mirror = store.mirror();
             let held: Vec<&str> = mirror.tasks.keys().map(String::as_str).collect();
@@ -769,7 +770,7 @@ mod tests {
                 .await
                 .unwrap();
         }
-        stored_everything(&store).await;
+        stored_everything(&store, Duration::from_secs(30)).await;
         flaky.down.store(true, Ordering::SeqCst);
         // Written during the outage: only memory has it, and it is the newest.
         let queued = TaskRecord::queued("t-new", "busybox", 50);
@@ -790,7 +791,7 @@ mod tests {
         assert!(page.next.is_some());
 
         flaky.down.store(false, Ordering::SeqCst);
-        stored_everything(&store).await;
+        stored_everything(&store, Duration::from_secs(30)).await;
         // The queued task was stored as queued; memory's newer copy wins.
         let running = with_state(&queued, TaskState::Running);
         flaky.down.store(true, Ordering::SeqCst);
@@ -809,20 +810,12 @@ mod tests {
         let page = store.query_tasks(&running_only).await.unwrap();
         assert_eq!(page.tasks.len(), 1);
         assert_eq!(page.tasks[0].state, TaskState::Running);
-        stored_everything(&store).await;
-        let mut query = TaskQuery {
-            limit: 4,
-            ..TaskQuery::default()
-        };
-        let mut seen = Vec::new();
-        loop {
-            let page = store.query_tasks(&query).await.unwrap();
-            seen.extend(page.tasks.into_iter().map(|t| t.id));
-            match page.next {
-                Some(next) => query.before = Some(next),
-                None => break,
-            }
-        }
+        stored_everything(&store, Duration::from_secs(30)).await;
+        let seen: Vec<String> = crate::store::contract::every_page(&store, 4)
+            .await
+            .into_iter()
+            .map(|t| t.id)
+            .collect();
         let mut expected = vec!["t-new".to_string()];
         expected.extend((0..10).rev().map(|n| format!("t-{n}")));
         assert_eq!(seen, expected, "every task once, newest first");
@@ -921,14 +914,7 @@ mod tests {
         );
 
         flaky.down.store(false, Ordering::SeqCst);
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-        while store.pending_writes() > 0 {
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "writes never drained"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        stored_everything(&store, Duration::from_secs(60)).await;
         store.health().await.unwrap();
         assert_eq!(
             inner.get_task("t-1").await.unwrap().unwrap().state,
