@@ -4,7 +4,7 @@
 //! [`GpuRequest::of`] reads that once, and the code matches on the enum.
 
 /// A task's GPUs.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
 pub enum GpuRequest {
     /// No GPU.
     #[default]

@@ -1,5 +1,6 @@
 //! Micro-benchmarks of the master's hot paths: placement against 1k/10k
-//! workers, telemetry event JSON encoding, the heartbeat handler's work, and
+//! workers and a pass of 1,000 placements (a scan per task against the
+//! `Placer`), telemetry event JSON encoding, the heartbeat handler's work, and
 //! durable store writes per backend (embedded, single and batched, through the
 //! master's journal; MongoDB on an `nx-27017` server), and log chunk writes
 //! and reads by chunk size, and reading a connection through the connection
@@ -11,7 +12,7 @@ use cloudai_master::store::{
     EmbeddedStore, LogChunkRecord, MongoStore, ResilientStore, Store, TaskRecord, TaskState, Write,
 };
 use cloudai_master::{
-    Candidate, Demand, Envelope, Event, GpuSample, Metrics, PlacementMode, Policy, Runtime,
+    Candidate, Demand, Envelope, Event, GpuSample, Metrics, PlacementMode, Placer, Policy, Runtime,
     Services, Settings, place,
 };
 use cloudai_proto::v1::Heartbeat;
@@ -66,6 +67,42 @@ fn placement(c: &mut Criterion) {
             );
         }
     }
+    group.finish();
+}
+
+/// One scheduling pass: 1,000 like tasks placed in a row over 10,000
+/// workers, reserving as they go; a `place` scan per task against the pass's
+/// [`Placer`].
+fn placement_pass(c: &mut Criterion) {
+    let demand = Demand {
+        nano_cpus: CPU / 10,
+        memory_bytes: 1 << 30,
+        ..Demand::default()
+    };
+    let candidates = workers(10_000);
+    let mut group = c.benchmark_group("placement_pass_1000_tasks");
+    group.sample_size(10);
+    group.bench_function("scan_per_task/10000", |b| {
+        b.iter(|| {
+            let mut candidates = candidates.clone();
+            for _ in 0..1000 {
+                let choice = place(&demand, &candidates, Policy::Binpack).unwrap();
+                let chosen = &mut candidates[choice.index];
+                chosen.reserved_nano_cpus += demand.nano_cpus;
+                chosen.reserved_memory_bytes += demand.memory_bytes;
+            }
+            black_box(candidates)
+        })
+    });
+    group.bench_function("placer/10000", |b| {
+        b.iter(|| {
+            let mut placer = Placer::new(candidates.clone(), Policy::Binpack);
+            for _ in 0..1000 {
+                black_box(placer.place(&demand).unwrap());
+            }
+            placer
+        })
+    });
     group.finish();
 }
 
@@ -437,6 +474,7 @@ criterion_group!(
     benches,
     connection_io,
     placement,
+    placement_pass,
     telemetry_json,
     heartbeat_ingest,
     store_writes,

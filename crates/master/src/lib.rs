@@ -26,6 +26,7 @@ pub mod store;
 pub use crate::core::events::{Envelope, Event, GpuSample, Metrics};
 pub use crate::core::placement::PlacementMode;
 pub use crate::core::placement::{Candidate, Demand, Policy, place};
+pub use crate::core::placer::Placer;
 pub use crate::core::runtime::{Runtime, Settings};
 pub use crate::core::telemetry::Telemetry;
 pub use crate::core::workers::{Registration, Workers};

@@ -22,7 +22,8 @@
 //! - `tasks`: submit, place, dispatch, cancel; `results`: a worker's report of
 //!   an attempt; `task_logs`: whole outputs in chunks;
 //! - `scheduler`: the queue and its loop; `capacity`: what workers can take;
-//!   `placement`: the resource-aware choice;
+//!   `placement`: the resource-aware choice; `placer`: a pass's choices,
+//!   kept in heaps per kind of demand;
 //! - `retention`: `--keep-history`, pruning finished tasks in the background;
 //! - `secrets`: secrets sealed with the operator's key (`sealing`), opened
 //!   only into the copy of a task sent to its worker; `progress`: the latest
@@ -40,6 +41,7 @@ pub(crate) mod lifecycle;
 mod lifecycle_tests;
 pub(crate) mod metrics;
 pub(crate) mod placement;
+pub(crate) mod placer;
 pub(crate) mod progress;
 pub(crate) mod registry;
 pub(crate) mod results;

@@ -42,7 +42,7 @@ pub enum Policy {
 }
 
 /// What a task needs.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
 pub struct Demand {
     /// CPU in billionths (0: no reservation).
     pub nano_cpus: i64,
@@ -160,7 +160,7 @@ impl Candidate {
     }
 
     /// The GPUs this candidate gives a demand that fits.
-    fn gpus_for(&self, demand: &Demand) -> Vec<String> {
+    pub(crate) fn gpus_for(&self, demand: &Demand) -> Vec<String> {
         match &demand.gpus {
             GpuRequest::None => Vec::new(),
             GpuRequest::Exact(ids) => ids
@@ -232,20 +232,15 @@ impl PartialEq<&str> for NoFit {
 pub fn place(demand: &Demand, candidates: &[Candidate], policy: Policy) -> Result<Choice, NoFit> {
     let mut best: Option<(f64, usize)> = None;
     for (index, candidate) in candidates.iter().enumerate() {
-        if !candidate.fits(demand) {
+        let Some(score) = score(candidate, demand, policy) else {
             continue;
-        }
-        let score = match policy {
-            Policy::Binpack => candidate.free_fraction_after(demand),
-            Policy::Spread => -candidate.free_fraction_after(demand),
-            Policy::LeastLoaded => f64::from(candidate.live_cpu_percent.unwrap_or(0.0)),
         };
         let better = match best {
             None => true,
-            Some((best_score, best_index)) => {
-                score < best_score
-                    || (score == best_score && candidate.id < candidates[best_index].id)
-            }
+            Some((best_score, best_index)) => score
+                .total_cmp(&best_score)
+                .then_with(|| candidate.id.cmp(&candidates[best_index].id))
+                .is_lt(),
         };
         if better {
             best = Some((score, index));
@@ -257,8 +252,32 @@ pub fn place(demand: &Demand, candidates: &[Candidate], policy: Policy) -> Resul
             index,
             gpus: candidates[index].gpus_for(demand),
         }),
-        None => Err(NoFit(why_not(demand, candidates))),
+        None => Err(no_fit(demand, candidates)),
     }
+}
+
+/// How well `candidate` suits `demand` under `policy` (lower is better), or
+/// `None` when it does not fit. Always comparable with `total_cmp`: a NaN
+/// (a worker reporting a NaN load) ranks last, and -0 is 0.
+pub(crate) fn score(candidate: &Candidate, demand: &Demand, policy: Policy) -> Option<f64> {
+    if !candidate.fits(demand) {
+        return None;
+    }
+    let score = match policy {
+        Policy::Binpack => candidate.free_fraction_after(demand),
+        Policy::Spread => -candidate.free_fraction_after(demand),
+        Policy::LeastLoaded => f64::from(candidate.live_cpu_percent.unwrap_or(0.0)),
+    };
+    Some(if score.is_nan() {
+        f64::INFINITY
+    } else {
+        score + 0.0
+    })
+}
+
+/// Why no candidate fits `demand`.
+pub(crate) fn no_fit(demand: &Demand, candidates: &[Candidate]) -> NoFit {
+    NoFit(why_not(demand, candidates))
 }
 
 /// The first resource no worker can offer, in operator words.

@@ -1,12 +1,12 @@
 //! Live worker state: who is registered, who is alive, their latest metrics.
 //!
 //! A cheap cloneable handle over a std `Mutex`: no `.await` ever happens while
-//! it is held, and every operation is O(1) in the number of workers except the
-//! listings.
+//! it is held. Workers are kept by id, so listings come out sorted and every
+//! other operation is O(log workers).
 
 use crate::store::WorkerRecord;
 use cloudai_proto::v1::{Heartbeat, WorkerInfo};
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
@@ -59,11 +59,11 @@ pub enum HeartbeatOutcome {
 /// Shared handle to the live registry.
 #[derive(Clone, Default)]
 pub struct Registry {
-    workers: Arc<Mutex<HashMap<String, WorkerEntry>>>,
+    workers: Arc<Mutex<BTreeMap<String, WorkerEntry>>>,
 }
 
 impl Registry {
-    fn lock(&self) -> MutexGuard<'_, HashMap<String, WorkerEntry>> {
+    fn lock(&self) -> MutexGuard<'_, BTreeMap<String, WorkerEntry>> {
         // A panic while holding the lock cannot leave a half-written entry
         // (every update is a single assignment), so poisoning is ignored.
         self.workers
@@ -98,15 +98,13 @@ impl Registry {
 
     /// Copies of all entries, sorted by id.
     pub fn list(&self) -> Vec<WorkerEntry> {
-        let mut entries: Vec<WorkerEntry> = self.lock().values().cloned().collect();
-        entries.sort_by(|a, b| a.record.id.cmp(&b.record.id));
-        entries
+        self.lock().values().cloned().collect()
     }
 
-    /// `f` applied to every entry under the lock, without copying entries
-    /// (for per-pass views such as the scheduler's candidates); unordered.
-    pub fn filter_map<T>(&self, f: impl FnMut(&WorkerEntry) -> Option<T>) -> Vec<T> {
-        self.lock().values().filter_map(f).collect()
+    /// Whether `f` holds for every entry, by id, stopping at the first that
+    /// fails; under the lock, without copying entries.
+    pub fn all(&self, f: impl FnMut(&WorkerEntry) -> bool) -> bool {
+        self.lock().values().all(f)
     }
 
     /// Number of workers in each state: (pending, active, inactive).

@@ -1,21 +1,23 @@
 //! The built-in scheduler: a persistent priority queue (queued tasks in the
 //! store, ordered by priority then age) drained by one loop that places each
 //! task with [`crate::core::placement`]. It wakes on every submit, completion and
-//! worker change, and once a second; tasks that fit nowhere wait with a
+//! worker change, and once a second; a pass's placements go through one
+//! [`Placer`], so a burst of like tasks costs O(log workers) each; tasks that fit nowhere wait with a
 //! reason and are placed as soon as capacity frees up.
 //!
 //! In `agent` mode the loop leaves a queued task to the external agent for
 //! `--agent-timeout`, then places it itself, so a dead agent never stalls the
 //! cluster.
 
-use crate::core::capacity::{candidates, demand};
+use crate::core::capacity::{demand, refresh};
 use crate::core::lifecycle::Lifecycle;
-use crate::core::placement::{self, PlacementMode};
+use crate::core::placement::{Candidate, PlacementMode};
+use crate::core::placer::Placer;
 use crate::core::registry::Registry;
 use crate::core::tasks::Tasks;
 use crate::store::TaskState;
 use crate::store::now_millis;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -31,6 +33,9 @@ struct Inner {
     tasks: Tasks,
     /// Why each queued task is still waiting.
     waiting: Mutex<HashMap<String, String>>,
+    /// The workers as the last pass saw them, kept so the next one updates
+    /// them rather than building 10,000 anew.
+    candidates: Mutex<Vec<Candidate>>,
 }
 
 impl Scheduler {
@@ -42,6 +47,7 @@ impl Scheduler {
                 registry,
                 tasks,
                 waiting: Mutex::new(HashMap::new()),
+                candidates: Mutex::new(Vec::new()),
             }),
         }
     }
@@ -52,6 +58,13 @@ impl Scheduler {
 
     fn waiting(&self) -> std::sync::MutexGuard<'_, HashMap<String, String>> {
         self.inner.waiting.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn candidates(&self) -> std::sync::MutexGuard<'_, Vec<Candidate>> {
+        self.inner
+            .candidates
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
     }
 
     /// Why a queued task waits, if the scheduler has looked at it.
@@ -83,13 +96,20 @@ impl Scheduler {
             .filter(|(_, t)| t.state == TaskState::Queued && t.worker_id.is_none())
             .map(|(id, t)| (t.priority, t.created_at, id.clone(), t.queued_at))
             .collect();
-        self.waiting()
-            .retain(|id, _| queued.iter().any(|q| &q.2 == id));
+        {
+            let queued_ids: HashSet<&str> = queued.iter().map(|q| q.2.as_str()).collect();
+            self.waiting()
+                .retain(|id, _| queued_ids.contains(id.as_str()));
+        }
         if queued.is_empty() {
             return Ok(0);
         }
         queued.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)).then(a.2.cmp(&b.2)));
-        let mut candidates = candidates(&self.inner.registry, self.lifecycle());
+        // Last pass's candidates, refreshed in place (a concurrent pass finds
+        // none and builds its own).
+        let mut candidates = std::mem::take(&mut *self.candidates());
+        refresh(&self.inner.registry, self.lifecycle(), &mut candidates);
+        let mut placer = Placer::new(candidates, self.lifecycle().settings().policy);
         let now = now_millis();
         let agent_window = self.lifecycle().settings().agent_timeout.as_millis() as i64;
         let mut reservations = Vec::new();
@@ -121,13 +141,9 @@ impl Scheduler {
                 continue;
             }
             let demand = demand(&task);
-            match placement::place(&demand, &candidates, self.lifecycle().settings().policy) {
+            match placer.place(&demand) {
                 Ok(choice) => {
-                    let candidate = &mut candidates[choice.index];
-                    candidate.reserved_nano_cpus += demand.nano_cpus;
-                    candidate.reserved_memory_bytes += demand.memory_bytes;
-                    candidate.used_gpus.extend(choice.gpus.iter().cloned());
-                    let worker_id = candidate.id.clone();
+                    let worker_id = placer.candidate(choice.index).id.clone();
                     self.waiting().remove(&task_id);
                     self.lifecycle().holds().remove(&task_id);
                     reservations.push(self.place_and_dispatch(task_id, worker_id, choice.gpus));
@@ -135,6 +151,7 @@ impl Scheduler {
                 Err(reason) => self.set_waiting(&task_id, reason.to_string()),
             }
         }
+        *self.candidates() = placer.into_candidates();
         // The pass's placements are stored together (the store groups
         // concurrent writes into one commit) and the pass ends once they
         // are, so the next pass sees their reservations.
