@@ -91,6 +91,16 @@ impl Lifecycle {
             .into_iter()
             .map(|t| (t.id.clone(), ActiveTask::of(&t)))
             .collect();
+        // New ids continue after the newest stored one if the clock is behind it.
+        let newest = store
+            .query_tasks(&crate::store::TaskQuery {
+                limit: 1,
+                ..Default::default()
+            })
+            .await?;
+        if let Some(task) = newest.tasks.first() {
+            crate::core::task_ids::continue_after(&task.id);
+        }
         let finished = store
             .count_tasks()
             .await?

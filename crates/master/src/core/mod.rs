@@ -19,7 +19,8 @@
 //!   tasks (unknown, then lost: the at-most-once rule);
 //! - `registry`: live worker state; `telemetry`: one task per worker fed by
 //!   heartbeats; `workers`: registration, removal, invitations;
-//! - `tasks`: submit, place, dispatch, cancel; `results`: a worker's report of
+//! - `tasks`: submit, place, dispatch, cancel; `task_ids`: ids that follow
+//!   the submit time; `results`: a worker's report of
 //!   an attempt; `task_logs`: whole outputs in chunks;
 //! - `scheduler`: the queue and its loop; `capacity`: what workers can take;
 //!   `placement`: the resource-aware choice; `placer`: a pass's choices,
@@ -53,6 +54,7 @@ pub(crate) mod scheduler;
 mod scheduler_tests;
 pub(crate) mod sealing;
 pub(crate) mod secrets;
+pub(crate) mod task_ids;
 pub(crate) mod task_logs;
 pub(crate) mod tasks;
 pub(crate) mod telemetry;

@@ -6,6 +6,7 @@ use crate::core::lifecycle::Lifecycle;
 use crate::core::registry::Registry;
 use crate::core::registry::WorkerState;
 use crate::core::secrets::Secrets;
+use crate::core::task_ids;
 use crate::core::telemetry::Telemetry;
 use crate::core::worker_client::LogStream;
 use crate::core::worker_client::WorkerCalls;
@@ -57,11 +58,6 @@ pub struct TaskRequest {
 }
 
 pub use cloudai_common::validate::MAX_RETRIES;
-
-fn new_task_id() -> String {
-    let id = uuid::Uuid::new_v4().simple().to_string();
-    format!("t-{}", &id[..12])
-}
 
 /// Handle to task operations (cheap to clone).
 #[derive(Clone)]
@@ -135,7 +131,7 @@ impl Tasks {
             max_retries: request.max_retries,
             options: request.options,
             owner: request.owner,
-            ..TaskRecord::queued(&new_task_id(), &request.image, now)
+            ..TaskRecord::queued(&task_ids::new_task_id(), &request.image, now)
         };
         validate::task(&convert::task_message(&task))?;
         self.secrets().check_task(&task.options).await?;
@@ -443,16 +439,4 @@ pub(crate) fn check_attempt(task: &TaskRecord, attempt: u32) -> MasterResult<()>
         "task '{}' is on attempt {}, not {attempt}",
         task.id, task.attempt
     )))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn task_ids_are_short_and_valid() {
-        let id = new_task_id();
-        assert_eq!(id.len(), 14);
-        assert!(validate::id("task", &id).is_ok());
-    }
 }
