@@ -87,9 +87,7 @@ fn placement_pass(c: &mut Criterion) {
             let mut candidates = candidates.clone();
             for _ in 0..1000 {
                 let choice = place(&demand, &candidates, Policy::Binpack).unwrap();
-                let chosen = &mut candidates[choice.index];
-                chosen.reserved_nano_cpus += demand.nano_cpus;
-                chosen.reserved_memory_bytes += demand.memory_bytes;
+                candidates[choice.index].reserve(demand.nano_cpus, demand.memory_bytes, &[]);
             }
             black_box(candidates)
         })

@@ -159,6 +159,13 @@ impl Candidate {
         }
     }
 
+    /// Takes a placed task's share: its CPU, memory and exact GPUs.
+    pub fn reserve(&mut self, nano_cpus: i64, memory_bytes: i64, gpus: &[String]) {
+        self.reserved_nano_cpus = self.reserved_nano_cpus.saturating_add(nano_cpus);
+        self.reserved_memory_bytes = self.reserved_memory_bytes.saturating_add(memory_bytes);
+        self.used_gpus.extend(gpus.iter().cloned());
+    }
+
     /// The GPUs this candidate gives a demand that fits.
     pub(crate) fn gpus_for(&self, demand: &Demand) -> Vec<String> {
         match &demand.gpus {
@@ -252,7 +259,7 @@ pub fn place(demand: &Demand, candidates: &[Candidate], policy: Policy) -> Resul
             index,
             gpus: candidates[index].gpus_for(demand),
         }),
-        None => Err(no_fit(demand, candidates)),
+        None => Err(NoFit(why_not(demand, candidates))),
     }
 }
 
@@ -273,11 +280,6 @@ pub(crate) fn score(candidate: &Candidate, demand: &Demand, policy: Policy) -> O
     } else {
         score + 0.0
     })
-}
-
-/// Why no candidate fits `demand`.
-pub(crate) fn no_fit(demand: &Demand, candidates: &[Candidate]) -> NoFit {
-    NoFit(why_not(demand, candidates))
 }
 
 /// The first resource no worker can offer, in operator words.

@@ -17,7 +17,8 @@ const MAX_KINDS: usize = 32;
 
 /// Places a pass's tasks, reserving what each one takes.
 pub struct Placer {
-    /// By worker id: ties go to the lower index, as [`place`] breaks them by id.
+    /// Sorted by worker id: ties go to the lower index, as [`place`] breaks
+    /// them by id.
     candidates: Vec<Candidate>,
     /// Bumped on each reservation: a heap entry of an older version is stale.
     versions: Vec<u32>,
@@ -58,9 +59,13 @@ impl PartialEq for Entry {
 impl Eq for Entry {}
 
 impl Placer {
-    /// A placer over `candidates` (sorted here by id).
-    pub fn new(mut candidates: Vec<Candidate>, policy: Policy) -> Self {
-        candidates.sort_unstable_by(|a, b| a.id.cmp(&b.id));
+    /// A placer over `candidates`, which must be sorted by id (as
+    /// [`crate::core::capacity::refresh`] leaves them).
+    pub fn new(candidates: Vec<Candidate>, policy: Policy) -> Self {
+        debug_assert!(
+            candidates.is_sorted_by(|a, b| a.id <= b.id),
+            "candidates not sorted by id"
+        );
         Self {
             versions: vec![0; candidates.len()],
             candidates,
@@ -129,14 +134,7 @@ impl Placer {
 
     /// Takes `demand`'s share of the candidate and re-scores it in every heap.
     fn reserve(&mut self, index: usize, demand: &Demand, gpus: &[String]) {
-        let candidate = &mut self.candidates[index];
-        candidate.reserved_nano_cpus = candidate
-            .reserved_nano_cpus
-            .saturating_add(demand.nano_cpus);
-        candidate.reserved_memory_bytes = candidate
-            .reserved_memory_bytes
-            .saturating_add(demand.memory_bytes);
-        candidate.used_gpus.extend(gpus.iter().cloned());
+        self.candidates[index].reserve(demand.nano_cpus, demand.memory_bytes, gpus);
         let version = self.versions[index].wrapping_add(1);
         self.versions[index] = version;
         let candidate = &self.candidates[index];
@@ -177,7 +175,7 @@ mod tests {
             .map(|i| {
                 let gpus = rng.below(3) as usize;
                 Candidate {
-                    // Not in id order: the placer sorts them.
+                    // Not in id order: the test sorts them, as the placer needs.
                     id: format!("w{:03}", (i * 7) % count),
                     nano_cpus: (1 + rng.below(8) as i64) * CPU,
                     memory_bytes: (1 + rng.below(16) as i64) * GIB,

@@ -169,14 +169,7 @@ impl Scheduler {
         refresh(&self.inner.registry, self.lifecycle(), candidates);
         for flight in &in_flight {
             if let Ok(index) = candidates.binary_search_by(|c| c.id.cmp(&flight.worker_id)) {
-                let candidate = &mut candidates[index];
-                candidate.reserved_nano_cpus = candidate
-                    .reserved_nano_cpus
-                    .saturating_add(flight.nano_cpus);
-                candidate.reserved_memory_bytes = candidate
-                    .reserved_memory_bytes
-                    .saturating_add(flight.memory_bytes);
-                candidate.used_gpus.extend(flight.gpus.iter().cloned());
+                candidates[index].reserve(flight.nano_cpus, flight.memory_bytes, &flight.gpus);
             }
         }
         let mut placer = Placer::new(
