@@ -7,7 +7,9 @@
 //! cargo build --release --bins && cargo bench -p cloudai-e2e --bench container_burst
 //! ```
 //! `CLOUDAI_BURST` sets N (default 200), `CLOUDAI_BENCH_ROUNDS` the rounds
-//! (default 3). Prints tasks/s for each path (the median round) and the ratio.
+//! (default 3). Each round also runs the same burst as a Docker Swarm
+//! replicated job on a single-node swarm made for it (`CLOUDAI_BENCH_SWARM=0`
+//! skips it). Prints tasks/s for each path (the median round) and the ratios.
 
 use cloudai_e2e::{Master, MasterOptions, TEST_IMAGE, Worker, ensure_test_image};
 use std::process::{Command, Stdio};
@@ -55,6 +57,77 @@ fn docker_burst(n: usize) -> f64 {
     start.elapsed().as_secs_f64()
 }
 
+/// Runs `docker ARGS`, returning its stdout when it succeeded.
+fn docker(args: &[&str]) -> Option<String> {
+    let out = Command::new("docker")
+        .args(args)
+        .stderr(Stdio::null())
+        .output()
+        .ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// A Docker Swarm replicated job of N tasks at once (`--max-concurrent N`),
+/// on a single-node swarm made for the round and left after it; seconds
+/// until all N tasks completed, or `None` where Swarm cannot start here.
+fn swarm_burst(n: usize) -> Option<f64> {
+    let state = docker(&["info", "--format", "{{.Swarm.LocalNodeState}}"])?;
+    let made = state.trim() != "active";
+    if made {
+        docker(&["swarm", "init", "--advertise-addr", "127.0.0.1"])?;
+    }
+    let name = format!("cloudai-burst-{}", std::process::id());
+    let replicas = n.to_string();
+    let start = Instant::now();
+    let created = docker(&[
+        "service",
+        "create",
+        "--detach",
+        "--quiet",
+        "--name",
+        &name,
+        "--mode",
+        "replicated-job",
+        "--replicas",
+        &replicas,
+        "--max-concurrent",
+        &replicas,
+        "--restart-condition",
+        "none",
+        TEST_IMAGE,
+        "true",
+    ]);
+    let mut elapsed = None;
+    let deadline = start + Duration::from_secs(600);
+    while created.is_some() && Instant::now() < deadline {
+        let states = docker(&["service", "ps", &name, "--format", "{{.CurrentState}}"]);
+        let complete = states.map_or(0, |s| {
+            s.lines().filter(|l| l.starts_with("Complete")).count()
+        });
+        if complete >= n {
+            elapsed = Some(start.elapsed().as_secs_f64());
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    docker(&["service", "rm", &name]);
+    // The job's containers go with the service; wait for them before leaving.
+    let label = format!("label=com.docker.swarm.service.name={name}");
+    for _ in 0..120 {
+        let left = docker(&["ps", "-aq", "--filter", &label]).unwrap_or_default();
+        if left.trim().is_empty() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    if made {
+        docker(&["swarm", "leave", "--force"]);
+    }
+    elapsed
+}
+
 /// Completed tasks the master's `status` reports.
 fn completed(master: &mut Master) -> usize {
     let line = master.poll("status", &["tasks:"], Duration::from_secs(30));
@@ -93,12 +166,20 @@ fn main() {
     let worker = Worker::join(&mut master, "burst", dir.path());
     std::thread::sleep(Duration::from_secs(2));
     let idle = (rss_kib(master.pid()), rss_kib(worker.pid()));
-    let (mut docker, mut cloudai, mut after) = (Vec::new(), Vec::new(), Vec::new());
+    let with_swarm = std::env::var("CLOUDAI_BENCH_SWARM").map_or(true, |v| v != "0");
+    let (mut docker, mut cloudai, mut swarm, mut after) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for round in 0..rounds {
         docker.push(n as f64 / docker_burst(n));
         let before = round * n;
         cloudai.push(n as f64 / cloudai_burst(&mut master, &worker.id, n, before));
         after.push((rss_kib(master.pid()), rss_kib(worker.pid())));
+        if with_swarm {
+            match swarm_burst(n) {
+                Some(seconds) => swarm.push(n as f64 / seconds),
+                None => eprintln!("Docker Swarm could not run the job here; skipped"),
+            }
+        }
     }
     let spread = |v: &[f64]| {
         let mut v = v.to_vec();
@@ -116,6 +197,14 @@ fn main() {
         spread(&cloudai)
     );
     println!("ratio CloudAI / docker run:   {:.2}", c / d);
+    if !swarm.is_empty() {
+        let w = median(&mut swarm.clone());
+        println!(
+            "Docker Swarm job, one node:   median {w:.1} tasks/s (range {})",
+            spread(&swarm)
+        );
+        println!("ratio CloudAI / Swarm:        {:.2}", c / w);
+    }
     let mib = |kib: u64| kib as f64 / 1024.0;
     println!(
         "RSS idle: master {:.1} MiB + worker {:.1} MiB = {:.1} MiB",

@@ -7,6 +7,12 @@ use cloudai_worker::config::FIRST_WORKER_PORT;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+/// mimalloc hands memory freed after a burst of tasks back to the system;
+/// glibc's allocator kept ~8 MB of it per burst in its thread arenas
+/// (docs/PERFORMANCE.md: a burst of short containers).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> anyhow::Result<()> {
     cloudai_common::load_dotenv();
     let config = WorkerConfig::parse();

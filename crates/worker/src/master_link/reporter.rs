@@ -105,18 +105,28 @@ pub async fn run_reporter(worker: Worker, mut queue: mpsc::UnboundedReceiver<Pen
                 continue;
             }
         }
-        if let Some(container) = &item.report.container {
-            worker.executor().remove(container).await;
-        }
-        let result = &item.report.result;
-        spool::remove(&spool::path(
-            &worker.config().data_dir,
-            &task_id,
-            result.attempt,
-        ))
-        .await;
-        worker.forget(&task_id);
+        // Off the path of the next result: a removal under a busy dockerd
+        // takes a while, and results due behind it would wait for it.
+        worker
+            .tracker()
+            .spawn(clean_up(worker.clone(), item.report));
     }
+}
+
+/// Removes a delivered result's container and spooled output, and forgets
+/// its task.
+async fn clean_up(worker: Worker, report: PendingReport) {
+    if let Some(container) = &report.container {
+        worker.executor().remove(container).await;
+    }
+    let result = &report.result;
+    spool::remove(&spool::path(
+        &worker.config().data_dir,
+        &result.task_id,
+        result.attempt,
+    ))
+    .await;
+    worker.forget(&result.task_id);
 }
 
 fn queued(worker: &Worker, report: PendingReport) -> Queued {

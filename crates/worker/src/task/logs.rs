@@ -3,7 +3,7 @@
 use cloudai_proto::v1::LogChunk;
 use std::collections::VecDeque;
 use std::sync::Mutex;
-use tokio::sync::broadcast;
+use tokio::sync::{Notify, broadcast};
 
 /// Most output kept in memory per task; older chunks are dropped first.
 pub const MAX_BUFFERED_BYTES: usize = 1 << 20;
@@ -32,6 +32,8 @@ enum Live {
 /// Output of one task.
 pub struct LogBuffer {
     state: Mutex<State>,
+    /// Told when a follower subscribes (the first one wakes [`Self::followed`]).
+    followed: Notify,
 }
 
 /// What a new follower gets: everything buffered so far and, while the task
@@ -60,7 +62,14 @@ impl LogBuffer {
                 truncated: false,
                 live: Live::Open(None),
             }),
+            followed: Notify::new(),
         }
+    }
+
+    /// Resolves once someone subscribed to this output (or at once if
+    /// someone already did).
+    pub async fn followed(&self) {
+        self.followed.notified().await;
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -102,6 +111,7 @@ impl LogBuffer {
             ),
             Live::Ended => None,
         };
+        self.followed.notify_one();
         Subscription {
             backlog: state.chunks.iter().cloned().collect(),
             live,
@@ -151,6 +161,28 @@ mod tests {
         assert!(live.recv().await.is_err());
         assert!(buffer.subscribe().live.is_none());
         assert_eq!(buffer.tail(), (b"one\ntwo\n".to_vec(), false));
+    }
+
+    #[tokio::test]
+    async fn a_subscription_wakes_the_wait_for_a_follower() {
+        let buffer = std::sync::Arc::new(LogBuffer::new());
+        let waiting = tokio::spawn({
+            let buffer = buffer.clone();
+            async move { buffer.followed().await }
+        });
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        assert!(!waiting.is_finished(), "no one follows yet");
+        let _sub = buffer.subscribe();
+        tokio::time::timeout(std::time::Duration::from_secs(5), waiting)
+            .await
+            .expect("the subscription wakes it")
+            .unwrap();
+        // A wait begun after the subscription resolves at once.
+        let late = LogBuffer::new();
+        let _sub = late.subscribe();
+        tokio::time::timeout(std::time::Duration::from_secs(5), late.followed())
+            .await
+            .expect("resolves at once");
     }
 
     #[test]

@@ -1,12 +1,16 @@
-//! Runs one task from assignment to report: pull, start, collect logs, wait
-//! (with timeout and cancel), inspect, and queue the result.
+//! Runs one task from assignment to report: get its image when needed, start,
+//! read its output, wait (with timeout and cancel), and queue the result.
+//! A short task costs Docker five calls: create, start, wait, one read of its
+//! output, and the removal once its result is delivered.
 
 use crate::Worker;
-use crate::task::executor::{Collected, ImageRequest, LogRead, PullProgress};
+use crate::task::executor::{
+    Collected, DockerError, ImageRequest, LogRead, PullProgress, StartError,
+};
 use crate::task::handle::{StopReason, TaskHandle};
 use crate::task::spool::{self, Spool};
 use cloudai_common::resources::GpuRequest;
-use cloudai_proto::v1::{RegistryCredentials, Task, TaskResult, TaskStatus};
+use cloudai_proto::v1::{PullPolicy, RegistryCredentials, Task, TaskResult, TaskStatus};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 use tokio::sync::watch;
@@ -39,7 +43,6 @@ pub async fn run_new(
             return fail_before_start(&worker, &task, &handle, started_at, error.to_string());
         }
     }
-    let executor = worker.executor();
     let options = task.options.clone().unwrap_or_default();
     let request = ImageRequest {
         image: &task.image,
@@ -50,51 +53,42 @@ pub async fn run_new(
         },
         credentials: credentials.as_ref(),
     };
-    let (progress, watching) = watch::channel(PullProgress::default());
-    let done = CancellationToken::new();
-    let forwarder = worker
-        .tracker()
-        .spawn(crate::master_link::progress::forward(
-            worker.clone(),
-            task.task_id.clone(),
-            handle.attempt,
-            watching,
-            done.clone(),
-        ));
-    // A cancel stops the pull too: the task never started.
-    let pulled = tokio::select! {
-        pulled = executor.prepare_image(&request, &progress) => pulled,
-        _ = handle.stop.cancelled() => Ok(()),
-    };
-    // Its last progress reaches the master before the task runs.
-    done.cancel();
-    let _ = forwarder.await;
-    drop(progress);
-    if let Err(error) = pulled {
+    // `--pull always` pulls first; otherwise the create finds out whether the
+    // image is here, and a missing one is got (or refused) before a second try.
+    let mut fetched = request.policy == PullPolicy::Always;
+    if fetched && let Err(error) = fetch_image(&worker, &task, &handle, &request).await {
         return fail_before_start(&worker, &task, &handle, started_at, error.to_string());
     }
-    if handle.stop.is_cancelled() {
-        let reason = handle.stop_reason();
-        let error = reason.map(describe_stop).unwrap_or_default();
-        handle.logs.close();
-        return worker.queue_result(
-            result(
-                &worker,
-                &task.task_id,
-                &handle,
-                status_for(reason),
+    let name = loop {
+        if handle.stop.is_cancelled() {
+            let reason = handle.stop_reason();
+            let error = reason.map(describe_stop).unwrap_or_default();
+            handle.logs.close();
+            return worker.queue_result(
+                result(
+                    &worker,
+                    &task.task_id,
+                    &handle,
+                    status_for(reason),
+                    None,
+                    error,
+                    started_at,
+                ),
                 None,
-                error,
-                started_at,
-            ),
-            None,
-        );
-    }
-    let name = match executor.start(&task, worker.id()).await {
-        Ok(name) => name,
-        Err(error) => {
-            return fail_before_start(&worker, &task, &handle, started_at, error.to_string());
+            );
         }
+        let error = match worker.executor().start(&task, worker.id()).await {
+            Ok(name) => break name,
+            Err(StartError::NoImage(_)) if !fetched => {
+                fetched = true;
+                match fetch_image(&worker, &task, &handle, &request).await {
+                    Ok(()) => continue,
+                    Err(error) => error.to_string(),
+                }
+            }
+            Err(error) => error.to_string(),
+        };
+        return fail_before_start(&worker, &task, &handle, started_at, error);
     };
     tracing::info!(task_id = %task.task_id, container = %name, "task container started");
     let memory_limited = task.limits.as_ref().is_some_and(|l| l.memory_bytes > 0);
@@ -108,6 +102,36 @@ pub async fn run_new(
         memory_limited,
     )
     .await;
+}
+
+/// Gets the task's image as its pull policy says, forwarding the pull's
+/// progress to the master; a cancel stops the pull (the caller sees the
+/// cancel, not an error).
+async fn fetch_image(
+    worker: &Worker,
+    task: &Task,
+    handle: &TaskHandle,
+    request: &ImageRequest<'_>,
+) -> Result<(), DockerError> {
+    let (progress, watching) = watch::channel(PullProgress::default());
+    let done = CancellationToken::new();
+    let forwarder = worker
+        .tracker()
+        .spawn(crate::master_link::progress::forward(
+            worker.clone(),
+            task.task_id.clone(),
+            handle.attempt,
+            watching,
+            done.clone(),
+        ));
+    let pulled = tokio::select! {
+        pulled = worker.executor().prepare_image(request, &progress) => pulled,
+        _ = handle.stop.cancelled() => Ok(()),
+    };
+    // Its last progress reaches the master before the task runs.
+    done.cancel();
+    let _ = forwarder.await;
+    pulled
 }
 
 fn fail_before_start(
@@ -152,20 +176,16 @@ pub async fn supervise(
     worker.heartbeat_soon();
     let spool = open_spool(&worker, &task_id, handle.attempt).await;
     let stop_following = CancellationToken::new();
-    let logs = {
-        let (executor, name, task_id, buffer, stop) = (
-            executor.clone(),
-            name.clone(),
-            task_id.clone(),
-            handle.logs.clone(),
-            stop_following.clone(),
-        );
-        tokio::spawn(async move {
-            executor
-                .collect_logs(&name, &task_id, &buffer, LogRead::Follow(stop), spool)
-                .await
-        })
-    };
+    let ended = CancellationToken::new();
+    let logs = tokio::spawn(read_output(
+        executor.clone(),
+        name.clone(),
+        task_id.clone(),
+        handle.clone(),
+        spool,
+        ended.clone(),
+        stop_following.clone(),
+    ));
     let timeout = async {
         if timeout_seconds == 0 {
             std::future::pending::<()>().await;
@@ -191,6 +211,7 @@ pub async fn supervise(
             executor.wait(&name).await
         }
     };
+    ended.cancel();
     handle
         .running
         .store(false, std::sync::atomic::Ordering::SeqCst);
@@ -248,6 +269,49 @@ pub async fn supervise(
     worker.heartbeat_soon();
 }
 
+/// How long a container runs before its output is followed live, unless
+/// someone follows it sooner. One that ends first is read once after its end:
+/// one Docker call instead of a follow and a check of its last entry.
+const FOLLOW_AFTER: Duration = Duration::from_millis(500);
+
+/// How a task's output was read.
+struct Output {
+    collected: Collected,
+    /// Read once after the container ended: complete, nothing to check.
+    read_after_end: bool,
+}
+
+/// Reads a task's output into its buffer and spool: once, if the container
+/// ends (`ended`) within [`FOLLOW_AFTER`] and no one follows the task before;
+/// followed live otherwise, until Docker ends the stream or `stop_following`.
+async fn read_output(
+    executor: crate::task::executor::Executor,
+    name: String,
+    task_id: String,
+    handle: Arc<TaskHandle>,
+    spool: Option<Spool>,
+    ended: CancellationToken,
+    stop_following: CancellationToken,
+) -> Output {
+    let read_after_end = tokio::select! {
+        biased;
+        _ = ended.cancelled() => true,
+        _ = handle.logs.followed() => false,
+        _ = tokio::time::sleep(FOLLOW_AFTER) => false,
+    };
+    let read = match read_after_end {
+        true => LogRead::After(None),
+        false => LogRead::Follow(stop_following),
+    };
+    let collected = executor
+        .collect_logs(&name, &task_id, &handle.logs, read, spool)
+        .await;
+    Output {
+        collected,
+        read_after_end,
+    }
+}
+
 /// How long the followed output may pause, once the container stopped,
 /// before the worker reads the rest of it without following.
 const LOG_DRAIN_PATIENCE: Duration = Duration::from_secs(5);
@@ -265,7 +329,7 @@ async fn drain_output(
     task_id: &str,
     name: &str,
     handle: &TaskHandle,
-    mut follower: tokio::task::JoinHandle<Collected>,
+    mut follower: tokio::task::JoinHandle<Output>,
     stop_following: CancellationToken,
 ) -> Option<Spool> {
     let mut seen = handle.logs.total_bytes();
@@ -279,7 +343,13 @@ async fn drain_output(
             }
         }
     };
-    let followed = followed?;
+    let Output {
+        collected: followed,
+        read_after_end,
+    } = followed?;
+    if read_after_end {
+        return followed.spool;
+    }
     // Without timestamps to compare there is nothing to check.
     let Some(last) = worker.executor().last_log_time(name).await else {
         return followed.spool;

@@ -66,6 +66,18 @@ impl From<String> for DockerError {
     }
 }
 
+/// Why a task's container could not be started.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StartError {
+    /// Its image is not on this host (Docker answered the create with
+    /// "no such image"): get it and start again.
+    #[error("image '{0}' is not on this worker")]
+    NoImage(String),
+    /// Any other failure, said for the task's error.
+    #[error(transparent)]
+    Docker(#[from] DockerError),
+}
+
 /// Docker access for the worker.
 #[derive(Clone)]
 pub struct Executor {
@@ -110,7 +122,9 @@ impl Executor {
     }
 
     /// Creates and starts the task's container with its limits and labels.
-    pub async fn start(&self, task: &Task, worker_id: &str) -> Result<String, DockerError> {
+    /// The image is not looked up first: a create that finds none says so
+    /// with [`StartError::NoImage`] (one Docker call less per task).
+    pub async fn start(&self, task: &Task, worker_id: &str) -> Result<String, StartError> {
         let name = container_name(&task.task_id, task.attempt.max(1));
         let limits = task.limits.clone().unwrap_or_default();
         let device_requests =
@@ -153,16 +167,42 @@ impl Executor {
             name: Some(name.clone()),
             ..Default::default()
         };
-        self.docker
-            .create_container(Some(options), body)
-            .await
-            .map_err(|e| format!("cannot create the container: {}", docker_message(e)))?;
+        match self.docker.create_container(Some(options), body).await {
+            Ok(_) => {}
+            // Docker says 404 for a missing image, and for a missing network too.
+            Err(
+                e @ bollard::errors::Error::DockerResponseServerError {
+                    status_code: 404, ..
+                },
+            ) if !self.has_image(&task.image).await? => {
+                tracing::debug!(image = task.image, error = %docker_message(e), "image not here");
+                return Err(StartError::NoImage(task.image.clone()));
+            }
+            Err(e) => {
+                let message = format!("cannot create the container: {}", docker_message(e));
+                return Err(DockerError(message).into());
+            }
+        }
         if let Err(e) = self.docker.start_container(&name, None).await {
             self.remove(&name).await;
             let message = format!("cannot start the container: {}", docker_message(e));
-            return Err(DockerError(message));
+            return Err(DockerError(message).into());
         }
         Ok(name)
+    }
+
+    /// Whether `image` is on this host.
+    pub async fn has_image(&self, image: &str) -> Result<bool, DockerError> {
+        match self.docker.inspect_image(image).await {
+            Ok(_) => Ok(true),
+            Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 404, ..
+            }) => Ok(false),
+            Err(e) => Err(DockerError(format!(
+                "cannot inspect image '{image}': {}",
+                docker_message(e)
+            ))),
+        }
     }
 
     /// Waits for the container to stop; returns its exit code when Docker

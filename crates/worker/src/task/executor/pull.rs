@@ -53,16 +53,7 @@ impl Executor {
         progress: &watch::Sender<PullProgress>,
     ) -> Result<(), DockerError> {
         let image = request.image;
-        let present = match self.docker.inspect_image(image).await {
-            Ok(_) => true,
-            Err(bollard::errors::Error::DockerResponseServerError {
-                status_code: 404, ..
-            }) => false,
-            Err(e) => {
-                let message = format!("cannot inspect image '{image}': {}", docker_message(e));
-                return Err(DockerError(message));
-            }
-        };
+        let present = self.has_image(image).await?;
         match (request.policy, present) {
             (PullPolicy::Never, true) | (PullPolicy::Missing, true) => return Ok(()),
             (PullPolicy::Never, false) => {
